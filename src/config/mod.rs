@@ -1,0 +1,2 @@
+//! Configuration: schema, environment substitution, includes and validation.
+pub mod duration;

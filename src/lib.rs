@@ -1,0 +1,10 @@
+//! sonde — a health-monitoring probe agent.
+//!
+//! Data flows one way: config -> validate -> scheduler -> runner -> `Probe::run` ->
+//! `Outcome` -> record (logs, and later metrics, store, monitors and alerts).
+//! `main.rs` only parses the command line and maps errors to exit codes; everything
+//! testable lives in this library.
+
+pub mod clock;
+pub mod config;
+pub mod probe;
