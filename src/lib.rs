@@ -8,3 +8,5 @@
 pub mod clock;
 pub mod config;
 pub mod probe;
+pub mod alert;
+pub mod schedule;

@@ -1,2 +1,1037 @@
-//! Configuration: schema, environment substitution, includes and validation.
+//! Configuration: the schema of `sonde.toml` and included probe files, `${VAR}`
+//! substitution, and validation that reports every error at once, each with
+//! file:line:column and key path.
+//!
+//! Loading is pure apart from reading files and the environment, which come in
+//! through `Loader`. Each table is deserialized on its own from the spanned TOML
+//! tree, so one bad probe does not hide the errors of the next.
+
 pub mod duration;
+pub mod env;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::IntoDeserializer;
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::alert::{ChannelConfig, ChannelSpec, CHANNEL_KINDS};
+use crate::probe::{ProbeSpec, KINDS};
+use crate::schedule::Schedule;
+
+/// The default config file, relative to the working directory.
+pub const DEFAULT_PATH: &str = "sonde.toml";
+
+/// The default interval of a probe with neither `schedule` nor `every`.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
+
+/// One configuration problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem concerns the file as a whole.
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key path, e.g. `probe[2].timeout`; empty for syntax errors.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        f.write_str(": ")?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a configuration, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The main file.
+    pub path: PathBuf,
+    pub agent: AgentConfig,
+    pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub telemetry: TelemetryConfig,
+    pub channels: Vec<ChannelConfig>,
+    pub probes: Vec<ProbeConfig>,
+}
+
+impl Config {
+    pub fn probe(&self, name: &str) -> Option<&ProbeConfig> {
+        self.probes.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Probes running at once, across all probes.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// How long a shutdown waits for in-flight runs.
+    #[serde(default = "default_drain", with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+fn default_max_concurrent() -> usize {
+    64
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            max_concurrent: default_max_concurrent(),
+            drain_timeout: default_drain(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("sonde.db")
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: default_store_path(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9323".into()
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_listen(),
+            token_env: None,
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// A tracing filter directive such as `info` or `sonde=debug`; `RUST_LOG` wins.
+    pub log_level: Option<String>,
+    pub otlp_endpoint: Option<String>,
+}
+
+/// One probe, with the common keys resolved and the kind's keys in `spec`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    pub name: String,
+    pub health_set: String,
+    pub schedule: Schedule,
+    pub timeout: Duration,
+    pub alert: Vec<String>,
+    pub depends_on: Vec<String>,
+    pub enabled: bool,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub remind_every: Option<Duration>,
+    pub spec: ProbeSpec,
+    /// The file that defines the probe, and the line of its table.
+    pub file: PathBuf,
+    pub line: usize,
+    /// Relative paths in `spec` resolve against this directory.
+    pub base_dir: PathBuf,
+}
+
+impl ProbeConfig {
+    pub fn kind(&self) -> &'static str {
+        self.spec.kind()
+    }
+}
+
+/// Keys every `[[probe]]` table may have beside its kind's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonKeys {
+    name: String,
+    kind: String,
+    health_set: Option<String>,
+    schedule: Option<String>,
+    #[serde(default, with = "duration::option")]
+    every: Option<Duration>,
+    #[serde(default, with = "duration::option")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    alert: Vec<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    enabled: Option<bool>,
+    failure_threshold: Option<u32>,
+    success_threshold: Option<u32>,
+    #[serde(default, with = "duration::option")]
+    remind_every: Option<Duration>,
+}
+
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "health_set",
+    "schedule",
+    "every",
+    "timeout",
+    "alert",
+    "depends_on",
+    "enabled",
+    "failure_threshold",
+    "success_threshold",
+    "remind_every",
+];
+
+const TOP_KEYS: &[&str] = &[
+    "include",
+    "agent",
+    "store",
+    "api",
+    "telemetry",
+    "channel",
+    "probe",
+];
+
+/// Reads files and the environment for the loader; tests substitute both.
+pub struct Loader<'a> {
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Default for Loader<'_> {
+    fn default() -> Self {
+        Loader {
+            env: &|name| std::env::var(name).ok(),
+        }
+    }
+}
+
+/// Loads and validates the configuration at `path` with the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    Loader::default().load(path)
+}
+
+/// A file's text after substitution, for turning byte offsets into positions.
+struct Source {
+    path: PathBuf,
+    text: String,
+}
+
+impl Source {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        position_in(&self.text, offset)
+    }
+}
+
+fn position_in(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |p| p + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Collects errors for one file.
+struct Report<'s> {
+    src: &'s Source,
+    errors: &'s mut Vec<ConfigError>,
+}
+
+impl Report<'_> {
+    fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let (line, column) = self.src.position(span.start);
+        self.errors.push(ConfigError {
+            file: self.src.path.clone(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Records a deserialization error of the value at `value` whose path is `prefix`,
+    /// locating the innermost key the error's span falls in.
+    fn de_error(&mut self, err: toml::de::Error, prefix: &str, value: &Spanned<DeValue<'_>>) {
+        let span = err.span().unwrap_or_else(|| value.span());
+        let key = key_path_at(prefix, value, span.start);
+        self.at(span, key, err.message().trim().to_string());
+    }
+}
+
+/// The dotted path of the innermost key or array element whose key or value
+/// contains `offset`.
+fn key_path_at(prefix: &str, value: &Spanned<DeValue<'_>>, offset: usize) -> String {
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            for (k, v) in table.iter() {
+                let inside_key = k.span().contains(&offset);
+                let inside_value = v.span().contains(&offset);
+                if inside_key || inside_value {
+                    let path = join_key(prefix, k.get_ref());
+                    return if inside_value {
+                        key_path_at(&path, v, offset)
+                    } else {
+                        path
+                    };
+                }
+            }
+            prefix.to_string()
+        }
+        DeValue::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                if v.span().contains(&offset) {
+                    return key_path_at(&format!("{prefix}[{i}]"), v, offset);
+                }
+            }
+            prefix.to_string()
+        }
+        _ => prefix.to_string(),
+    }
+}
+
+fn join_key(prefix: &str, key: &str) -> String {
+    let key = if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    };
+    if prefix.is_empty() {
+        key
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn deserialize<'de, T: Deserialize<'de>>(value: Spanned<DeValue<'de>>) -> Result<T, toml::de::Error> {
+    T::deserialize(value.into_deserializer())
+}
+
+/// A probe before cross-checks, with where its references stand.
+struct Pending {
+    probe: ProbeConfig,
+    name_at: Located,
+    depends_at: Vec<Located>,
+    alert_at: Vec<Located>,
+}
+
+#[derive(Clone)]
+struct Located {
+    file: PathBuf,
+    line: usize,
+    column: usize,
+    key: String,
+}
+
+impl Located {
+    fn new(src: &Source, span: Range<usize>, key: String) -> Self {
+        let (line, column) = src.position(span.start);
+        Located {
+            file: src.path.clone(),
+            line,
+            column,
+            key,
+        }
+    }
+
+    fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: self.line,
+            column: self.column,
+            key: self.key.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn here(&self) -> String {
+        format!("{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+#[derive(Default)]
+struct Parts {
+    agent: Option<AgentConfig>,
+    store: Option<StoreConfig>,
+    api: Option<ApiConfig>,
+    telemetry: Option<TelemetryConfig>,
+    channels: Vec<(ChannelConfig, Located)>,
+    probes: Vec<Pending>,
+    includes: Vec<(String, Located)>,
+}
+
+impl Loader<'_> {
+    /// Loads and validates the configuration at `path`.
+    pub fn load(&self, path: &Path) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut parts = Parts::default();
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.load_file(path, true, &mut parts, &mut errors);
+
+        let mut seen_files: HashSet<PathBuf> = HashSet::new();
+        seen_files.insert(path.to_path_buf());
+        for (pattern, at) in std::mem::take(&mut parts.includes) {
+            for file in expand_include(&base_dir, &pattern, &at, &mut errors) {
+                if seen_files.insert(file.clone()) {
+                    self.load_file(&file, false, &mut parts, &mut errors);
+                }
+            }
+        }
+
+        let channels = cross_check_channels(&parts.channels, &mut errors);
+        let probes = cross_check_probes(parts.probes, &channels, &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            agent: parts.agent.unwrap_or_default(),
+            store: parts.store.unwrap_or_default(),
+            api: parts.api.unwrap_or_default(),
+            telemetry: parts.telemetry.unwrap_or_default(),
+            channels: parts.channels.into_iter().map(|(c, _)| c).collect(),
+            probes,
+        })
+    }
+
+    fn load_file(&self, path: &Path, main: bool, parts: &mut Parts, errors: &mut Vec<ConfigError>) {
+        let raw = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(ConfigError {
+                    file: path.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                    key: String::new(),
+                    message: format!("cannot read config file: {e}"),
+                });
+                return;
+            }
+        };
+        let (text, subst_errors) = env::substitute(&raw, self.env);
+        for e in subst_errors {
+            let (line, column) = position_in(&raw, e.offset);
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line,
+                column,
+                key: String::new(),
+                message: e.message,
+            });
+        }
+        let src = Source {
+            path: path.to_path_buf(),
+            text,
+        };
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut report = Report {
+            src: &src,
+            errors,
+        };
+        let root = match DeTable::parse(&src.text) {
+            Ok(root) => root,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                report.at(span, "", format!("invalid TOML: {}", e.message().trim()));
+                return;
+            }
+        };
+        let allowed: &[&str] = if main { TOP_KEYS } else { &["channel", "probe"] };
+        for (key, value) in root.into_inner() {
+            let name = key.get_ref().as_ref();
+            if !allowed.contains(&name) {
+                let hint = if main {
+                    String::new()
+                } else {
+                    " (an included file holds only [[probe]] and [[channel]] tables)".into()
+                };
+                report.at(
+                    key.span(),
+                    name,
+                    format!("unknown key; expected one of {}{hint}", allowed.join(", ")),
+                );
+                continue;
+            }
+            match name {
+                "include" => match deserialize::<Vec<String>>(value.clone()) {
+                    Ok(patterns) => {
+                        let items: Vec<Range<usize>> = match value.get_ref() {
+                            DeValue::Array(a) => a.iter().map(|v| v.span()).collect(),
+                            _ => Vec::new(),
+                        };
+                        for (i, p) in patterns.into_iter().enumerate() {
+                            let span = items.get(i).cloned().unwrap_or_else(|| value.span());
+                            parts
+                                .includes
+                                .push((p, Located::new(&src, span, format!("include[{i}]"))));
+                        }
+                    }
+                    Err(e) => report.de_error(e, "include", &value),
+                },
+                "agent" => {
+                    let at = value_span(&value, "max_concurrent");
+                    parts.agent = section::<AgentConfig>(&mut report, "agent", value);
+                    if parts.agent.as_ref().is_some_and(|a| a.max_concurrent == 0) {
+                        report.at(at, "agent.max_concurrent", "must be at least 1");
+                    }
+                }
+                "store" => parts.store = section(&mut report, "store", value),
+                "api" => parts.api = section(&mut report, "api", value),
+                "telemetry" => parts.telemetry = section(&mut report, "telemetry", value),
+                "channel" => {
+                    for (i, item) in array_of_tables(&mut report, "channel", value) {
+                        if let Some(c) = parse_channel(&mut report, &format!("channel[{i}]"), item) {
+                            parts.channels.push(c);
+                        }
+                    }
+                }
+                "probe" => {
+                    for (i, item) in array_of_tables(&mut report, "probe", value) {
+                        if let Some(p) = parse_probe(&mut report, &format!("probe[{i}]"), item, &base_dir) {
+                            parts.probes.push(p);
+                        }
+                    }
+                }
+                _ => unreachable!("key filtered by TOP_KEYS"),
+            }
+        }
+    }
+}
+
+fn section<'de, T: Deserialize<'de>>(
+    report: &mut Report<'_>,
+    key: &str,
+    value: Spanned<DeValue<'de>>,
+) -> Option<T> {
+    if !matches!(value.get_ref(), DeValue::Table(_)) {
+        report.at(value.span(), key, format!("expected a table [{key}]"));
+        return None;
+    }
+    match deserialize::<T>(value.clone()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            report.de_error(e, key, &value);
+            None
+        }
+    }
+}
+
+fn array_of_tables<'de>(
+    report: &mut Report<'_>,
+    key: &str,
+    value: Spanned<DeValue<'de>>,
+) -> Vec<(usize, Spanned<DeValue<'de>>)> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                if matches!(item.get_ref(), DeValue::Table(_)) {
+                    Some((i, item))
+                } else {
+                    report.at(item.span(), format!("{key}[{i}]"), format!("expected a table ([[{key}]])"));
+                    None
+                }
+            })
+            .collect(),
+        _ => {
+            report.at(span, key, format!("expected an array of tables ([[{key}]])"));
+            Vec::new()
+        }
+    }
+}
+
+/// Splits a table into (common keys, the rest), keeping spans.
+fn split_table<'de>(
+    table: Spanned<DeValue<'de>>,
+    common: &[&str],
+) -> (Spanned<DeValue<'de>>, Spanned<DeValue<'de>>) {
+    let span = table.span();
+    let mut a = DeTable::new();
+    let mut b = DeTable::new();
+    if let DeValue::Table(t) = table.into_inner() {
+        for (k, v) in t {
+            if common.contains(&k.get_ref().as_ref()) {
+                a.insert(k, v);
+            } else {
+                b.insert(k, v);
+            }
+        }
+    }
+    (
+        Spanned::new(span.clone(), DeValue::Table(a)),
+        Spanned::new(span, DeValue::Table(b)),
+    )
+}
+
+/// The span of `key`'s value in `table`, or of the table itself.
+fn value_span(table: &Spanned<DeValue<'_>>, key: &str) -> Range<usize> {
+    match table.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(_, v)| v.span())
+            .unwrap_or_else(|| table.span()),
+        _ => table.span(),
+    }
+}
+
+/// Spans of the items of the array at `key`.
+fn item_spans(table: &Spanned<DeValue<'_>>, key: &str) -> Vec<Range<usize>> {
+    match table.get_ref() {
+        DeValue::Table(t) => match t.iter().find(|(k, _)| k.get_ref().as_ref() == key) {
+            Some((_, v)) => match v.get_ref() {
+                DeValue::Array(a) => a.iter().map(|i| i.span()).collect(),
+                _ => vec![v.span()],
+            },
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+const NAME_RULE: &str = "names start with a letter or digit and hold only letters, digits, `-`, `_` and `.`";
+
+fn parse_probe(
+    report: &mut Report<'_>,
+    prefix: &str,
+    table: Spanned<DeValue<'_>>,
+    base_dir: &Path,
+) -> Option<Pending> {
+    let (common_v, kind_v) = split_table(table.clone(), COMMON_KEYS);
+    let common: Option<CommonKeys> = match deserialize(common_v.clone()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            report.de_error(e, prefix, &common_v);
+            None
+        }
+    };
+    // The kind's keys are checked even when the common ones failed, so that all
+    // errors show at once; without a readable `kind` there is nothing to check them against.
+    let kind = match &common {
+        Some(c) => Some(c.kind.clone()),
+        None => match &table.get_ref() {
+            DeValue::Table(t) => t
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == "kind")
+                .and_then(|(_, v)| v.get_ref().as_str().map(str::to_string)),
+            _ => None,
+        },
+    };
+    let kind_at = value_span(&table, "kind");
+    let spec = match kind {
+        None => None,
+        Some(kind) => match ProbeSpec::deserialize(&kind, kind_v.clone().into_deserializer()) {
+            Ok(Some(spec)) => Some(spec),
+            Ok(None) => {
+                report.at(
+                    kind_at.clone(),
+                    format!("{prefix}.kind"),
+                    format!("unknown probe kind `{kind}`; expected one of {}", KINDS.join(", ")),
+                );
+                None
+            }
+            Err(e) => {
+                report.de_error(e, prefix, &kind_v);
+                None
+            }
+        },
+    };
+    if let Some(spec) = &spec {
+        for problem in spec.validate() {
+            let (span, key) = if problem.key.is_empty() {
+                (table.span(), prefix.to_string())
+            } else {
+                (value_span(&table, problem.key), format!("{prefix}.{}", problem.key))
+            };
+            report.at(span, key, problem.message);
+        }
+    }
+    let common = common?;
+    let mut ok = true;
+    if !valid_name(&common.name) {
+        report.at(
+            value_span(&table, "name"),
+            format!("{prefix}.name"),
+            format!("invalid name `{}`: {NAME_RULE}", common.name),
+        );
+        ok = false;
+    }
+    let health_set = common.health_set.unwrap_or_else(|| "default".into());
+    if !valid_name(&health_set) {
+        report.at(
+            value_span(&table, "health_set"),
+            format!("{prefix}.health_set"),
+            format!("invalid health set `{health_set}`: {NAME_RULE}"),
+        );
+        ok = false;
+    }
+    let schedule = match (&common.schedule, common.every) {
+        (Some(_), Some(_)) => {
+            report.at(
+                value_span(&table, "every"),
+                format!("{prefix}.every"),
+                "give `schedule` or `every`, not both",
+            );
+            None
+        }
+        (Some(text), None) => match Schedule::cron(text) {
+            Ok(s) => Some(s),
+            Err(msg) => {
+                report.at(value_span(&table, "schedule"), format!("{prefix}.schedule"), msg);
+                None
+            }
+        },
+        (None, every) => {
+            let every = every.unwrap_or(DEFAULT_EVERY);
+            if every < Duration::from_secs(1) {
+                report.at(
+                    value_span(&table, "every"),
+                    format!("{prefix}.every"),
+                    "must be at least 1s",
+                );
+                None
+            } else {
+                Some(Schedule::every(every, &common.name))
+            }
+        }
+    };
+    let timeout = common.timeout.unwrap_or(Duration::from_secs(30));
+    if timeout.is_zero() {
+        report.at(value_span(&table, "timeout"), format!("{prefix}.timeout"), "must be more than 0s");
+        ok = false;
+    }
+    for (key, v) in [
+        ("failure_threshold", common.failure_threshold),
+        ("success_threshold", common.success_threshold),
+    ] {
+        if v == Some(0) {
+            report.at(value_span(&table, key), format!("{prefix}.{key}"), "must be at least 1");
+            ok = false;
+        }
+    }
+    let (spec, schedule) = (spec?, schedule?);
+    if !ok {
+        return None;
+    }
+    let (line, _) = report.src.position(table.span().start);
+    let at = |key: &str| -> Vec<Located> {
+        item_spans(&table, key)
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| Located::new(report.src, s, format!("{prefix}.{key}[{i}]")))
+            .collect()
+    };
+    let depends_at = at("depends_on");
+    let alert_at = at("alert");
+    Some(Pending {
+        name_at: Located::new(report.src, value_span(&table, "name"), format!("{prefix}.name")),
+        depends_at,
+        alert_at,
+        probe: ProbeConfig {
+            name: common.name,
+            health_set,
+            schedule,
+            timeout,
+            alert: common.alert,
+            depends_on: common.depends_on,
+            enabled: common.enabled.unwrap_or(true),
+            failure_threshold: common.failure_threshold.unwrap_or(3),
+            success_threshold: common.success_threshold.unwrap_or(2),
+            remind_every: common.remind_every,
+            spec,
+            file: report.src.path.clone(),
+            line,
+            base_dir: base_dir.to_path_buf(),
+        },
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelCommon {
+    name: String,
+    kind: String,
+}
+
+fn parse_channel(
+    report: &mut Report<'_>,
+    prefix: &str,
+    table: Spanned<DeValue<'_>>,
+) -> Option<(ChannelConfig, Located)> {
+    let (common_v, kind_v) = split_table(table.clone(), &["name", "kind"]);
+    let common: ChannelCommon = match deserialize(common_v.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            report.de_error(e, prefix, &common_v);
+            return None;
+        }
+    };
+    let spec = match ChannelSpec::deserialize(&common.kind, kind_v.clone().into_deserializer()) {
+        Ok(Some(spec)) => spec,
+        Ok(None) => {
+            report.at(
+                value_span(&table, "kind"),
+                format!("{prefix}.kind"),
+                format!(
+                    "unknown channel kind `{}`; expected one of {}",
+                    common.kind,
+                    CHANNEL_KINDS.join(", ")
+                ),
+            );
+            return None;
+        }
+        Err(e) => {
+            report.de_error(e, prefix, &kind_v);
+            return None;
+        }
+    };
+    let mut ok = true;
+    for problem in spec.validate() {
+        report.at(
+            value_span(&table, problem.key),
+            format!("{prefix}.{}", problem.key),
+            problem.message,
+        );
+        ok = false;
+    }
+    if !valid_name(&common.name) {
+        report.at(
+            value_span(&table, "name"),
+            format!("{prefix}.name"),
+            format!("invalid name `{}`: {NAME_RULE}", common.name),
+        );
+        ok = false;
+    }
+    let at = Located::new(report.src, value_span(&table, "name"), format!("{prefix}.name"));
+    ok.then_some((
+        ChannelConfig {
+            name: common.name,
+            spec,
+        },
+        at,
+    ))
+}
+
+fn expand_include(base_dir: &Path, pattern: &str, at: &Located, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    let full = if Path::new(pattern).is_absolute() {
+        PathBuf::from(pattern)
+    } else {
+        base_dir.join(pattern)
+    };
+    let full_text = full.to_string_lossy().into_owned();
+    let paths = match glob::glob(&full_text) {
+        Ok(paths) => paths,
+        Err(e) => {
+            errors.push(at.error(format!("invalid glob `{pattern}`: {e}")));
+            return Vec::new();
+        }
+    };
+    let mut files = Vec::new();
+    for entry in paths {
+        match entry {
+            Ok(p) if p.is_file() => files.push(p),
+            Ok(_) => {}
+            Err(e) => errors.push(at.error(format!("cannot read {}: {}", e.path().display(), e.error()))),
+        }
+    }
+    files.sort();
+    let wildcard = pattern.contains(['*', '?', '[']);
+    if files.is_empty() && !wildcard {
+        errors.push(at.error(format!("included file {} does not exist", full.display())));
+    }
+    files
+}
+
+fn cross_check_channels(channels: &[(ChannelConfig, Located)], errors: &mut Vec<ConfigError>) -> HashSet<String> {
+    let mut seen: HashMap<&str, &Located> = HashMap::new();
+    for (c, at) in channels {
+        if let Some(first) = seen.get(c.name.as_str()) {
+            errors.push(at.error(format!("duplicate channel name `{}` (first defined at {})", c.name, first.here())));
+        } else {
+            seen.insert(&c.name, at);
+        }
+    }
+    seen.keys().map(|s| s.to_string()).collect()
+}
+
+fn cross_check_probes(
+    pending: Vec<Pending>,
+    channels: &HashSet<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ProbeConfig> {
+    let mut seen: HashMap<String, Located> = HashMap::new();
+    for p in &pending {
+        if let Some(first) = seen.get(&p.probe.name) {
+            errors.push(p.name_at.error(format!(
+                "duplicate probe name `{}` (first defined at {})",
+                p.probe.name,
+                first.here()
+            )));
+        } else {
+            seen.insert(p.probe.name.clone(), p.name_at.clone());
+        }
+    }
+    for p in &pending {
+        for (i, dep) in p.probe.depends_on.iter().enumerate() {
+            let at = p.depends_at.get(i).unwrap_or(&p.name_at);
+            if dep == &p.probe.name {
+                errors.push(at.error("a probe cannot depend on itself"));
+            } else if !seen.contains_key(dep) {
+                errors.push(at.error(format!("depends on unknown probe `{dep}`")));
+            }
+        }
+        for (i, ch) in p.probe.alert.iter().enumerate() {
+            if !channels.contains(ch) {
+                let at = p.alert_at.get(i).unwrap_or(&p.name_at);
+                let known = if channels.is_empty() {
+                    "no [[channel]] is configured".to_string()
+                } else {
+                    let mut names: Vec<&str> = channels.iter().map(String::as_str).collect();
+                    names.sort();
+                    format!("configured: {}", names.join(", "))
+                };
+                errors.push(at.error(format!("unknown alert channel `{ch}` ({known})")));
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&pending) {
+        let first = &pending[cycle[0]];
+        let names: Vec<&str> = cycle.iter().map(|&i| pending[i].probe.name.as_str()).collect();
+        errors.push(first.name_at.error(format!(
+            "dependency cycle: {} -> {}",
+            names.join(" -> "),
+            names[0]
+        )));
+    }
+    pending.into_iter().map(|p| p.probe).collect()
+}
+
+/// Indices of the probes on a `depends_on` cycle, if any.
+fn find_cycle(pending: &[Pending]) -> Option<Vec<usize>> {
+    let index: HashMap<&str, usize> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.probe.name.as_str(), i))
+        .collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done
+    let mut state = vec![0u8; pending.len()];
+    fn visit(
+        i: usize,
+        pending: &[Pending],
+        index: &HashMap<&str, usize>,
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        state[i] = 1;
+        stack.push(i);
+        for dep in &pending[i].probe.depends_on {
+            let Some(&j) = index.get(dep.as_str()) else { continue };
+            if j == i {
+                continue; // reported as self-dependency
+            }
+            if state[j] == 1 {
+                let from = stack.iter().position(|&k| k == j).unwrap_or(0);
+                return Some(stack[from..].to_vec());
+            }
+            if state[j] == 0 {
+                if let Some(c) = visit(j, pending, index, state, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        None
+    }
+    for i in 0..pending.len() {
+        if state[i] == 0 {
+            let mut stack = Vec::new();
+            if let Some(c) = visit(i, pending, &index, &mut state, &mut stack) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
