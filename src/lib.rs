@@ -10,3 +10,6 @@ pub mod config;
 pub mod probe;
 pub mod alert;
 pub mod schedule;
+pub mod runner;
+pub mod scheduler;
+pub mod telemetry;

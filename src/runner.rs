@@ -1,0 +1,151 @@
+//! One probe run: the common work every kind shares. The runner stamps the start
+//! time, opens the span, enforces the timeout, turns a panic into an `unknown`
+//! outcome, measures the duration and emits the finished event. Probes only probe.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tracing::Instrument;
+
+use crate::clock::Clock;
+use crate::probe::{Category, Outcome, Probe, ProbeContext};
+use crate::telemetry::events::ProbeRunFinished;
+
+/// What the runner needs to know about a probe.
+pub struct Target {
+    pub name: Arc<str>,
+    pub kind: &'static str,
+    pub health_set: Arc<str>,
+    pub timeout: Duration,
+    pub probe: Arc<dyn Probe>,
+}
+
+/// Runs `target` once and returns its outcome, whatever the probe does.
+pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
+    let span = tracing::info_span!("probe_run", probe = %target.name, kind = target.kind);
+    let ctx = ProbeContext {
+        clock: clock.clone(),
+        timeout: target.timeout,
+    };
+    let started_at = clock.now();
+    let start = tokio::time::Instant::now();
+    let run = AssertUnwindSafe(target.probe.run(&ctx)).catch_unwind();
+    let mut outcome = match tokio::time::timeout(target.timeout, run).instrument(span.clone()).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => Outcome::unknown(
+            Category::Internal,
+            format!("probe panicked: {}", panic_message(&panic)),
+        ),
+        Err(_) => Outcome::critical(
+            Category::Timeout,
+            format!("timed out after {}", humantime::format_duration(target.timeout)),
+        ),
+    };
+    outcome.started_at = started_at;
+    outcome.duration = start.elapsed();
+    span.in_scope(|| {
+        ProbeRunFinished {
+            probe: &target.name,
+            kind: target.kind,
+            outcome: &outcome,
+        }
+        .emit()
+    });
+    outcome
+}
+
+fn panic_message(panic: &Box<dyn Any + Send>) -> String {
+    let text = if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    };
+    // One line, bounded: the summary is a log field and a metric-free label source.
+    let line = text.lines().next().unwrap_or("").to_string();
+    if line.chars().count() > 200 {
+        format!("{}…", line.chars().take(200).collect::<String>())
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::probe::Status;
+    use chrono::DateTime;
+    use futures::future::BoxFuture;
+
+    /// A test probe: sleeps, then returns ok, or panics.
+    pub(crate) struct TestProbe {
+        pub sleep: Duration,
+        pub panic: bool,
+    }
+
+    impl Probe for TestProbe {
+        fn run<'a>(&'a self, _ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                tokio::time::sleep(self.sleep).await;
+                if self.panic {
+                    panic!("boom in test probe");
+                }
+                Outcome::ok("fine").with("answer_count", 42.0)
+            })
+        }
+    }
+
+    pub(crate) fn target(name: &str, timeout: Duration, probe: TestProbe) -> Target {
+        Target {
+            name: name.into(),
+            kind: "test",
+            health_set: "default".into(),
+            timeout,
+            probe: Arc::new(probe),
+        }
+    }
+
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(ManualClock::new(
+            DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").unwrap().to_utc(),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ok_run_is_stamped_and_timed() {
+        let clock = clock();
+        let t = target("a", Duration::from_secs(5), TestProbe { sleep: Duration::from_millis(1500), panic: false });
+        let o = run_once(&t, &clock).await;
+        assert_eq!(o.status, Status::Ok);
+        assert_eq!(o.category, None);
+        assert_eq!(o.started_at, DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").unwrap().to_utc());
+        assert_eq!(o.duration, Duration::from_millis(1500));
+        assert_eq!(o.observations["answer_count"], 42.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hung_probe_times_out_as_critical() {
+        let clock = clock();
+        let t = target("hung", Duration::from_secs(3), TestProbe { sleep: Duration::from_secs(3600), panic: false });
+        let o = run_once(&t, &clock).await;
+        assert_eq!(o.status, Status::Critical);
+        assert_eq!(o.category, Some(Category::Timeout));
+        assert_eq!(o.summary, "timed out after 3s");
+        assert_eq!(o.duration, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn panicking_probe_is_unknown_internal() {
+        let clock = clock();
+        let t = target("p", Duration::from_secs(3), TestProbe { sleep: Duration::ZERO, panic: true });
+        let o = run_once(&t, &clock).await;
+        assert_eq!(o.status, Status::Unknown);
+        assert_eq!(o.category, Some(Category::Internal));
+        assert_eq!(o.summary, "probe panicked: boom in test probe");
+    }
+}

@@ -1,0 +1,512 @@
+//! The scheduler fires probes at their schedule's instants, taken from the injected
+//! `Clock`. It bounds how many run at once (one global semaphore), never lets a
+//! probe overlap itself (a fire that finds the previous run still going is skipped
+//! and counted), and on shutdown stops firing, lets in-flight runs finish within
+//! the drain deadline, then aborts the rest.
+//!
+//! Results leave through a channel, one `RunRecord` per run: what happens to them
+//! (logs, store, monitors, alerts) is not the scheduler's business.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::probe::{Category, Outcome};
+use crate::runner::{run_once, Target};
+use crate::schedule::Schedule;
+use crate::telemetry::events::{ProbeRunSkipped, ShutdownDrained};
+
+/// A probe as the scheduler sees it.
+pub struct Scheduled {
+    pub target: Target,
+    pub schedule: Schedule,
+}
+
+/// One finished run.
+#[derive(Clone)]
+pub struct RunRecord {
+    pub probe: Arc<str>,
+    pub kind: &'static str,
+    pub health_set: Arc<str>,
+    /// The instant the schedule asked for.
+    pub due: DateTime<Utc>,
+    /// How late the run started against `due` (waiting for a concurrency slot included).
+    pub lateness: Duration,
+    pub outcome: Outcome,
+}
+
+/// Counters, readable while the scheduler runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub fired: AtomicU64,
+    pub skipped_overlap: AtomicU64,
+    pub completed: AtomicU64,
+    pub in_flight: AtomicUsize,
+    pub aborted_at_shutdown: AtomicU64,
+}
+
+pub struct Scheduler {
+    clock: Arc<dyn Clock>,
+    max_concurrent: usize,
+    drain_timeout: Duration,
+    stats: Arc<Stats>,
+}
+
+impl Scheduler {
+    pub fn new(clock: Arc<dyn Clock>, max_concurrent: usize, drain_timeout: Duration) -> Self {
+        Scheduler {
+            clock,
+            max_concurrent: max_concurrent.max(1),
+            drain_timeout,
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains. Returns when every run has
+    /// finished or been aborted; `results` then has every record sent.
+    pub async fn run(
+        &self,
+        probes: Vec<Scheduled>,
+        results: mpsc::Sender<RunRecord>,
+        shutdown: CancellationToken,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.max_concurrent));
+        let runs = TaskTracker::new();
+        let abort = CancellationToken::new();
+        let mut loops = JoinSet::new();
+        for p in probes {
+            let ctx = LoopCtx {
+                probe: Arc::new(p),
+                clock: self.clock.clone(),
+                permits: permits.clone(),
+                runs: runs.clone(),
+                results: results.clone(),
+                stats: self.stats.clone(),
+                shutdown: shutdown.clone(),
+                abort: abort.clone(),
+                running: Arc::new(AtomicBool::new(false)),
+                skipped: Arc::new(AtomicU64::new(0)),
+            };
+            loops.spawn(probe_loop(ctx));
+        }
+        drop(results);
+        shutdown.cancelled().await;
+        while loops.join_next().await.is_some() {}
+
+        let began = tokio::time::Instant::now();
+        let in_flight = self.stats.in_flight.load(Ordering::SeqCst);
+        runs.close();
+        let aborted = if tokio::time::timeout(self.drain_timeout, runs.wait()).await.is_err() {
+            let left = self.stats.in_flight.load(Ordering::SeqCst);
+            abort.cancel();
+            runs.wait().await;
+            left
+        } else {
+            0
+        };
+        ShutdownDrained {
+            in_flight_at_signal: in_flight,
+            aborted,
+            took: began.elapsed(),
+        }
+        .emit();
+    }
+}
+
+struct LoopCtx {
+    probe: Arc<Scheduled>,
+    clock: Arc<dyn Clock>,
+    permits: Arc<Semaphore>,
+    runs: TaskTracker,
+    results: mpsc::Sender<RunRecord>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+    running: Arc<AtomicBool>,
+    skipped: Arc<AtomicU64>,
+}
+
+/// The longest single sleep: the wall clock is re-read at least this often, so
+/// that a step (NTP, suspend) is noticed without waiting out a long timer.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Sleeps until the wall clock reaches `due`; false if shutdown came first.
+async fn sleep_until(clock: &dyn Clock, due: DateTime<Utc>, shutdown: &CancellationToken) -> bool {
+    loop {
+        let now = clock.now();
+        let Ok(wait) = (due - now).to_std() else {
+            return true; // due is now or in the past
+        };
+        if wait.is_zero() {
+            return true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
+        }
+    }
+}
+
+async fn probe_loop(ctx: LoopCtx) {
+    let mut after = ctx.clock.now();
+    loop {
+        let Some(due) = ctx.probe.schedule.next_after(after) else {
+            return; // the schedule has no more fire times
+        };
+        if !sleep_until(ctx.clock.as_ref(), due, &ctx.shutdown).await {
+            return;
+        }
+        after = due;
+        ctx.stats.fired.fetch_add(1, Ordering::Relaxed);
+        if ctx.running.swap(true, Ordering::SeqCst) {
+            ctx.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
+            let total = ctx.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+            ProbeRunSkipped {
+                probe: &ctx.probe.target.name,
+                kind: ctx.probe.target.kind,
+                total_skipped: total,
+            }
+            .emit();
+            continue;
+        }
+        ctx.stats.in_flight.fetch_add(1, Ordering::SeqCst);
+        ctx.runs.spawn(fire(
+            ctx.probe.clone(),
+            due,
+            ctx.clock.clone(),
+            ctx.permits.clone(),
+            ctx.results.clone(),
+            ctx.stats.clone(),
+            ctx.shutdown.clone(),
+            ctx.abort.clone(),
+            ctx.running.clone(),
+        ));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fire(
+    probe: Arc<Scheduled>,
+    due: DateTime<Utc>,
+    clock: Arc<dyn Clock>,
+    permits: Arc<Semaphore>,
+    results: mpsc::Sender<RunRecord>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+    running: Arc<AtomicBool>,
+) {
+    let _done = DoneGuard {
+        running: &running,
+        stats: &stats,
+    };
+    // A run still waiting for a slot when shutdown comes never starts.
+    let permit = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        p = permits.acquire_owned() => match p {
+            Ok(p) => p,
+            Err(_) => return,
+        },
+    };
+    let lateness = (clock.now() - due).to_std().unwrap_or(Duration::ZERO);
+    let target = &probe.target;
+    let outcome = tokio::select! {
+        o = run_once(target, &clock) => o,
+        _ = abort.cancelled() => {
+            stats.aborted_at_shutdown.fetch_add(1, Ordering::Relaxed);
+            let mut o = Outcome::unknown(Category::Internal, "aborted: the agent shut down before the run finished");
+            o.started_at = due;
+            o
+        }
+    };
+    drop(permit);
+    stats.completed.fetch_add(1, Ordering::Relaxed);
+    let record = RunRecord {
+        probe: target.name.clone(),
+        kind: target.kind,
+        health_set: target.health_set.clone(),
+        due,
+        lateness,
+        outcome,
+    };
+    // The receiver may be gone at shutdown; the run is over either way.
+    let _ = results.send(record).await;
+}
+
+/// Marks the probe idle and the run finished however `fire` ends.
+struct DoneGuard<'a> {
+    running: &'a AtomicBool,
+    stats: &'a Stats,
+}
+
+impl Drop for DoneGuard<'_> {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::SeqCst);
+        self.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::probe::{Probe, ProbeContext, Status};
+    use crate::runner::tests::{target, TestProbe};
+    use futures::future::BoxFuture;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn scheduled(name: &str, schedule: Schedule, sleep: Duration, timeout: Duration, panic: bool) -> Scheduled {
+        Scheduled {
+            target: target(name, timeout, TestProbe { sleep, panic }),
+            schedule,
+        }
+    }
+
+    /// Runs the scheduler for `span` of (paused) time and returns the records.
+    async fn run_for(
+        start: &str,
+        probes: Vec<Scheduled>,
+        span: Duration,
+        max_concurrent: usize,
+        drain: Duration,
+    ) -> (Vec<RunRecord>, Arc<Stats>) {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(t(start)));
+        let sched = Scheduler::new(clock, max_concurrent, drain);
+        let stats = sched.stats();
+        let (tx, mut rx) = mpsc::channel(10_000);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let collector = tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some(r) = rx.recv().await {
+                out.push(r);
+            }
+            out
+        });
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(span).await;
+            stop.cancel();
+        });
+        sched.run(probes, tx, shutdown).await;
+        stopper.await.unwrap();
+        (collector.await.unwrap(), stats)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cron_fires_at_the_right_instants_across_hour_boundary() {
+        let s = Schedule::cron("*/20 * * * *").unwrap();
+        let (recs, _) = run_for(
+            "2026-03-01T10:41:00Z",
+            vec![scheduled("c", s, Duration::ZERO, Duration::from_secs(5), false)],
+            Duration::from_secs(60 * 60),
+            4,
+            Duration::from_secs(1),
+        )
+        .await;
+        let dues: Vec<_> = recs.iter().map(|r| r.due).collect();
+        assert_eq!(
+            dues,
+            vec![t("2026-03-01T11:00:00Z"), t("2026-03-01T11:20:00Z"), t("2026-03-01T11:40:00Z")]
+        );
+        for r in &recs {
+            assert_eq!(r.outcome.started_at, r.due, "started on time");
+            assert!(r.lateness < Duration::from_millis(5));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_fires_on_its_splayed_grid_across_minute_boundaries() {
+        let s = Schedule::every(Duration::from_secs(15), "grid");
+        let Schedule::Every { offset, .. } = s.clone() else { unreachable!() };
+        let (recs, _) = run_for(
+            "2026-03-01T10:59:50Z",
+            vec![scheduled("grid", s, Duration::ZERO, Duration::from_secs(5), false)],
+            Duration::from_secs(61),
+            4,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert_eq!(recs.len(), 4, "four 15 s slots in 61 s");
+        for w in recs.windows(2) {
+            assert_eq!(w[1].due - w[0].due, chrono::Duration::seconds(15));
+        }
+        for r in &recs {
+            assert_eq!(r.due.timestamp_millis() as u128 % 15_000, offset.as_millis());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_probe_never_overlaps_itself() {
+        // Fires every 10 s, each run takes 25 s: runs at 0, 30, 60...; the fires
+        // in between are skipped and counted.
+        let s = Schedule::every(Duration::from_secs(10), "slow");
+        let (recs, stats) = run_for(
+            "2026-03-01T00:00:00Z",
+            vec![scheduled("slow", s, Duration::from_secs(25), Duration::from_secs(60), false)],
+            Duration::from_secs(100),
+            4,
+            Duration::from_secs(60),
+        )
+        .await;
+        for w in recs.windows(2) {
+            let gap = w[1].outcome.started_at - w[0].outcome.started_at;
+            assert!(gap >= chrono::Duration::seconds(25), "runs overlapped: {gap}");
+        }
+        let fired = stats.fired.load(Ordering::Relaxed);
+        let skipped = stats.skipped_overlap.load(Ordering::Relaxed);
+        assert_eq!(fired, 10);
+        assert_eq!(skipped, fired - recs.len() as u64);
+        assert!(skipped >= 6, "skipped {skipped}");
+    }
+
+    /// Counts how many instances run at once.
+    struct Gauge {
+        now: Arc<AtomicUsize>,
+        max: Arc<AtomicUsize>,
+    }
+
+    impl Probe for Gauge {
+        fn run<'a>(&'a self, _ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                Outcome::ok("counted")
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_concurrency_bound_holds() {
+        let now = Arc::new(AtomicUsize::new(0));
+        let max = Arc::new(AtomicUsize::new(0));
+        let probes: Vec<Scheduled> = (0..20)
+            .map(|i| Scheduled {
+                target: Target {
+                    name: format!("g{i}").into(),
+                    kind: "test",
+                    health_set: "default".into(),
+                    timeout: Duration::from_secs(30),
+                    probe: Arc::new(Gauge {
+                        now: now.clone(),
+                        max: max.clone(),
+                    }),
+                },
+                schedule: Schedule::cron("* * * * *").unwrap(),
+            })
+            .collect();
+        let (recs, _) = run_for(
+            "2026-03-01T00:00:30Z",
+            probes,
+            Duration::from_secs(60),
+            3,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(recs.len(), 20, "all ran");
+        assert_eq!(max.load(Ordering::SeqCst), 3);
+        // 20 runs of 2 s, 3 at a time: the last ones start late, and it shows.
+        let worst = recs.iter().map(|r| r.lateness).max().unwrap();
+        assert_eq!(worst, Duration::from_secs(12));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hung_and_panicking_probes_do_not_stop_the_others() {
+        let every = |n: &str| Schedule::every(Duration::from_secs(10), n);
+        let (recs, _) = run_for(
+            "2026-03-01T00:00:00Z",
+            vec![
+                scheduled("hung", every("hung"), Duration::from_secs(3600), Duration::from_secs(4), false),
+                scheduled("boom", every("boom"), Duration::ZERO, Duration::from_secs(4), true),
+                scheduled("fine", every("fine"), Duration::ZERO, Duration::from_secs(4), false),
+            ],
+            Duration::from_secs(60),
+            8,
+            Duration::from_secs(1),
+        )
+        .await;
+        let of = |name: &str| recs.iter().filter(|r| &*r.probe == name).collect::<Vec<_>>();
+        assert!(of("hung").len() >= 5);
+        assert!(of("hung").iter().all(|r| r.outcome.category == Some(Category::Timeout)));
+        assert!(of("boom").len() >= 5);
+        assert!(of("boom").iter().all(|r| r.outcome.status == Status::Unknown
+            && r.outcome.category == Some(Category::Internal)));
+        assert!(of("fine").len() >= 5);
+        assert!(of("fine").iter().all(|r| r.outcome.status == Status::Ok));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_drains_in_flight_runs_within_the_deadline() {
+        // Starts at 00:00:00 exactly, fires at :10; the run takes 5 s; shutdown
+        // at 12 s: the run finishes and is recorded, nothing fires after.
+        let s = Schedule::cron("10 * * * * *").unwrap();
+        let (recs, stats) = run_for(
+            "2026-03-01T00:00:00Z",
+            vec![scheduled("drain", s, Duration::from_secs(5), Duration::from_secs(30), false)],
+            Duration::from_secs(12),
+            4,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].outcome.status, Status::Ok);
+        assert_eq!(stats.aborted_at_shutdown.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_aborts_runs_past_the_drain_deadline() {
+        let s = Schedule::cron("10 * * * * *").unwrap();
+        let started = tokio::time::Instant::now();
+        let (recs, stats) = run_for(
+            "2026-03-01T00:00:00Z",
+            vec![scheduled("stuck", s, Duration::from_secs(600), Duration::from_secs(900), false)],
+            Duration::from_secs(12),
+            4,
+            Duration::from_secs(3),
+        )
+        .await;
+        assert_eq!(started.elapsed(), Duration::from_secs(15), "12 s + 3 s drain");
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].outcome.status, Status::Unknown);
+        assert!(recs[0].outcome.summary.contains("shut down"));
+        assert_eq!(stats.aborted_at_shutdown.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_step_is_followed() {
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let sched = Scheduler::new(dyn_clock, 2, Duration::from_secs(1));
+        let (tx, mut rx) = mpsc::channel(100);
+        let shutdown = CancellationToken::new();
+        let s = Schedule::cron("0 0 * * *").unwrap(); // daily at midnight
+        let probes = vec![scheduled("daily", s, Duration::ZERO, Duration::from_secs(5), false)];
+        let stop = shutdown.clone();
+        let handle = tokio::spawn(async move { sched.run(probes, tx, stop).await });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // NTP steps the clock forward to just before midnight.
+        clock.set(t("2026-03-01T23:59:58Z"));
+        let rec = tokio::time::timeout(Duration::from_secs(3600), rx.recv())
+            .await
+            .expect("fired after the step")
+            .unwrap();
+        assert_eq!(rec.due, t("2026-03-02T00:00:00Z"));
+        shutdown.cancel();
+        handle.await.unwrap();
+    }
+}

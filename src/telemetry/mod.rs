@@ -1,0 +1,36 @@
+//! Telemetry: the tracing subscriber, and typed events (`events`) whose `emit()`
+//! writes the log line (and, as exporters arrive, the metrics) in one place.
+
+pub mod events;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber: `RUST_LOG` if set, else `default_filter`.
+/// Logs go to stderr, so that stdout carries only command output.
+pub fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::try_new(default_filter).unwrap_or_else(|_| EnvFilter::new("info"))
+    });
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    // A second init (tests) keeps the first subscriber.
+    let _ = result;
+}
