@@ -13,3 +13,6 @@ pub mod schedule;
 pub mod runner;
 pub mod scheduler;
 pub mod telemetry;
+pub mod agent;
+pub mod cli;
+pub mod output;

@@ -1,1 +1,244 @@
-fn main() {}
+//! sonde's entry point: parse the command line, load the config, dispatch, and map
+//! every failure to an exit code with its whole cause chain on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use sonde::cli::{Cli, Command, ListFormat, ProbeFormat};
+use sonde::clock::{Clock, SystemClock};
+use sonde::config::{self, Config, ConfigErrors};
+use sonde::output::{self, Labels};
+use sonde::telemetry;
+
+/// Exit codes besides the Nagios ones of `sonde probe`.
+const EXIT_INVALID_CONFIG: u8 = 2;
+const EXIT_UNKNOWN: u8 = 3;
+
+fn main() -> ExitCode {
+    // reqwest and rustls are built without a default crypto provider: pick ring
+    // before anything makes a TLS config.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sonde: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_UNKNOWN);
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+}
+
+fn print_config_errors(errors: &ConfigErrors) {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+    let n = errors.0.len();
+    eprintln!("sonde: configuration invalid ({n} error{})", if n == 1 { "" } else { "s" });
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    let path = config_path(&cli);
+    let loaded = config::load(&path);
+    match cli.command {
+        Command::Validate => match loaded {
+            Ok(c) => {
+                let enabled = c.probes.iter().filter(|p| p.enabled).count();
+                println!(
+                    "{}: valid: {} probe{} ({enabled} enabled), {} channel{}",
+                    path.display(),
+                    c.probes.len(),
+                    if c.probes.len() == 1 { "" } else { "s" },
+                    c.channels.len(),
+                    if c.channels.len() == 1 { "" } else { "s" },
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                print_config_errors(&e);
+                ExitCode::from(EXIT_INVALID_CONFIG)
+            }
+        },
+        Command::List { format } => match loaded {
+            Ok(c) => {
+                list(&c, format, &SystemClock);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                print_config_errors(&e);
+                ExitCode::from(EXIT_INVALID_CONFIG)
+            }
+        },
+        Command::Probe { name, format } => {
+            let c = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    print_config_errors(&e);
+                    return ExitCode::from(EXIT_UNKNOWN);
+                }
+            };
+            telemetry::init_logging(c.telemetry.log_format, "warn");
+            probe_now(&c, &name, format).await
+        }
+        Command::Run => {
+            let c = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    print_config_errors(&e);
+                    return ExitCode::from(EXIT_INVALID_CONFIG);
+                }
+            };
+            telemetry::init_logging(
+                c.telemetry.log_format,
+                c.telemetry.log_level.as_deref().unwrap_or("info"),
+            );
+            match run_agent(c).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sonde: {e:#}");
+                    ExitCode::from(EXIT_INVALID_CONFIG)
+                }
+            }
+        }
+    }
+}
+
+async fn probe_now(c: &Config, name: &str, format: ProbeFormat) -> ExitCode {
+    let Some(p) = c.probe(name) else {
+        let mut names: Vec<&str> = c.probes.iter().map(|p| p.name.as_str()).collect();
+        names.sort();
+        eprintln!("sonde: no probe named `{name}` in {} (probes: {})", c.path.display(), names.join(", "));
+        return ExitCode::from(EXIT_UNKNOWN);
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let outcome = match sonde::agent::run_probe_now(p, clock).await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_UNKNOWN);
+        }
+    };
+    let labels = Labels {
+        probe: &p.name,
+        kind: p.kind(),
+        health_set: &p.health_set,
+    };
+    match format {
+        ProbeFormat::Text => print!("{}", output::text(&labels, &outcome)),
+        ProbeFormat::Json => println!("{}", output::json(&labels, &outcome)),
+        ProbeFormat::Nagios => println!("{}", output::nagios(&outcome, &p.spec.perf_thresholds())),
+    }
+    ExitCode::from(outcome.status.exit_code() as u8)
+}
+
+fn list(c: &Config, format: ListFormat, clock: &dyn Clock) {
+    let now = clock.now();
+    let rows: Vec<_> = c
+        .probes
+        .iter()
+        .map(|p| {
+            let next = p.enabled.then(|| p.schedule.next_after(now)).flatten();
+            (p, next)
+        })
+        .collect();
+    match format {
+        ListFormat::Json => {
+            let items: Vec<_> = rows
+                .iter()
+                .map(|(p, next)| {
+                    serde_json::json!({
+                        "probe": p.name,
+                        "kind": p.kind(),
+                        "health_set": p.health_set,
+                        "schedule": p.schedule.to_string(),
+                        "timeout_seconds": p.timeout.as_secs_f64(),
+                        "enabled": p.enabled,
+                        "next_run": next.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                        "depends_on": p.depends_on,
+                        "alert": p.alert,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(items));
+        }
+        ListFormat::Text => {
+            let header = ["PROBE", "KIND", "HEALTH SET", "SCHEDULE", "NEXT RUN"];
+            let table: Vec<[String; 5]> = rows
+                .iter()
+                .map(|(p, next)| {
+                    [
+                        p.name.clone(),
+                        p.kind().to_string(),
+                        p.health_set.clone(),
+                        p.schedule.to_string(),
+                        match next {
+                            Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            None if !p.enabled => "disabled".into(),
+                            None => "never".into(),
+                        },
+                    ]
+                })
+                .collect();
+            let mut widths = header.map(str::len);
+            for row in &table {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let line = |cells: &[&str]| {
+                let parts: Vec<String> = cells
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                println!("{}", parts.join("  ").trim_end());
+            };
+            line(&header);
+            for row in &table {
+                line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+        }
+    }
+}
+
+async fn run_agent(c: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone()).context("cannot install signal handlers")?;
+    sonde::agent::run(c, Arc::new(SystemClock), shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once.
+fn spawn_signal_handler(shutdown: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            count += 1;
+            if count == 1 {
+                tracing::info!(signal = name, "shutting down: no new runs, draining in-flight ones");
+                shutdown.cancel();
+            } else {
+                tracing::warn!(signal = name, "second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}

@@ -454,6 +454,14 @@ impl Loader<'_> {
         let channels = cross_check_channels(&parts.channels, &mut errors);
         let probes = cross_check_probes(parts.probes, &channels, &mut errors);
         if !errors.is_empty() {
+            // Files in the order they were read, positions in order within each.
+            let mut order: Vec<PathBuf> = Vec::new();
+            for e in &errors {
+                if !order.contains(&e.file) {
+                    order.push(e.file.clone());
+                }
+            }
+            errors.sort_by_key(|e| (order.iter().position(|f| f == &e.file), e.line, e.column));
             return Err(ConfigErrors(errors));
         }
         Ok(Config {

@@ -231,6 +231,14 @@ impl ProbeSpec {
         }
     }
 
+    /// Nagios warn/crit ranges for the perfdata of `sonde probe --format nagios`.
+    pub fn perf_thresholds(&self) -> Vec<crate::output::Threshold> {
+        match self {
+            ProbeSpec::Certificate(_) => Vec::new(),
+            ProbeSpec::Http(_) => Vec::new(),
+        }
+    }
+
     /// Builds the runnable probe. `base_dir` is the directory of the file that
     /// defined the probe: relative paths in the spec resolve against it.
     pub fn build(&self, base_dir: &Path) -> Result<Arc<dyn Probe>, String> {

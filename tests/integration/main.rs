@@ -1,0 +1,7 @@
+//! sonde's integration tests: one binary, shared helpers in `support`, one module
+//! per area. They run the real `sonde` binary and real peers (openssl-made
+//! certificates, TLS and HTTP servers) on 127.0.0.1 only.
+
+mod cli;
+mod config_fixtures;
+mod support;
