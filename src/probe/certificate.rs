@@ -1055,3 +1055,1071 @@ async fn send(reader: &mut BufReader<TcpStream>, line: &[u8], target: &str) -> R
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::process::Command;
+    use std::sync::{Mutex, OnceLock};
+    use tempfile::TempDir;
+    use tokio::net::TcpListener;
+
+    const DAY: i64 = 86_400;
+
+    // --- fixtures made by the openssl CLI -------------------------------------
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl CLI is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Keys are generated once per test run (RSA keygen is slow) and shared.
+    fn key(kind: &str) -> PathBuf {
+        static DIR: OnceLock<TempDir> = OnceLock::new();
+        static LOCK: Mutex<()> = Mutex::new(());
+        let dir = DIR.get_or_init(|| TempDir::new().unwrap()).path();
+        let path = dir.join(format!("{kind}.key"));
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        if !path.exists() {
+            let tmp = format!("{kind}.tmp");
+            match kind {
+                "ec256" => openssl(
+                    dir,
+                    &[
+                        "genpkey",
+                        "-algorithm",
+                        "EC",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:P-256",
+                        "-out",
+                        &tmp,
+                    ],
+                ),
+                rsa => {
+                    let bits = format!("rsa_keygen_bits:{}", rsa.trim_start_matches("rsa"));
+                    openssl(
+                        dir,
+                        &[
+                            "genpkey",
+                            "-algorithm",
+                            "RSA",
+                            "-pkeyopt",
+                            &bits,
+                            "-out",
+                            &tmp,
+                        ],
+                    );
+                }
+            }
+            std::fs::rename(dir.join(tmp), &path).unwrap();
+        }
+        path
+    }
+
+    /// A self-signed certificate `NAME.pem` valid from now for `days`.
+    fn self_signed(dir: &Path, name: &str, key_kind: &str, days: u32, extra: &[&str]) -> PathBuf {
+        let key = key(key_kind);
+        let out = format!("{name}.pem");
+        let subj = format!("/CN={name}");
+        let days = days.to_string();
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            key.to_str().unwrap(),
+            "-subj",
+            &subj,
+            "-days",
+            &days,
+            "-out",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        openssl(dir, &args);
+        dir.join(out)
+    }
+
+    /// A CA (EC, 365 days) and a leaf for localhost/127.0.0.1 signed by it (RSA 2048).
+    struct Chain {
+        ca: PathBuf,
+        leaf: PathBuf,
+        leaf_key: PathBuf,
+    }
+
+    fn chain(dir: &Path, leaf_days: u32) -> Chain {
+        let ca = self_signed(dir, "Sonde Test CA", "ec256", 365, &[]);
+        let leaf_key = key("rsa2048");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-key",
+                leaf_key.to_str().unwrap(),
+                "-subj",
+                "/CN=localhost",
+                "-out",
+                "leaf.csr",
+            ],
+        );
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let days = leaf_days.to_string();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                ca.to_str().unwrap(),
+                "-CAkey",
+                key("ec256").to_str().unwrap(),
+                "-CAcreateserial",
+                "-days",
+                &days,
+                "-sha256",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "leaf.pem",
+            ],
+        );
+        Chain {
+            ca,
+            leaf: dir.join("leaf.pem"),
+            leaf_key,
+        }
+    }
+
+    fn sha1_fingerprint(cert: &Path) -> String {
+        let out = Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-fingerprint",
+                "-sha1",
+                "-in",
+                cert.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.trim().rsplit('=').next().unwrap().replace(':', "")
+    }
+
+    fn facts_of(pem: &Path) -> Vec<CertFacts> {
+        let data = std::fs::read(pem).unwrap();
+        pem_certs(pem, &data)
+            .unwrap()
+            .iter()
+            .map(|d| parse_facts(d).unwrap())
+            .collect()
+    }
+
+    // --- running the probe ------------------------------------------------------
+
+    fn config(toml_text: &str) -> CertificateConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn ctx_at(ts: i64) -> ProbeContext {
+        ProbeContext {
+            clock: Arc::new(ManualClock::new(DateTime::from_timestamp(ts, 0).unwrap())),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// "Now" for fixtures made moments ago: a minute later, so that whole days left
+    /// round down predictably (a fresh 400-day certificate has 399d and some left).
+    fn now() -> i64 {
+        Utc::now().timestamp() + 60
+    }
+
+    async fn run_at(toml_text: &str, base: &Path, ts: i64) -> Outcome {
+        let probe = CertificateProbe::new(&config(toml_text), base).expect("probe builds");
+        let ctx = ctx_at(ts);
+        probe.run(&ctx).await
+    }
+
+    fn file_toml(path: &Path) -> String {
+        format!("path = {:?}\n", path.to_str().unwrap())
+    }
+
+    #[track_caller]
+    fn assert_outcome(o: &Outcome, status: Status, category: Option<Category>, parts: &[&str]) {
+        assert_eq!(o.status, status, "{o:?}");
+        assert_eq!(o.category, category, "{o:?}");
+        for part in parts {
+            assert!(
+                o.summary.contains(part),
+                "summary {:?} lacks {part:?}",
+                o.summary
+            );
+        }
+    }
+
+    // --- pure parts -------------------------------------------------------------
+
+    #[test]
+    fn human_duration_is_short_and_rounds_down() {
+        assert_eq!(human_duration(3 * DAY + 4 * 3600 + 59), "3d 4h");
+        assert_eq!(human_duration(3 * DAY), "3d");
+        assert_eq!(human_duration(412 * DAY + 5 * 3600), "412d");
+        assert_eq!(human_duration(45 * 60 + 30), "45m");
+        assert_eq!(human_duration(5 * 3600 + 12 * 60), "5h 12m");
+        assert_eq!(human_duration(30), "30s");
+        assert_eq!(human_duration(0), "0s");
+        assert_eq!(human_duration(-2 * DAY), "-2d");
+    }
+
+    #[test]
+    fn defaults_come_from_serde() {
+        let c = config("endpoint = \"mail.example.com:25\"\nstarttls = \"smtp\"\n");
+        assert!(c.verify);
+        assert_eq!(c.critical_before, Duration::from_secs(7 * DAY as u64));
+        assert_eq!(c.warn_before, Duration::from_secs(30 * DAY as u64));
+        assert_eq!(c.min_key_bits, 2048);
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let c = config("path = \"a.pfx\"\npassword_env = \"PW\"\nwarn_before = \"60d\"\ncritical_before = \"14d\"\n");
+        assert_eq!(c.warn_before, Duration::from_secs(60 * DAY as u64));
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_rejected() {
+        assert!(toml::from_str::<CertificateConfig>("path = \"a\"\nexpiry = \"1d\"\n").is_err());
+        assert!(
+            toml::from_str::<CertificateConfig>("path = \"a\"\nwarn_before = \"soon\"\n").is_err()
+        );
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_its_key() {
+        let keys = |c: &CertificateConfig| c.validate().iter().map(|p| p.key).collect::<Vec<_>>();
+        assert_eq!(keys(&config("")), ["path"]);
+        assert_eq!(
+            keys(&config("path = \"a\"\nendpoint = \"h:1\"\n")),
+            ["endpoint"]
+        );
+        for bad in ["h", "h:0", "h:99999", ":443", "h:x", "::1:443"] {
+            let c = config(&format!("endpoint = {bad:?}\n"));
+            assert_eq!(keys(&c), ["endpoint"], "{bad}");
+        }
+        assert!(config("endpoint = \"[::1]:443\"\n").validate().is_empty());
+        let c = config(
+            "path = \"a.pfx\"\nstarttls = \"imap\"\npassword_env = \"A\"\npassword_file = \"b\"\n\
+             warn_before = \"1d\"\ncritical_before = \"2d\"\nexpected_thumbprint = \"abc\"\nmin_key_bits = 0\n",
+        );
+        let k = keys(&c);
+        for key in [
+            "starttls",
+            "password_file",
+            "warn_before",
+            "expected_thumbprint",
+            "min_key_bits",
+        ] {
+            assert!(k.contains(&key), "{key} missing from {k:?}");
+        }
+        // starttls both unsupported and without endpoint: two problems.
+        assert_eq!(k.iter().filter(|k| **k == "starttls").count(), 2);
+        let c = config("endpoint = \"h:443\"\npassword_env = \"A\"\n");
+        assert_eq!(keys(&c), ["password_env"]);
+        let c = config("endpoint = \"h:443\"\nexpected_thumbprint = \"84:e0 4c 3a 5d 6e 7f 80 91 a2 b3 c4 d5 e6 f7 08 19 2a 3b 4c\"\n");
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        assert!(CertificateProbe::new(&config(""), Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn thumbprints_normalize_like_exchange() {
+        assert_eq!(
+            normalize_thumbprint("8b f8 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff 00 11 22")
+                .as_deref(),
+            Some("8BF8112233445566778899AABBCCDDEEFF001122")
+        );
+        assert_eq!(normalize_thumbprint("8BF8"), None);
+        assert_eq!(normalize_thumbprint(&"G".repeat(40)), None);
+    }
+
+    // --- files ------------------------------------------------------------------
+
+    #[tokio::test]
+    async fn pem_rsa_2048_is_ok_with_observations_and_openssl_thumbprint() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "ok.example", "rsa2048", 400, &[]);
+        let facts = &facts_of(&pem)[0];
+        let t = now();
+        let o = run_at(&file_toml(&pem), dir.path(), t).await;
+        let fp = sha1_fingerprint(&pem);
+        assert_eq!(facts.thumbprint, fp);
+        assert_outcome(
+            &o,
+            Status::Ok,
+            None,
+            &[
+                "certificate CN=ok.example valid for 399d",
+                "RSA 2048 bits",
+                &fp,
+            ],
+        );
+        assert_eq!(o.observations["key_bits"], 2048.0);
+        assert_eq!(
+            o.observations["not_after_timestamp_seconds"],
+            facts.not_after as f64
+        );
+        assert_eq!(o.observations["seconds_left"], (facts.not_after - t) as f64);
+    }
+
+    #[tokio::test]
+    async fn small_rsa_key_is_critical_and_large_is_fine() {
+        let dir = TempDir::new().unwrap();
+        let small = self_signed(dir.path(), "small", "rsa1024", 400, &[]);
+        let o = run_at(&file_toml(&small), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["RSA key 1024 bits < 2048"],
+        );
+        assert_eq!(o.observations["key_bits"], 1024.0);
+        let o = run_at(
+            &format!("{}min_key_bits = 1024\n", file_toml(&small)),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        let big = self_signed(dir.path(), "big", "rsa4096", 400, &[]);
+        let o = run_at(&file_toml(&big), dir.path(), now()).await;
+        assert_outcome(&o, Status::Ok, None, &["RSA 4096 bits"]);
+        assert_eq!(o.observations["key_bits"], 4096.0);
+    }
+
+    #[tokio::test]
+    async fn ec_key_reports_curve_bits_without_minimum() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "ec", "ec256", 400, &[]);
+        let o = run_at(
+            &format!("{}min_key_bits = 4096\n", file_toml(&pem)),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(&o, Status::Ok, None, &["EC 256 bits"]);
+        assert_eq!(o.observations["key_bits"], 256.0);
+    }
+
+    #[tokio::test]
+    async fn dates_are_judged_against_the_injected_clock() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "dated.example", "ec256", 30, &[]);
+        let f = facts_of(&pem).remove(0);
+        let toml_text = file_toml(&pem);
+
+        let o = run_at(&toml_text, dir.path(), f.not_after + 2 * DAY + 60).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[
+                "certificate CN=dated.example expired 2d ago",
+                &rfc3339(f.not_after),
+            ],
+        );
+        assert_eq!(o.observations["seconds_left"], (-2 * DAY - 60) as f64);
+
+        let o = run_at(&toml_text, dir.path(), f.not_before - 10 * DAY).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["not valid until", "(in 10d)"],
+        );
+
+        // Clock follows tokio time, so aim half an hour into the window to round stably.
+        let o = run_at(
+            &toml_text,
+            dir.path(),
+            f.not_after - (3 * DAY + 4 * 3600 + 1800),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[&format!(
+                "certificate CN=dated.example expires in 3d 4h ({})",
+                rfc3339(f.not_after)
+            )],
+        );
+
+        let o = run_at(&toml_text, dir.path(), f.not_after - (20 * DAY + 1800)).await;
+        assert_outcome(
+            &o,
+            Status::Warning,
+            Some(Category::Certificate),
+            &["expires in 20d"],
+        );
+
+        let o = run_at(&toml_text, dir.path(), f.not_after - 29 * DAY).await;
+        assert_eq!(
+            o.status,
+            Status::Warning,
+            "30-day cert is inside the default 30d warning window"
+        );
+        let o = run_at(
+            &format!("{toml_text}warn_before = \"10d\"\n"),
+            dir.path(),
+            f.not_after - 20 * DAY,
+        )
+        .await;
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn sha1_signature_is_a_warning() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "old", "rsa2048", 400, &["-sha1"]);
+        let o = run_at(&file_toml(&pem), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Warning,
+            Some(Category::Certificate),
+            &["signed with SHA-1 (sha1WithRSAEncryption)"],
+        );
+    }
+
+    #[tokio::test]
+    async fn thumbprint_matches_in_exchange_format_and_mismatch_is_critical() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "thumb", "ec256", 400, &[]);
+        let fp = sha1_fingerprint(&pem);
+        let spaced: String = fp
+            .to_lowercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let o = run_at(
+            &format!("{}expected_thumbprint = {spaced:?}\n", file_toml(&pem)),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        let other = "8BF8112233445566778899AABBCCDDEEFF001122";
+        let o = run_at(
+            &format!("{}expected_thumbprint = {other:?}\n", file_toml(&pem)),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[&format!("thumbprint {fp} does not match expected {other}")],
+        );
+    }
+
+    #[tokio::test]
+    async fn der_is_sniffed_whatever_the_extension() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "der", "ec256", 400, &[]);
+        let fp = sha1_fingerprint(&pem);
+        for name in ["der.cer", "der.der", "der-named.pem"] {
+            openssl(
+                dir.path(),
+                &["x509", "-in", "der.pem", "-outform", "DER", "-out", name],
+            );
+            // A relative path resolves against the base directory.
+            let o = run_at(&format!("path = {name:?}\n"), dir.path(), now()).await;
+            assert_outcome(&o, Status::Ok, None, &["CN=der", &fp]);
+        }
+        std::fs::copy(&pem, dir.path().join("pem-named.cer")).unwrap();
+        let o = run_at("path = \"pem-named.cer\"\n", dir.path(), now()).await;
+        assert_outcome(&o, Status::Ok, None, &["CN=der"]);
+    }
+
+    #[tokio::test]
+    async fn pem_bundle_uses_first_for_key_and_earliest_expiry() {
+        let dir = TempDir::new().unwrap();
+        let first = self_signed(dir.path(), "first", "rsa2048", 90, &[]);
+        let second = self_signed(dir.path(), "second", "ec256", 10, &[]);
+        let mut bundle = b"subject=CN=first\n".to_vec();
+        bundle.extend(std::fs::read(&first).unwrap());
+        bundle.extend(std::fs::read(key("ec256")).unwrap());
+        bundle.extend(std::fs::read(&second).unwrap());
+        let path = dir.path().join("bundle.pem");
+        std::fs::write(&path, bundle).unwrap();
+        let second_after = facts_of(&second)[0].not_after;
+        let o = run_at(&file_toml(&path), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Warning,
+            Some(Category::Certificate),
+            &["certificate CN=second expires in 9d"],
+        );
+        assert_eq!(o.observations["key_bits"], 2048.0);
+        assert_eq!(
+            o.observations["not_after_timestamp_seconds"],
+            second_after as f64
+        );
+    }
+
+    #[tokio::test]
+    async fn pkcs12_modern_legacy_and_passwordless() {
+        let dir = TempDir::new().unwrap();
+        let c = chain(dir.path(), 200);
+        let leaf = c.leaf.to_str().unwrap();
+        let key = c.leaf_key.to_str().unwrap();
+        let ca = c.ca.to_str().unwrap();
+        let pw = "s3cr3t-Pfx!";
+        let passout = format!("pass:{pw}");
+        let base = [
+            "pkcs12",
+            "-export",
+            "-in",
+            leaf,
+            "-inkey",
+            key,
+            "-certfile",
+            ca,
+        ];
+        openssl(
+            dir.path(),
+            &[&base[..], &["-out", "modern.pfx", "-passout", &passout]].concat(),
+        );
+        openssl(
+            dir.path(),
+            &[
+                &base[..],
+                &["-legacy", "-out", "legacy.p12", "-passout", &passout],
+            ]
+            .concat(),
+        );
+        openssl(
+            dir.path(),
+            &[&base[..], &["-out", "nopass.pfx", "-passout", "pass:"]].concat(),
+        );
+        std::fs::write(dir.path().join("pw.txt"), format!("  {pw}\n")).unwrap();
+        let fp = sha1_fingerprint(&c.leaf);
+
+        std::env::set_var("SONDE_TEST_PFX_PW_MODERN", pw);
+        let o = run_at(
+            "path = \"modern.pfx\"\npassword_env = \"SONDE_TEST_PFX_PW_MODERN\"\n",
+            dir.path(),
+            now(),
+        )
+        .await;
+        // The leaf (the key's certificate) is the subject even though the CA is in the file.
+        assert_outcome(
+            &o,
+            Status::Ok,
+            None,
+            &["CN=localhost", "RSA 2048 bits", &fp],
+        );
+
+        let o = run_at(
+            "path = \"legacy.p12\"\npassword_file = \"pw.txt\"\n",
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(&o, Status::Ok, None, &["CN=localhost", &fp]);
+
+        let o = run_at("path = \"nopass.pfx\"\n", dir.path(), now()).await;
+        assert_outcome(&o, Status::Ok, None, &["CN=localhost", &fp]);
+    }
+
+    #[tokio::test]
+    async fn pkcs12_password_problems_are_config_and_never_show_the_secret() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "pfx", "ec256", 200, &[]);
+        openssl(
+            dir.path(),
+            &[
+                "pkcs12",
+                "-export",
+                "-in",
+                pem.to_str().unwrap(),
+                "-inkey",
+                key("ec256").to_str().unwrap(),
+                "-out",
+                "x.pfx",
+                "-passout",
+                "pass:right-one",
+            ],
+        );
+        let wrong = "Wr0ng-Secret-Value";
+        std::env::set_var("SONDE_TEST_PFX_PW_WRONG", wrong);
+        let o = run_at(
+            "path = \"x.pfx\"\npassword_env = \"SONDE_TEST_PFX_PW_WRONG\"\n",
+            dir.path(),
+            now(),
+        )
+        .await;
+        let pfx = dir.path().join("x.pfx");
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &[&format!(
+                "wrong password for {} or corrupt PKCS#12",
+                pfx.display()
+            )],
+        );
+        assert!(!o.summary.contains(wrong));
+
+        let o = run_at(
+            "path = \"x.pfx\"\npassword_env = \"SONDE_TEST_PFX_PW_UNSET\"\n",
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &["password variable SONDE_TEST_PFX_PW_UNSET is not set"],
+        );
+
+        // No password source: the empty password is tried, and is wrong here.
+        let o = run_at("path = \"x.pfx\"\n", dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &["wrong password"],
+        );
+
+        let o = run_at(
+            "path = \"x.pfx\"\npassword_file = \"missing.txt\"\n",
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &["cannot read password file"],
+        );
+
+        // Truncated PKCS#12 is a broken certificate file, not a password problem.
+        let data = std::fs::read(&pfx).unwrap();
+        std::fs::write(dir.path().join("cut.pfx"), &data[..data.len() / 2]).unwrap();
+        let o = run_at("path = \"cut.pfx\"\n", dir.path(), now()).await;
+        assert_eq!(o.status, Status::Critical, "{o:?}");
+        assert!(o.summary.contains("cut.pfx"), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn broken_and_missing_files_are_outcomes() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "broken", "ec256", 200, &[]);
+        let text = std::fs::read_to_string(&pem).unwrap();
+
+        let missing = dir.path().join("nope.pem");
+        let o = run_at(&file_toml(&missing), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &[&format!(
+                "cannot read {}: No such file or directory",
+                missing.display()
+            )],
+        );
+
+        // Cut in the middle of the base64: no END line.
+        let cut = dir.path().join("cut.pem");
+        std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+        let o = run_at(&file_toml(&cut), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["cannot parse", "cut.pem", "PEM"],
+        );
+
+        // Valid PEM armour around a truncated DER.
+        let der = facts_der(&pem);
+        let short = &der[..der.len() - 40];
+        let b64 = base64_encode(short);
+        let armoured = format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
+        let bad = dir.path().join("short.pem");
+        std::fs::write(&bad, armoured).unwrap();
+        let o = run_at(&file_toml(&bad), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["short.pem", "invalid X.509"],
+        );
+
+        let garbage = dir.path().join("garbage.cer");
+        std::fs::write(&garbage, b"\x30\x82\x05\x00not a certificate").unwrap();
+        let o = run_at(&file_toml(&garbage), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["garbage.cer", "invalid X.509"],
+        );
+
+        let key_only = dir.path().join("key.pem");
+        std::fs::copy(key("ec256"), &key_only).unwrap();
+        let o = run_at(&file_toml(&key_only), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["no CERTIFICATE block in"],
+        );
+    }
+
+    fn facts_der(pem: &Path) -> Vec<u8> {
+        let data = std::fs::read(pem).unwrap();
+        pem_certs(pem, &data).unwrap().remove(0)
+    }
+
+    fn base64_encode(data: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    // --- endpoints (127.0.0.1 only) ----------------------------------------------
+
+    fn acceptor(c: &Chain) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::PrivateKeyDer;
+        let mut certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.leaf)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        certs.extend(
+            CertificateDer::pem_file_iter(&c.ca)
+                .unwrap()
+                .map(|c| c.unwrap()),
+        );
+        let key = PrivateKeyDer::from_pem_file(&c.leaf_key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// An in-process TLS server on 127.0.0.1:0; `smtp` puts a STARTTLS dialogue first.
+    async fn tls_server(c: &Chain, smtp: Option<bool>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = acceptor(c);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Some(offer) = smtp {
+                        if !smtp_dialogue(&mut tcp, offer).await {
+                            return;
+                        }
+                    }
+                    if let Ok(mut tls) = acceptor.accept(tcp).await {
+                        let _ = tls.write_all(b"hello\n").await;
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// A tiny SMTP responder up to STARTTLS; returns whether to go on with TLS.
+    async fn smtp_dialogue(tcp: &mut TcpStream, offer_starttls: bool) -> bool {
+        let (read, mut write) = tcp.split();
+        let mut lines = BufReader::new(read).lines();
+        let _ = write.write_all(b"220 test.local ESMTP ready\r\n").await;
+        let Ok(Some(ehlo)) = lines.next_line().await else {
+            return false;
+        };
+        assert_eq!(ehlo, "EHLO sonde");
+        let caps: &[u8] = if offer_starttls {
+            b"250-test.local\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 STARTTLS\r\n"
+        } else {
+            b"250-test.local\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n"
+        };
+        let _ = write.write_all(caps).await;
+        if !offer_starttls {
+            let _ = lines.next_line().await;
+            let _ = write.write_all(b"502 not implemented\r\n").await;
+            return false;
+        }
+        let Ok(Some(cmd)) = lines.next_line().await else {
+            return false;
+        };
+        assert_eq!(cmd, "STARTTLS");
+        let _ = write.write_all(b"220 go ahead\r\n").await;
+        true
+    }
+
+    fn endpoint_toml(port: u16, extra: &str) -> String {
+        format!("endpoint = \"127.0.0.1:{port}\"\n{extra}")
+    }
+
+    #[tokio::test]
+    async fn endpoint_chain_must_verify_unless_ca_file_or_verify_false() {
+        let dir = TempDir::new().unwrap();
+        let c = chain(dir.path(), 60);
+        let port = tls_server(&c, None).await;
+        let leaf = facts_of(&c.leaf).remove(0);
+
+        let o = run_at(&endpoint_toml(port, ""), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Tls),
+            &["chain does not verify: UnknownIssuer"],
+        );
+        // Expiry is still reported when verification fails.
+        assert_eq!(
+            o.observations["not_after_timestamp_seconds"],
+            leaf.not_after as f64
+        );
+
+        let ca_toml = "ca_file = \"Sonde Test CA.pem\"\n";
+        let o = run_at(&endpoint_toml(port, ca_toml), dir.path(), now()).await;
+        // Earliest not-after over the chain: the 60-day leaf, not the 365-day CA.
+        assert_outcome(
+            &o,
+            Status::Ok,
+            None,
+            &["certificate CN=localhost valid for 59d", "RSA 2048 bits"],
+        );
+        assert_eq!(
+            o.observations["not_after_timestamp_seconds"],
+            leaf.not_after as f64
+        );
+
+        let o = run_at(&endpoint_toml(port, "verify = false\n"), dir.path(), now()).await;
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+
+        let o = run_at(
+            &endpoint_toml(port, &format!("{ca_toml}server_name = \"other.example\"\n")),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Tls),
+            &["NotValidForName", "other.example"],
+        );
+
+        // An expired chain is a certificate finding, not a second TLS one.
+        let o = run_at(
+            &endpoint_toml(port, ca_toml),
+            dir.path(),
+            leaf.not_after + 3 * DAY,
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["CN=localhost expired 3d ago"],
+        );
+        assert!(!o.summary.contains("chain does not verify"), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn endpoint_smtp_starttls() {
+        let dir = TempDir::new().unwrap();
+        let c = chain(dir.path(), 60);
+        let port = tls_server(&c, Some(true)).await;
+        let o = run_at(
+            &endpoint_toml(port, "starttls = \"smtp\"\nserver_name = \"localhost\"\nca_file = \"Sonde Test CA.pem\"\n"),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(&o, Status::Ok, None, &["CN=localhost"]);
+
+        let port = tls_server(&c, Some(false)).await;
+        let o = run_at(
+            &endpoint_toml(port, "starttls = \"smtp\"\nverify = false\n"),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Protocol),
+            &["does not offer STARTTLS"],
+        );
+    }
+
+    #[tokio::test]
+    async fn endpoint_against_openssl_s_server() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "s-server", "ec256", 30, &[]);
+        let mut child = tokio::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                "127.0.0.1:0",
+                "-naccept",
+                "1",
+                // Serve a status page: without -www, s_server reads stdin and its
+                // EOF ends the session.
+                "-www",
+                "-cert",
+            ])
+            .arg(&pem)
+            .arg("-key")
+            .arg(key("ec256"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            let line = out
+                .next_line()
+                .await
+                .unwrap()
+                .expect("s_server prints ACCEPT");
+            if let Some(addr) = line.strip_prefix("ACCEPT ") {
+                break addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            }
+        };
+        let f = facts_of(&pem).remove(0);
+        let toml_text = endpoint_toml(
+            port,
+            &format!(
+                "verify = false\nexpected_thumbprint = \"{}\"\n",
+                "0".repeat(40)
+            ),
+        );
+        let o = run_at(&toml_text, dir.path(), f.not_after - 5 * DAY).await;
+        // Both critical findings, the expiry first.
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[
+                "certificate CN=s-server expires in 5d",
+                &format!(
+                    "; thumbprint {} does not match expected {}",
+                    f.thumbprint,
+                    "0".repeat(40)
+                ),
+            ],
+        );
+        assert_eq!(o.observations["key_bits"], 256.0);
+        child.kill().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn network_and_handshake_failures_are_outcomes() {
+        let dir = TempDir::new().unwrap();
+        // A port that was just free: connection refused.
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let o = run_at(&endpoint_toml(port, ""), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Network),
+            &["cannot connect to 127.0.0.1:"],
+        );
+
+        // A server that answers the ClientHello with plain text.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let _ = tcp.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let o = run_at(&endpoint_toml(port, ""), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Tls),
+            &["TLS handshake with 127.0.0.1:", "failed"],
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_server_leaves_the_probe_pending_and_cancellable() {
+        let dir = TempDir::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let _ = accepted_tx.send(());
+            // Hold the connection open, say nothing; report when the client goes away.
+            let mut buf = Vec::new();
+            let _ = tcp.read_to_end(&mut buf).await;
+        });
+        let probe = CertificateProbe::new(&config(&endpoint_toml(port, "")), dir.path()).unwrap();
+        let ctx = ctx_at(now());
+        let mut run = probe.run(&ctx);
+        let pending = tokio::time::timeout(Duration::from_millis(300), &mut run).await;
+        assert!(pending.is_err(), "probe must still be waiting: {pending:?}");
+        accepted_rx.await.unwrap();
+        drop(run);
+        // Dropping the future closes the socket: the server sees EOF.
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
