@@ -521,8 +521,12 @@ struct Endpoint {
     tls: Arc<ClientConfig>,
     /// The real verifier, run on the captured chain after the handshake;
     /// `None` when `verify = false` (or, with an error, when there are no anchors).
-    verifier: Result<Option<Arc<WebPkiServerVerifier>>, String>,
+    verifier: Trust,
 }
+
+/// How an endpoint's chain is judged: `Ok(None)` not at all (`verify = false`),
+/// `Ok(Some(v))` by `v`, `Err(reason)` never successfully (no trust anchors).
+type Trust = Result<Option<Arc<WebPkiServerVerifier>>, String>;
 
 /// A runnable `certificate` probe; built once from its config.
 pub struct CertificateProbe {
@@ -605,11 +609,7 @@ impl CertificateProbe {
 /// System roots plus `ca_file`. An unreadable `ca_file` is a build error; system
 /// certificates that fail to load are skipped. With no anchors at all, every run
 /// reports that the chain cannot be verified (the inner `Err`).
-#[allow(clippy::type_complexity)]
-fn build_verifier(
-    ca_file: Option<&Path>,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Result<Option<Arc<WebPkiServerVerifier>>, String>, String> {
+fn build_verifier(ca_file: Option<&Path>, provider: &Arc<CryptoProvider>) -> Result<Trust, String> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
