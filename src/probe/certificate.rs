@@ -1,9 +1,2125 @@
-//! placeholder
+//! `kind = "certificate"`: how long until a certificate expires, and whether it is
+//! one an operator should trust (key size, thumbprint, signature hash, chain).
+//!
+//! The certificate comes either from a file (PEM, DER, PKCS#12) or from a TLS
+//! endpoint (optionally after SMTP STARTTLS). Both paths end in the same pure
+//! evaluation, [`evaluate`], which turns the parsed facts and `now` into one
+//! `Outcome`. Timeouts, timing and spans belong to the runner, not to this file.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
 use super::*;
+
+fn default_verify() -> bool {
+    true
+}
+
+fn default_critical_before() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+
+fn default_warn_before() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+fn default_min_key_bits() -> u32 {
+    2048
+}
+
+/// The kind-specific keys of a `certificate` probe table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CertificateConfig { pub path: Option<String> }
-impl CertificateConfig { pub fn validate(&self) -> Vec<SpecProblem> { vec![] } }
-pub struct CertificateProbe;
-impl CertificateProbe { pub fn new(_c: &CertificateConfig, _b: &Path) -> Result<Self, String> { Ok(CertificateProbe) } }
-impl Probe for CertificateProbe { fn run<'a>(&'a self, _ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> { Box::pin(async { Outcome::ok("") }) } }
+pub struct CertificateConfig {
+    /// A certificate file: PEM (one or many), DER, or PKCS#12 (`.pfx`/`.p12`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `host:port` of a TLS endpoint.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// SNI and the name the chain must be valid for; default: the endpoint's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// `"smtp"`: speak SMTP up to STARTTLS before the handshake.
+    #[serde(default)]
+    pub starttls: Option<String>,
+    /// Whether the endpoint's chain must verify.
+    #[serde(default = "default_verify")]
+    pub verify: bool,
+    /// Extra trust anchors (PEM) for endpoint verification, added to the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Environment variable holding the PKCS#12 password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File whose trimmed content is the PKCS#12 password.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    #[serde(default = "default_critical_before", with = "crate::config::duration")]
+    pub critical_before: Duration,
+    #[serde(default = "default_warn_before", with = "crate::config::duration")]
+    pub warn_before: Duration,
+    #[serde(default = "default_min_key_bits")]
+    pub min_key_bits: u32,
+    /// SHA-1 thumbprint as Exchange prints it; case, spaces and colons are ignored.
+    #[serde(default)]
+    pub expected_thumbprint: Option<String>,
+}
+
+impl CertificateConfig {
+    /// Pure checks: every problem at once, each naming its key.
+    pub fn validate(&self) -> Vec<SpecProblem> {
+        let mut problems = Vec::new();
+        let is_file = self.path.is_some();
+        let is_endpoint = self.endpoint.is_some();
+        match (is_file, is_endpoint) {
+            (false, false) => problems.push(SpecProblem::new(
+                "path",
+                "one of `path` or `endpoint` is required",
+            )),
+            (true, true) => problems.push(SpecProblem::new(
+                "endpoint",
+                "`path` and `endpoint` are mutually exclusive: set exactly one",
+            )),
+            _ => {}
+        }
+        if self.path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            problems.push(SpecProblem::new("path", "must not be empty"));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if let Err(e) = parse_endpoint(endpoint) {
+                problems.push(SpecProblem::new("endpoint", e));
+            }
+        }
+        if let Some(name) = &self.server_name {
+            if !is_endpoint {
+                problems.push(SpecProblem::new(
+                    "server_name",
+                    "only meaningful with `endpoint`",
+                ));
+            }
+            if ServerName::try_from(name.as_str()).is_err() {
+                problems.push(SpecProblem::new(
+                    "server_name",
+                    format!("`{name}` is not a valid DNS name or IP address"),
+                ));
+            }
+        }
+        if let Some(starttls) = &self.starttls {
+            if starttls != "smtp" {
+                problems.push(SpecProblem::new(
+                    "starttls",
+                    format!("unsupported `{starttls}` (the only supported value is \"smtp\")"),
+                ));
+            }
+            if !is_endpoint {
+                problems.push(SpecProblem::new(
+                    "starttls",
+                    "only meaningful with `endpoint`",
+                ));
+            }
+        }
+        if self.ca_file.is_some() && !is_endpoint {
+            problems.push(SpecProblem::new(
+                "ca_file",
+                "only meaningful with `endpoint`",
+            ));
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            problems.push(SpecProblem::new(
+                "password_file",
+                "`password_env` and `password_file` are mutually exclusive",
+            ));
+        }
+        if self.password_env.is_some() && !is_file {
+            problems.push(SpecProblem::new(
+                "password_env",
+                "only meaningful with `path`",
+            ));
+        }
+        if self.password_file.is_some() && !is_file {
+            problems.push(SpecProblem::new(
+                "password_file",
+                "only meaningful with `path`",
+            ));
+        }
+        if self
+            .password_env
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            problems.push(SpecProblem::new(
+                "password_env",
+                "must name an environment variable",
+            ));
+        }
+        if self.warn_before < self.critical_before {
+            problems.push(SpecProblem::new(
+                "warn_before",
+                format!(
+                    "must be at least `critical_before` ({} < {})",
+                    human_duration(self.warn_before.as_secs() as i64),
+                    human_duration(self.critical_before.as_secs() as i64)
+                ),
+            ));
+        }
+        if let Some(thumbprint) = &self.expected_thumbprint {
+            if normalize_thumbprint(thumbprint).is_none() {
+                problems.push(SpecProblem::new(
+                    "expected_thumbprint",
+                    "must be 40 hexadecimal digits (a SHA-1 thumbprint; spaces and colons are ignored)",
+                ));
+            }
+        }
+        if self.min_key_bits == 0 {
+            problems.push(SpecProblem::new("min_key_bits", "must be greater than 0"));
+        }
+        problems
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets: `[::1]:443`).
+fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
+    let (host, port) = endpoint
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{endpoint}` is not host:port"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(format!("`{endpoint}` has no host (expected host:port)"));
+    }
+    if host.contains(':') && !endpoint.starts_with('[') {
+        return Err(format!(
+            "`{endpoint}`: write IPv6 addresses in brackets, e.g. [::1]:443"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host.to_string(), p)),
+        _ => Err(format!(
+            "`{endpoint}` has an invalid port `{port}` (expected 1-65535)"
+        )),
+    }
+}
+
+/// Uppercase hex without separators, or `None` when not 40 hex digits.
+fn normalize_thumbprint(text: &str) -> Option<String> {
+    let hex: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect::<String>()
+        .to_ascii_uppercase();
+    (hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
+}
+
+/// A duration for people: `3d 4h`, `5h 12m`, `45m`, `30s`; `412d` from 10 days up.
+/// Rounds down; negative input gets a leading `-`.
+pub fn human_duration(secs: i64) -> String {
+    let sign = if secs < 0 { "-" } else { "" };
+    let s = secs.unsigned_abs();
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+    let body = if d >= 10 {
+        format!("{d}d")
+    } else if d > 0 {
+        if h > 0 {
+            format!("{d}d {h}h")
+        } else {
+            format!("{d}d")
+        }
+    } else if h > 0 {
+        if m > 0 {
+            format!("{h}h {m}m")
+        } else {
+            format!("{h}h")
+        }
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{}s", s % 60)
+    };
+    format!("{sign}{body}")
+}
+
+fn rfc3339(ts: i64) -> String {
+    DateTime::<Utc>::from_timestamp(ts, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| format!("@{ts}"))
+}
+
+// ---------------------------------------------------------------------------
+// Facts about certificates, parsed once, evaluated purely.
+
+#[derive(Debug, Clone, PartialEq)]
+enum KeyInfo {
+    Rsa(u32),
+    Ec(u32),
+    Other(String),
+}
+
+/// What the checks need from one certificate.
+#[derive(Debug, Clone, PartialEq)]
+struct CertFacts {
+    /// `CN=…` or, without a CN, the whole subject.
+    subject: String,
+    not_before: i64,
+    not_after: i64,
+    key: KeyInfo,
+    /// SHA-1 of the DER, uppercase hex.
+    thumbprint: String,
+    sig_alg: String,
+    sig_is_sha1: bool,
+}
+
+const SHA1_SIGNATURE_OIDS: &[&str] = &[
+    "1.2.840.113549.1.1.5", // sha1WithRSAEncryption
+    "1.3.14.3.2.29",        // sha1WithRSASignature (OIW)
+    "1.2.840.10045.4.1",    // ecdsa-with-SHA1
+    "1.2.840.10040.4.3",    // dsa-with-sha1
+];
+
+fn thumbprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+    digest
+        .as_ref()
+        .iter()
+        .fold(String::with_capacity(40), |mut s, b| {
+            let _ = write!(s, "{b:02X}");
+            s
+        })
+}
+
+fn parse_facts(der: &[u8]) -> Result<CertFacts, String> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    let subject = match cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+    {
+        Some(cn) => format!("CN={cn}"),
+        None => cert.subject().to_string(),
+    };
+    let spki = cert.public_key();
+    let key = match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) => {
+            // Count the modulus bits exactly (leading zero bytes and bits excluded).
+            let m = rsa.modulus;
+            let skip = m.iter().take_while(|b| **b == 0).count();
+            let bits = match m.get(skip) {
+                Some(first) => (m.len() - skip) as u32 * 8 - first.leading_zeros(),
+                None => 0,
+            };
+            KeyInfo::Rsa(bits)
+        }
+        Ok(PublicKey::EC(point)) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok());
+            let bits = match curve.map(|o| o.to_id_string()).as_deref() {
+                Some("1.2.840.10045.3.1.7") => 256,
+                Some("1.3.132.0.34") => 384,
+                Some("1.3.132.0.35") => 521,
+                Some("1.3.132.0.10") => 256,
+                _ => point.key_size() as u32,
+            };
+            KeyInfo::Ec(bits)
+        }
+        _ => KeyInfo::Other(oid_name(&spki.algorithm.algorithm)),
+    };
+    let sig_oid = &cert.signature_algorithm.algorithm;
+    let sig_id = sig_oid.to_id_string();
+    Ok(CertFacts {
+        subject,
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        key,
+        thumbprint: thumbprint(der),
+        sig_alg: oid_name(sig_oid),
+        sig_is_sha1: SHA1_SIGNATURE_OIDS.contains(&sig_id.as_str()),
+    })
+}
+
+fn oid_name(oid: &x509_parser::der_parser::oid::Oid<'_>) -> String {
+    x509_parser::objects::oid2sn(oid, x509_parser::objects::oid_registry())
+        .map(str::to_string)
+        .unwrap_or_else(|_| oid.to_id_string())
+}
+
+/// Everything one run learned before judging it.
+#[derive(Debug)]
+struct Evidence {
+    /// The first certificate of a file, or the endpoint's leaf.
+    subject: CertFacts,
+    /// The other certificates of the file or chain.
+    others: Vec<CertFacts>,
+    /// `Some(reason)` when an endpoint's chain did not verify (and `verify` is on).
+    chain_error: Option<String>,
+}
+
+struct Checks {
+    critical_before: i64,
+    warn_before: i64,
+    min_key_bits: u32,
+    expected_thumbprint: Option<String>,
+}
+
+/// The pure part: evidence + settings + now -> one Outcome with the worst status;
+/// its summary starts with the decisive finding.
+fn evaluate(ev: &Evidence, checks: &Checks, now: i64) -> Outcome {
+    let all = || std::iter::once(&ev.subject).chain(ev.others.iter());
+    // The certificate that expires first decides the expiry; the one that becomes
+    // valid last decides "not valid yet".
+    let earliest = all().min_by_key(|c| c.not_after).unwrap_or(&ev.subject);
+    let latest_start = all().max_by_key(|c| c.not_before).unwrap_or(&ev.subject);
+    let seconds_left = earliest.not_after - now;
+
+    let mut findings: Vec<(Status, Category, String)> = Vec::new();
+    let expiry = format!("certificate {}", earliest.subject);
+    if seconds_left < 0 {
+        findings.push((
+            Status::Critical,
+            Category::Certificate,
+            format!(
+                "{expiry} expired {} ago ({})",
+                human_duration(-seconds_left),
+                rfc3339(earliest.not_after)
+            ),
+        ));
+    } else if latest_start.not_before > now {
+        findings.push((
+            Status::Critical,
+            Category::Certificate,
+            format!(
+                "certificate {} not valid until {} (in {})",
+                latest_start.subject,
+                rfc3339(latest_start.not_before),
+                human_duration(latest_start.not_before - now)
+            ),
+        ));
+    } else if seconds_left < checks.critical_before || seconds_left < checks.warn_before {
+        let status = if seconds_left < checks.critical_before {
+            Status::Critical
+        } else {
+            Status::Warning
+        };
+        findings.push((
+            status,
+            Category::Certificate,
+            format!(
+                "{expiry} expires in {} ({})",
+                human_duration(seconds_left),
+                rfc3339(earliest.not_after)
+            ),
+        ));
+    }
+    if let Some(reason) = &ev.chain_error {
+        findings.push((
+            Status::Critical,
+            Category::Tls,
+            format!("chain does not verify: {reason}"),
+        ));
+    }
+    if let KeyInfo::Rsa(bits) = ev.subject.key {
+        if bits < checks.min_key_bits {
+            findings.push((
+                Status::Critical,
+                Category::Certificate,
+                format!("RSA key {bits} bits < {}", checks.min_key_bits),
+            ));
+        }
+    }
+    if let Some(expected) = &checks.expected_thumbprint {
+        if *expected != ev.subject.thumbprint {
+            findings.push((
+                Status::Critical,
+                Category::Certificate,
+                format!(
+                    "thumbprint {} does not match expected {expected}",
+                    ev.subject.thumbprint
+                ),
+            ));
+        }
+    }
+    if ev.subject.sig_is_sha1 {
+        findings.push((
+            Status::Warning,
+            Category::Certificate,
+            format!("signed with SHA-1 ({})", ev.subject.sig_alg),
+        ));
+    }
+    // Stable: among equal severities the order above (dates, chain, key,
+    // thumbprint, hash) is the order of importance.
+    findings.sort_by_key(|(status, _, _)| std::cmp::Reverse(status.severity()));
+
+    let key_text = match &ev.subject.key {
+        KeyInfo::Rsa(bits) => format!("RSA {bits} bits"),
+        KeyInfo::Ec(bits) => format!("EC {bits} bits"),
+        KeyInfo::Other(name) => format!("{name} key"),
+    };
+    let mut outcome = match findings.first() {
+        None => Outcome::ok(format!(
+            "certificate {} valid for {}, {key_text}, thumbprint {}",
+            ev.subject.subject,
+            human_duration(seconds_left),
+            ev.subject.thumbprint
+        )),
+        Some((status, category, _)) => {
+            let text: Vec<&str> = findings.iter().map(|(_, _, t)| t.as_str()).collect();
+            Outcome::new(*status, Some(*category), text.join("; "))
+        }
+    };
+    outcome.observe("not_after_timestamp_seconds", earliest.not_after as f64);
+    outcome.observe("seconds_left", seconds_left as f64);
+    match ev.subject.key {
+        KeyInfo::Rsa(bits) | KeyInfo::Ec(bits) => outcome.observe("key_bits", f64::from(bits)),
+        KeyInfo::Other(_) => {}
+    }
+    outcome
+}
+
+// ---------------------------------------------------------------------------
+// The probe.
+
+#[derive(Debug)]
+enum PasswordSource {
+    None,
+    Env(String),
+    File(PathBuf),
+}
+
+enum Source {
+    File {
+        path: PathBuf,
+        password: PasswordSource,
+    },
+    Endpoint(Box<Endpoint>),
+}
+
+struct Endpoint {
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+    smtp_starttls: bool,
+    tls: Arc<ClientConfig>,
+    /// The real verifier, run on the captured chain after the handshake;
+    /// `None` when `verify = false` (or, with an error, when there are no anchors).
+    verifier: Trust,
+}
+
+/// How an endpoint's chain is judged: `Ok(None)` not at all (`verify = false`),
+/// `Ok(Some(v))` by `v`, `Err(reason)` never successfully (no trust anchors).
+type Trust = Result<Option<Arc<WebPkiServerVerifier>>, String>;
+
+/// A runnable `certificate` probe; built once from its config.
+pub struct CertificateProbe {
+    source: Source,
+    checks: Checks,
+}
+
+fn resolve(base_dir: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+impl CertificateProbe {
+    pub fn new(cfg: &CertificateConfig, base_dir: &Path) -> Result<Self, String> {
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            let text: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect();
+            return Err(text.join("; "));
+        }
+        let checks = Checks {
+            critical_before: cfg.critical_before.as_secs().min(i64::MAX as u64) as i64,
+            warn_before: cfg.warn_before.as_secs().min(i64::MAX as u64) as i64,
+            min_key_bits: cfg.min_key_bits,
+            expected_thumbprint: cfg
+                .expected_thumbprint
+                .as_deref()
+                .and_then(normalize_thumbprint),
+        };
+        let source = match (&cfg.path, &cfg.endpoint) {
+            (Some(path), None) => Source::File {
+                path: resolve(base_dir, path),
+                password: match (&cfg.password_env, &cfg.password_file) {
+                    (Some(var), _) => PasswordSource::Env(var.clone()),
+                    (None, Some(file)) => PasswordSource::File(resolve(base_dir, file)),
+                    (None, None) => PasswordSource::None,
+                },
+            },
+            (None, Some(endpoint)) => {
+                let (host, port) = parse_endpoint(endpoint)?;
+                let name = cfg.server_name.clone().unwrap_or_else(|| host.clone());
+                let server_name =
+                    ServerName::try_from(name).map_err(|e| format!("server_name: {e}"))?;
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let verifier = if cfg.verify {
+                    let ca_file = cfg.ca_file.as_deref().map(|f| resolve(base_dir, f));
+                    build_verifier(ca_file.as_deref(), &provider)?
+                } else {
+                    Ok(None)
+                };
+                let tls = ClientConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("TLS setup: {e}"))?
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(CapturingVerifier {
+                        algorithms: provider.signature_verification_algorithms,
+                    }))
+                    .with_no_client_auth();
+                Source::Endpoint(Box::new(Endpoint {
+                    host,
+                    port,
+                    server_name,
+                    smtp_starttls: cfg.starttls.as_deref() == Some("smtp"),
+                    tls: Arc::new(tls),
+                    verifier,
+                }))
+            }
+            _ => unreachable!("validate() guarantees exactly one of path/endpoint"),
+        };
+        Ok(CertificateProbe { source, checks })
+    }
+}
+
+/// System roots plus `ca_file`. An unreadable `ca_file` is a build error; system
+/// certificates that fail to load are skipped. With no anchors at all, every run
+/// reports that the chain cannot be verified (the inner `Err`).
+fn build_verifier(ca_file: Option<&Path>, provider: &Arc<CryptoProvider>) -> Result<Trust, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    if !native.errors.is_empty() {
+        tracing::debug!(
+            errors = native.errors.len(),
+            "some system root certificates did not load"
+        );
+    }
+    roots.add_parsable_certificates(native.certs);
+    if let Some(ca_file) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "ca_file {}: no CERTIFICATE in it",
+                ca_file.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Ok(Err(
+            "no trust anchors (no system roots and no ca_file)".to_string()
+        ));
+    }
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map(|v| Ok(Some(v)))
+        .map_err(|e| format!("TLS verifier: {e}"))
+}
+
+/// Accepts any chain so that the handshake finishes and the chain can be read
+/// even when it is bad; the real verification runs afterwards on the captured
+/// chain. The handshake signatures are still checked against the leaf's key.
+/// Stateless, so one `ClientConfig` serves concurrent runs.
+#[derive(Debug)]
+struct CapturingVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for CapturingVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl Probe for CertificateProbe {
+    fn run<'a>(&'a self, ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            let evidence = match &self.source {
+                Source::File { path, password } => from_file(path, password).await,
+                Source::Endpoint(ep) => from_endpoint(ep, ctx).await,
+            };
+            match evidence {
+                Ok(ev) => evaluate(&ev, &self.checks, ctx.clock.now().timestamp()),
+                Err(outcome) => outcome,
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// File sources.
+
+fn bad_cert(path: &Path, what: impl std::fmt::Display) -> Outcome {
+    Outcome::critical(
+        Category::Certificate,
+        format!("cannot parse {}: {what}", path.display()),
+    )
+}
+
+fn io_text(e: &std::io::Error) -> String {
+    // "No such file or directory", without the "(os error 2)" suffix.
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+async fn from_file(path: &Path, password: &PasswordSource) -> Result<Evidence, Outcome> {
+    let data = tokio::fs::read(path).await.map_err(|e| {
+        Outcome::critical(
+            Category::Config,
+            format!("cannot read {}: {}", path.display(), io_text(&e)),
+        )
+    })?;
+    let is_pkcs12 = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("pfx") || e.eq_ignore_ascii_case("p12"));
+    let ders: Vec<Vec<u8>> = if is_pkcs12 {
+        let password = read_password(password).await?;
+        pkcs12_certs(path, &data, &password)?
+    } else if looks_like_pem(&data) {
+        pem_certs(path, &data)?
+    } else {
+        vec![data]
+    };
+    let mut facts = Vec::with_capacity(ders.len());
+    for (i, der) in ders.iter().enumerate() {
+        let f = parse_facts(der).map_err(|e| {
+            if ders.len() == 1 {
+                bad_cert(path, format!("invalid X.509 certificate: {e}"))
+            } else {
+                bad_cert(path, format!("certificate #{} is invalid: {e}", i + 1))
+            }
+        })?;
+        facts.push(f);
+    }
+    let mut facts = facts.into_iter();
+    let subject = facts
+        .next()
+        .ok_or_else(|| bad_cert(path, "no certificate in it"))?;
+    Ok(Evidence {
+        subject,
+        others: facts.collect(),
+        chain_error: None,
+    })
+}
+
+fn looks_like_pem(data: &[u8]) -> bool {
+    data.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+fn pem_certs(path: &Path, data: &[u8]) -> Result<Vec<Vec<u8>>, Outcome> {
+    let mut ders = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(data) {
+        let pem = block.map_err(|e| bad_cert(path, format!("bad PEM block: {e}")))?;
+        if pem.label == "CERTIFICATE"
+            || pem.label == "X509 CERTIFICATE"
+            || pem.label == "TRUSTED CERTIFICATE"
+        {
+            ders.push(pem.contents);
+        }
+    }
+    if ders.is_empty() {
+        return Err(Outcome::critical(
+            Category::Certificate,
+            format!("no CERTIFICATE block in {}", path.display()),
+        ));
+    }
+    Ok(ders)
+}
+
+/// The PKCS#12 password, never shown in any message.
+async fn read_password(source: &PasswordSource) -> Result<String, Outcome> {
+    match source {
+        PasswordSource::None => Ok(String::new()),
+        PasswordSource::Env(var) => match std::env::var(var) {
+            Ok(v) => Ok(v),
+            Err(std::env::VarError::NotPresent) => Err(Outcome::critical(
+                Category::Config,
+                format!("password variable {var} is not set"),
+            )),
+            Err(std::env::VarError::NotUnicode(_)) => Err(Outcome::critical(
+                Category::Config,
+                format!("password variable {var} is not valid UTF-8"),
+            )),
+        },
+        PasswordSource::File(file) => match tokio::fs::read(file).await {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Ok(text.trim().to_string()),
+                Err(_) => Err(Outcome::critical(
+                    Category::Config,
+                    format!("password file {} is not valid UTF-8", file.display()),
+                )),
+            },
+            Err(e) => Err(Outcome::critical(
+                Category::Config,
+                format!(
+                    "cannot read password file {}: {}",
+                    file.display(),
+                    io_text(&e)
+                ),
+            )),
+        },
+    }
+}
+
+/// Certificates of a PKCS#12 file; the one that belongs to the private key first.
+fn pkcs12_certs(path: &Path, data: &[u8], password: &str) -> Result<Vec<Vec<u8>>, Outcome> {
+    use p12_keystore::error::Error as P12Error;
+    let archive =
+        p12_keystore::Pkcs12Archive::from_pkcs12(data, password).map_err(|e| match e {
+            // Wrong password and corruption look the same from here: the MAC or the
+            // decryption fails. Never include the password.
+            P12Error::MacError(_)
+            | P12Error::UnpadError
+            | P12Error::Pkcs5Error(_)
+            | P12Error::InvalidPrivateKey
+            | P12Error::InvalidData => Outcome::critical(
+                Category::Config,
+                format!("wrong password for {} or corrupt PKCS#12", path.display()),
+            ),
+            other => bad_cert(path, format!("invalid PKCS#12: {other}")),
+        })?;
+    let key_ids: Vec<&[u8]> = archive
+        .keys
+        .iter()
+        .filter_map(|k| k.local_key_id.as_ref().map(|id| id.as_ref()))
+        .collect();
+    let mut certs: Vec<(bool, Vec<u8>)> = archive
+        .certs
+        .iter()
+        .map(|bag| {
+            let own = bag
+                .local_key_id
+                .as_deref()
+                .is_some_and(|id| key_ids.contains(&id));
+            (own, bag.cert.as_der().to_vec())
+        })
+        .collect();
+    // Stable sort: the key's own certificate first, the rest in file order.
+    certs.sort_by_key(|(own, _)| !own);
+    Ok(certs.into_iter().map(|(_, der)| der).collect())
+}
+
+// ---------------------------------------------------------------------------
+// Endpoint source.
+
+async fn from_endpoint(ep: &Endpoint, ctx: &ProbeContext) -> Result<Evidence, Outcome> {
+    let target = if ep.host.contains(':') {
+        format!("[{}]:{}", ep.host, ep.port)
+    } else {
+        format!("{}:{}", ep.host, ep.port)
+    };
+    let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
+        .await
+        .map_err(|e| {
+            Outcome::critical(
+                Category::Network,
+                format!("cannot connect to {target}: {}", io_text(&e)),
+            )
+        })?;
+    let tcp = if ep.smtp_starttls {
+        smtp_starttls(tcp, &target).await?
+    } else {
+        tcp
+    };
+    let connector = tokio_rustls::TlsConnector::from(ep.tls.clone());
+    let tls = connector
+        .connect(ep.server_name.clone(), tcp)
+        .await
+        .map_err(|e| {
+            Outcome::critical(
+                Category::Tls,
+                format!("TLS handshake with {target} failed: {e}"),
+            )
+        })?;
+    let chain: Vec<CertificateDer<'static>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    drop(tls);
+    let (leaf, intermediates) = chain.split_first().ok_or_else(|| {
+        Outcome::critical(Category::Tls, format!("{target} presented no certificate"))
+    })?;
+
+    let chain_error = match &ep.verifier {
+        Ok(None) => None,
+        Err(reason) => Some(reason.clone()),
+        Ok(Some(verifier)) => {
+            let now = UnixTime::since_unix_epoch(Duration::from_secs(
+                ctx.clock.now().timestamp().max(0) as u64,
+            ));
+            verifier
+                .verify_server_cert(leaf, intermediates, &ep.server_name, &[], now)
+                .err()
+                .and_then(|e| describe_verify_error(&e, &ep.server_name))
+        }
+    };
+
+    let subject = parse_facts(leaf).map_err(|e| {
+        Outcome::critical(
+            Category::Certificate,
+            format!("{target} presented an invalid certificate: {e}"),
+        )
+    })?;
+    let mut others = Vec::with_capacity(intermediates.len());
+    for (i, der) in intermediates.iter().enumerate() {
+        others.push(parse_facts(der).map_err(|e| {
+            Outcome::critical(
+                Category::Certificate,
+                format!("{target} presented an invalid certificate #{}: {e}", i + 2),
+            )
+        })?);
+    }
+    Ok(Evidence {
+        subject,
+        others,
+        chain_error,
+    })
+}
+
+/// Why the chain failed, or `None` when the failure is only about dates, which
+/// the expiry checks report with their own category.
+fn describe_verify_error(e: &rustls::Error, name: &ServerName<'_>) -> Option<String> {
+    match e {
+        rustls::Error::InvalidCertificate(ce) => match ce {
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => None,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                Some(format!("NotValidForName (not valid for {})", name.to_str()))
+            }
+            CertificateError::Other(other) => Some(format!("{other}")),
+            other => Some(format!("{other:?}")),
+        },
+        other => Some(other.to_string()),
+    }
+}
+
+fn protocol(target: &str, what: impl std::fmt::Display) -> Outcome {
+    Outcome::critical(
+        Category::Protocol,
+        format!("SMTP STARTTLS with {target}: {what}"),
+    )
+}
+
+/// Reads one SMTP reply (all its lines) and returns its code and lines.
+async fn smtp_reply(
+    reader: &mut BufReader<TcpStream>,
+    target: &str,
+) -> Result<(u16, Vec<String>), Outcome> {
+    let mut lines = Vec::new();
+    loop {
+        let mut buf = Vec::new();
+        // Bounded lines: a server that streams garbage cannot grow memory.
+        (&mut *reader)
+            .take(4096)
+            .read_until(b'\n', &mut buf)
+            .await
+            .map_err(|e| {
+                Outcome::critical(
+                    Category::Network,
+                    format!("SMTP with {target}: {}", io_text(&e)),
+                )
+            })?;
+        if buf.is_empty() {
+            return Err(protocol(target, "connection closed by server"));
+        }
+        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+        let code = line
+            .get(..3)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| protocol(target, format!("unexpected reply `{}`", clip(&line))))?;
+        let last = line.as_bytes().get(3) != Some(&b'-');
+        lines.push(line);
+        if last {
+            return Ok((code, lines));
+        }
+        if lines.len() > 100 {
+            return Err(protocol(target, "reply too long"));
+        }
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+async fn smtp_starttls(tcp: TcpStream, target: &str) -> Result<TcpStream, Outcome> {
+    let mut reader = BufReader::new(tcp);
+    let (code, lines) = smtp_reply(&mut reader, target).await?;
+    if code != 220 {
+        return Err(protocol(target, format!("greeting `{}`", clip(&lines[0]))));
+    }
+    send(&mut reader, b"EHLO sonde\r\n", target).await?;
+    let (code, lines) = smtp_reply(&mut reader, target).await?;
+    if code != 250 {
+        return Err(protocol(
+            target,
+            format!("EHLO refused: `{}`", clip(&lines[0])),
+        ));
+    }
+    let offers = lines.iter().any(|l| {
+        l.get(4..)
+            .is_some_and(|ext| ext.trim().eq_ignore_ascii_case("STARTTLS"))
+    });
+    if !offers {
+        return Err(protocol(target, "server does not offer STARTTLS"));
+    }
+    send(&mut reader, b"STARTTLS\r\n", target).await?;
+    let (code, lines) = smtp_reply(&mut reader, target).await?;
+    if code != 220 {
+        return Err(protocol(
+            target,
+            format!("STARTTLS refused: `{}`", clip(&lines[0])),
+        ));
+    }
+    if !reader.buffer().is_empty() {
+        // Plaintext sent before the handshake could be injected into it.
+        return Err(protocol(target, "unexpected data after the STARTTLS reply"));
+    }
+    Ok(reader.into_inner())
+}
+
+async fn send(reader: &mut BufReader<TcpStream>, line: &[u8], target: &str) -> Result<(), Outcome> {
+    reader.get_mut().write_all(line).await.map_err(|e| {
+        Outcome::critical(
+            Category::Network,
+            format!("SMTP with {target}: {}", io_text(&e)),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::process::Command;
+    use std::sync::{Mutex, OnceLock};
+    use tempfile::TempDir;
+    use tokio::net::TcpListener;
+
+    const DAY: i64 = 86_400;
+
+    // --- fixtures made by the openssl CLI -------------------------------------
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl CLI is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Keys are generated once per test run (RSA keygen is slow) and shared.
+    fn key(kind: &str) -> PathBuf {
+        static DIR: OnceLock<TempDir> = OnceLock::new();
+        static LOCK: Mutex<()> = Mutex::new(());
+        let dir = DIR.get_or_init(|| TempDir::new().unwrap()).path();
+        let path = dir.join(format!("{kind}.key"));
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        if !path.exists() {
+            let tmp = format!("{kind}.tmp");
+            match kind {
+                "ec256" => openssl(
+                    dir,
+                    &[
+                        "genpkey",
+                        "-algorithm",
+                        "EC",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:P-256",
+                        "-out",
+                        &tmp,
+                    ],
+                ),
+                rsa => {
+                    let bits = format!("rsa_keygen_bits:{}", rsa.trim_start_matches("rsa"));
+                    openssl(
+                        dir,
+                        &[
+                            "genpkey",
+                            "-algorithm",
+                            "RSA",
+                            "-pkeyopt",
+                            &bits,
+                            "-out",
+                            &tmp,
+                        ],
+                    );
+                }
+            }
+            std::fs::rename(dir.join(tmp), &path).unwrap();
+        }
+        path
+    }
+
+    /// A self-signed certificate `NAME.pem` valid from now for `days`.
+    fn self_signed(dir: &Path, name: &str, key_kind: &str, days: u32, extra: &[&str]) -> PathBuf {
+        let key = key(key_kind);
+        let out = format!("{name}.pem");
+        let subj = format!("/CN={name}");
+        let days = days.to_string();
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            key.to_str().unwrap(),
+            "-subj",
+            &subj,
+            "-days",
+            &days,
+            "-out",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        openssl(dir, &args);
+        dir.join(out)
+    }
+
+    /// A CA (EC, 365 days) and a leaf for localhost/127.0.0.1 signed by it (RSA 2048).
+    struct Chain {
+        ca: PathBuf,
+        leaf: PathBuf,
+        leaf_key: PathBuf,
+    }
+
+    fn chain(dir: &Path, leaf_days: u32) -> Chain {
+        let ca = self_signed(dir, "Sonde Test CA", "ec256", 365, &[]);
+        let leaf_key = key("rsa2048");
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-key",
+                leaf_key.to_str().unwrap(),
+                "-subj",
+                "/CN=localhost",
+                "-out",
+                "leaf.csr",
+            ],
+        );
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let days = leaf_days.to_string();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                ca.to_str().unwrap(),
+                "-CAkey",
+                key("ec256").to_str().unwrap(),
+                "-CAcreateserial",
+                "-days",
+                &days,
+                "-sha256",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "leaf.pem",
+            ],
+        );
+        Chain {
+            ca,
+            leaf: dir.join("leaf.pem"),
+            leaf_key,
+        }
+    }
+
+    fn sha1_fingerprint(cert: &Path) -> String {
+        let out = Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-fingerprint",
+                "-sha1",
+                "-in",
+                cert.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.trim().rsplit('=').next().unwrap().replace(':', "")
+    }
+
+    fn facts_of(pem: &Path) -> Vec<CertFacts> {
+        let data = std::fs::read(pem).unwrap();
+        pem_certs(pem, &data)
+            .unwrap()
+            .iter()
+            .map(|d| parse_facts(d).unwrap())
+            .collect()
+    }
+
+    // --- running the probe ------------------------------------------------------
+
+    fn config(toml_text: &str) -> CertificateConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn ctx_at(ts: i64) -> ProbeContext {
+        ProbeContext {
+            clock: Arc::new(ManualClock::new(DateTime::from_timestamp(ts, 0).unwrap())),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// "Now" for fixtures made moments ago: a minute later, so that whole days left
+    /// round down predictably (a fresh 400-day certificate has 399d and some left).
+    fn now() -> i64 {
+        Utc::now().timestamp() + 60
+    }
+
+    async fn run_at(toml_text: &str, base: &Path, ts: i64) -> Outcome {
+        let probe = CertificateProbe::new(&config(toml_text), base).expect("probe builds");
+        let ctx = ctx_at(ts);
+        probe.run(&ctx).await
+    }
+
+    fn file_toml(path: &Path) -> String {
+        format!("path = {:?}\n", path.to_str().unwrap())
+    }
+
+    #[track_caller]
+    fn assert_outcome(o: &Outcome, status: Status, category: Option<Category>, parts: &[&str]) {
+        assert_eq!(o.status, status, "{o:?}");
+        assert_eq!(o.category, category, "{o:?}");
+        for part in parts {
+            assert!(
+                o.summary.contains(part),
+                "summary {:?} lacks {part:?}",
+                o.summary
+            );
+        }
+    }
+
+    // --- pure parts -------------------------------------------------------------
+
+    #[test]
+    fn human_duration_is_short_and_rounds_down() {
+        assert_eq!(human_duration(3 * DAY + 4 * 3600 + 59), "3d 4h");
+        assert_eq!(human_duration(3 * DAY), "3d");
+        assert_eq!(human_duration(412 * DAY + 5 * 3600), "412d");
+        assert_eq!(human_duration(45 * 60 + 30), "45m");
+        assert_eq!(human_duration(5 * 3600 + 12 * 60), "5h 12m");
+        assert_eq!(human_duration(30), "30s");
+        assert_eq!(human_duration(0), "0s");
+        assert_eq!(human_duration(-2 * DAY), "-2d");
+    }
+
+    #[test]
+    fn defaults_come_from_serde() {
+        let c = config("endpoint = \"mail.example.com:25\"\nstarttls = \"smtp\"\n");
+        assert!(c.verify);
+        assert_eq!(c.critical_before, Duration::from_secs(7 * DAY as u64));
+        assert_eq!(c.warn_before, Duration::from_secs(30 * DAY as u64));
+        assert_eq!(c.min_key_bits, 2048);
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let c = config("path = \"a.pfx\"\npassword_env = \"PW\"\nwarn_before = \"60d\"\ncritical_before = \"14d\"\n");
+        assert_eq!(c.warn_before, Duration::from_secs(60 * DAY as u64));
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_rejected() {
+        assert!(toml::from_str::<CertificateConfig>("path = \"a\"\nexpiry = \"1d\"\n").is_err());
+        assert!(
+            toml::from_str::<CertificateConfig>("path = \"a\"\nwarn_before = \"soon\"\n").is_err()
+        );
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_its_key() {
+        let keys = |c: &CertificateConfig| c.validate().iter().map(|p| p.key).collect::<Vec<_>>();
+        assert_eq!(keys(&config("")), ["path"]);
+        assert_eq!(
+            keys(&config("path = \"a\"\nendpoint = \"h:1\"\n")),
+            ["endpoint"]
+        );
+        for bad in ["h", "h:0", "h:99999", ":443", "h:x", "::1:443"] {
+            let c = config(&format!("endpoint = {bad:?}\n"));
+            assert_eq!(keys(&c), ["endpoint"], "{bad}");
+        }
+        assert!(config("endpoint = \"[::1]:443\"\n").validate().is_empty());
+        let c = config(
+            "path = \"a.pfx\"\nstarttls = \"imap\"\npassword_env = \"A\"\npassword_file = \"b\"\n\
+             warn_before = \"1d\"\ncritical_before = \"2d\"\nexpected_thumbprint = \"abc\"\nmin_key_bits = 0\n",
+        );
+        let k = keys(&c);
+        for key in [
+            "starttls",
+            "password_file",
+            "warn_before",
+            "expected_thumbprint",
+            "min_key_bits",
+        ] {
+            assert!(k.contains(&key), "{key} missing from {k:?}");
+        }
+        // starttls both unsupported and without endpoint: two problems.
+        assert_eq!(k.iter().filter(|k| **k == "starttls").count(), 2);
+        let c = config("endpoint = \"h:443\"\npassword_env = \"A\"\n");
+        assert_eq!(keys(&c), ["password_env"]);
+        let c = config("endpoint = \"h:443\"\nexpected_thumbprint = \"84:e0 4c 3a 5d 6e 7f 80 91 a2 b3 c4 d5 e6 f7 08 19 2a 3b 4c\"\n");
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        assert!(CertificateProbe::new(&config(""), Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn thumbprints_normalize_like_exchange() {
+        assert_eq!(
+            normalize_thumbprint("8b f8 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff 00 11 22")
+                .as_deref(),
+            Some("8BF8112233445566778899AABBCCDDEEFF001122")
+        );
+        assert_eq!(normalize_thumbprint("8BF8"), None);
+        assert_eq!(normalize_thumbprint(&"G".repeat(40)), None);
+    }
+
+    // --- files ------------------------------------------------------------------
+
+    #[tokio::test]
+    async fn pem_rsa_2048_is_ok_with_observations_and_openssl_thumbprint() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "ok.example", "rsa2048", 400, &[]);
+        let facts = &facts_of(&pem)[0];
+        let t = now();
+        let o = run_at(&file_toml(&pem), dir.path(), t).await;
+        let fp = sha1_fingerprint(&pem);
+        assert_eq!(facts.thumbprint, fp);
+        assert_outcome(
+            &o,
+            Status::Ok,
+            None,
+            &[
+                "certificate CN=ok.example valid for 399d",
+                "RSA 2048 bits",
+                &fp,
+            ],
+        );
+        assert_eq!(o.observations["key_bits"], 2048.0);
+        assert_eq!(
+            o.observations["not_after_timestamp_seconds"],
+            facts.not_after as f64
+        );
+        assert_eq!(o.observations["seconds_left"], (facts.not_after - t) as f64);
+    }
+
+    #[tokio::test]
+    async fn small_rsa_key_is_critical_and_large_is_fine() {
+        let dir = TempDir::new().unwrap();
+        let small = self_signed(dir.path(), "small", "rsa1024", 400, &[]);
+        let o = run_at(&file_toml(&small), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["RSA key 1024 bits < 2048"],
+        );
+        assert_eq!(o.observations["key_bits"], 1024.0);
+        let o = run_at(
+            &format!("{}min_key_bits = 1024\n", file_toml(&small)),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        let big = self_signed(dir.path(), "big", "rsa4096", 400, &[]);
+        let o = run_at(&file_toml(&big), dir.path(), now()).await;
+        assert_outcome(&o, Status::Ok, None, &["RSA 4096 bits"]);
+        assert_eq!(o.observations["key_bits"], 4096.0);
+    }
+
+    #[tokio::test]
+    async fn ec_key_reports_curve_bits_without_minimum() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "ec", "ec256", 400, &[]);
+        let o = run_at(
+            &format!("{}min_key_bits = 4096\n", file_toml(&pem)),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(&o, Status::Ok, None, &["EC 256 bits"]);
+        assert_eq!(o.observations["key_bits"], 256.0);
+    }
+
+    #[tokio::test]
+    async fn dates_are_judged_against_the_injected_clock() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "dated.example", "ec256", 30, &[]);
+        let f = facts_of(&pem).remove(0);
+        let toml_text = file_toml(&pem);
+
+        let o = run_at(&toml_text, dir.path(), f.not_after + 2 * DAY + 60).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[
+                "certificate CN=dated.example expired 2d ago",
+                &rfc3339(f.not_after),
+            ],
+        );
+        assert_eq!(o.observations["seconds_left"], (-2 * DAY - 60) as f64);
+
+        let o = run_at(&toml_text, dir.path(), f.not_before - 10 * DAY).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["not valid until", "(in 10d)"],
+        );
+
+        // Clock follows tokio time, so aim half an hour into the window to round stably.
+        let o = run_at(
+            &toml_text,
+            dir.path(),
+            f.not_after - (3 * DAY + 4 * 3600 + 1800),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[&format!(
+                "certificate CN=dated.example expires in 3d 4h ({})",
+                rfc3339(f.not_after)
+            )],
+        );
+
+        let o = run_at(&toml_text, dir.path(), f.not_after - (20 * DAY + 1800)).await;
+        assert_outcome(
+            &o,
+            Status::Warning,
+            Some(Category::Certificate),
+            &["expires in 20d"],
+        );
+
+        let o = run_at(&toml_text, dir.path(), f.not_after - 29 * DAY).await;
+        assert_eq!(
+            o.status,
+            Status::Warning,
+            "30-day cert is inside the default 30d warning window"
+        );
+        let o = run_at(
+            &format!("{toml_text}warn_before = \"10d\"\n"),
+            dir.path(),
+            f.not_after - 20 * DAY,
+        )
+        .await;
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn sha1_signature_is_a_warning() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "old", "rsa2048", 400, &["-sha1"]);
+        let o = run_at(&file_toml(&pem), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Warning,
+            Some(Category::Certificate),
+            &["signed with SHA-1 (sha1WithRSAEncryption)"],
+        );
+    }
+
+    #[tokio::test]
+    async fn thumbprint_matches_in_exchange_format_and_mismatch_is_critical() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "thumb", "ec256", 400, &[]);
+        let fp = sha1_fingerprint(&pem);
+        let spaced: String = fp
+            .to_lowercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let o = run_at(
+            &format!("{}expected_thumbprint = {spaced:?}\n", file_toml(&pem)),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        let other = "8BF8112233445566778899AABBCCDDEEFF001122";
+        let o = run_at(
+            &format!("{}expected_thumbprint = {other:?}\n", file_toml(&pem)),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[&format!("thumbprint {fp} does not match expected {other}")],
+        );
+    }
+
+    #[tokio::test]
+    async fn der_is_sniffed_whatever_the_extension() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "der", "ec256", 400, &[]);
+        let fp = sha1_fingerprint(&pem);
+        for name in ["der.cer", "der.der", "der-named.pem"] {
+            openssl(
+                dir.path(),
+                &["x509", "-in", "der.pem", "-outform", "DER", "-out", name],
+            );
+            // A relative path resolves against the base directory.
+            let o = run_at(&format!("path = {name:?}\n"), dir.path(), now()).await;
+            assert_outcome(&o, Status::Ok, None, &["CN=der", &fp]);
+        }
+        std::fs::copy(&pem, dir.path().join("pem-named.cer")).unwrap();
+        let o = run_at("path = \"pem-named.cer\"\n", dir.path(), now()).await;
+        assert_outcome(&o, Status::Ok, None, &["CN=der"]);
+    }
+
+    #[tokio::test]
+    async fn pem_bundle_uses_first_for_key_and_earliest_expiry() {
+        let dir = TempDir::new().unwrap();
+        let first = self_signed(dir.path(), "first", "rsa2048", 90, &[]);
+        let second = self_signed(dir.path(), "second", "ec256", 10, &[]);
+        let mut bundle = b"subject=CN=first\n".to_vec();
+        bundle.extend(std::fs::read(&first).unwrap());
+        bundle.extend(std::fs::read(key("ec256")).unwrap());
+        bundle.extend(std::fs::read(&second).unwrap());
+        let path = dir.path().join("bundle.pem");
+        std::fs::write(&path, bundle).unwrap();
+        let second_after = facts_of(&second)[0].not_after;
+        let o = run_at(&file_toml(&path), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Warning,
+            Some(Category::Certificate),
+            &["certificate CN=second expires in 9d"],
+        );
+        assert_eq!(o.observations["key_bits"], 2048.0);
+        assert_eq!(
+            o.observations["not_after_timestamp_seconds"],
+            second_after as f64
+        );
+    }
+
+    #[tokio::test]
+    async fn pkcs12_modern_legacy_and_passwordless() {
+        let dir = TempDir::new().unwrap();
+        let c = chain(dir.path(), 200);
+        let leaf = c.leaf.to_str().unwrap();
+        let key = c.leaf_key.to_str().unwrap();
+        let ca = c.ca.to_str().unwrap();
+        let pw = "s3cr3t-Pfx!";
+        let passout = format!("pass:{pw}");
+        let base = [
+            "pkcs12",
+            "-export",
+            "-in",
+            leaf,
+            "-inkey",
+            key,
+            "-certfile",
+            ca,
+        ];
+        openssl(
+            dir.path(),
+            &[&base[..], &["-out", "modern.pfx", "-passout", &passout]].concat(),
+        );
+        openssl(
+            dir.path(),
+            &[
+                &base[..],
+                &["-legacy", "-out", "legacy.p12", "-passout", &passout],
+            ]
+            .concat(),
+        );
+        openssl(
+            dir.path(),
+            &[&base[..], &["-out", "nopass.pfx", "-passout", "pass:"]].concat(),
+        );
+        std::fs::write(dir.path().join("pw.txt"), format!("  {pw}\n")).unwrap();
+        let fp = sha1_fingerprint(&c.leaf);
+
+        std::env::set_var("SONDE_TEST_PFX_PW_MODERN", pw);
+        let o = run_at(
+            "path = \"modern.pfx\"\npassword_env = \"SONDE_TEST_PFX_PW_MODERN\"\n",
+            dir.path(),
+            now(),
+        )
+        .await;
+        // The leaf (the key's certificate) is the subject even though the CA is in the file.
+        assert_outcome(
+            &o,
+            Status::Ok,
+            None,
+            &["CN=localhost", "RSA 2048 bits", &fp],
+        );
+
+        let o = run_at(
+            "path = \"legacy.p12\"\npassword_file = \"pw.txt\"\n",
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(&o, Status::Ok, None, &["CN=localhost", &fp]);
+
+        let o = run_at("path = \"nopass.pfx\"\n", dir.path(), now()).await;
+        assert_outcome(&o, Status::Ok, None, &["CN=localhost", &fp]);
+    }
+
+    #[tokio::test]
+    async fn pkcs12_password_problems_are_config_and_never_show_the_secret() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "pfx", "ec256", 200, &[]);
+        openssl(
+            dir.path(),
+            &[
+                "pkcs12",
+                "-export",
+                "-in",
+                pem.to_str().unwrap(),
+                "-inkey",
+                key("ec256").to_str().unwrap(),
+                "-out",
+                "x.pfx",
+                "-passout",
+                "pass:right-one",
+            ],
+        );
+        let wrong = "Wr0ng-Secret-Value";
+        std::env::set_var("SONDE_TEST_PFX_PW_WRONG", wrong);
+        let o = run_at(
+            "path = \"x.pfx\"\npassword_env = \"SONDE_TEST_PFX_PW_WRONG\"\n",
+            dir.path(),
+            now(),
+        )
+        .await;
+        let pfx = dir.path().join("x.pfx");
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &[&format!(
+                "wrong password for {} or corrupt PKCS#12",
+                pfx.display()
+            )],
+        );
+        assert!(!o.summary.contains(wrong));
+
+        let o = run_at(
+            "path = \"x.pfx\"\npassword_env = \"SONDE_TEST_PFX_PW_UNSET\"\n",
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &["password variable SONDE_TEST_PFX_PW_UNSET is not set"],
+        );
+
+        // No password source: the empty password is tried, and is wrong here.
+        let o = run_at("path = \"x.pfx\"\n", dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &["wrong password"],
+        );
+
+        let o = run_at(
+            "path = \"x.pfx\"\npassword_file = \"missing.txt\"\n",
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &["cannot read password file"],
+        );
+
+        // Truncated PKCS#12 is a broken certificate file, not a password problem.
+        let data = std::fs::read(&pfx).unwrap();
+        std::fs::write(dir.path().join("cut.pfx"), &data[..data.len() / 2]).unwrap();
+        let o = run_at("path = \"cut.pfx\"\n", dir.path(), now()).await;
+        assert_eq!(o.status, Status::Critical, "{o:?}");
+        assert!(o.summary.contains("cut.pfx"), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn broken_and_missing_files_are_outcomes() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "broken", "ec256", 200, &[]);
+        let text = std::fs::read_to_string(&pem).unwrap();
+
+        let missing = dir.path().join("nope.pem");
+        let o = run_at(&file_toml(&missing), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &[&format!(
+                "cannot read {}: No such file or directory",
+                missing.display()
+            )],
+        );
+
+        // Cut in the middle of the base64: no END line.
+        let cut = dir.path().join("cut.pem");
+        std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+        let o = run_at(&file_toml(&cut), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["cannot parse", "cut.pem", "PEM"],
+        );
+
+        // Valid PEM armour around a truncated DER.
+        let der = facts_der(&pem);
+        let short = &der[..der.len() - 40];
+        let b64 = base64_encode(short);
+        let armoured = format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
+        let bad = dir.path().join("short.pem");
+        std::fs::write(&bad, armoured).unwrap();
+        let o = run_at(&file_toml(&bad), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["short.pem", "invalid X.509"],
+        );
+
+        let garbage = dir.path().join("garbage.cer");
+        std::fs::write(&garbage, b"\x30\x82\x05\x00not a certificate").unwrap();
+        let o = run_at(&file_toml(&garbage), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["garbage.cer", "invalid X.509"],
+        );
+
+        let key_only = dir.path().join("key.pem");
+        std::fs::copy(key("ec256"), &key_only).unwrap();
+        let o = run_at(&file_toml(&key_only), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["no CERTIFICATE block in"],
+        );
+    }
+
+    fn facts_der(pem: &Path) -> Vec<u8> {
+        let data = std::fs::read(pem).unwrap();
+        pem_certs(pem, &data).unwrap().remove(0)
+    }
+
+    fn base64_encode(data: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    // --- endpoints (127.0.0.1 only) ----------------------------------------------
+
+    fn acceptor(c: &Chain) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::PrivateKeyDer;
+        let mut certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&c.leaf)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        certs.extend(
+            CertificateDer::pem_file_iter(&c.ca)
+                .unwrap()
+                .map(|c| c.unwrap()),
+        );
+        let key = PrivateKeyDer::from_pem_file(&c.leaf_key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// An in-process TLS server on 127.0.0.1:0; `smtp` puts a STARTTLS dialogue first.
+    async fn tls_server(c: &Chain, smtp: Option<bool>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = acceptor(c);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Some(offer) = smtp {
+                        if !smtp_dialogue(&mut tcp, offer).await {
+                            return;
+                        }
+                    }
+                    if let Ok(mut tls) = acceptor.accept(tcp).await {
+                        let _ = tls.write_all(b"hello\n").await;
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// A tiny SMTP responder up to STARTTLS; returns whether to go on with TLS.
+    async fn smtp_dialogue(tcp: &mut TcpStream, offer_starttls: bool) -> bool {
+        let (read, mut write) = tcp.split();
+        let mut lines = BufReader::new(read).lines();
+        let _ = write.write_all(b"220 test.local ESMTP ready\r\n").await;
+        let Ok(Some(ehlo)) = lines.next_line().await else {
+            return false;
+        };
+        assert_eq!(ehlo, "EHLO sonde");
+        let caps: &[u8] = if offer_starttls {
+            b"250-test.local\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 STARTTLS\r\n"
+        } else {
+            b"250-test.local\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n"
+        };
+        let _ = write.write_all(caps).await;
+        if !offer_starttls {
+            let _ = lines.next_line().await;
+            let _ = write.write_all(b"502 not implemented\r\n").await;
+            return false;
+        }
+        let Ok(Some(cmd)) = lines.next_line().await else {
+            return false;
+        };
+        assert_eq!(cmd, "STARTTLS");
+        let _ = write.write_all(b"220 go ahead\r\n").await;
+        true
+    }
+
+    fn endpoint_toml(port: u16, extra: &str) -> String {
+        format!("endpoint = \"127.0.0.1:{port}\"\n{extra}")
+    }
+
+    #[tokio::test]
+    async fn endpoint_chain_must_verify_unless_ca_file_or_verify_false() {
+        let dir = TempDir::new().unwrap();
+        let c = chain(dir.path(), 60);
+        let port = tls_server(&c, None).await;
+        let leaf = facts_of(&c.leaf).remove(0);
+
+        let o = run_at(&endpoint_toml(port, ""), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Tls),
+            &["chain does not verify: UnknownIssuer"],
+        );
+        // Expiry is still reported when verification fails.
+        assert_eq!(
+            o.observations["not_after_timestamp_seconds"],
+            leaf.not_after as f64
+        );
+
+        let ca_toml = "ca_file = \"Sonde Test CA.pem\"\n";
+        let o = run_at(&endpoint_toml(port, ca_toml), dir.path(), now()).await;
+        // Earliest not-after over the chain: the 60-day leaf, not the 365-day CA.
+        assert_outcome(
+            &o,
+            Status::Ok,
+            None,
+            &["certificate CN=localhost valid for 59d", "RSA 2048 bits"],
+        );
+        assert_eq!(
+            o.observations["not_after_timestamp_seconds"],
+            leaf.not_after as f64
+        );
+
+        let o = run_at(&endpoint_toml(port, "verify = false\n"), dir.path(), now()).await;
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+
+        let o = run_at(
+            &endpoint_toml(port, &format!("{ca_toml}server_name = \"other.example\"\n")),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Tls),
+            &["NotValidForName", "other.example"],
+        );
+
+        // An expired chain is a certificate finding, not a second TLS one.
+        let o = run_at(
+            &endpoint_toml(port, ca_toml),
+            dir.path(),
+            leaf.not_after + 3 * DAY,
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["CN=localhost expired 3d ago"],
+        );
+        assert!(!o.summary.contains("chain does not verify"), "{o:?}");
+    }
+
+    #[tokio::test]
+    async fn endpoint_smtp_starttls() {
+        let dir = TempDir::new().unwrap();
+        let c = chain(dir.path(), 60);
+        let port = tls_server(&c, Some(true)).await;
+        let o = run_at(
+            &endpoint_toml(port, "starttls = \"smtp\"\nserver_name = \"localhost\"\nca_file = \"Sonde Test CA.pem\"\n"),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(&o, Status::Ok, None, &["CN=localhost"]);
+
+        let port = tls_server(&c, Some(false)).await;
+        let o = run_at(
+            &endpoint_toml(port, "starttls = \"smtp\"\nverify = false\n"),
+            dir.path(),
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Protocol),
+            &["does not offer STARTTLS"],
+        );
+    }
+
+    #[tokio::test]
+    async fn endpoint_against_openssl_s_server() {
+        let dir = TempDir::new().unwrap();
+        let pem = self_signed(dir.path(), "s-server", "ec256", 30, &[]);
+        let mut child = tokio::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                "127.0.0.1:0",
+                "-naccept",
+                "1",
+                // Serve a status page: without -www, s_server reads stdin and its
+                // EOF ends the session.
+                "-www",
+                "-cert",
+            ])
+            .arg(&pem)
+            .arg("-key")
+            .arg(key("ec256"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            let line = out
+                .next_line()
+                .await
+                .unwrap()
+                .expect("s_server prints ACCEPT");
+            if let Some(addr) = line.strip_prefix("ACCEPT ") {
+                break addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            }
+        };
+        let f = facts_of(&pem).remove(0);
+        let toml_text = endpoint_toml(
+            port,
+            &format!(
+                "verify = false\nexpected_thumbprint = \"{}\"\n",
+                "0".repeat(40)
+            ),
+        );
+        let o = run_at(&toml_text, dir.path(), f.not_after - 5 * DAY).await;
+        // Both critical findings, the expiry first.
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[
+                "certificate CN=s-server expires in 5d",
+                &format!(
+                    "; thumbprint {} does not match expected {}",
+                    f.thumbprint,
+                    "0".repeat(40)
+                ),
+            ],
+        );
+        assert_eq!(o.observations["key_bits"], 256.0);
+        child.kill().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn network_and_handshake_failures_are_outcomes() {
+        let dir = TempDir::new().unwrap();
+        // A port that was just free: connection refused.
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let o = run_at(&endpoint_toml(port, ""), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Network),
+            &["cannot connect to 127.0.0.1:"],
+        );
+
+        // A server that answers the ClientHello with plain text.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let _ = tcp.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let o = run_at(&endpoint_toml(port, ""), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Tls),
+            &["TLS handshake with 127.0.0.1:", "failed"],
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_server_leaves_the_probe_pending_and_cancellable() {
+        let dir = TempDir::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let _ = accepted_tx.send(());
+            // Hold the connection open, say nothing; report when the client goes away.
+            let mut buf = Vec::new();
+            let _ = tcp.read_to_end(&mut buf).await;
+        });
+        let probe = CertificateProbe::new(&config(&endpoint_toml(port, "")), dir.path()).unwrap();
+        let ctx = ctx_at(now());
+        let mut run = probe.run(&ctx);
+        let pending = tokio::time::timeout(Duration::from_millis(300), &mut run).await;
+        assert!(pending.is_err(), "probe must still be waiting: {pending:?}");
+        accepted_rx.await.unwrap();
+        drop(run);
+        // Dropping the future closes the socket: the server sees EOF.
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
