@@ -28,16 +28,31 @@ fn main() {
     let ok = Command::new("openssl")
         .current_dir(d)
         .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem", "-out", "cert.pem",
-            "-days", "365", "-subj", "/CN=Microsoft Exchange Server Auth Certificate",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "k.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=Microsoft Exchange Server Auth Certificate",
         ])
         .output()
         .expect("openssl CLI");
     assert!(ok.status.success());
     let file = d.join("cert.pem");
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let cfg: CertificateConfig = toml::from_str(&format!("path = {:?}", file.to_str().unwrap())).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg: CertificateConfig =
+        toml::from_str(&format!("path = {:?}", file.to_str().unwrap())).unwrap();
     let probe = CertificateProbe::new(&cfg, Path::new("/")).unwrap();
     let ctx = ProbeContext {
         clock: Arc::new(SystemClock),
@@ -86,10 +101,29 @@ fn main() {
         })
         .collect();
 
-    let (s, r, o) = (median(sonde_rates), median(read_rates), median(openssl_rates));
-    println!("certificate probe on a local PEM file (RSA 2048), one core, median of {ROUNDS} rounds");
-    println!("  sonde probe            {s:>10.0} checks/s  ({:.1} us/check)", 1e6 / s);
-    println!("  openssl x509 -checkend {o:>10.0} checks/s  ({:.1} us/check)", 1e6 / o);
-    println!("  floor: tokio::fs::read {r:>10.0} reads/s   ({:.1} us/read)", 1e6 / r);
-    println!("  ratio  sonde/openssl {:.1}x   sonde/floor {:.2}", s / o, s / r);
+    let (s, r, o) = (
+        median(sonde_rates),
+        median(read_rates),
+        median(openssl_rates),
+    );
+    println!(
+        "certificate probe on a local PEM file (RSA 2048), one core, median of {ROUNDS} rounds"
+    );
+    println!(
+        "  sonde probe            {s:>10.0} checks/s  ({:.1} us/check)",
+        1e6 / s
+    );
+    println!(
+        "  openssl x509 -checkend {o:>10.0} checks/s  ({:.1} us/check)",
+        1e6 / o
+    );
+    println!(
+        "  floor: tokio::fs::read {r:>10.0} reads/s   ({:.1} us/read)",
+        1e6 / r
+    );
+    println!(
+        "  ratio  sonde/openssl {:.1}x   sonde/floor {:.2}",
+        s / o,
+        s / r
+    );
 }

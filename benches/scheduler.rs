@@ -196,6 +196,9 @@ fn main() {
         "  ratio  p99 sonde/floor {:.2}",
         ms(p99) / ms(f99).max(0.001)
     );
-    println!("  idle   cpu {:.2}% of a core between fires", cpu_idle * 100.0);
+    println!(
+        "  idle   cpu {:.2}% of a core between fires",
+        cpu_idle * 100.0
+    );
     println!("  peak RSS {rss:.1} MiB (process peak after the busy phase)");
 }

@@ -59,7 +59,11 @@ pub async fn run_probe_now(p: &ProbeConfig, clock: Arc<dyn Clock>) -> Result<Out
 }
 
 /// Runs the agent until `shutdown` is cancelled; returns after the drain.
-pub async fn run(config: Config, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<(), ConfigErrors> {
+pub async fn run(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> Result<(), ConfigErrors> {
     let scheduled = build_scheduled(&config)?;
     tracing::info!(
         probes = scheduled.len(),
@@ -68,7 +72,11 @@ pub async fn run(config: Config, clock: Arc<dyn Clock>, shutdown: CancellationTo
         config = %config.path.display(),
         "agent started"
     );
-    let scheduler = Scheduler::new(clock, config.agent.max_concurrent, config.agent.drain_timeout);
+    let scheduler = Scheduler::new(
+        clock,
+        config.agent.max_concurrent,
+        config.agent.drain_timeout,
+    );
     let (tx, rx) = mpsc::channel::<RunRecord>(1024);
     let consumer = tokio::spawn(consume(rx));
     scheduler.run(scheduled, tx, shutdown).await;

@@ -5,10 +5,21 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "sonde", version, about = "Health-monitoring probe agent", propagate_version = true)]
+#[command(
+    name = "sonde",
+    version,
+    about = "Health-monitoring probe agent",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Config file (default ./sonde.toml).
-    #[arg(long, short = 'c', global = true, env = "SONDE_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "SONDE_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]

@@ -5,14 +5,14 @@
 //! `main.rs` only parses the command line and maps errors to exit codes; everything
 //! testable lives in this library.
 
+pub mod agent;
+pub mod alert;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod output;
 pub mod probe;
-pub mod alert;
-pub mod schedule;
 pub mod runner;
+pub mod schedule;
 pub mod scheduler;
 pub mod telemetry;
-pub mod agent;
-pub mod cli;
-pub mod output;

@@ -35,7 +35,9 @@ fn main() -> ExitCode {
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
-    cli.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+    cli.config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
 }
 
 fn print_config_errors(errors: &ConfigErrors) {
@@ -43,7 +45,10 @@ fn print_config_errors(errors: &ConfigErrors) {
         eprintln!("{e}");
     }
     let n = errors.0.len();
-    eprintln!("sonde: configuration invalid ({n} error{})", if n == 1 { "" } else { "s" });
+    eprintln!(
+        "sonde: configuration invalid ({n} error{})",
+        if n == 1 { "" } else { "s" }
+    );
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
@@ -116,7 +121,11 @@ async fn probe_now(c: &Config, name: &str, format: ProbeFormat) -> ExitCode {
     let Some(p) = c.probe(name) else {
         let mut names: Vec<&str> = c.probes.iter().map(|p| p.name.as_str()).collect();
         names.sort();
-        eprintln!("sonde: no probe named `{name}` in {} (probes: {})", c.path.display(), names.join(", "));
+        eprintln!(
+            "sonde: no probe named `{name}` in {} (probes: {})",
+            c.path.display(),
+            names.join(", ")
+        );
         return ExitCode::from(EXIT_UNKNOWN);
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -232,7 +241,10 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> std::io::Result<()> {
             };
             count += 1;
             if count == 1 {
-                tracing::info!(signal = name, "shutting down: no new runs, draining in-flight ones");
+                tracing::info!(
+                    signal = name,
+                    "shutting down: no new runs, draining in-flight ones"
+                );
                 shutdown.cancel();
             } else {
                 tracing::warn!(signal = name, "second signal: exiting now");

@@ -72,7 +72,8 @@ pub fn text(labels: &Labels<'_>, o: &Outcome) -> String {
     out.push_str(&format!(
         "  took {:.3}s, started {}\n",
         o.duration.as_secs_f64(),
-        o.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        o.started_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     ));
     out
 }
@@ -138,7 +139,9 @@ mod tests {
             .with("seconds_left", 1_728_000.0)
             .with("key_bits", 2048.0)
             .with("latency_seconds", 0.0125);
-        o.started_at = DateTime::parse_from_rfc3339("2026-05-01T12:00:00.25Z").unwrap().to_utc();
+        o.started_at = DateTime::parse_from_rfc3339("2026-05-01T12:00:00.25Z")
+            .unwrap()
+            .to_utc();
         o.duration = Duration::from_millis(13);
         o
     }

@@ -33,7 +33,10 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
     let started_at = clock.now();
     let start = tokio::time::Instant::now();
     let run = AssertUnwindSafe(target.probe.run(&ctx)).catch_unwind();
-    let mut outcome = match tokio::time::timeout(target.timeout, run).instrument(span.clone()).await {
+    let mut outcome = match tokio::time::timeout(target.timeout, run)
+        .instrument(span.clone())
+        .await
+    {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => Outcome::unknown(
             Category::Internal,
@@ -41,7 +44,10 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
         ),
         Err(_) => Outcome::critical(
             Category::Timeout,
-            format!("timed out after {}", humantime::format_duration(target.timeout)),
+            format!(
+                "timed out after {}",
+                humantime::format_duration(target.timeout)
+            ),
         ),
     };
     outcome.started_at = started_at;
@@ -112,18 +118,32 @@ pub(crate) mod tests {
 
     fn clock() -> Arc<dyn Clock> {
         Arc::new(ManualClock::new(
-            DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").unwrap().to_utc(),
+            DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z")
+                .unwrap()
+                .to_utc(),
         ))
     }
 
     #[tokio::test(start_paused = true)]
     async fn ok_run_is_stamped_and_timed() {
         let clock = clock();
-        let t = target("a", Duration::from_secs(5), TestProbe { sleep: Duration::from_millis(1500), panic: false });
+        let t = target(
+            "a",
+            Duration::from_secs(5),
+            TestProbe {
+                sleep: Duration::from_millis(1500),
+                panic: false,
+            },
+        );
         let o = run_once(&t, &clock).await;
         assert_eq!(o.status, Status::Ok);
         assert_eq!(o.category, None);
-        assert_eq!(o.started_at, DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").unwrap().to_utc());
+        assert_eq!(
+            o.started_at,
+            DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z")
+                .unwrap()
+                .to_utc()
+        );
         assert_eq!(o.duration, Duration::from_millis(1500));
         assert_eq!(o.observations["answer_count"], 42.0);
     }
@@ -131,7 +151,14 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn hung_probe_times_out_as_critical() {
         let clock = clock();
-        let t = target("hung", Duration::from_secs(3), TestProbe { sleep: Duration::from_secs(3600), panic: false });
+        let t = target(
+            "hung",
+            Duration::from_secs(3),
+            TestProbe {
+                sleep: Duration::from_secs(3600),
+                panic: false,
+            },
+        );
         let o = run_once(&t, &clock).await;
         assert_eq!(o.status, Status::Critical);
         assert_eq!(o.category, Some(Category::Timeout));
@@ -142,7 +169,14 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn panicking_probe_is_unknown_internal() {
         let clock = clock();
-        let t = target("p", Duration::from_secs(3), TestProbe { sleep: Duration::ZERO, panic: true });
+        let t = target(
+            "p",
+            Duration::from_secs(3),
+            TestProbe {
+                sleep: Duration::ZERO,
+                panic: true,
+            },
+        );
         let o = run_once(&t, &clock).await;
         assert_eq!(o.status, Status::Unknown);
         assert_eq!(o.category, Some(Category::Internal));

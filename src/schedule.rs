@@ -84,7 +84,8 @@ impl Schedule {
                 "@annually" => "@yearly",
                 other => other,
             };
-            let cron = cron::Schedule::from_str(expr).map_err(|e| format!("invalid cron `{trimmed}`: {e}"))?;
+            let cron = cron::Schedule::from_str(expr)
+                .map_err(|e| format!("invalid cron `{trimmed}`: {e}"))?;
             return Ok(Schedule::Cron {
                 text: trimmed.to_string(),
                 cron,
@@ -109,7 +110,8 @@ impl Schedule {
                  mean another day than standard cron"
             ));
         }
-        let cron = cron::Schedule::from_str(&expr).map_err(|e| format!("invalid cron `{trimmed}`: {e}"))?;
+        let cron = cron::Schedule::from_str(&expr)
+            .map_err(|e| format!("invalid cron `{trimmed}`: {e}"))?;
         if cron.after(&DateTime::<Utc>::UNIX_EPOCH).next().is_none() {
             return Err(format!("cron `{trimmed}` never fires"));
         }
@@ -165,25 +167,46 @@ mod tests {
     #[test]
     fn five_field_cron_fires_on_minute_boundaries() {
         let s = Schedule::cron("*/5 * * * *").unwrap();
-        assert_eq!(s.next_after(t("2026-03-01T10:58:30Z")), Some(t("2026-03-01T11:00:00Z")));
-        assert_eq!(s.next_after(t("2026-03-01T11:00:00Z")), Some(t("2026-03-01T11:05:00Z")));
-        assert_eq!(s.next_after(t("2026-12-31T23:59:59Z")), Some(t("2027-01-01T00:00:00Z")));
+        assert_eq!(
+            s.next_after(t("2026-03-01T10:58:30Z")),
+            Some(t("2026-03-01T11:00:00Z"))
+        );
+        assert_eq!(
+            s.next_after(t("2026-03-01T11:00:00Z")),
+            Some(t("2026-03-01T11:05:00Z"))
+        );
+        assert_eq!(
+            s.next_after(t("2026-12-31T23:59:59Z")),
+            Some(t("2027-01-01T00:00:00Z"))
+        );
     }
 
     #[test]
     fn six_field_cron_has_seconds() {
         let s = Schedule::cron("*/15 * * * * *").unwrap();
-        assert_eq!(s.next_after(t("2026-03-01T10:59:50Z")), Some(t("2026-03-01T11:00:00Z")));
-        assert_eq!(s.next_after(t("2026-03-01T11:00:00Z")), Some(t("2026-03-01T11:00:15Z")));
+        assert_eq!(
+            s.next_after(t("2026-03-01T10:59:50Z")),
+            Some(t("2026-03-01T11:00:00Z"))
+        );
+        assert_eq!(
+            s.next_after(t("2026-03-01T11:00:00Z")),
+            Some(t("2026-03-01T11:00:15Z"))
+        );
     }
 
     #[test]
     fn weekday_names_mean_what_they_say() {
         // 2026-03-06 is a Friday.
         let s = Schedule::cron("0 9 * * MON-FRI").unwrap();
-        assert_eq!(s.next_after(t("2026-03-06T10:00:00Z")), Some(t("2026-03-09T09:00:00Z")));
+        assert_eq!(
+            s.next_after(t("2026-03-06T10:00:00Z")),
+            Some(t("2026-03-09T09:00:00Z"))
+        );
         let sun = Schedule::cron("30 8 * * SUN").unwrap();
-        assert_eq!(sun.next_after(t("2026-03-06T10:00:00Z")), Some(t("2026-03-08T08:30:00Z")));
+        assert_eq!(
+            sun.next_after(t("2026-03-06T10:00:00Z")),
+            Some(t("2026-03-08T08:30:00Z"))
+        );
     }
 
     #[test]
@@ -197,12 +220,24 @@ mod tests {
     #[test]
     fn nicknames_and_wrong_field_counts() {
         let h = Schedule::cron("@hourly").unwrap();
-        assert_eq!(h.next_after(t("2026-03-01T10:59:59Z")), Some(t("2026-03-01T11:00:00Z")));
+        assert_eq!(
+            h.next_after(t("2026-03-01T10:59:59Z")),
+            Some(t("2026-03-01T11:00:00Z"))
+        );
         let d = Schedule::cron("@midnight").unwrap();
-        assert_eq!(d.next_after(t("2026-03-01T10:00:00Z")), Some(t("2026-03-02T00:00:00Z")));
-        assert!(Schedule::cron("@sometimes").unwrap_err().contains("unknown schedule"));
-        assert!(Schedule::cron("* * *").unwrap_err().contains("has 3 fields"));
-        assert!(Schedule::cron("61 * * * *").unwrap_err().contains("invalid cron"));
+        assert_eq!(
+            d.next_after(t("2026-03-01T10:00:00Z")),
+            Some(t("2026-03-02T00:00:00Z"))
+        );
+        assert!(Schedule::cron("@sometimes")
+            .unwrap_err()
+            .contains("unknown schedule"));
+        assert!(Schedule::cron("* * *")
+            .unwrap_err()
+            .contains("has 3 fields"));
+        assert!(Schedule::cron("61 * * * *")
+            .unwrap_err()
+            .contains("invalid cron"));
     }
 
     #[test]
@@ -211,7 +246,9 @@ mod tests {
         let b = Schedule::every(Duration::from_secs(30), "probe-b");
         assert_eq!(a, Schedule::every(Duration::from_secs(30), "probe-a"));
         assert_ne!(a, b, "different names get different phases");
-        let Schedule::Every { offset, .. } = a else { unreachable!() };
+        let Schedule::Every { offset, .. } = a else {
+            unreachable!()
+        };
         assert!(offset < Duration::from_secs(30));
         let now = t("2026-03-01T10:59:59Z");
         let first = a.next_after(now).unwrap();

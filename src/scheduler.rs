@@ -107,7 +107,10 @@ impl Scheduler {
         let began = tokio::time::Instant::now();
         let in_flight = self.stats.in_flight.load(Ordering::SeqCst);
         runs.close();
-        let aborted = if tokio::time::timeout(self.drain_timeout, runs.wait()).await.is_err() {
+        let aborted = if tokio::time::timeout(self.drain_timeout, runs.wait())
+            .await
+            .is_err()
+        {
             let left = self.stats.in_flight.load(Ordering::SeqCst);
             abort.cancel();
             runs.wait().await;
@@ -269,7 +272,13 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().to_utc()
     }
 
-    fn scheduled(name: &str, schedule: Schedule, sleep: Duration, timeout: Duration, panic: bool) -> Scheduled {
+    fn scheduled(
+        name: &str,
+        schedule: Schedule,
+        sleep: Duration,
+        timeout: Duration,
+        panic: bool,
+    ) -> Scheduled {
         Scheduled {
             target: target(name, timeout, TestProbe { sleep, panic }),
             schedule,
@@ -311,7 +320,13 @@ mod tests {
         let s = Schedule::cron("*/20 * * * *").unwrap();
         let (recs, _) = run_for(
             "2026-03-01T10:41:00Z",
-            vec![scheduled("c", s, Duration::ZERO, Duration::from_secs(5), false)],
+            vec![scheduled(
+                "c",
+                s,
+                Duration::ZERO,
+                Duration::from_secs(5),
+                false,
+            )],
             Duration::from_secs(60 * 60),
             4,
             Duration::from_secs(1),
@@ -320,7 +335,11 @@ mod tests {
         let dues: Vec<_> = recs.iter().map(|r| r.due).collect();
         assert_eq!(
             dues,
-            vec![t("2026-03-01T11:00:00Z"), t("2026-03-01T11:20:00Z"), t("2026-03-01T11:40:00Z")]
+            vec![
+                t("2026-03-01T11:00:00Z"),
+                t("2026-03-01T11:20:00Z"),
+                t("2026-03-01T11:40:00Z")
+            ]
         );
         for r in &recs {
             assert_eq!(r.outcome.started_at, r.due, "started on time");
@@ -331,10 +350,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn every_fires_on_its_splayed_grid_across_minute_boundaries() {
         let s = Schedule::every(Duration::from_secs(15), "grid");
-        let Schedule::Every { offset, .. } = s.clone() else { unreachable!() };
+        let Schedule::Every { offset, .. } = s.clone() else {
+            unreachable!()
+        };
         let (recs, _) = run_for(
             "2026-03-01T10:59:50Z",
-            vec![scheduled("grid", s, Duration::ZERO, Duration::from_secs(5), false)],
+            vec![scheduled(
+                "grid",
+                s,
+                Duration::ZERO,
+                Duration::from_secs(5),
+                false,
+            )],
             Duration::from_secs(61),
             4,
             Duration::from_secs(1),
@@ -345,7 +372,10 @@ mod tests {
             assert_eq!(w[1].due - w[0].due, chrono::Duration::seconds(15));
         }
         for r in &recs {
-            assert_eq!(r.due.timestamp_millis() as u128 % 15_000, offset.as_millis());
+            assert_eq!(
+                r.due.timestamp_millis() as u128 % 15_000,
+                offset.as_millis()
+            );
         }
     }
 
@@ -356,7 +386,13 @@ mod tests {
         let s = Schedule::every(Duration::from_secs(10), "slow");
         let (recs, stats) = run_for(
             "2026-03-01T00:00:00Z",
-            vec![scheduled("slow", s, Duration::from_secs(25), Duration::from_secs(60), false)],
+            vec![scheduled(
+                "slow",
+                s,
+                Duration::from_secs(25),
+                Duration::from_secs(60),
+                false,
+            )],
             Duration::from_secs(100),
             4,
             Duration::from_secs(60),
@@ -364,7 +400,10 @@ mod tests {
         .await;
         for w in recs.windows(2) {
             let gap = w[1].outcome.started_at - w[0].outcome.started_at;
-            assert!(gap >= chrono::Duration::seconds(25), "runs overlapped: {gap}");
+            assert!(
+                gap >= chrono::Duration::seconds(25),
+                "runs overlapped: {gap}"
+            );
         }
         let fired = stats.fired.load(Ordering::Relaxed);
         let skipped = stats.skipped_overlap.load(Ordering::Relaxed);
@@ -431,21 +470,47 @@ mod tests {
         let (recs, _) = run_for(
             "2026-03-01T00:00:00Z",
             vec![
-                scheduled("hung", every("hung"), Duration::from_secs(3600), Duration::from_secs(4), false),
-                scheduled("boom", every("boom"), Duration::ZERO, Duration::from_secs(4), true),
-                scheduled("fine", every("fine"), Duration::ZERO, Duration::from_secs(4), false),
+                scheduled(
+                    "hung",
+                    every("hung"),
+                    Duration::from_secs(3600),
+                    Duration::from_secs(4),
+                    false,
+                ),
+                scheduled(
+                    "boom",
+                    every("boom"),
+                    Duration::ZERO,
+                    Duration::from_secs(4),
+                    true,
+                ),
+                scheduled(
+                    "fine",
+                    every("fine"),
+                    Duration::ZERO,
+                    Duration::from_secs(4),
+                    false,
+                ),
             ],
             Duration::from_secs(60),
             8,
             Duration::from_secs(1),
         )
         .await;
-        let of = |name: &str| recs.iter().filter(|r| &*r.probe == name).collect::<Vec<_>>();
+        let of = |name: &str| {
+            recs.iter()
+                .filter(|r| &*r.probe == name)
+                .collect::<Vec<_>>()
+        };
         assert!(of("hung").len() >= 5);
-        assert!(of("hung").iter().all(|r| r.outcome.category == Some(Category::Timeout)));
+        assert!(of("hung")
+            .iter()
+            .all(|r| r.outcome.category == Some(Category::Timeout)));
         assert!(of("boom").len() >= 5);
-        assert!(of("boom").iter().all(|r| r.outcome.status == Status::Unknown
-            && r.outcome.category == Some(Category::Internal)));
+        assert!(of("boom")
+            .iter()
+            .all(|r| r.outcome.status == Status::Unknown
+                && r.outcome.category == Some(Category::Internal)));
         assert!(of("fine").len() >= 5);
         assert!(of("fine").iter().all(|r| r.outcome.status == Status::Ok));
     }
@@ -457,7 +522,13 @@ mod tests {
         let s = Schedule::cron("10 * * * * *").unwrap();
         let (recs, stats) = run_for(
             "2026-03-01T00:00:00Z",
-            vec![scheduled("drain", s, Duration::from_secs(5), Duration::from_secs(30), false)],
+            vec![scheduled(
+                "drain",
+                s,
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                false,
+            )],
             Duration::from_secs(12),
             4,
             Duration::from_secs(10),
@@ -474,13 +545,23 @@ mod tests {
         let started = tokio::time::Instant::now();
         let (recs, stats) = run_for(
             "2026-03-01T00:00:00Z",
-            vec![scheduled("stuck", s, Duration::from_secs(600), Duration::from_secs(900), false)],
+            vec![scheduled(
+                "stuck",
+                s,
+                Duration::from_secs(600),
+                Duration::from_secs(900),
+                false,
+            )],
             Duration::from_secs(12),
             4,
             Duration::from_secs(3),
         )
         .await;
-        assert_eq!(started.elapsed(), Duration::from_secs(15), "12 s + 3 s drain");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(15),
+            "12 s + 3 s drain"
+        );
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].outcome.status, Status::Unknown);
         assert!(recs[0].outcome.summary.contains("shut down"));
@@ -495,7 +576,13 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(100);
         let shutdown = CancellationToken::new();
         let s = Schedule::cron("0 0 * * *").unwrap(); // daily at midnight
-        let probes = vec![scheduled("daily", s, Duration::ZERO, Duration::from_secs(5), false)];
+        let probes = vec![scheduled(
+            "daily",
+            s,
+            Duration::ZERO,
+            Duration::from_secs(5),
+            false,
+        )];
         let stop = shutdown.clone();
         let handle = tokio::spawn(async move { sched.run(probes, tx, stop).await });
         tokio::time::sleep(Duration::from_secs(60)).await;

@@ -50,13 +50,20 @@ impl EmailConfig {
             p.push(SpecProblem::new("smtp_host", "must not be empty"));
         }
         if self.password_env.is_some() && self.password_file.is_some() {
-            p.push(SpecProblem::new("password_file", "give password_env or password_file, not both"));
+            p.push(SpecProblem::new(
+                "password_file",
+                "give password_env or password_file, not both",
+            ));
         }
-        if (self.password_env.is_some() || self.password_file.is_some()) && self.username.is_none() {
+        if (self.password_env.is_some() || self.password_file.is_some()) && self.username.is_none()
+        {
             p.push(SpecProblem::new("username", "a password needs a username"));
         }
         if !looks_like_address(&self.from) {
-            p.push(SpecProblem::new("from", format!("`{}` is not a mail address", self.from)));
+            p.push(SpecProblem::new(
+                "from",
+                format!("`{}` is not a mail address", self.from),
+            ));
         }
         if self.to.is_empty() {
             p.push(SpecProblem::new("to", "needs at least one recipient"));
@@ -79,7 +86,9 @@ fn looks_like_address(a: &str) -> bool {
         _ => a,
     };
     match addr.split_once('@') {
-        Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !addr.contains(char::is_whitespace),
+        Some((local, domain)) => {
+            !local.is_empty() && !domain.is_empty() && !addr.contains(char::is_whitespace)
+        }
         None => false,
     }
 }

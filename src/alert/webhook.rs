@@ -22,11 +22,17 @@ impl WebhookConfig {
         let mut p = Vec::new();
         super::check_http_url("url", &self.url, &mut p);
         if self.secret_env.is_some() && self.secret_file.is_some() {
-            p.push(SpecProblem::new("secret_file", "give secret_env or secret_file, not both"));
+            p.push(SpecProblem::new(
+                "secret_file",
+                "give secret_env or secret_file, not both",
+            ));
         }
         for name in self.headers.keys() {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                p.push(SpecProblem::new("headers", format!("`{name}` is not a valid header name")));
+                p.push(SpecProblem::new(
+                    "headers",
+                    format!("`{name}` is not a valid header name"),
+                ));
             }
         }
         p

@@ -136,7 +136,10 @@ pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, 
                 None => (inner, None),
             };
             let valid = !name.is_empty()
-                && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 errors.push(SubstError {
@@ -204,7 +207,10 @@ mod tests {
     fn comments_are_not_substituted_and_escape_works() {
         let (out, errs) = substitute("# ${NOPE}\nv = \"$${HOST} # ${HOST}\" # ${NOPE}\n", &env);
         assert!(errs.is_empty(), "{errs:?}");
-        assert_eq!(out, "# ${NOPE}\nv = \"${HOST} # mx.example.com\" # ${NOPE}\n");
+        assert_eq!(
+            out,
+            "# ${NOPE}\nv = \"${HOST} # mx.example.com\" # ${NOPE}\n"
+        );
     }
 
     #[test]

@@ -376,7 +376,9 @@ fn join_key(prefix: &str, key: &str) -> String {
     }
 }
 
-fn deserialize<'de, T: Deserialize<'de>>(value: Spanned<DeValue<'de>>) -> Result<T, toml::de::Error> {
+fn deserialize<'de, T: Deserialize<'de>>(
+    value: Spanned<DeValue<'de>>,
+) -> Result<T, toml::de::Error> {
     T::deserialize(value.into_deserializer())
 }
 
@@ -505,10 +507,7 @@ impl Loader<'_> {
             text,
         };
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut report = Report {
-            src: &src,
-            errors,
-        };
+        let mut report = Report { src: &src, errors };
         let root = match DeTable::parse(&src.text) {
             Ok(root) => root,
             Err(e) => {
@@ -517,7 +516,11 @@ impl Loader<'_> {
                 return;
             }
         };
-        let allowed: &[&str] = if main { TOP_KEYS } else { &["channel", "probe"] };
+        let allowed: &[&str] = if main {
+            TOP_KEYS
+        } else {
+            &["channel", "probe"]
+        };
         for (key, value) in root.into_inner() {
             let name = key.get_ref().as_ref();
             if !allowed.contains(&name) {
@@ -561,14 +564,17 @@ impl Loader<'_> {
                 "telemetry" => parts.telemetry = section(&mut report, "telemetry", value),
                 "channel" => {
                     for (i, item) in array_of_tables(&mut report, "channel", value) {
-                        if let Some(c) = parse_channel(&mut report, &format!("channel[{i}]"), item) {
+                        if let Some(c) = parse_channel(&mut report, &format!("channel[{i}]"), item)
+                        {
                             parts.channels.push(c);
                         }
                     }
                 }
                 "probe" => {
                     for (i, item) in array_of_tables(&mut report, "probe", value) {
-                        if let Some(p) = parse_probe(&mut report, &format!("probe[{i}]"), item, &base_dir) {
+                        if let Some(p) =
+                            parse_probe(&mut report, &format!("probe[{i}]"), item, &base_dir)
+                        {
                             parts.probes.push(p);
                         }
                     }
@@ -611,13 +617,21 @@ fn array_of_tables<'de>(
                 if matches!(item.get_ref(), DeValue::Table(_)) {
                     Some((i, item))
                 } else {
-                    report.at(item.span(), format!("{key}[{i}]"), format!("expected a table ([[{key}]])"));
+                    report.at(
+                        item.span(),
+                        format!("{key}[{i}]"),
+                        format!("expected a table ([[{key}]])"),
+                    );
                     None
                 }
             })
             .collect(),
         _ => {
-            report.at(span, key, format!("expected an array of tables ([[{key}]])"));
+            report.at(
+                span,
+                key,
+                format!("expected an array of tables ([[{key}]])"),
+            );
             Vec::new()
         }
     }
@@ -673,13 +687,16 @@ fn item_spans(table: &Spanned<DeValue<'_>>, key: &str) -> Vec<Range<usize>> {
 }
 
 fn valid_name(name: &str) -> bool {
-    name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-const NAME_RULE: &str = "names start with a letter or digit and hold only letters, digits, `-`, `_` and `.`";
+const NAME_RULE: &str =
+    "names start with a letter or digit and hold only letters, digits, `-`, `_` and `.`";
 
 fn parse_probe(
     report: &mut Report<'_>,
@@ -716,7 +733,10 @@ fn parse_probe(
                 report.at(
                     kind_at.clone(),
                     format!("{prefix}.kind"),
-                    format!("unknown probe kind `{kind}`; expected one of {}", KINDS.join(", ")),
+                    format!(
+                        "unknown probe kind `{kind}`; expected one of {}",
+                        KINDS.join(", ")
+                    ),
                 );
                 None
             }
@@ -731,7 +751,10 @@ fn parse_probe(
             let (span, key) = if problem.key.is_empty() {
                 (table.span(), prefix.to_string())
             } else {
-                (value_span(&table, problem.key), format!("{prefix}.{}", problem.key))
+                (
+                    value_span(&table, problem.key),
+                    format!("{prefix}.{}", problem.key),
+                )
             };
             report.at(span, key, problem.message);
         }
@@ -767,7 +790,11 @@ fn parse_probe(
         (Some(text), None) => match Schedule::cron(text) {
             Ok(s) => Some(s),
             Err(msg) => {
-                report.at(value_span(&table, "schedule"), format!("{prefix}.schedule"), msg);
+                report.at(
+                    value_span(&table, "schedule"),
+                    format!("{prefix}.schedule"),
+                    msg,
+                );
                 None
             }
         },
@@ -787,7 +814,11 @@ fn parse_probe(
     };
     let timeout = common.timeout.unwrap_or(Duration::from_secs(30));
     if timeout.is_zero() {
-        report.at(value_span(&table, "timeout"), format!("{prefix}.timeout"), "must be more than 0s");
+        report.at(
+            value_span(&table, "timeout"),
+            format!("{prefix}.timeout"),
+            "must be more than 0s",
+        );
         ok = false;
     }
     for (key, v) in [
@@ -795,7 +826,11 @@ fn parse_probe(
         ("success_threshold", common.success_threshold),
     ] {
         if v == Some(0) {
-            report.at(value_span(&table, key), format!("{prefix}.{key}"), "must be at least 1");
+            report.at(
+                value_span(&table, key),
+                format!("{prefix}.{key}"),
+                "must be at least 1",
+            );
             ok = false;
         }
     }
@@ -814,7 +849,11 @@ fn parse_probe(
     let depends_at = at("depends_on");
     let alert_at = at("alert");
     Some(Pending {
-        name_at: Located::new(report.src, value_span(&table, "name"), format!("{prefix}.name")),
+        name_at: Located::new(
+            report.src,
+            value_span(&table, "name"),
+            format!("{prefix}.name"),
+        ),
         depends_at,
         alert_at,
         probe: ProbeConfig {
@@ -892,7 +931,11 @@ fn parse_channel(
         );
         ok = false;
     }
-    let at = Located::new(report.src, value_span(&table, "name"), format!("{prefix}.name"));
+    let at = Located::new(
+        report.src,
+        value_span(&table, "name"),
+        format!("{prefix}.name"),
+    );
     ok.then_some((
         ChannelConfig {
             name: common.name,
@@ -902,7 +945,12 @@ fn parse_channel(
     ))
 }
 
-fn expand_include(base_dir: &Path, pattern: &str, at: &Located, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+fn expand_include(
+    base_dir: &Path,
+    pattern: &str,
+    at: &Located,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<PathBuf> {
     let full = if Path::new(pattern).is_absolute() {
         PathBuf::from(pattern)
     } else {
@@ -921,7 +969,9 @@ fn expand_include(base_dir: &Path, pattern: &str, at: &Located, errors: &mut Vec
         match entry {
             Ok(p) if p.is_file() => files.push(p),
             Ok(_) => {}
-            Err(e) => errors.push(at.error(format!("cannot read {}: {}", e.path().display(), e.error()))),
+            Err(e) => {
+                errors.push(at.error(format!("cannot read {}: {}", e.path().display(), e.error())))
+            }
         }
     }
     files.sort();
@@ -932,11 +982,18 @@ fn expand_include(base_dir: &Path, pattern: &str, at: &Located, errors: &mut Vec
     files
 }
 
-fn cross_check_channels(channels: &[(ChannelConfig, Located)], errors: &mut Vec<ConfigError>) -> HashSet<String> {
+fn cross_check_channels(
+    channels: &[(ChannelConfig, Located)],
+    errors: &mut Vec<ConfigError>,
+) -> HashSet<String> {
     let mut seen: HashMap<&str, &Located> = HashMap::new();
     for (c, at) in channels {
         if let Some(first) = seen.get(c.name.as_str()) {
-            errors.push(at.error(format!("duplicate channel name `{}` (first defined at {})", c.name, first.here())));
+            errors.push(at.error(format!(
+                "duplicate channel name `{}` (first defined at {})",
+                c.name,
+                first.here()
+            )));
         } else {
             seen.insert(&c.name, at);
         }
@@ -986,7 +1043,10 @@ fn cross_check_probes(
     }
     if let Some(cycle) = find_cycle(&pending) {
         let first = &pending[cycle[0]];
-        let names: Vec<&str> = cycle.iter().map(|&i| pending[i].probe.name.as_str()).collect();
+        let names: Vec<&str> = cycle
+            .iter()
+            .map(|&i| pending[i].probe.name.as_str())
+            .collect();
         errors.push(first.name_at.error(format!(
             "dependency cycle: {} -> {}",
             names.join(" -> "),
@@ -1015,7 +1075,9 @@ fn find_cycle(pending: &[Pending]) -> Option<Vec<usize>> {
         state[i] = 1;
         stack.push(i);
         for dep in &pending[i].probe.depends_on {
-            let Some(&j) = index.get(dep.as_str()) else { continue };
+            let Some(&j) = index.get(dep.as_str()) else {
+                continue;
+            };
             if j == i {
                 continue; // reported as self-dependency
             }

@@ -237,7 +237,11 @@ impl ProbeSpec {
     /// Nagios warn/crit ranges for the perfdata of `sonde probe --format nagios`.
     pub fn perf_thresholds(&self) -> Vec<crate::output::Threshold> {
         match self {
-            ProbeSpec::Certificate(_) => Vec::new(),
+            ProbeSpec::Certificate(c) => vec![crate::output::Threshold {
+                observation: "seconds_left",
+                warn: Some(format!("{}:", c.warn_before.as_secs())),
+                crit: Some(format!("{}:", c.critical_before.as_secs())),
+            }],
             ProbeSpec::Http(_) => Vec::new(),
         }
     }

@@ -14,12 +14,66 @@ use crate::support::{openssl, sonde_in, stderr, stdout};
 fn cert_setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    openssl(d, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "long.key", "-out", "long.pem", "-days", "400", "-subj", "/CN=long.example"]);
-    openssl(d, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "short.key", "-out", "short.pem", "-days", "20", "-subj", "/CN=short.example"]);
-    openssl(d, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "soon.key", "-out", "soon.pem", "-days", "3", "-subj", "/CN=soon.example"]);
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "long.key",
+            "-out",
+            "long.pem",
+            "-days",
+            "400",
+            "-subj",
+            "/CN=long.example",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "short.key",
+            "-out",
+            "short.pem",
+            "-days",
+            "20",
+            "-subj",
+            "/CN=short.example",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "soon.key",
+            "-out",
+            "soon.pem",
+            "-days",
+            "3",
+            "-subj",
+            "/CN=soon.example",
+        ],
+    );
     std::fs::write(
         d.join("sonde.toml"),
         r#"
@@ -61,14 +115,28 @@ fn probe_exit_codes_follow_nagios() {
     let d = dir.path();
     for (name, code) in [("long", 0), ("short", 1), ("soon", 2), ("gone", 2)] {
         let out = sonde_in(d, &["probe", name], &[]);
-        assert_eq!(out.status.code(), Some(code), "{name}: {}{}", stdout(&out), stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{name}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
     }
     let out = sonde_in(d, &["probe", "nope"], &[]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("no probe named `nope`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no probe named `nope`"),
+        "{}",
+        stderr(&out)
+    );
     let out = sonde_in(d, &["probe", "long", "--config", "elsewhere.toml"], &[]);
     assert_eq!(out.status.code(), Some(3), "a config error is unknown");
-    assert!(stderr(&out).contains("elsewhere.toml: cannot read config file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("elsewhere.toml: cannot read config file"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -121,7 +189,11 @@ fn list_shows_schedules_and_next_runs() {
     let text = stdout(&out);
     assert!(text.starts_with("PROBE"), "{text}");
     assert!(text.contains("every 1s"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("gone") && l.ends_with("disabled")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("gone") && l.ends_with("disabled")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -129,7 +201,10 @@ fn validate_reports_a_valid_config() {
     let dir = cert_setup();
     let out = sonde_in(dir.path(), &["validate"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "sonde.toml: valid: 4 probes (3 enabled), 0 channels\n");
+    assert_eq!(
+        stdout(&out),
+        "sonde.toml: valid: 4 probes (3 enabled), 0 channels\n"
+    );
 }
 
 fn wait_for(path: &Path, needle: &str, within: Duration) -> String {
@@ -158,19 +233,28 @@ fn run_fires_probes_then_stops_cleanly_on_sigterm() {
     let text = wait_for(&log, "probe=long", Duration::from_secs(20));
     assert!(text.contains("agent started"), "{text}");
     assert!(text.contains("probe=long"), "{text}");
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let start = Instant::now();
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s.code();
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "agent did not stop");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "agent did not stop"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code, Some(0));
     let mut text = String::new();
-    std::fs::File::open(&log).unwrap().read_to_string(&mut text).unwrap();
+    std::fs::File::open(&log)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
     assert!(text.contains("shutting down"), "{text}");
     assert!(text.contains("agent stopped"), "{text}");
 }

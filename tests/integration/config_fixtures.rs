@@ -13,13 +13,23 @@ fn every_bad_config_fails_with_its_exact_errors() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     fixtures.sort();
-    assert!(fixtures.len() >= 18, "fixtures went missing: {}", fixtures.len());
+    assert!(
+        fixtures.len() >= 18,
+        "fixtures went missing: {}",
+        fixtures.len()
+    );
     let bless = std::env::var_os("SONDE_BLESS").is_some();
     let mut failures = Vec::new();
     for path in &fixtures {
         let rel = path.strip_prefix(crate::support::root()).unwrap();
         let out = sonde(&["validate", "--config", rel.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(2), "{}: exit code; stderr:\n{}", rel.display(), stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}: exit code; stderr:\n{}",
+            rel.display(),
+            stderr(&out)
+        );
         assert_eq!(stdout(&out), "", "{}: nothing on stdout", rel.display());
         let expected_path = path.with_extension("err");
         let actual = stderr(&out);

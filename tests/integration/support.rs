@@ -16,7 +16,10 @@ pub fn sonde(args: &[&str]) -> Output {
 /// Runs `sonde` in `dir` with extra environment variables.
 pub fn sonde_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sonde"));
-    cmd.current_dir(dir).args(args).env_remove("SONDE_CONFIG").env_remove("RUST_LOG");
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("SONDE_CONFIG")
+        .env_remove("RUST_LOG");
     for (k, v) in env {
         cmd.env(k, v);
     }
