@@ -57,11 +57,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn manual_clock_follows_paused_tokio_time() {
-        let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+        let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
         let clock = ManualClock::new(start);
         tokio::time::sleep(Duration::from_secs(90)).await;
         assert_eq!(clock.now(), start + chrono::Duration::seconds(90));
-        let jump = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z").unwrap().to_utc();
+        let jump = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z")
+            .unwrap()
+            .to_utc();
         clock.set(jump);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(clock.now(), jump + chrono::Duration::seconds(1));
