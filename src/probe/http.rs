@@ -722,15 +722,16 @@ fn error_chain(err: &reqwest::Error) -> String {
     let mut current = err.source();
     while let Some(e) = current {
         let message = e.to_string();
-        if !message.is_empty() && parts.last() != Some(&message) {
+        // hyper-util's wrapper ("client error (Connect)") only repeats what the
+        // summary's prefix says.
+        let wrapper = message.starts_with("client error (");
+        if !wrapper && !message.is_empty() && parts.last() != Some(&message) {
             parts.push(message);
         }
         current = e.source();
     }
     if parts.is_empty() {
-        // reqwest's own text without the URL, e.g. "error sending request".
-        let bare = reqwest_error_without_url(err);
-        return bare;
+        return reqwest_error_without_url(err);
     }
     parts.join(": ")
 }
@@ -1558,6 +1559,11 @@ mod tests {
         );
         assert!(
             outcome.summary.to_lowercase().contains("refused"),
+            "{}",
+            outcome.summary
+        );
+        assert!(
+            !outcome.summary.contains("client error"),
             "{}",
             outcome.summary
         );
