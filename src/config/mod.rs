@@ -382,6 +382,45 @@ fn deserialize<'de, T: Deserialize<'de>>(
     T::deserialize(value.into_deserializer())
 }
 
+/// Deserializes a table with `parse`, reporting every bad key rather than the
+/// first: serde stops at the first error, so the key it names is dropped and the
+/// rest retried.
+fn deserialize_all<'de, T>(
+    report: &mut Report<'_>,
+    prefix: &str,
+    value: &Spanned<DeValue<'de>>,
+    parse: impl Fn(Spanned<DeValue<'de>>) -> Result<T, toml::de::Error>,
+) -> Option<T> {
+    let mut value = value.clone();
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        match parse(value.clone()) {
+            Ok(v) => return removed.is_empty().then_some(v),
+            Err(e) => {
+                // A required key we dropped ourselves: nothing more to learn.
+                if removed
+                    .iter()
+                    .any(|k| e.message().starts_with(&format!("missing field `{k}`")))
+                {
+                    return None;
+                }
+                let at = e.span().map(|s| s.start);
+                report.de_error(e, prefix, &value);
+                let (Some(at), DeValue::Table(table)) = (at, value.get_mut()) else {
+                    return None;
+                };
+                let key = table
+                    .iter()
+                    .find(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
+                    .map(|(k, _)| k.clone());
+                let Some(key) = key else { return None };
+                removed.push(key.get_ref().to_string());
+                table.remove(&key);
+            }
+        }
+    }
+}
+
 /// A probe before cross-checks, with where its references stand.
 struct Pending {
     probe: ProbeConfig,
@@ -492,8 +531,10 @@ impl Loader<'_> {
             }
         };
         let (text, subst_errors) = env::substitute(&raw, self.env);
+        let mut subst_lines = HashSet::new();
         for e in subst_errors {
             let (line, column) = position_in(&raw, e.offset);
+            subst_lines.insert(line);
             errors.push(ConfigError {
                 file: path.to_path_buf(),
                 line,
@@ -506,6 +547,21 @@ impl Loader<'_> {
             path: path.to_path_buf(),
             text,
         };
+        let first = errors.len();
+        self.parse_source(&src, main, parts, errors);
+        // A failed substitution leaves a hole in the text; what the parser then
+        // says about that line follows from it and would only mislead.
+        if !subst_lines.is_empty() {
+            let mut i = 0;
+            errors.retain(|e| {
+                i += 1;
+                i <= first || !subst_lines.contains(&e.line)
+            });
+        }
+    }
+
+    fn parse_source(&self, src: &Source, main: bool, parts: &mut Parts, errors: &mut Vec<ConfigError>) {
+        let path = &src.path;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut report = Report { src: &src, errors };
         let root = match DeTable::parse(&src.text) {
@@ -705,13 +761,7 @@ fn parse_probe(
     base_dir: &Path,
 ) -> Option<Pending> {
     let (common_v, kind_v) = split_table(table.clone(), COMMON_KEYS);
-    let common: Option<CommonKeys> = match deserialize(common_v.clone()) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            report.de_error(e, prefix, &common_v);
-            None
-        }
-    };
+    let common: Option<CommonKeys> = deserialize_all(report, prefix, &common_v, deserialize);
     // The kind's keys are checked even when the common ones failed, so that all
     // errors show at once; without a readable `kind` there is nothing to check them against.
     let kind = match &common {
@@ -727,24 +777,18 @@ fn parse_probe(
     let kind_at = value_span(&table, "kind");
     let spec = match kind {
         None => None,
-        Some(kind) => match ProbeSpec::deserialize(&kind, kind_v.clone().into_deserializer()) {
-            Ok(Some(spec)) => Some(spec),
-            Ok(None) => {
-                report.at(
-                    kind_at.clone(),
-                    format!("{prefix}.kind"),
-                    format!(
-                        "unknown probe kind `{kind}`; expected one of {}",
-                        KINDS.join(", ")
-                    ),
-                );
-                None
-            }
-            Err(e) => {
-                report.de_error(e, prefix, &kind_v);
-                None
-            }
-        },
+        Some(kind) if !KINDS.contains(&kind.as_str()) => {
+            report.at(
+                kind_at.clone(),
+                format!("{prefix}.kind"),
+                format!("unknown probe kind `{kind}`; expected one of {}", KINDS.join(", ")),
+            );
+            None
+        }
+        Some(kind) => deserialize_all(report, prefix, &kind_v, |v| {
+            ProbeSpec::deserialize(&kind, v.into_deserializer())?
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown probe kind `{kind}`")))
+        }),
     };
     if let Some(spec) = &spec {
         for problem in spec.validate() {
