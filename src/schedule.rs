@@ -15,7 +15,10 @@ use chrono::{DateTime, TimeZone, Utc};
 #[derive(Clone)]
 pub enum Schedule {
     /// A cron expression; `text` is what the user wrote.
-    Cron { text: String, cron: cron::Schedule },
+    Cron {
+        text: String,
+        cron: Box<cron::Schedule>,
+    },
     /// Fires at `offset + k * every` seconds since the Unix epoch.
     Every { every: Duration, offset: Duration },
 }
@@ -88,7 +91,7 @@ impl Schedule {
                 .map_err(|e| format!("invalid cron `{trimmed}`: {e}"))?;
             return Ok(Schedule::Cron {
                 text: trimmed.to_string(),
-                cron,
+                cron: Box::new(cron),
             });
         }
         let fields: Vec<&str> = trimmed.split_whitespace().collect();
@@ -117,7 +120,7 @@ impl Schedule {
         }
         Ok(Schedule::Cron {
             text: trimmed.to_string(),
-            cron,
+            cron: Box::new(cron),
         })
     }
 
@@ -257,7 +260,7 @@ mod tests {
         assert_eq!(second - first, chrono::Duration::seconds(30));
         // The phase inside the interval is the splay, whatever `now` is.
         assert_eq!(
-            (first.timestamp_millis() as u128 % 30_000) as u128,
+            first.timestamp_millis() as u128 % 30_000,
             offset.as_millis()
         );
     }

@@ -413,7 +413,7 @@ fn deserialize_all<'de, T>(
                     .iter()
                     .find(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
                     .map(|(k, _)| k.clone());
-                let Some(key) = key else { return None };
+                let key = key?;
                 removed.push(key.get_ref().to_string());
                 table.remove(&key);
             }
@@ -560,10 +560,16 @@ impl Loader<'_> {
         }
     }
 
-    fn parse_source(&self, src: &Source, main: bool, parts: &mut Parts, errors: &mut Vec<ConfigError>) {
+    fn parse_source(
+        &self,
+        src: &Source,
+        main: bool,
+        parts: &mut Parts,
+        errors: &mut Vec<ConfigError>,
+    ) {
         let path = &src.path;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut report = Report { src: &src, errors };
+        let mut report = Report { src, errors };
         let root = match DeTable::parse(&src.text) {
             Ok(root) => root,
             Err(e) => {
@@ -603,7 +609,7 @@ impl Loader<'_> {
                             let span = items.get(i).cloned().unwrap_or_else(|| value.span());
                             parts
                                 .includes
-                                .push((p, Located::new(&src, span, format!("include[{i}]"))));
+                                .push((p, Located::new(src, span, format!("include[{i}]"))));
                         }
                     }
                     Err(e) => report.de_error(e, "include", &value),
@@ -781,7 +787,10 @@ fn parse_probe(
             report.at(
                 kind_at.clone(),
                 format!("{prefix}.kind"),
-                format!("unknown probe kind `{kind}`; expected one of {}", KINDS.join(", ")),
+                format!(
+                    "unknown probe kind `{kind}`; expected one of {}",
+                    KINDS.join(", ")
+                ),
             );
             None
         }
