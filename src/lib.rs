@@ -16,3 +16,4 @@ pub mod runner;
 pub mod schedule;
 pub mod scheduler;
 pub mod telemetry;
+pub mod tls;

@@ -12,13 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -576,7 +574,7 @@ impl CertificateProbe {
                 let name = cfg.server_name.clone().unwrap_or_else(|| host.clone());
                 let server_name =
                     ServerName::try_from(name).map_err(|e| format!("server_name: {e}"))?;
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let provider = crate::tls::provider();
                 let verifier = if cfg.verify {
                     let ca_file = cfg.ca_file.as_deref().map(|f| resolve(base_dir, f));
                     build_verifier(ca_file.as_deref(), &provider)?
@@ -587,9 +585,11 @@ impl CertificateProbe {
                     .with_safe_default_protocol_versions()
                     .map_err(|e| format!("TLS setup: {e}"))?
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(CapturingVerifier {
-                        algorithms: provider.signature_verification_algorithms,
-                    }))
+                    // Let the handshake finish whatever the chain; it is verified
+                    // afterwards, so that a bad chain's dates are still reported.
+                    .with_custom_certificate_verifier(Arc::new(
+                        crate::tls::AcceptAnyServerCert::new(&provider),
+                    ))
                     .with_no_client_auth();
                 Source::Endpoint(Box::new(Endpoint {
                     host,
@@ -610,33 +610,7 @@ impl CertificateProbe {
 /// certificates that fail to load are skipped. With no anchors at all, every run
 /// reports that the chain cannot be verified (the inner `Err`).
 fn build_verifier(ca_file: Option<&Path>, provider: &Arc<CryptoProvider>) -> Result<Trust, String> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    if !native.errors.is_empty() {
-        tracing::debug!(
-            errors = native.errors.len(),
-            "some system root certificates did not load"
-        );
-    }
-    roots.add_parsable_certificates(native.certs);
-    if let Some(ca_file) = ca_file {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
-            .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "ca_file {}: no CERTIFICATE in it",
-                ca_file.display()
-            ));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
-        }
-    }
+    let roots = crate::tls::roots(ca_file)?;
     if roots.is_empty() {
         return Ok(Err(
             "no trust anchors (no system roots and no ca_file)".to_string()
@@ -646,50 +620,6 @@ fn build_verifier(ca_file: Option<&Path>, provider: &Arc<CryptoProvider>) -> Res
         .build()
         .map(|v| Ok(Some(v)))
         .map_err(|e| format!("TLS verifier: {e}"))
-}
-
-/// Accepts any chain so that the handshake finishes and the chain can be read
-/// even when it is bad; the real verification runs afterwards on the captured
-/// chain. The handshake signatures are still checked against the leaf's key.
-/// Stateless, so one `ClientConfig` serves concurrent runs.
-#[derive(Debug)]
-struct CapturingVerifier {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for CapturingVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }
 
 impl Probe for CertificateProbe {

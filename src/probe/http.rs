@@ -20,11 +20,6 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{redirect, Method, Url};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -775,90 +770,24 @@ impl StdError for RedirectError {}
 
 /// The client's TLS settings, with the ring provider passed explicitly.
 fn tls_config(cfg: &HttpConfig, base_dir: &Path) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
     let mut config = if cfg.verify {
-        let mut roots = rustls::RootCertStore::empty();
-        // A missing or partly unreadable system store leaves fewer anchors; the
-        // handshake then reports UnknownIssuer, which names the problem.
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        if let Some(ca_file) = &cfg.ca_file {
-            let path = base_dir.join(ca_file);
-            let shown = path.display();
-            let certs = CertificateDer::pem_file_iter(&path)
-                .map_err(|e| format!("ca_file {shown}: {e}"))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("ca_file {shown}: {e}"))?;
-            if certs.is_empty() {
-                return Err(format!("ca_file {shown}: no PEM certificate found"));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("ca_file {shown}: {e}"))?;
-            }
-        }
+        let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
+        let roots = crate::tls::roots(ca_file.as_deref())?;
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_custom_certificate_verifier(Arc::new(crate::tls::AcceptAnyServerCert::new(
+                &provider,
+            )))
             .with_no_client_auth()
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// `verify = false`: any certificate is accepted, but the handshake signatures are
-/// still checked, so the peer must hold the key of the certificate it shows.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 fn leaf_not_after(der: &[u8]) -> Option<f64> {
@@ -915,6 +844,8 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::probe::Status;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
     use std::net::SocketAddr;
     use std::process::Command;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::probe::{Outcome, Status};
 
-/// A probe run finished (any status).
+/// A probe run finished (any status). Emitted inside the run's span, which
+/// carries `probe` and `kind`; the fields stay here for the metrics to come.
 pub struct ProbeRunFinished<'a> {
     pub probe: &'a str,
     pub kind: &'a str,
@@ -20,16 +21,12 @@ impl ProbeRunFinished<'_> {
         let duration = o.duration.as_secs_f64();
         match o.status {
             Status::Ok => tracing::info!(
-                probe = self.probe,
-                kind = self.kind,
                 status = o.status.as_str(),
                 duration_seconds = duration,
                 summary = %o.summary,
                 "probe ok"
             ),
             Status::Warning => tracing::warn!(
-                probe = self.probe,
-                kind = self.kind,
                 status = o.status.as_str(),
                 category,
                 duration_seconds = duration,
@@ -37,8 +34,6 @@ impl ProbeRunFinished<'_> {
                 "probe warning"
             ),
             Status::Critical | Status::Unknown => tracing::error!(
-                probe = self.probe,
-                kind = self.kind,
                 status = o.status.as_str(),
                 category,
                 duration_seconds = duration,
