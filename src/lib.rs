@@ -17,3 +17,4 @@ pub mod schedule;
 pub mod scheduler;
 pub mod telemetry;
 pub mod tls;
+pub mod guid;

@@ -459,7 +459,10 @@ impl HttpProbe {
             redirect::Policy::none()
         };
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config(cfg, base_dir)?)
+            .tls_backend_preconfigured(tls_config(
+                cfg.verify,
+                cfg.ca_file.as_ref().map(|f| base_dir.join(f)).as_deref(),
+            )?)
             .tls_info(true)
             // Each run measures a fresh connection (DNS, connect, handshake).
             .pool_max_idle_per_host(0)
@@ -646,6 +649,35 @@ impl Probe for HttpProbe {
     }
 }
 
+/// A client as the other HTTP-based kinds (metadata, token, push) build it:
+/// sonde's TLS settings, a fresh connection per run, no proxies from the
+/// environment, sonde's user agent, and no redirects (their requests are POSTs or
+/// documents whose address is configuration).
+pub(crate) fn client(verify: bool, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls_config(verify, ca_file)?)
+        .pool_max_idle_per_host(0)
+        .no_proxy()
+        .user_agent(USER_AGENT)
+        .redirect(redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))
+}
+
+/// A request that got no response, as an outcome: `tls`, `network` or
+/// `protocol`. `what` names the request, e.g. "token request to https://...".
+pub(crate) fn request_failure(err: &reqwest::Error, what: &str) -> Outcome {
+    let detail = error_chain(err);
+    match classify(err) {
+        ErrorKind::Tls(tls) => Outcome::critical(Category::Tls, format!("{what}: TLS: {tls}")),
+        ErrorKind::Redirect(message) => Outcome::critical(Category::Protocol, format!("{what}: {message}")),
+        ErrorKind::Connect | ErrorKind::Io => {
+            Outcome::critical(Category::Network, format!("{what}: {detail}"))
+        }
+        ErrorKind::Other => Outcome::critical(Category::Protocol, format!("{what}: {detail}")),
+    }
+}
+
 enum BodyError {
     /// The body is larger than `max_body`; the Content-Length when that told.
     TooLarge(Option<u64>),
@@ -769,14 +801,13 @@ impl fmt::Display for RedirectError {
 impl StdError for RedirectError {}
 
 /// The client's TLS settings, with the ring provider passed explicitly.
-fn tls_config(cfg: &HttpConfig, base_dir: &Path) -> Result<rustls::ClientConfig, String> {
+fn tls_config(verify: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     let provider = crate::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
-    let mut config = if cfg.verify {
-        let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
-        let roots = crate::tls::roots(ca_file.as_deref())?;
+    let mut config = if verify {
+        let roots = crate::tls::roots(ca_file)?;
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
         builder
