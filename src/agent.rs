@@ -15,14 +15,22 @@ use crate::scheduler::{RunRecord, Scheduled, Scheduler};
 
 /// Builds the runnable probe of one config entry. A failure (say, an unreadable
 /// CA file) is reported like a config error, at the probe's table.
-pub fn build_target(p: &ProbeConfig) -> Result<Target, ConfigError> {
-    let probe = p.spec.build(&p.base_dir).map_err(|message| ConfigError {
-        file: p.file.clone(),
-        line: p.line,
-        column: 1,
-        key: format!("probe {}", p.name),
-        message,
-    })?;
+pub fn build_target(p: &ProbeConfig, all: &[ProbeConfig]) -> Result<Target, ConfigError> {
+    let lookup = |name: &str| {
+        all.iter()
+            .find(|o| o.name == name)
+            .map(|o| (&o.spec, o.base_dir.as_path()))
+    };
+    let probe = p
+        .spec
+        .build(&p.base_dir, &lookup)
+        .map_err(|message| ConfigError {
+            file: p.file.clone(),
+            line: p.line,
+            column: 1,
+            key: format!("probe {}", p.name),
+            message,
+        })?;
     Ok(Target {
         name: p.name.as_str().into(),
         kind: p.kind(),
@@ -37,7 +45,7 @@ pub fn build_scheduled(config: &Config) -> Result<Vec<Scheduled>, ConfigErrors> 
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for p in config.probes.iter().filter(|p| p.enabled) {
-        match build_target(p) {
+        match build_target(p, &config.probes) {
             Ok(target) => out.push(Scheduled {
                 target,
                 schedule: p.schedule.clone(),
@@ -53,8 +61,12 @@ pub fn build_scheduled(config: &Config) -> Result<Vec<Scheduled>, ConfigErrors> 
 }
 
 /// Runs one probe now, through the same runner the scheduler uses.
-pub async fn run_probe_now(p: &ProbeConfig, clock: Arc<dyn Clock>) -> Result<Outcome, ConfigError> {
-    let target = build_target(p)?;
+pub async fn run_probe_now(
+    p: &ProbeConfig,
+    all: &[ProbeConfig],
+    clock: Arc<dyn Clock>,
+) -> Result<Outcome, ConfigError> {
+    let target = build_target(p, all)?;
     Ok(run_once(&target, &clock).await)
 }
 
@@ -63,6 +75,16 @@ pub async fn run(
     config: Config,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
+) -> Result<(), ConfigErrors> {
+    run_with(config, clock, shutdown, |_| {}).await
+}
+
+/// `run`, handing every finished run to `on_record` as well (the demo prints them).
+pub async fn run_with(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    on_record: impl FnMut(&RunRecord) + Send + 'static,
 ) -> Result<(), ConfigErrors> {
     let scheduled = build_scheduled(&config)?;
     tracing::info!(
@@ -78,7 +100,7 @@ pub async fn run(
         config.agent.drain_timeout,
     );
     let (tx, rx) = mpsc::channel::<RunRecord>(1024);
-    let consumer = tokio::spawn(consume(rx));
+    let consumer = tokio::spawn(consume(rx, on_record));
     scheduler.run(scheduled, tx, shutdown).await;
     let _ = consumer.await;
     tracing::info!("agent stopped");
@@ -87,7 +109,7 @@ pub async fn run(
 
 /// Where results go once recorded. Each run already logged itself in the runner;
 /// the store, monitors and alerts plug in here.
-async fn consume(mut rx: mpsc::Receiver<RunRecord>) {
+async fn consume(mut rx: mpsc::Receiver<RunRecord>, mut on_record: impl FnMut(&RunRecord)) {
     while let Some(record) = rx.recv().await {
         if record.lateness > std::time::Duration::from_secs(1) {
             tracing::debug!(
@@ -96,5 +118,6 @@ async fn consume(mut rx: mpsc::Receiver<RunRecord>) {
                 "run started late"
             );
         }
+        on_record(&record);
     }
 }

@@ -1,5 +1,6 @@
 //! Command-line definitions (clap). Dispatch lives in `main.rs`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -44,6 +45,25 @@ pub enum Command {
     },
     /// Check the configuration; exit 0 when valid, 2 when not.
     Validate,
+    /// Run the lab: a loopback emulation of the cloud side (ACS metadata and
+    /// tokens, the push proxy, an APNs-shaped device endpoint, an SMTP mailbox).
+    Lab {
+        /// HTTP listen address (metadata, tokens, push, devices, admin API).
+        #[arg(long, default_value = "127.0.0.1:8480")]
+        listen: SocketAddr,
+        /// SMTP listen address of the test mailbox.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        smtp_listen: SocketAddr,
+        /// The tenant's domain; its id is derived from it.
+        #[arg(long, default_value = "contoso.onmicrosoft.com")]
+        tenant: String,
+        /// Register this certificate (PEM or DER) as a credential at start; repeatable.
+        #[arg(long, value_name = "CERT")]
+        register: Vec<PathBuf>,
+    },
+    /// Start the lab, make and register an OAuth certificate, and run the shipped
+    /// PushNotifications.Proxy health set against it until Ctrl-C.
+    Demo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -53,8 +53,30 @@ fn print_config_errors(errors: &ConfigErrors) {
 
 async fn dispatch(cli: Cli) -> ExitCode {
     let path = config_path(&cli);
+    match cli.command {
+        Command::Lab {
+            listen,
+            smtp_listen,
+            tenant,
+            register,
+        } => {
+            telemetry::init_logging(config::LogFormat::Text, "info");
+            return exit_on_error(run_lab(listen, smtp_listen, tenant, register).await);
+        }
+        Command::Demo => {
+            telemetry::init_logging(config::LogFormat::Text, "warn");
+            let shutdown = CancellationToken::new();
+            if let Err(e) = spawn_signal_handler(shutdown.clone()) {
+                eprintln!("sonde: cannot install signal handlers: {e}");
+                return ExitCode::from(EXIT_UNKNOWN);
+            }
+            return exit_on_error(sonde::demo::run(Arc::new(SystemClock), shutdown).await);
+        }
+        _ => {}
+    }
     let loaded = config::load(&path);
     match cli.command {
+        Command::Lab { .. } | Command::Demo => unreachable!("handled above"),
         Command::Validate => match loaded {
             Ok(c) => {
                 let enabled = c.probes.iter().filter(|p| p.enabled).count();
@@ -129,7 +151,7 @@ async fn probe_now(c: &Config, name: &str, format: ProbeFormat) -> ExitCode {
         return ExitCode::from(EXIT_UNKNOWN);
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let outcome = match sonde::agent::run_probe_now(p, clock).await {
+    let outcome = match sonde::agent::run_probe_now(p, &c.probes, clock).await {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
@@ -217,6 +239,85 @@ fn list(c: &Config, format: ListFormat, clock: &dyn Clock) {
             }
         }
     }
+}
+
+fn exit_on_error(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sonde: {e:#}");
+            ExitCode::from(EXIT_UNKNOWN)
+        }
+    }
+}
+
+async fn run_lab(
+    listen: std::net::SocketAddr,
+    smtp_listen: std::net::SocketAddr,
+    tenant: String,
+    register: Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    use sonde::lab::{self, Lab, LabConfig};
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now().timestamp();
+    let signer = sonde::credential::generate_self_signed(
+        "sonde lab ACS signing",
+        2048,
+        now - 60,
+        now + 2 * 365 * 86_400,
+    )
+    .context("cannot make the lab's signing key")?;
+    let lab = Lab::new(&tenant, signer.credential, clock);
+    for file in &register {
+        let data =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let der = lab::cert_der_from(&data)
+            .map_err(|e| anyhow::anyhow!("{} is not a certificate: {e}", file.display()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| anyhow::anyhow!("{} is not an X.509 certificate: {e}", file.display()))?;
+        let (start, end) = (
+            cert.validity().not_before.timestamp(),
+            cert.validity().not_after.timestamp(),
+        );
+        let r = lab
+            .state()
+            .register(&der, start, end)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "registered {} (thumbprint {})",
+            file.display(),
+            r.thumbprint
+        );
+    }
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone()).context("cannot install signal handlers")?;
+    let config = LabConfig {
+        listen,
+        smtp_listen,
+        tenant_domain: tenant.clone(),
+    };
+    let mut running = lab::start(&config, lab, shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on {listen} and {smtp_listen}"))?;
+    let base = running.base_url();
+    let id = running.lab.tenant_id();
+    println!("sonde lab for tenant {tenant} (id {id})");
+    println!("  ACS metadata   {base}/metadata/json/1/?realm={tenant}");
+    println!("  OpenID         {base}/{id}/v2.0/.well-known/openid-configuration");
+    println!("  token (ACS)    {base}/{id}/tokens/OAuth/2");
+    println!("  token (Entra)  {base}/{id}/oauth2/v2.0/token");
+    println!("  push proxy     {base}/PushNotifications");
+    println!("  devices        {base}/devices/<token>, APNs-style POST {base}/3/device/<token>");
+    println!(
+        "  SMTP mailbox   {} for {}",
+        running.smtp,
+        lab::default_mailbox(&tenant)
+    );
+    println!(
+        "  admin          {base}/admin/state, /admin/credentials, /admin/faults, /admin/mailboxes"
+    );
+    while running.tasks.join_next().await.is_some() {}
+    Ok(())
 }
 
 async fn run_agent(c: Config) -> anyhow::Result<()> {

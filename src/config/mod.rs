@@ -427,6 +427,8 @@ struct Pending {
     name_at: Located,
     depends_at: Vec<Located>,
     alert_at: Vec<Located>,
+    /// Where each of `spec.references()` stands.
+    refs_at: Vec<Located>,
 }
 
 #[derive(Clone)]
@@ -866,6 +868,20 @@ fn parse_probe(
         }
     };
     let timeout = common.timeout.unwrap_or(Duration::from_secs(30));
+    if let Some(need) = spec.as_ref().and_then(ProbeSpec::min_timeout) {
+        if timeout <= need {
+            report.at(
+                value_span(&table, "timeout"),
+                format!("{prefix}.timeout"),
+                format!(
+                    "must be longer than the probe's deadline ({}); it is {}",
+                    humantime::format_duration(need),
+                    humantime::format_duration(timeout)
+                ),
+            );
+            ok = false;
+        }
+    }
     if timeout.is_zero() {
         report.at(
             value_span(&table, "timeout"),
@@ -900,6 +916,17 @@ fn parse_probe(
             .collect()
     };
     let depends_at = at("depends_on");
+    let refs_at = spec
+        .references()
+        .into_iter()
+        .map(|(key, _, _)| {
+            Located::new(
+                report.src,
+                value_span(&table, key),
+                format!("{prefix}.{key}"),
+            )
+        })
+        .collect();
     let alert_at = at("alert");
     Some(Pending {
         name_at: Located::new(
@@ -909,6 +936,7 @@ fn parse_probe(
         ),
         depends_at,
         alert_at,
+        refs_at,
         probe: ProbeConfig {
             name: common.name,
             health_set,
@@ -1078,6 +1106,17 @@ fn cross_check_probes(
                 errors.push(at.error("a probe cannot depend on itself"));
             } else if !seen.contains_key(dep) {
                 errors.push(at.error(format!("depends on unknown probe `{dep}`")));
+            }
+        }
+        for (i, (_, name, kind)) in p.probe.spec.references().into_iter().enumerate() {
+            let at = p.refs_at.get(i).unwrap_or(&p.name_at);
+            match pending.iter().find(|o| o.probe.name == name) {
+                None => errors.push(at.error(format!("no probe named `{name}`"))),
+                Some(o) if o.probe.kind() != kind => errors.push(at.error(format!(
+                    "`{name}` is a `{}` probe; expected a `{kind}` probe",
+                    o.probe.kind()
+                ))),
+                Some(_) => {}
             }
         }
         for (i, ch) in p.probe.alert.iter().enumerate() {

@@ -14,7 +14,10 @@ use axum::{Form, Json, Router};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::{delay, Lab, MetadataFault, ACCESS_TOKEN_SECONDS, ACS_APP_ID, ALLOWED_SKEW_SECONDS, EXCHANGE_APP_ID};
+use super::{
+    delay, Lab, MetadataFault, ACCESS_TOKEN_SECONDS, ACS_APP_ID, ALLOWED_SKEW_SECONDS,
+    EXCHANGE_APP_ID,
+};
 use crate::jwt;
 
 pub fn routes() -> Router<Lab> {
@@ -22,7 +25,10 @@ pub fn routes() -> Router<Lab> {
         .route("/metadata/json/1", get(acs_metadata))
         .route("/metadata/json/1/", get(acs_metadata))
         .route("/{tenant}/metadata/json/1", get(acs_metadata_in_path))
-        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid_configuration))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
         .route("/{tenant}/discovery/v2.0/keys", get(jwks))
         .route("/{tenant}/tokens/OAuth/2", post(acs_token))
         .route("/{tenant}/oauth2/v2.0/token", post(entra_token))
@@ -83,7 +89,11 @@ fn metadata_response(lab: &Lab, doc: Value) -> Response {
         }
         None => doc.to_string(),
     };
-    ([(header::CONTENT_TYPE, "application/json; charset=utf-8")], body).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 fn acs_document(lab: &Lab, base: &str, with_realm: bool) -> Value {
@@ -121,7 +131,10 @@ async fn acs_metadata(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let realm = q.iter().find(|(k, _)| k.eq_ignore_ascii_case("realm")).map(|(_, v)| v.clone());
+    let realm = q
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("realm"))
+        .map(|(_, v)| v.clone());
     match realm {
         Some(r) if !is_our_realm(&lab, &r) => not_found_realm(&r),
         Some(_) => metadata_response(&lab, acs_document(&lab, &base_url(&headers), true)),
@@ -130,7 +143,11 @@ async fn acs_metadata(
 }
 
 /// `GET /<tenant>/metadata/json/1`: the same document, realm in the path.
-async fn acs_metadata_in_path(State(lab): State<Lab>, headers: HeaderMap, Path(tenant): Path<String>) -> Response {
+async fn acs_metadata_in_path(
+    State(lab): State<Lab>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Response {
     if !is_our_realm(&lab, &tenant) {
         return not_found_realm(&tenant);
     }
@@ -146,7 +163,11 @@ fn not_found_realm(realm: &str) -> Response {
         .into_response()
 }
 
-async fn openid_configuration(State(lab): State<Lab>, headers: HeaderMap, Path(tenant): Path<String>) -> Response {
+async fn openid_configuration(
+    State(lab): State<Lab>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Response {
     if !is_our_realm(&lab, &tenant) {
         return not_found_realm(&tenant);
     }
@@ -162,7 +183,11 @@ async fn openid_configuration(State(lab): State<Lab>, headers: HeaderMap, Path(t
     });
     if lab.state().faults.metadata == Some(MetadataFault::NoIssuingEndpoint) {
         doc.as_object_mut().map(|o| o.remove("token_endpoint"));
-        return ([(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response();
+        return (
+            [(header::CONTENT_TYPE, "application/json")],
+            doc.to_string(),
+        )
+            .into_response();
     }
     metadata_response(&lab, doc)
 }
@@ -180,7 +205,11 @@ async fn jwks(State(lab): State<Lab>, Path(tenant): Path<String>) -> Response {
     if lab.state().faults.metadata == Some(MetadataFault::NoKeys) {
         doc["keys"] = json!([]);
     }
-    ([(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_string(),
+    )
+        .into_response()
 }
 
 /// Why an assertion was refused, in the two dialects.
@@ -241,7 +270,6 @@ fn trace_suffix(now: i64) -> String {
     )
 }
 
-
 /// Verifies a client assertion: RS256 against a registered credential valid now,
 /// then the claims. `check_claims` sees the decoded token.
 pub fn verify_assertion(
@@ -252,7 +280,11 @@ pub fn verify_assertion(
     let decoded = jwt::decode(assertion).map_err(|e| Reject::Malformed(e.to_string()))?;
     match decoded.alg() {
         Some("RS256") => {}
-        other => return Err(Reject::Alg(other.unwrap_or("missing").chars().take(16).collect())),
+        other => {
+            return Err(Reject::Alg(
+                other.unwrap_or("missing").chars().take(16).collect(),
+            ))
+        }
     }
     let x5t = decoded
         .header
@@ -282,8 +314,12 @@ pub fn verify_assertion(
         return Err(Reject::CredentialNotYetValid);
     }
     check_claims(&decoded, now)?;
-    let nbf = decoded.claim_i64("nbf").ok_or_else(|| Reject::Claims("nbf is missing".into()))?;
-    let exp = decoded.claim_i64("exp").ok_or_else(|| Reject::Claims("exp is missing".into()))?;
+    let nbf = decoded
+        .claim_i64("nbf")
+        .ok_or_else(|| Reject::Claims("nbf is missing".into()))?;
+    let exp = decoded
+        .claim_i64("exp")
+        .ok_or_else(|| Reject::Claims("exp is missing".into()))?;
     if now + ALLOWED_SKEW_SECONDS < nbf {
         return Err(Reject::TimeRange(format!(
             "The token is not yet valid: nbf is {}s ahead of the service's clock.",
@@ -337,7 +373,8 @@ async fn acs_token(
     Path(tenant): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    delay(lab.state().faults.token_latency_ms).await;
+    let ms = lab.state().faults.token_latency_ms;
+    delay(ms).await;
     let now = lab.now();
     let tenant_id = lab.tenant_id();
     let reply = |r: Reject| {
@@ -349,13 +386,21 @@ async fn acs_token(
         )
     };
     if !tenant.eq_ignore_ascii_case(&tenant_id) {
-        return reply(Reject::Malformed(format!("unknown tenant in the token endpoint path")));
+        return reply(Reject::Malformed(format!(
+            "unknown tenant in the token endpoint path"
+        )));
     }
-    if form.get("grant_type").map(String::as_str) != Some("http://oauth.net/grant_type/jwt/1.0/bearer") {
-        return reply(Reject::Malformed("grant_type must be http://oauth.net/grant_type/jwt/1.0/bearer.".into()));
+    if form.get("grant_type").map(String::as_str)
+        != Some("http://oauth.net/grant_type/jwt/1.0/bearer")
+    {
+        return reply(Reject::Malformed(
+            "grant_type must be http://oauth.net/grant_type/jwt/1.0/bearer.".into(),
+        ));
     }
     let (Some(assertion), Some(resource)) = (form.get("assertion"), form.get("resource")) else {
-        return reply(Reject::Malformed("assertion and resource are required.".into()));
+        return reply(Reject::Malformed(
+            "assertion and resource are required.".into(),
+        ));
     };
     let resource_ok = resource.starts_with(&format!("{EXCHANGE_APP_ID}/"))
         && resource.ends_with(&format!("@{tenant_id}"));
@@ -368,10 +413,14 @@ async fn acs_token(
     let expected_aud = format!("{ACS_APP_ID}/{}@{tenant_id}", authority(&headers));
     let checked = verify_assertion(&lab, assertion, |d, _| {
         if claim(d, "iss") != expected_iss {
-            return Err(Reject::Claims(format!("The issuer must be {expected_iss}.")));
+            return Err(Reject::Claims(format!(
+                "The issuer must be {expected_iss}."
+            )));
         }
         if claim(d, "aud") != expected_aud {
-            return Err(Reject::Claims(format!("The audience must be {expected_aud}.")));
+            return Err(Reject::Claims(format!(
+                "The audience must be {expected_aud}."
+            )));
         }
         Ok(())
     });
@@ -406,7 +455,8 @@ async fn entra_token(
     Path(tenant): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    delay(lab.state().faults.token_latency_ms).await;
+    let ms = lab.state().faults.token_latency_ms;
+    delay(ms).await;
     let now = lab.now();
     let tenant_id = lab.tenant_id();
     let reply = |r: Reject| {
@@ -440,7 +490,9 @@ async fn entra_token(
     }
     let (client_id, scope, assertion) = (get("client_id"), get("scope"), get("client_assertion"));
     if client_id.is_empty() || assertion.is_empty() || !scope.ends_with("/.default") {
-        return reply(Reject::Malformed("client_id, scope (<resource>/.default) and client_assertion are required.".into()));
+        return reply(Reject::Malformed(
+            "client_id, scope (<resource>/.default) and client_assertion are required.".into(),
+        ));
     }
     let expected_aud = format!("{}/{tenant}/oauth2/v2.0/token", base_url(&headers));
     let checked = verify_assertion(&lab, assertion, |d, _| {
@@ -448,7 +500,9 @@ async fn entra_token(
             return Err(Reject::Claims("iss and sub must equal client_id.".into()));
         }
         if claim(d, "aud") != expected_aud {
-            return Err(Reject::Claims(format!("The audience must be {expected_aud}.")));
+            return Err(Reject::Claims(format!(
+                "The audience must be {expected_aud}."
+            )));
         }
         if claim(d, "jti").is_empty() {
             return Err(Reject::Claims("jti is required.".into()));

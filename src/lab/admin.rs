@@ -16,7 +16,10 @@ pub fn routes() -> Router<Lab> {
         .route("/admin/state", get(state))
         .route("/admin/credentials", post(register).get(list_credentials))
         .route("/admin/credentials/{id}", delete(revoke))
-        .route("/admin/faults", get(get_faults).put(put_faults).delete(clear_faults))
+        .route(
+            "/admin/faults",
+            get(get_faults).put(put_faults).delete(clear_faults),
+        )
         .route("/admin/mailboxes", post(add_mailbox))
 }
 
@@ -36,7 +39,9 @@ struct NewCredential {
 
 fn unix(v: &serde_json::Value) -> Result<i64, String> {
     match v {
-        serde_json::Value::Number(n) => n.as_i64().ok_or_else(|| "dates must be whole seconds".to_string()),
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| "dates must be whole seconds".to_string()),
         serde_json::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp())
             .map_err(|e| format!("`{s}` is not an RFC 3339 date: {e}")),
@@ -51,7 +56,10 @@ async fn register(State(lab): State<Lab>, Json(req): Json<NewCredential>) -> Res
         Err(e) => return bad_request(format!("cert_pem is not a PEM certificate: {e}")),
     };
     let (nb, na) = match x509_parser::parse_x509_certificate(&der) {
-        Ok((_, c)) => (c.validity().not_before.timestamp(), c.validity().not_after.timestamp()),
+        Ok((_, c)) => (
+            c.validity().not_before.timestamp(),
+            c.validity().not_after.timestamp(),
+        ),
         Err(e) => return bad_request(format!("cert_pem is not an X.509 certificate: {e}")),
     };
     let start = match req.start.as_ref().map(unix).transpose() {
@@ -79,7 +87,11 @@ async fn revoke(State(lab): State<Lab>, Path(id): Path<u64>) -> Response {
     if lab.state().revoke(id) {
         StatusCode::NO_CONTENT.into_response()
     } else {
-        (StatusCode::NOT_FOUND, Json(json!({"error": format!("no credential {id}")}))).into_response()
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no credential {id}")})),
+        )
+            .into_response()
     }
 }
 
@@ -110,7 +122,11 @@ async fn add_mailbox(State(lab): State<Lab>, Json(m): Json<NewMailbox>) -> Respo
     if !m.address.contains('@') {
         return bad_request(format!("`{}` is not a mail address", m.address));
     }
-    if let Some(d) = m.devices.iter().find(|d| d.len() != 64 || !d.chars().all(|c| c.is_ascii_hexdigit())) {
+    if let Some(d) = m
+        .devices
+        .iter()
+        .find(|d| d.len() != 64 || !d.chars().all(|c| c.is_ascii_hexdigit()))
+    {
         return bad_request(format!("device token `{d}` is not 64 hex digits"));
     }
     let devices: Vec<String> = m.devices.iter().map(|d| d.to_ascii_lowercase()).collect();

@@ -157,7 +157,12 @@ const LOG_CAP: usize = 1000;
 impl LabState {
     /// Registers a certificate (DER) as a key credential valid from `start` to
     /// `end` (unix seconds), as `New-MsolServicePrincipalCredential` does.
-    pub fn register(&mut self, cert_der: &[u8], start: i64, end: i64) -> Result<Registered, String> {
+    pub fn register(
+        &mut self,
+        cert_der: &[u8],
+        start: i64,
+        end: i64,
+    ) -> Result<Registered, String> {
         let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
             .map_err(|e| format!("not an X.509 certificate: {e}"))?;
         let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der);
@@ -280,6 +285,18 @@ pub fn tenant_id_for(domain: &str) -> String {
 }
 
 pub use crate::guid::is_guid;
+
+/// A certificate file's DER: PEM (first CERTIFICATE block) or DER as is.
+pub fn cert_der_from(data: &[u8]) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    if data.windows(11).any(|w| w == b"-----BEGIN ") {
+        rustls::pki_types::CertificateDer::from_pem_slice(data)
+            .map(|c| c.to_vec())
+            .map_err(|e| format!("no PEM certificate: {e}"))
+    } else {
+        Ok(data.to_vec())
+    }
+}
 
 /// A running lab: its addresses and how to stop it.
 pub struct Running {

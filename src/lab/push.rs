@@ -78,12 +78,17 @@ fn check_bearer(lab: &Lab, headers: &HeaderMap) -> Result<(), &'static str> {
     }
     let now = lab.now();
     match (d.claim_i64("nbf"), d.claim_i64("exp")) {
-        (Some(nbf), Some(exp)) if now + ALLOWED_SKEW_SECONDS >= nbf && now - ALLOWED_SKEW_SECONDS <= exp => Ok(()),
+        (Some(nbf), Some(exp))
+            if now + ALLOWED_SKEW_SECONDS >= nbf && now - ALLOWED_SKEW_SECONDS <= exp =>
+        {
+            Ok(())
+        }
         _ => Err("The bearer token has expired or is not yet valid."),
     }
 }
 
 /// What a batch asks for, once validated.
+#[derive(Debug)]
 struct Delivery {
     device: String,
     badge: u32,
@@ -92,7 +97,8 @@ struct Delivery {
 /// Validates a notification batch as the proxy does; returns the badge updates of
 /// the non-monitoring notifications.
 fn validate_batch(body: &[u8], now_ms: i64) -> Result<Vec<Delivery>, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("The request body is not valid JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
     let notes = v
         .get("notifications")
         .and_then(Value::as_array)
@@ -102,12 +108,22 @@ fn validate_batch(body: &[u8], now_ms: i64) -> Result<Vec<Delivery>, String> {
     }
     let mut out = Vec::new();
     for (i, n) in notes.iter().enumerate() {
-        let payload = n.get("payload").ok_or(format!("Notification {i} has no payload."))?;
-        let tenant = payload.get("tenantId").and_then(Value::as_str).unwrap_or("");
+        let payload = n
+            .get("payload")
+            .ok_or(format!("Notification {i} has no payload."))?;
+        let tenant = payload
+            .get("tenantId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !tenant.is_empty() && !is_guid(tenant) {
-            return Err(format!("Notification {i}: tenantId must be empty or a GUID."));
+            return Err(format!(
+                "Notification {i}: tenantId must be empty or a GUID."
+            ));
         }
-        let monitoring = payload.get("isMonitoring").and_then(Value::as_bool).unwrap_or(false);
+        let monitoring = payload
+            .get("isMonitoring")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let count = payload.get("unseenEmailCount").and_then(Value::as_u64);
         let recipients = n
             .get("recipients")
@@ -118,13 +134,17 @@ fn validate_batch(body: &[u8], now_ms: i64) -> Result<Vec<Delivery>, String> {
             let app = r.get("appId").and_then(Value::as_str).unwrap_or("");
             let device = r.get("deviceId").and_then(Value::as_str).unwrap_or("");
             if app.is_empty() || device.is_empty() {
-                return Err(format!("Notification {i}, recipient {j}: appId and deviceId are required."));
+                return Err(format!(
+                    "Notification {i}, recipient {j}: appId and deviceId are required."
+                ));
             }
             if let Some(update) = r.get("lastSubscriptionUpdate").and_then(Value::as_str) {
                 let ms = parse_wcf_date(update)
                     .ok_or(format!("Notification {i}, recipient {j}: lastSubscriptionUpdate is not a /Date(ms)/ value."))?;
                 if ms > now_ms + ALLOWED_SKEW_SECONDS * 1000 {
-                    return Err(format!("Notification {i}, recipient {j}: lastSubscriptionUpdate is in the future."));
+                    return Err(format!(
+                        "Notification {i}, recipient {j}: lastSubscriptionUpdate is in the future."
+                    ));
                 }
             }
             if !monitoring {
@@ -142,7 +162,10 @@ fn validate_batch(body: &[u8], now_ms: i64) -> Result<Vec<Delivery>, String> {
 
 /// `\/Date(1700000000000)\/` (the JSON escape is already undone) -> milliseconds.
 fn parse_wcf_date(s: &str) -> Option<i64> {
-    let inner = s.trim_matches('/').strip_prefix("Date(")?.strip_suffix(')')?;
+    let inner = s
+        .trim_matches('/')
+        .strip_prefix("Date(")?
+        .strip_suffix(')')?;
     let digits = inner.split(['+', '-']).next().filter(|d| !d.is_empty())?;
     digits.parse().ok()
 }
@@ -157,7 +180,12 @@ async fn publish(State(lab): State<Lab>, headers: HeaderMap, body: Bytes) -> Res
         return unauthorized(&lab, why);
     }
     if body.len() > MAX_BATCH_BYTES {
-        return fault(StatusCode::PAYLOAD_TOO_LARGE, "The batch is too large.", false, 0);
+        return fault(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The batch is too large.",
+            false,
+            0,
+        );
     }
     let deliveries = match validate_batch(&body, lab.now() * 1000) {
         Ok(d) => d,
@@ -170,7 +198,12 @@ async fn publish(State(lab): State<Lab>, headers: HeaderMap, body: Bytes) -> Res
             backoff_ms,
         }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return fault(status, "The push notification service is unavailable (injected fault).", can_retry, backoff_ms);
+            return fault(
+                status,
+                "The push notification service is unavailable (injected fault).",
+                can_retry,
+                backoff_ms,
+            );
         }
         Some(PushFault::Drop) => {}
         None => {
@@ -217,8 +250,11 @@ async fn apns(State(lab): State<Lab>, Path(token): Path<String>, body: Bytes) ->
         return apns_error(StatusCode::BAD_REQUEST, "BadPayload");
     };
     let now = lab.now();
-    lab.state()
-        .set_badge(&token.to_ascii_lowercase(), badge.min(u64::from(u32::MAX)) as u32, now);
+    lab.state().set_badge(
+        &token.to_ascii_lowercase(),
+        badge.min(u64::from(u32::MAX)) as u32,
+        now,
+    );
     let mut resp = StatusCode::OK.into_response();
     if let Ok(v) = HeaderValue::from_str(&crate::guid::random().to_uppercase()) {
         resp.headers_mut().insert("apns-id", v);
@@ -229,8 +265,14 @@ async fn apns(State(lab): State<Lab>, Path(token): Path<String>, body: Bytes) ->
 async fn device(State(lab): State<Lab>, Path(token): Path<String>) -> Response {
     let s = lab.state();
     let token = token.to_ascii_lowercase();
-    let last = s.badge_log.iter().rev().find(|e| e.device == token).map(|e| e.at);
-    Json(json!({"device": token, "badge": s.badges.get(&token), "updated_at": last})).into_response()
+    let last = s
+        .badge_log
+        .iter()
+        .rev()
+        .find(|e| e.device == token)
+        .map(|e| e.at);
+    Json(json!({"device": token, "badge": s.badges.get(&token), "updated_at": last}))
+        .into_response()
 }
 
 async fn mailbox(State(lab): State<Lab>, Path(address): Path<String>) -> Response {
@@ -242,9 +284,14 @@ async fn mailbox(State(lab): State<Lab>, Path(address): Path<String>) -> Respons
                 .iter()
                 .map(|d| json!({"device": d, "badge": s.badges.get(d)}))
                 .collect();
-            Json(json!({"address": address, "unseen": m.unseen, "devices": devices})).into_response()
+            Json(json!({"address": address, "unseen": m.unseen, "devices": devices}))
+                .into_response()
         }
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such mailbox"}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such mailbox"})),
+        )
+            .into_response(),
     }
 }
 
@@ -254,10 +301,17 @@ pub async fn mail_arrived(lab: &Lab, address: &str) {
     let (devices, badge, fault_cfg, latency) = {
         let mut s = lab.state();
         let key = address.to_ascii_lowercase();
-        let Some(m) = s.mailboxes.get_mut(&key) else { return };
+        let Some(m) = s.mailboxes.get_mut(&key) else {
+            return;
+        };
         m.unseen = m.unseen.saturating_add(1);
         let out = (m.devices.clone(), m.unseen);
-        (out.0, out.1, s.faults.push.clone(), s.faults.push_latency_ms)
+        (
+            out.0,
+            out.1,
+            s.faults.push.clone(),
+            s.faults.push_latency_ms,
+        )
     };
     if fault_cfg.is_some() {
         return; // a failing or dropping proxy delivers nothing
@@ -290,21 +344,43 @@ mod tests {
         let ok = validate_batch(&batch("", "ab", "/Date(1690000000000)/"), now).unwrap();
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].badge, 4);
-        assert!(validate_batch(&batch("nope", "ab", "/Date(1)/"), now).unwrap_err().contains("GUID"));
-        assert!(validate_batch(&batch("", "", "/Date(1)/"), now).unwrap_err().contains("deviceId"));
-        assert!(validate_batch(&batch("", "ab", "/Date(1800000000000)/"), now).unwrap_err().contains("future"));
-        assert!(validate_batch(&batch("", "ab", "yesterday"), now).unwrap_err().contains("/Date("));
-        assert!(validate_batch(br#"{"notifications":[]}"#, now).unwrap_err().contains("no notifications"));
-        assert!(validate_batch(b"{", now).unwrap_err().contains("not valid JSON"));
+        assert!(validate_batch(&batch("nope", "ab", "/Date(1)/"), now)
+            .unwrap_err()
+            .contains("GUID"));
+        assert!(validate_batch(&batch("", "", "/Date(1)/"), now)
+            .unwrap_err()
+            .contains("deviceId"));
+        assert!(
+            validate_batch(&batch("", "ab", "/Date(1800000000000)/"), now)
+                .unwrap_err()
+                .contains("future")
+        );
+        assert!(validate_batch(&batch("", "ab", "yesterday"), now)
+            .unwrap_err()
+            .contains("/Date("));
+        assert!(validate_batch(br#"{"notifications":[]}"#, now)
+            .unwrap_err()
+            .contains("no notifications"));
+        assert!(validate_batch(b"{", now)
+            .unwrap_err()
+            .contains("not valid JSON"));
         let monitoring = json!({"notifications": [{"payload": {"tenantId": "", "unseenEmailCount": 1, "isMonitoring": true},
             "recipients": [{"appId": "MonitoringProbeAppId", "deviceId": "0000"}]}]});
-        assert!(validate_batch(monitoring.to_string().as_bytes(), now).unwrap().is_empty());
+        assert!(validate_batch(monitoring.to_string().as_bytes(), now)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn wcf_dates_parse() {
-        assert_eq!(parse_wcf_date("/Date(1700000000000)/"), Some(1_700_000_000_000));
-        assert_eq!(parse_wcf_date("/Date(1700000000000+0100)/"), Some(1_700_000_000_000));
+        assert_eq!(
+            parse_wcf_date("/Date(1700000000000)/"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_wcf_date("/Date(1700000000000+0100)/"),
+            Some(1_700_000_000_000)
+        );
         assert_eq!(parse_wcf_date("/Date()/"), None);
         assert_eq!(parse_wcf_date("1700000000000"), None);
     }

@@ -39,16 +39,26 @@ pub async fn serve(listener: TcpListener, lab: Lab, shutdown: CancellationToken)
 }
 
 /// Reads one line (CRLF or LF), bounded; None at EOF.
-async fn read_line(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> std::io::Result<Option<String>> {
+async fn read_line(
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> std::io::Result<Option<String>> {
     let mut buf = Vec::new();
-    let n = tokio::time::timeout(IDLE, (&mut *r).take(MAX_LINE as u64 + 2).read_until(b'\n', &mut buf))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle"))??;
+    let n = tokio::time::timeout(
+        IDLE,
+        (&mut *r)
+            .take(MAX_LINE as u64 + 2)
+            .read_until(b'\n', &mut buf),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle"))??;
     if n == 0 {
         return Ok(None);
     }
     if !buf.ends_with(b"\n") {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "line too long"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "line too long",
+        ));
     }
     while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         buf.pop();
@@ -67,7 +77,8 @@ fn address(arg: &str) -> Option<String> {
 async fn session(stream: TcpStream, lab: Lab) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    w.write_all(format!("220 {HOST} ESMTP sonde lab\r\n").as_bytes()).await?;
+    w.write_all(format!("220 {HOST} ESMTP sonde lab\r\n").as_bytes())
+        .await?;
     let mut from: Option<String> = None;
     let mut rcpts: Vec<String> = Vec::new();
     while let Some(line) = read_line(&mut r).await? {
@@ -76,12 +87,20 @@ async fn session(stream: TcpStream, lab: Lab) -> std::io::Result<()> {
             None => (line.to_ascii_uppercase(), String::new()),
         };
         let reply: String = match verb.as_str() {
-            "EHLO" => format!("250-{HOST}\r\n250-AUTH PLAIN LOGIN\r\n250-SIZE {MAX_MESSAGE}\r\n250 8BITMIME\r\n"),
+            "EHLO" => format!(
+                "250-{HOST}\r\n250-AUTH PLAIN LOGIN\r\n250-SIZE {MAX_MESSAGE}\r\n250 8BITMIME\r\n"
+            ),
             "HELO" => format!("250 {HOST}\r\n"),
             "AUTH" => {
-                let mech = arg.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                let mech = arg
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
                 match mech.as_str() {
-                    "PLAIN" if arg.split_whitespace().nth(1).is_some() => "235 2.7.0 Authentication successful\r\n".into(),
+                    "PLAIN" if arg.split_whitespace().nth(1).is_some() => {
+                        "235 2.7.0 Authentication successful\r\n".into()
+                    }
                     "PLAIN" => {
                         w.write_all(b"334 \r\n").await?;
                         read_line(&mut r).await?;
@@ -118,7 +137,8 @@ async fn session(stream: TcpStream, lab: Lab) -> std::io::Result<()> {
             },
             "DATA" if rcpts.is_empty() => "503 5.5.1 Need RCPT first\r\n".into(),
             "DATA" => {
-                w.write_all(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n").await?;
+                w.write_all(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n")
+                    .await?;
                 let mut bytes = 0usize;
                 let mut subject = String::new();
                 let mut in_headers = true;
@@ -137,7 +157,10 @@ async fn session(stream: TcpStream, lab: Lab) -> std::io::Result<()> {
                     if in_headers {
                         if l.is_empty() {
                             in_headers = false;
-                        } else if let Some(s) = l.strip_prefix("Subject:").or_else(|| l.strip_prefix("subject:")) {
+                        } else if let Some(s) = l
+                            .strip_prefix("Subject:")
+                            .or_else(|| l.strip_prefix("subject:"))
+                        {
                             subject = s.trim().chars().take(200).collect();
                         }
                     }

@@ -254,7 +254,7 @@ pub fn human_duration(secs: i64) -> String {
     format!("{sign}{body}")
 }
 
-fn rfc3339(ts: i64) -> String {
+pub(crate) fn rfc3339(ts: i64) -> String {
     DateTime::<Utc>::from_timestamp(ts, 0)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_else(|| format!("@{ts}"))

@@ -670,7 +670,9 @@ pub(crate) fn request_failure(err: &reqwest::Error, what: &str) -> Outcome {
     let detail = error_chain(err);
     match classify(err) {
         ErrorKind::Tls(tls) => Outcome::critical(Category::Tls, format!("{what}: TLS: {tls}")),
-        ErrorKind::Redirect(message) => Outcome::critical(Category::Protocol, format!("{what}: {message}")),
+        ErrorKind::Redirect(message) => {
+            Outcome::critical(Category::Protocol, format!("{what}: {message}"))
+        }
         ErrorKind::Connect | ErrorKind::Io => {
             Outcome::critical(Category::Network, format!("{what}: {detail}"))
         }

@@ -7,6 +7,9 @@
 
 pub mod certificate;
 pub mod http;
+pub mod metadata;
+pub mod push;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -184,10 +187,13 @@ pub trait Probe: Send + Sync {
 pub enum ProbeSpec {
     Certificate(certificate::CertificateConfig),
     Http(http::HttpConfig),
+    Metadata(metadata::MetadataConfig),
+    Token(token::TokenConfig),
+    Push(push::PushConfig),
 }
 
 /// The kinds the config accepts, in the order the README documents them.
-pub const KINDS: &[&str] = &["certificate", "http"];
+pub const KINDS: &[&str] = &["certificate", "http", "metadata", "token", "push"];
 
 /// A problem found while validating a kind's settings: the key it concerns
 /// (empty for the table as a whole) and what is wrong.
@@ -211,6 +217,9 @@ impl ProbeSpec {
         match self {
             ProbeSpec::Certificate(_) => "certificate",
             ProbeSpec::Http(_) => "http",
+            ProbeSpec::Metadata(_) => "metadata",
+            ProbeSpec::Token(_) => "token",
+            ProbeSpec::Push(_) => "push",
         }
     }
 
@@ -222,6 +231,9 @@ impl ProbeSpec {
         Ok(Some(match kind {
             "certificate" => ProbeSpec::Certificate(Deserialize::deserialize(de)?),
             "http" => ProbeSpec::Http(Deserialize::deserialize(de)?),
+            "metadata" => ProbeSpec::Metadata(Deserialize::deserialize(de)?),
+            "token" => ProbeSpec::Token(Deserialize::deserialize(de)?),
+            "push" => ProbeSpec::Push(Deserialize::deserialize(de)?),
             _ => return Ok(None),
         }))
     }
@@ -231,6 +243,9 @@ impl ProbeSpec {
         match self {
             ProbeSpec::Certificate(c) => c.validate(),
             ProbeSpec::Http(c) => c.validate(),
+            ProbeSpec::Metadata(c) => c.validate(),
+            ProbeSpec::Token(c) => c.validate(),
+            ProbeSpec::Push(c) => c.validate(),
         }
     }
 
@@ -242,16 +257,60 @@ impl ProbeSpec {
                 warn: Some(format!("{}:", c.warn_before.as_secs())),
                 crit: Some(format!("{}:", c.critical_before.as_secs())),
             }],
-            ProbeSpec::Http(_) => Vec::new(),
+            ProbeSpec::Metadata(c) => vec![crate::output::Threshold {
+                observation: "seconds_left",
+                warn: Some(format!("{}:", c.warn_before.as_secs())),
+                crit: Some(format!("{}:", c.critical_before.as_secs())),
+            }],
+            ProbeSpec::Http(_) | ProbeSpec::Token(_) | ProbeSpec::Push(_) => Vec::new(),
+        }
+    }
+
+    /// Other probes this one uses: (key, probe name, the kind it must be).
+    pub fn references(&self) -> Vec<(&'static str, &str, &'static str)> {
+        match self {
+            ProbeSpec::Push(c) => c
+                .token_probe
+                .as_deref()
+                .map(|name| ("token_probe", name, "token"))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The shortest `timeout` a run of this probe can live with.
+    pub fn min_timeout(&self) -> Option<std::time::Duration> {
+        match self {
+            ProbeSpec::Push(c) => c.min_timeout(),
+            _ => None,
         }
     }
 
     /// Builds the runnable probe. `base_dir` is the directory of the file that
     /// defined the probe: relative paths in the spec resolve against it.
-    pub fn build(&self, base_dir: &Path) -> Result<Arc<dyn Probe>, String> {
+    /// `lookup` finds another probe's spec and directory by name (see `references`).
+    pub fn build<'c>(
+        &self,
+        base_dir: &Path,
+        lookup: &dyn Fn(&str) -> Option<(&'c ProbeSpec, &'c Path)>,
+    ) -> Result<Arc<dyn Probe>, String> {
         Ok(match self {
             ProbeSpec::Certificate(c) => Arc::new(certificate::CertificateProbe::new(c, base_dir)?),
             ProbeSpec::Http(c) => Arc::new(http::HttpProbe::new(c, base_dir)?),
+            ProbeSpec::Metadata(c) => Arc::new(metadata::MetadataProbe::new(c, base_dir)?),
+            ProbeSpec::Token(c) => Arc::new(token::TokenProbe::new(c, base_dir)?),
+            ProbeSpec::Push(c) => {
+                let token = c
+                    .token_probe
+                    .as_deref()
+                    .and_then(lookup)
+                    .and_then(|(spec, dir)| match spec {
+                        ProbeSpec::Token(t) => Some((t, dir)),
+                        _ => None,
+                    });
+                Arc::new(push::PushProbe::new(c, base_dir, token)?)
+            }
         })
     }
 }

@@ -90,11 +90,20 @@ impl TokenConfig {
             p.push(SpecProblem::new("tenant", "must not be empty"));
         }
         match (&self.metadata_url, &self.token_url) {
-            (None, None) => p.push(SpecProblem::new("metadata_url", "give metadata_url or token_url")),
-            (Some(_), Some(_)) => p.push(SpecProblem::new("token_url", "give metadata_url or token_url, not both")),
+            (None, None) => p.push(SpecProblem::new(
+                "metadata_url",
+                "give metadata_url or token_url",
+            )),
+            (Some(_), Some(_)) => p.push(SpecProblem::new(
+                "token_url",
+                "give metadata_url or token_url, not both",
+            )),
             _ => {}
         }
-        for (key, url) in [("metadata_url", &self.metadata_url), ("token_url", &self.token_url)] {
+        for (key, url) in [
+            ("metadata_url", &self.metadata_url),
+            ("token_url", &self.token_url),
+        ] {
             if let Some(u) = url {
                 match reqwest::Url::parse(u) {
                     Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -115,11 +124,15 @@ impl TokenConfig {
         }
         match self.mode {
             Mode::Entra if self.client_id.as_deref().is_none_or(str::is_empty) => {
-                p.push(SpecProblem::new("client_id", "mode = \"entra\" needs the application's client_id"))
+                p.push(SpecProblem::new(
+                    "client_id",
+                    "mode = \"entra\" needs the application's client_id",
+                ))
             }
-            Mode::Acs if self.client_id.is_some() => {
-                p.push(SpecProblem::new("client_id", "only used with mode = \"entra\""))
-            }
+            Mode::Acs if self.client_id.is_some() => p.push(SpecProblem::new(
+                "client_id",
+                "only used with mode = \"entra\"",
+            )),
             _ => {}
         }
         if self.key_path.trim().is_empty() {
@@ -130,17 +143,26 @@ impl TokenConfig {
                 "cert_path",
                 "a PEM key_path needs cert_path (or use a .pfx/.p12 key_path)",
             )),
-            (true, Some(_)) => p.push(SpecProblem::new("cert_path", "a PKCS#12 key_path already holds the certificate")),
+            (true, Some(_)) => p.push(SpecProblem::new(
+                "cert_path",
+                "a PKCS#12 key_path already holds the certificate",
+            )),
             _ => {}
         }
         if self.password_env.is_some() && self.password_file.is_some() {
-            p.push(SpecProblem::new("password_file", "give password_env or password_file, not both"));
+            p.push(SpecProblem::new(
+                "password_file",
+                "give password_env or password_file, not both",
+            ));
         }
         if self.warn_skew > self.max_skew {
             p.push(SpecProblem::new("warn_skew", "must not exceed max_skew"));
         }
         if !self.verify && self.ca_file.is_some() {
-            p.push(SpecProblem::new("ca_file", "has no effect with verify = false"));
+            p.push(SpecProblem::new(
+                "ca_file",
+                "has no effect with verify = false",
+            ));
         }
         p
     }
@@ -231,20 +253,25 @@ impl TokenClient {
     async fn credential(&self) -> Result<SigningCredential, Outcome> {
         let read = |path: PathBuf| async move {
             tokio::fs::read(&path).await.map_err(|e| {
-                Outcome::critical(Category::Config, format!("cannot read {}: {}", path.display(), io_reason(&e)))
+                Outcome::critical(
+                    Category::Config,
+                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
+                )
             })
         };
         match &self.key {
             KeySource::Pem { key, cert } => {
                 let (k, c) = (read(key.clone()).await?, read(cert.clone()).await?);
-                credential::from_pem(&k, &c)
-                    .map_err(|e| Outcome::critical(Category::Config, format!("signing credential: {e}")))
+                credential::from_pem(&k, &c).map_err(|e| {
+                    Outcome::critical(Category::Config, format!("signing credential: {e}"))
+                })
             }
             KeySource::Pkcs12 { path } => {
                 let data = read(path.clone()).await?;
                 let password = self.password().await?;
-                credential::from_pkcs12(&data, &password)
-                    .map_err(|e| Outcome::critical(Category::Config, format!("signing credential: {e}")))
+                credential::from_pkcs12(&data, &password).map_err(|e| {
+                    Outcome::critical(Category::Config, format!("signing credential: {e}"))
+                })
             }
         }
     }
@@ -252,7 +279,10 @@ impl TokenClient {
     async fn password(&self) -> Result<String, Outcome> {
         if let Some(var) = &self.password_env {
             return std::env::var(var).map_err(|_| {
-                Outcome::critical(Category::Config, format!("password variable {var} is not set"))
+                Outcome::critical(
+                    Category::Config,
+                    format!("password variable {var} is not set"),
+                )
             });
         }
         if let Some(file) = &self.password_file {
@@ -260,7 +290,11 @@ impl TokenClient {
                 Ok(t) => Ok(t.trim().to_string()),
                 Err(e) => Err(Outcome::critical(
                     Category::Config,
-                    format!("cannot read password file {}: {}", file.display(), io_reason(&e)),
+                    format!(
+                        "cannot read password file {}: {}",
+                        file.display(),
+                        io_reason(&e)
+                    ),
                 )),
             };
         }
@@ -279,7 +313,11 @@ impl TokenClient {
                     .map_err(|o| prefixed(o, "metadata"))?;
                 observations.push(("metadata_latency_seconds", stats.latency.as_secs_f64()));
                 let tenant = tenant_of(&doc, &self.tenant);
-                (doc.issuing_endpoint.clone(), tenant, Some(doc.signing_certs))
+                (
+                    doc.issuing_endpoint.clone(),
+                    tenant,
+                    Some(doc.signing_certs),
+                )
             }
             None => (
                 self.token_url.clone().unwrap_or_default(),
@@ -288,7 +326,10 @@ impl TokenClient {
             ),
         };
         let endpoint_url = reqwest::Url::parse(&endpoint).map_err(|e| {
-            Outcome::critical(Category::Protocol, format!("issuing endpoint `{endpoint}` is not a URL: {e}"))
+            Outcome::critical(
+                Category::Protocol,
+                format!("issuing endpoint `{endpoint}` is not a URL: {e}"),
+            )
         })?;
         let now = ctx.clock.now().timestamp();
         let resource = self.resource_for(&tenant_id);
@@ -323,7 +364,10 @@ impl TokenClient {
                 vec![
                     ("grant_type", "client_credentials".to_string()),
                     ("client_id", client_id),
-                    ("scope", format!("{}/.default", resource.trim_end_matches('/'))),
+                    (
+                        "scope",
+                        format!("{}/.default", resource.trim_end_matches('/')),
+                    ),
                     (
                         "client_assertion_type",
                         "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string(),
@@ -341,7 +385,12 @@ impl TokenClient {
             .form(&form)
             .send()
             .await
-            .map_err(|e| super::http::request_failure(&e, &format!("token request to {}", shown(&endpoint_url))))?;
+            .map_err(|e| {
+                super::http::request_failure(
+                    &e,
+                    &format!("token request to {}", shown(&endpoint_url)),
+                )
+            })?;
         let status = response.status();
         let server_date = response
             .headers()
@@ -349,7 +398,9 @@ impl TokenClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
             .map(|t| t.timestamp());
-        let body = read_capped(response, MAX_RESPONSE).await.map_err(|o| prefixed(o, "token response"))?;
+        let body = read_capped(response, MAX_RESPONSE)
+            .await
+            .map_err(|o| prefixed(o, "token response"))?;
         let latency = start.elapsed();
         observations.push(("latency_seconds", latency.as_secs_f64()));
         let local = ctx.clock.now().timestamp();
@@ -369,7 +420,8 @@ impl TokenClient {
                     ),
                 );
                 if !status.is_success() {
-                    o.summary.push_str(&format!("; {}", error_text(&body, self.mode).1));
+                    o.summary
+                        .push_str(&format!("; {}", error_text(&body, self.mode).1));
                 }
                 return Err(with_observations(o, &observations));
             }
@@ -380,20 +432,36 @@ impl TokenClient {
             if let Some(s) = &skew_text {
                 summary.push_str(&format!("; {s}"));
             }
-            return Err(with_observations(Outcome::critical(category, summary), &observations));
+            return Err(with_observations(
+                Outcome::critical(category, summary),
+                &observations,
+            ));
         }
         let answer: Value = serde_json::from_slice(&body).map_err(|e| {
             with_observations(
-                Outcome::critical(Category::Protocol, format!("token response is not JSON: {e}")),
+                Outcome::critical(
+                    Category::Protocol,
+                    format!("token response is not JSON: {e}"),
+                ),
                 &observations,
             )
         })?;
-        let checked = check_answer(&answer, &resource, signing_keys.as_deref(), local, self.mode)
-            .map_err(|o| with_observations(o, &observations))?;
+        let checked = check_answer(
+            &answer,
+            &resource,
+            signing_keys.as_deref(),
+            local,
+            self.mode,
+        )
+        .map_err(|o| with_observations(o, &observations))?;
         observations.push(("token_lifetime_seconds", (checked.exp - checked.nbf) as f64));
         observations.push(("expires_in_seconds", (checked.exp - local) as f64));
         let warning = skew.filter(|s| s.abs() > self.warn_skew).map(|s| {
-            format!("clock skew {} (warning over {})", skew_words(s), skew_words(self.warn_skew))
+            format!(
+                "clock skew {} (warning over {})",
+                skew_words(s),
+                skew_words(self.warn_skew)
+            )
         });
         let keys_note = if signing_keys.is_some() {
             "signature verified against the metadata"
@@ -465,10 +533,13 @@ fn shown(url: &reqwest::Url) -> String {
 }
 
 fn sign(cred: &SigningCredential, header: &Value, claims: &Value) -> Result<String, Outcome> {
-    cred.sign_rs256(header, claims)
-        .map_err(|e| Outcome::critical(Category::Internal, format!("cannot sign the assertion: {e}")))
+    cred.sign_rs256(header, claims).map_err(|e| {
+        Outcome::critical(
+            Category::Internal,
+            format!("cannot sign the assertion: {e}"),
+        )
+    })
 }
-
 
 fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
@@ -525,7 +596,10 @@ async fn read_capped(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8
 pub fn error_text(body: &[u8], mode: Mode) -> (Category, String) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let error = v.get("error").and_then(Value::as_str).unwrap_or("");
-    let description = v.get("error_description").and_then(Value::as_str).unwrap_or("");
+    let description = v
+        .get("error_description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     // First line only: the rest is Trace ID / Correlation ID / Timestamp.
     let first = description.lines().next().unwrap_or("").trim();
     let code: String = first
@@ -570,7 +644,14 @@ pub fn error_text(body: &[u8], mode: Mode) -> (Category, String) {
     };
     let detail: String = first.chars().take(200).collect();
     let text = if detail.is_empty() {
-        format!("{meaning} ({})", if error.is_empty() { "no error body" } else { error })
+        format!(
+            "{meaning} ({})",
+            if error.is_empty() {
+                "no error body"
+            } else {
+                error
+            }
+        )
     } else {
         format!("{meaning} ({detail})")
     };
@@ -593,23 +674,36 @@ fn check_answer(
     mode: Mode,
 ) -> Result<Checked, Outcome> {
     let bad = |s: String| Outcome::critical(Category::Auth, s);
-    let token_type = answer.get("token_type").and_then(Value::as_str).unwrap_or("");
+    let token_type = answer
+        .get("token_type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !token_type.eq_ignore_ascii_case("bearer") {
-        return Err(bad(format!("token_type is `{}`, expected Bearer", token_type.chars().take(32).collect::<String>())));
+        return Err(bad(format!(
+            "token_type is `{}`, expected Bearer",
+            token_type.chars().take(32).collect::<String>()
+        )));
     }
     if mode == Mode::Acs {
         // ACS sends its numbers as strings; accept both.
-        let ok = ["expires_in", "not_before", "expires_on"]
-            .iter()
-            .all(|k| answer.get(*k).is_none_or(|v| v.is_string() || v.is_number()));
+        let ok = ["expires_in", "not_before", "expires_on"].iter().all(|k| {
+            answer
+                .get(*k)
+                .is_none_or(|v| v.is_string() || v.is_number())
+        });
         if !ok {
-            return Err(Outcome::critical(Category::Protocol, "token response has malformed times"));
+            return Err(Outcome::critical(
+                Category::Protocol,
+                "token response has malformed times",
+            ));
         }
     }
     let token = answer
         .get("access_token")
         .and_then(Value::as_str)
-        .ok_or_else(|| Outcome::critical(Category::Protocol, "token response has no access_token"))?;
+        .ok_or_else(|| {
+            Outcome::critical(Category::Protocol, "token response has no access_token")
+        })?;
     let decoded = jwt::decode(token).map_err(|e| bad(format!("access token is not a JWT: {e}")))?;
     if decoded.alg() != Some("RS256") {
         return Err(bad("access token is not signed with RS256".into()));
@@ -624,10 +718,15 @@ fn check_answer(
     let aud = decoded.claim_str("aud").unwrap_or("");
     let aud_ok = match mode {
         Mode::Acs => aud == resource,
-        Mode::Entra => aud == resource || aud.trim_end_matches('/') == resource.trim_end_matches('/'),
+        Mode::Entra => {
+            aud == resource || aud.trim_end_matches('/') == resource.trim_end_matches('/')
+        }
     };
     if !aud_ok {
-        return Err(bad(format!("access token audience is `{}`, expected `{resource}`", aud.chars().take(120).collect::<String>())));
+        return Err(bad(format!(
+            "access token audience is `{}`, expected `{resource}`",
+            aud.chars().take(120).collect::<String>()
+        )));
     }
     let (nbf, exp) = match (decoded.claim_i64("nbf"), decoded.claim_i64("exp")) {
         (Some(n), Some(e)) => (n, e),
@@ -706,14 +805,20 @@ mod tests {
         };
         let (c, t) = acs("ACS50008: The key is not registered.");
         assert_eq!(c, Category::Certificate);
-        assert!(t.starts_with("the signing key is not registered with the service principal"), "{t}");
+        assert!(
+            t.starts_with("the signing key is not registered with the service principal"),
+            "{t}"
+        );
         assert!(!t.contains("Trace ID"));
         let (c, t) = acs("ACS50006: Unable to verify token signature.");
         assert_eq!(c, Category::Certificate);
         assert!(t.contains("ACS50006"));
         let (c, t) = acs("ACS50012: Authentication failed. The key credential registered for the signing key has expired.");
         assert_eq!(c, Category::Certificate);
-        assert!(t.starts_with("the certificate registered with the service principal has expired"), "{t}");
+        assert!(
+            t.starts_with("the certificate registered with the service principal has expired"),
+            "{t}"
+        );
         let (c, _) = acs("ACS50012: Authentication failed.");
         assert_eq!(c, Category::Auth);
         let (c, _) = acs("ACS90004: The request is not properly formatted.");
@@ -740,11 +845,18 @@ mod tests {
 
     #[test]
     fn validation_names_every_problem() {
-        let problems = |c: &TokenConfig| c.validate().into_iter().map(|p| p.key).collect::<Vec<_>>();
+        let problems =
+            |c: &TokenConfig| c.validate().into_iter().map(|p| p.key).collect::<Vec<_>>();
         assert_eq!(problems(&cfg("metadata_url = \"https://accounts.accesscontrol.windows.net/metadata/json/1/?realm=contoso.onmicrosoft.com\"")), Vec::<&str>::new());
         assert_eq!(problems(&cfg("")), vec!["metadata_url"]);
-        assert_eq!(problems(&cfg("token_url = \"https://x/t\"")), vec!["tenant"]);
-        assert_eq!(problems(&cfg("mode = \"entra\"\nmetadata_url = \"https://x/m\"")), vec!["client_id"]);
+        assert_eq!(
+            problems(&cfg("token_url = \"https://x/t\"")),
+            vec!["tenant"]
+        );
+        assert_eq!(
+            problems(&cfg("mode = \"entra\"\nmetadata_url = \"https://x/m\"")),
+            vec!["client_id"]
+        );
         let mut c = cfg("metadata_url = \"https://x/m\"");
         c.cert_path = None;
         assert_eq!(problems(&c), vec!["cert_path"]);

@@ -5,4 +5,5 @@
 mod certificates;
 mod cli;
 mod config_fixtures;
+mod hybrid;
 mod support;

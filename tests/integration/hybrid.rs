@@ -1,0 +1,540 @@
+//! The hybrid push chain against the lab, link by link: every failure mode of the
+//! domain is made to happen and asserted by status, category and summary. The
+//! lab runs in-process on 127.0.0.1 port 0; keys are made once by the openssl CLI.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sonde::clock::{Clock, SystemClock};
+use sonde::config::Loader;
+use sonde::credential::{self, SigningCredential};
+use sonde::lab::{self, Lab, LabConfig, Running};
+use sonde::probe::{Category, Outcome, Status};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::openssl;
+
+const TENANT: &str = "contoso.onmicrosoft.com";
+
+/// RSA keys and certificates made once per test run by the openssl CLI.
+struct Keys {
+    dir: tempfile::TempDir,
+}
+
+impl Keys {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (name, bits, cn, days) in [
+            ("lab", "2048", "lab ACS", "365"),
+            ("rogue", "2048", "rogue ACS", "365"),
+            (
+                "oauth",
+                "2048",
+                "Microsoft Exchange Server Auth Certificate",
+                "1826",
+            ),
+            (
+                "other",
+                "2048",
+                "Microsoft Exchange Server Auth Certificate",
+                "1826",
+            ),
+            (
+                "small",
+                "1024",
+                "Microsoft Exchange Server Auth Certificate",
+                "1826",
+            ),
+        ] {
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    &format!("rsa:{bits}"),
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.pem"),
+                    "-days",
+                    days,
+                    "-subj",
+                    &format!("/CN={cn}"),
+                ],
+            );
+        }
+        openssl(
+            d,
+            &[
+                "pkcs12",
+                "-export",
+                "-inkey",
+                "oauth.key",
+                "-in",
+                "oauth.pem",
+                "-out",
+                "oauth.pfx",
+                "-passout",
+                "pass:s3cret-pfx",
+            ],
+        );
+        Keys { dir }
+    })
+}
+
+fn load(name: &str) -> SigningCredential {
+    let k = keys();
+    let key = std::fs::read(k.path(&format!("{name}.key"))).unwrap();
+    let cert = std::fs::read(k.path(&format!("{name}.pem"))).unwrap();
+    credential::from_pem(&key, &cert).unwrap()
+}
+
+/// A lab with the OAuth certificate registered.
+async fn start_lab(signer: &str) -> (Running, CancellationToken) {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let lab = Lab::new(TENANT, load(signer), clock);
+    let oauth = load("oauth");
+    lab.state()
+        .register(oauth.cert_der(), oauth.not_before(), oauth.not_after())
+        .unwrap();
+    let stop = CancellationToken::new();
+    let cfg = LabConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        smtp_listen: "127.0.0.1:0".parse().unwrap(),
+        tenant_domain: TENANT.into(),
+    };
+    (lab::start(&cfg, lab, stop.clone()).await.unwrap(), stop)
+}
+
+/// The shipped health set plus an end-to-end probe, pointed at `lab`, written to
+/// a fresh directory; `extra` is appended to sonde.toml.
+fn write_config(dir: &Path, lab: &Running, extra: &str) -> PathBuf {
+    let k = keys();
+    std::fs::write(
+        dir.join("exchange-push-proxy.toml"),
+        sonde::demo::HEALTH_SET,
+    )
+    .unwrap();
+    let base = lab.base_url();
+    let config = format!(
+        r#"include = ["exchange-push-proxy.toml"]
+
+[[probe]]
+name = "push-end-to-end"
+kind = "push"
+timeout = "20s"
+mode = "end_to_end"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp}
+tls = "none"
+from = "sonde@{TENANT}"
+to = "{mailbox}"
+badge_url = "{base}/devices/{device}"
+deadline = "3s"
+warn_latency = "1s"
+poll_every = "100ms"
+
+[[probe]]
+name = "metadata-openid"
+kind = "metadata"
+url = "{base}/{TENANT}/v2.0/.well-known/openid-configuration"
+
+[[probe]]
+name = "token-entra"
+kind = "token"
+mode = "entra"
+tenant = "{TENANT}"
+client_id = "11111111-2222-3333-4444-555555555555"
+metadata_url = "{base}/{TENANT}/v2.0/.well-known/openid-configuration"
+key_path = "{pfx}"
+password_env = "SONDE_TEST_PFX_PASSWORD"
+{extra}
+"#,
+        smtp = lab.smtp.port(),
+        mailbox = lab::default_mailbox(TENANT),
+        device = lab::DEFAULT_DEVICE,
+        pfx = k.path("oauth.pfx").display(),
+    );
+    let path = dir.join("sonde.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+struct Chain {
+    lab: Running,
+    stop: CancellationToken,
+    dir: tempfile::TempDir,
+    config: sonde::config::Config,
+}
+
+impl Chain {
+    async fn new() -> Chain {
+        Self::with("lab", "oauth", "").await
+    }
+
+    async fn with(signer: &str, cert: &str, extra: &str) -> Chain {
+        let (lab, stop) = start_lab(signer).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), &lab, extra);
+        let k = keys();
+        let oauth_cert = k.path(&format!("{cert}.pem"));
+        // The credential for the ACS token probe: one PEM with key and certificate.
+        let combined = dir.path().join("credential.pem");
+        let mut both = std::fs::read(k.path(&format!("{cert}.key"))).unwrap();
+        both.extend(std::fs::read(&oauth_cert).unwrap());
+        std::fs::write(&combined, both).unwrap();
+        let env = [
+            ("SONDE_TENANT", TENANT.to_string()),
+            ("SONDE_OAUTH_CERT", oauth_cert.display().to_string()),
+            ("SONDE_OAUTH_THUMBPRINT", load("oauth").thumbprint_hex()),
+            ("SONDE_OAUTH_KEY", combined.display().to_string()),
+            ("SONDE_ACS_BASE", lab.base_url()),
+            (
+                "SONDE_PUSH_PROXY_URL",
+                format!("{}/PushNotifications", lab.base_url()),
+            ),
+            ("SONDE_TEST_PFX_PASSWORD", "s3cret-pfx".to_string()),
+        ];
+        let lookup = move |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let config = Loader { env: &lookup }
+            .load(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Chain {
+            lab,
+            stop,
+            dir,
+            config,
+        }
+    }
+
+    fn lab(&self) -> &Lab {
+        &self.lab.lab
+    }
+
+    async fn run(&self, probe: &str) -> Outcome {
+        let p = self
+            .config
+            .probe(probe)
+            .unwrap_or_else(|| panic!("no probe {probe}"));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        sonde::agent::run_probe_now(p, &self.config.probes, clock)
+            .await
+            .unwrap()
+    }
+
+    async fn faults(&self, f: Value) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/admin/faults", self.lab.base_url()))
+            .json(&f)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let _ = &self.dir;
+    }
+}
+
+fn expect(o: &Outcome, status: Status, category: Option<Category>, words: &[&str]) {
+    assert_eq!(o.status, status, "{o:?}");
+    assert_eq!(o.category, category, "{o:?}");
+    for w in words {
+        assert!(o.summary.contains(w), "summary {:?} lacks {w:?}", o.summary);
+    }
+}
+
+fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_chain_is_healthy_against_the_lab() {
+    install_provider();
+    let c = Chain::new().await;
+    for probe in [
+        "oauth-certificate",
+        "auth-metadata",
+        "metadata-openid",
+        "token-issuance",
+        "token-entra",
+        "push-connectivity",
+    ] {
+        let o = c.run(probe).await;
+        assert_eq!(o.status, Status::Ok, "{probe}: {o:?}");
+    }
+    let token = c.run("token-issuance").await;
+    assert!(
+        token.observations["clock_skew_seconds"].abs() <= 2.0,
+        "{token:?}"
+    );
+    assert!(token.observations.contains_key("token_lifetime_seconds"));
+    assert!(!token.summary.contains("eyJ"), "no token in the summary");
+    let e2e = c.run("push-end-to-end").await;
+    expect(&e2e, Status::Ok, None, &["badge rose from 0 to 1"]);
+    assert!(e2e.observations["end_to_end_seconds"] < 1.0);
+    let e2e = c.run("push-end-to-end").await;
+    expect(&e2e, Status::Ok, None, &["from 1 to 2"]);
+    assert_eq!(c.lab().state().mails.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_key_is_a_certificate_problem() {
+    install_provider();
+    let c = Chain::new().await;
+    let id = c.lab().state().credentials[0].id;
+    assert!(c.lab().state().revoke(id));
+    let o = c.run("token-issuance").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Certificate),
+        &["not registered with the service principal", "ACS50008"],
+    );
+    let o = c.run("token-entra").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Certificate),
+        &["AADSTS700027"],
+    );
+    let o = c.run("push-connectivity").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Certificate),
+        &["token: "],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_thumbprint_is_caught_twice() {
+    install_provider();
+    // The credential in use is another certificate than the registered one.
+    let c = Chain::with("lab", "other", "").await;
+    let o = c.run("token-issuance").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Certificate),
+        &["not registered"],
+    );
+    // And the certificate probe sees the thumbprint drift from the expected one.
+    let o = c.run("oauth-certificate").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Certificate),
+        &["does not match expected"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_credential_past_its_end_date_is_expired() {
+    install_provider();
+    let c = Chain::new().await;
+    {
+        let mut s = c.lab().state();
+        let id = s.credentials[0].id;
+        s.revoke(id);
+        let oauth = load("oauth");
+        let now = chrono::Utc::now().timestamp();
+        s.register(oauth.cert_der(), now - 86_400 * 400, now - 86_400)
+            .unwrap();
+    }
+    let o = c.run("token-issuance").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Certificate),
+        &["registered with the service principal has expired"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_key_is_critical() {
+    install_provider();
+    let c = Chain::with("lab", "small", "").await;
+    let o = c.run("oauth-certificate").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Certificate),
+        &["RSA key 1024 bits < 2048"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_faults_are_distinct() {
+    install_provider();
+    let c = Chain::new().await;
+    for (fault, words) in [
+        ("5xx", vec!["503"]),
+        ("empty", vec!["empty"]),
+        ("invalid_json", vec!["not valid JSON"]),
+        ("no_keys", vec!["no signing key"]),
+        ("no_issuing_endpoint", vec!["no issuing endpoint"]),
+    ] {
+        c.faults(json!({"metadata": fault})).await;
+        let o = c.run("auth-metadata").await;
+        assert_eq!(o.status, Status::Critical, "{fault}: {o:?}");
+        assert_eq!(o.category, Some(Category::Protocol), "{fault}: {o:?}");
+        for w in words {
+            assert!(
+                o.summary.contains(w),
+                "{fault}: {:?} lacks {w:?}",
+                o.summary
+            );
+        }
+        let t = c.run("token-issuance").await;
+        assert_eq!(t.status, Status::Critical, "{fault}: {t:?}");
+        assert!(t.summary.starts_with("metadata: "), "{fault}: {t:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_metadata_is_a_network_problem() {
+    install_provider();
+    let c = Chain::new().await;
+    c.stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let o = c.run("auth-metadata").await;
+    expect(&o, Status::Critical, Some(Category::Network), &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_is_measured_and_judged() {
+    install_provider();
+    let c = Chain::new().await;
+    c.faults(json!({"clock_skew_seconds": 90})).await;
+    let o = c.run("token-issuance").await;
+    expect(
+        &o,
+        Status::Warning,
+        Some(Category::Auth),
+        &["clock skew 1m3"],
+    );
+    c.faults(json!({"clock_skew_seconds": 432})).await;
+    let o = c.run("token-issuance").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Auth),
+        &["clock skew 7m1"],
+    );
+    assert!(o.observations["clock_skew_seconds"] >= 430.0, "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signed_by_an_unknown_key_is_refused() {
+    install_provider();
+    // The lab signs tokens with a key its metadata does not publish: build a
+    // token probe whose metadata comes from a second lab with another key.
+    let c = Chain::new().await;
+    let (rogue, stop) = start_lab("rogue").await;
+    // The first lab's metadata (its signing key), but the rogue lab's issuing
+    // endpoint: the rogue signs with a key the metadata does not publish.
+    let meta = reqwest::get(format!(
+        "{}/metadata/json/1/?realm={TENANT}",
+        c.lab.base_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let rogue_meta = meta.replace(&c.lab.base_url(), &rogue.base_url());
+    let srv = crate::support::serve_forever(rogue_meta.into_bytes()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[[probe]]\nname = \"t\"\nkind = \"token\"\ntenant = \"{TENANT}\"\nmetadata_url = \"http://{srv}/m\"\nkey_path = \"{}\"\n",
+        c.dir.path().join("credential.pem").display()
+    );
+    std::fs::write(dir.path().join("sonde.toml"), cfg).unwrap();
+    let config = sonde::config::load(&dir.path().join("sonde.toml")).unwrap();
+    let o = sonde::agent::run_probe_now(&config.probes[0], &config.probes, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Auth),
+        &["does not verify against the metadata's signing keys"],
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_push_proxy_rejects_a_foreign_token_with_401() {
+    install_provider();
+    // Tokens from one lab are foreign to another lab's proxy.
+    let (other, stop) = start_lab("rogue").await;
+    let extra = format!(
+        "[[probe]]\nname = \"push-elsewhere\"\nkind = \"push\"\ntoken_probe = \"token-issuance\"\nproxy_url = \"{}/PushNotifications\"\n",
+        other.base_url()
+    );
+    let c = Chain::with("lab", "oauth", &extra).await;
+    let o = c.run("push-elsewhere").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Auth),
+        &[
+            "rejected the token (HTTP 401)",
+            "it trusts 00000001-0000-0000-c000-000000000000@",
+        ],
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_faults_slow_and_dropped_pushes() {
+    install_provider();
+    let c = Chain::new().await;
+    c.faults(
+        json!({"push": {"kind": "fault", "status": 503, "can_retry": true, "backoff_ms": 30000}}),
+    )
+    .await;
+    let o = c.run("push-connectivity").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Push),
+        &["HTTP 503", "CanRetry: true", "back off 30000 ms"],
+    );
+    c.faults(json!({"push": {"kind": "drop"}})).await;
+    let o = c.run("push-connectivity").await;
+    expect(&o, Status::Ok, None, &[]);
+    let o = c.run("push-end-to-end").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Push),
+        &["did not rise within 3s"],
+    );
+    c.faults(json!({"push_latency_ms": 1500})).await;
+    let o = c.run("push-end-to-end").await;
+    expect(
+        &o,
+        Status::Warning,
+        Some(Category::Push),
+        &["slower than 1s"],
+    );
+    assert!(o.observations["end_to_end_seconds"] >= 1.5, "{o:?}");
+}
