@@ -144,9 +144,21 @@ fn is_pem(data: &[u8]) -> bool {
     data.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
-/// Keys and certificates of a PEM buffer, in order.
-fn pem_blocks(data: &[u8]) -> Result<(Vec<(Vec<u8>, bool)>, Vec<Vec<u8>>, bool), CredentialError> {
-    let (mut keys, mut certs, mut encrypted) = (Vec::new(), Vec::new(), false);
+/// What a PEM buffer holds, in order.
+#[derive(Default)]
+struct PemParts {
+    /// DER keys, `true` for PKCS#8, `false` for PKCS#1.
+    keys: Vec<(Vec<u8>, bool)>,
+    certs: Vec<Vec<u8>>,
+    encrypted: bool,
+}
+
+fn pem_blocks(data: &[u8]) -> Result<PemParts, CredentialError> {
+    let PemParts {
+        mut keys,
+        mut certs,
+        mut encrypted,
+    } = PemParts::default();
     for block in x509_parser::pem::Pem::iter_from_buffer(data) {
         let pem = block.map_err(|e| CredentialError::Pem(e.to_string()))?;
         match pem.label.as_str() {
@@ -157,13 +169,21 @@ fn pem_blocks(data: &[u8]) -> Result<(Vec<(Vec<u8>, bool)>, Vec<Vec<u8>>, bool),
             _ => {}
         }
     }
-    Ok((keys, certs, encrypted))
+    Ok(PemParts {
+        keys,
+        certs,
+        encrypted,
+    })
 }
 
 /// From a PEM key file and a certificate file (PEM or DER). The key file may
 /// hold the certificate too; `cert` may then be empty.
 pub fn from_pem(key: &[u8], cert: &[u8]) -> Result<SigningCredential, CredentialError> {
-    let (keys, mut certs, encrypted) = pem_blocks(key)?;
+    let PemParts {
+        keys,
+        mut certs,
+        encrypted,
+    } = pem_blocks(key)?;
     let Some((der, pkcs8)) = keys.into_iter().next() else {
         return Err(if encrypted {
             CredentialError::EncryptedKey
@@ -174,7 +194,7 @@ pub fn from_pem(key: &[u8], cert: &[u8]) -> Result<SigningCredential, Credential
     let pair = rsa_key(&der, pkcs8)?;
     if !cert.is_empty() {
         if is_pem(cert) {
-            certs.extend(pem_blocks(cert)?.1);
+            certs.extend(pem_blocks(cert)?.certs);
         } else {
             certs.push(cert.to_vec());
         }

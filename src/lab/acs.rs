@@ -343,7 +343,7 @@ fn claim<'a>(d: &'a jwt::Decoded, name: &str) -> &'a str {
 }
 
 /// Issues an access token for `resource`, signed by the lab's key.
-fn issue(lab: &Lab, resource: &str, now: i64) -> Result<String, Response> {
+fn issue(lab: &Lab, resource: &str, now: i64) -> Result<String, StatusCode> {
     let tenant = lab.tenant_id();
     let header = json!({"typ": "JWT", "alg": "RS256", "x5t": lab.signer.x5t()});
     let claims = json!({
@@ -356,7 +356,7 @@ fn issue(lab: &Lab, resource: &str, now: i64) -> Result<String, Response> {
     });
     lab.signer.sign_rs256(&header, &claims).map_err(|e| {
         tracing::error!(error = %e, "lab cannot sign an access token");
-        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        StatusCode::INTERNAL_SERVER_ERROR
     })
 }
 
@@ -386,9 +386,9 @@ async fn acs_token(
         )
     };
     if !tenant.eq_ignore_ascii_case(&tenant_id) {
-        return reply(Reject::Malformed(format!(
-            "unknown tenant in the token endpoint path"
-        )));
+        return reply(Reject::Malformed(
+            "unknown tenant in the token endpoint path".to_string(),
+        ));
     }
     if form.get("grant_type").map(String::as_str)
         != Some("http://oauth.net/grant_type/jwt/1.0/bearer")
@@ -429,7 +429,7 @@ async fn acs_token(
     }
     let token = match issue(&lab, resource, now) {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(status) => return status.into_response(),
     };
     lab.state().tokens_issued += 1;
     with_date(
@@ -515,7 +515,7 @@ async fn entra_token(
     let resource = scope.trim_end_matches("/.default");
     let token = match issue(&lab, resource, now) {
         Ok(t) => t,
-        Err(resp) => return resp,
+        Err(status) => return status.into_response(),
     };
     let _ = tenant_id;
     lab.state().tokens_issued += 1;

@@ -388,7 +388,7 @@ impl fmt::Display for ByteSize {
             (1_000, "KB"),
         ];
         for (factor, unit) in units {
-            if n >= factor && n % factor == 0 {
+            if n >= factor && n.is_multiple_of(factor) {
                 return write!(f, "{} {unit}", n / factor);
             }
         }

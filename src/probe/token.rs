@@ -52,7 +52,8 @@ pub struct TokenConfig {
     pub token_url: Option<String>,
     /// entra: the application (client) id.
     pub client_id: Option<String>,
-    /// PEM private key (with `cert_path`), or PKCS#12 holding key and certificate.
+    /// PEM private key (with `cert_path`, or followed by the certificate in the
+    /// same file), or PKCS#12 holding key and certificate.
     pub key_path: String,
     pub cert_path: Option<String>,
     pub password_env: Option<String>,
@@ -138,16 +139,11 @@ impl TokenConfig {
         if self.key_path.trim().is_empty() {
             p.push(SpecProblem::new("key_path", "must not be empty"));
         }
-        match (is_pkcs12(&self.key_path), &self.cert_path) {
-            (false, None) => p.push(SpecProblem::new(
-                "cert_path",
-                "a PEM key_path needs cert_path (or use a .pfx/.p12 key_path)",
-            )),
-            (true, Some(_)) => p.push(SpecProblem::new(
+        if is_pkcs12(&self.key_path) && self.cert_path.is_some() {
+            p.push(SpecProblem::new(
                 "cert_path",
                 "a PKCS#12 key_path already holds the certificate",
-            )),
-            _ => {}
+            ));
         }
         if self.password_env.is_some() && self.password_file.is_some() {
             p.push(SpecProblem::new(
@@ -196,7 +192,7 @@ impl std::fmt::Debug for IssuedToken {
 }
 
 enum KeySource {
-    Pem { key: PathBuf, cert: PathBuf },
+    Pem { key: PathBuf, cert: Option<PathBuf> },
     Pkcs12 { path: PathBuf },
 }
 
@@ -228,7 +224,7 @@ impl TokenClient {
         } else {
             KeySource::Pem {
                 key: base_dir.join(&cfg.key_path),
-                cert: base_dir.join(cfg.cert_path.as_deref().unwrap_or_default()),
+                cert: cfg.cert_path.as_ref().map(|c| base_dir.join(c)),
             }
         };
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
@@ -261,7 +257,11 @@ impl TokenClient {
         };
         match &self.key {
             KeySource::Pem { key, cert } => {
-                let (k, c) = (read(key.clone()).await?, read(cert.clone()).await?);
+                let k = read(key.clone()).await?;
+                let c = match cert {
+                    Some(cert) => read(cert.clone()).await?,
+                    None => Vec::new(),
+                };
                 credential::from_pem(&k, &c).map_err(|e| {
                     Outcome::critical(Category::Config, format!("signing credential: {e}"))
                 })
@@ -420,14 +420,13 @@ impl TokenClient {
                     ),
                 );
                 if !status.is_success() {
-                    o.summary
-                        .push_str(&format!("; {}", error_text(&body, self.mode).1));
+                    o.summary.push_str(&format!("; {}", error_text(&body).1));
                 }
                 return Err(with_observations(o, &observations));
             }
         }
         if !status.is_success() {
-            let (category, text) = error_text(&body, self.mode);
+            let (category, text) = error_text(&body);
             let mut summary = format!("token request refused (HTTP {}): {text}", status.as_u16());
             if let Some(s) = &skew_text {
                 summary.push_str(&format!("; {s}"));
@@ -593,7 +592,7 @@ async fn read_capped(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8
 
 /// The STS's error as (category, operator-facing text). Codes are kept in the
 /// text so that they can be looked up; trace ids and timestamps are dropped.
-pub fn error_text(body: &[u8], mode: Mode) -> (Category, String) {
+pub fn error_text(body: &[u8]) -> (Category, String) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let error = v.get("error").and_then(Value::as_str).unwrap_or("");
     let description = v
@@ -636,10 +635,9 @@ pub fn error_text(body: &[u8], mode: Mode) -> (Category, String) {
             Category::Auth,
             "the assertion is outside its valid time range: check this server's clock",
         ),
-        _ if mode == Mode::Entra && code.is_empty() && error.is_empty() => {
-            (Category::Protocol, "the STS answered without an error code")
+        _ if code.is_empty() && error.is_empty() => {
+            (Category::Protocol, "the STS answered with no error code")
         }
-        _ if code.is_empty() && error.is_empty() => (Category::Protocol, "the STS answered without an error code"),
         _ => (Category::Auth, "authentication failed"),
     };
     let detail: String = first.chars().take(200).collect();
@@ -799,9 +797,7 @@ mod tests {
             error_text(
                 json!({"error": "invalid_client", "error_description": format!("{d}\r\nTrace ID: x\r\nTimestamp: y")})
                     .to_string()
-                    .as_bytes(),
-                Mode::Acs,
-            )
+                    .as_bytes())
         };
         let (c, t) = acs("ACS50008: The key is not registered.");
         assert_eq!(c, Category::Certificate);
@@ -824,17 +820,13 @@ mod tests {
         let (c, _) = acs("ACS90004: The request is not properly formatted.");
         assert_eq!(c, Category::Protocol);
         let (c, t) = error_text(
-            json!({"error": "invalid_client", "error_description": "AADSTS700024: Client assertion is not within its valid time range."}).to_string().as_bytes(),
-            Mode::Entra,
-        );
+            json!({"error": "invalid_client", "error_description": "AADSTS700024: Client assertion is not within its valid time range."}).to_string().as_bytes());
         assert_eq!(c, Category::Auth);
         assert!(t.contains("clock"), "{t}");
         let (c, _) = error_text(
-            json!({"error": "invalid_client", "error_description": "AADSTS700027: Client assertion failed signature validation."}).to_string().as_bytes(),
-            Mode::Entra,
-        );
+            json!({"error": "invalid_client", "error_description": "AADSTS700027: Client assertion failed signature validation."}).to_string().as_bytes());
         assert_eq!(c, Category::Certificate);
-        let (c, t) = error_text(b"<html>oops</html>", Mode::Acs);
+        let (c, t) = error_text(b"<html>oops</html>");
         assert_eq!(c, Category::Protocol);
         assert!(t.contains("no error code"), "{t}");
     }
@@ -858,9 +850,9 @@ mod tests {
             vec!["client_id"]
         );
         let mut c = cfg("metadata_url = \"https://x/m\"");
-        c.cert_path = None;
-        assert_eq!(problems(&c), vec!["cert_path"]);
         c.key_path = "oauth.pfx".into();
+        assert_eq!(problems(&c), vec!["cert_path"]);
+        c.cert_path = None;
         assert_eq!(problems(&c), Vec::<&str>::new());
     }
 }

@@ -90,6 +90,7 @@ fn keys() -> &'static Keys {
                 "pass:s3cret-pfx",
             ],
         );
+        std::fs::write(d.join("oauth.pfx.pass"), "s3cret-pfx\n").unwrap();
         Keys { dir }
     })
 }
@@ -159,13 +160,14 @@ tenant = "{TENANT}"
 client_id = "11111111-2222-3333-4444-555555555555"
 metadata_url = "{base}/{TENANT}/v2.0/.well-known/openid-configuration"
 key_path = "{pfx}"
-password_env = "SONDE_TEST_PFX_PASSWORD"
+password_file = "{pfx_pass}"
 {extra}
 "#,
         smtp = lab.smtp.port(),
         mailbox = lab::default_mailbox(TENANT),
         device = lab::DEFAULT_DEVICE,
         pfx = k.path("oauth.pfx").display(),
+        pfx_pass = k.path("oauth.pfx.pass").display(),
     );
     let path = dir.join("sonde.toml");
     std::fs::write(&path, config).unwrap();
@@ -205,7 +207,6 @@ impl Chain {
                 "SONDE_PUSH_PROXY_URL",
                 format!("{}/PushNotifications", lab.base_url()),
             ),
-            ("SONDE_TEST_PFX_PASSWORD", "s3cret-pfx".to_string()),
         ];
         let lookup = move |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
         let config = Loader { env: &lookup }
