@@ -298,7 +298,7 @@ async fn run_lab(
     };
     let mut running = lab::start(&config, lab, shutdown.clone())
         .await
-        .with_context(|| format!("cannot listen on {listen} and {smtp_listen}"))?;
+        .context("the lab cannot start")?;
     let base = running.base_url();
     let id = running.lab.tenant_id();
     println!("sonde lab for tenant {tenant} (id {id})");

@@ -318,8 +318,13 @@ pub async fn start(
     lab: Lab,
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
-    let http_listener = TcpListener::bind(config.listen).await?;
-    let smtp_listener = TcpListener::bind(config.smtp_listen).await?;
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
+        })
+    };
+    let http_listener = bind(config.listen, "HTTP").await?;
+    let smtp_listener = bind(config.smtp_listen, "SMTP").await?;
     let http = http_listener.local_addr()?;
     let smtp = smtp_listener.local_addr()?;
     let mut tasks = tokio::task::JoinSet::new();
