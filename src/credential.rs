@@ -360,4 +360,21 @@ mod tests {
             CredentialError::Pkcs12(_) | CredentialError::Pkcs12Password
         ));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn readers_never_panic_on_any_bytes(key in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+                                            cert in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            proptest::prop_assert!(from_pem(&key, &cert).is_err());
+            proptest::prop_assert!(from_pkcs12(&key, "x").is_err());
+        }
+
+        #[test]
+        fn readers_never_panic_on_pem_framed_garbage(body in "[A-Za-z0-9+/=\\n]{0,400}") {
+            let key = format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n");
+            let cert = format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n");
+            proptest::prop_assert!(from_pem(key.as_bytes(), cert.as_bytes()).is_err());
+        }
+    }
+
 }

@@ -242,4 +242,23 @@ mod tests {
             JwtError::Algorithm("none".into())
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics_on_any_text(s in "\\PC*") {
+            let _ = decode(&s);
+        }
+
+        #[test]
+        fn decode_never_panics_on_any_parts(h in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+                                            c in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+                                            sig in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let token = format!("{}.{}.{}", b64url(&h), b64url(&c), b64url(&sig));
+            if let Ok(d) = decode(&token) {
+                let _ = (d.alg(), d.claim_i64("exp"), d.claim_str("aud"));
+                proptest::prop_assert!(d.verify_rs256_with_key(&sig).is_err());
+            }
+        }
+    }
+
 }

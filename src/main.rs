@@ -64,7 +64,8 @@ async fn dispatch(cli: Cli) -> ExitCode {
             return exit_on_error(run_lab(listen, smtp_listen, tenant, register).await);
         }
         Command::Demo => {
-            telemetry::init_logging(config::LogFormat::Text, "warn");
+            // The demo prints every result itself; the log keeps to what else goes wrong.
+            telemetry::init_logging(config::LogFormat::Text, "warn,sonde::telemetry::events=off");
             let shutdown = CancellationToken::new();
             if let Err(e) = spawn_signal_handler(shutdown.clone()) {
                 eprintln!("sonde: cannot install signal handlers: {e}");

@@ -2052,4 +2052,24 @@ mod tests {
             .unwrap()
             .unwrap();
     }
+
+    proptest::proptest! {
+        #[test]
+        fn certificate_parsers_never_panic_on_any_bytes(der in proptest::collection::vec(proptest::num::u8::ANY, 0..800)) {
+            proptest::prop_assert!(parse_facts(&der).is_err());
+            let _ = pem_certs(Path::new("x.pem"), &der);
+            let _ = pkcs12_certs(Path::new("x.pfx"), &der, "x");
+        }
+
+        #[test]
+        fn pem_reader_never_panics_on_framed_garbage(body in "[A-Za-z0-9+/=\\n-]{0,400}") {
+            let pem = format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n");
+            if let Ok(ders) = pem_certs(Path::new("x.pem"), pem.as_bytes()) {
+                for der in ders {
+                    let _ = parse_facts(&der);
+                }
+            }
+        }
+    }
+
 }

@@ -674,4 +674,21 @@ mod tests {
             MetadataError::NoSigningKey
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic_on_any_bytes(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_acs(&body);
+            let _ = parse_jwks(&body);
+            let _ = parse_openid_discovery(&body);
+        }
+
+        #[test]
+        fn parsers_never_panic_on_json_shaped_text(body in "[{}\\[\\]\":, a-zA-Z0-9@/.]{0,300}") {
+            let _ = parse_acs(body.as_bytes());
+            let _ = parse_jwks(body.as_bytes());
+            let _ = parse_openid_discovery(body.as_bytes());
+        }
+    }
+
 }

@@ -539,3 +539,142 @@ async fn push_faults_slow_and_dropped_pushes() {
     );
     assert!(o.observations["end_to_end_seconds"] >= 1.5, "{o:?}");
 }
+
+/// Serves one HTTP request on loopback: keeps its body, answers `status` with `body`.
+async fn capture_one(status: u16, body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(reply.as_bytes()).await.unwrap();
+                return String::from_utf8(buf[end + 4..end + 4 + len].to_vec()).unwrap();
+            }
+        }
+    });
+    (format!("http://{addr}"), task)
+}
+
+/// The assertion the token probe sends, checked by PyJWT (Debian's python3-jwt)
+/// against the certificate: header exactly typ/alg/x5t with the x5t computed by
+/// Python, claims exactly iss/aud/nbf/exp, ten minutes, RS256 signature valid;
+/// and the same token with one claim changed is refused by PyJWT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_jwt_library_accepts_the_assertion() {
+    install_provider();
+    let tenant_id = "3f2b6a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+    let (base, request) = capture_one(
+        400,
+        r#"{"error":"invalid_request","error_description":"ACS90004: The request is not properly formatted."}"#,
+    )
+    .await;
+    let k = keys();
+    let c = Chain::with(
+        "lab",
+        "oauth",
+        &format!(
+            "[[probe]]\nname = \"t\"\nkind = \"token\"\ntenant = \"{tenant_id}\"\ntoken_url = \"{base}/{tenant_id}/tokens/OAuth/2\"\nkey_path = \"{}\"\ncert_path = \"{}\"\n",
+            k.path("oauth.key").display(),
+            k.path("oauth.pem").display(),
+        ),
+    )
+    .await;
+    let o = c.run("t").await;
+    expect(&o, Status::Critical, Some(Category::Protocol), &["ACS90004"]);
+    let form = request.await.unwrap();
+    let pairs: std::collections::HashMap<String, String> = reqwest::Url::parse(&format!("http://x/?{form}"))
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(pairs["grant_type"], "http://oauth.net/grant_type/jwt/1.0/bearer");
+    assert_eq!(
+        pairs["resource"],
+        format!("00000002-0000-0ff1-ce00-000000000000/outlook.office365.com@{tenant_id}")
+    );
+    assert_eq!(pairs.len(), 3, "no client_id or anything else: {pairs:?}");
+    let authority = base.trim_start_matches("http://");
+    let script = r#"
+import base64, hashlib, json, sys
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+tok, cert_path, aud, iss = sys.argv[1:]
+cert = x509.load_pem_x509_certificate(open(cert_path, "rb").read())
+x5t = base64.urlsafe_b64encode(hashlib.sha1(cert.public_bytes(Encoding.DER)).digest()).rstrip(b"=").decode()
+header = jwt.get_unverified_header(tok)
+assert header == {"typ": "JWT", "alg": "RS256", "x5t": x5t}, header
+claims = jwt.decode(tok, cert.public_key(), algorithms=["RS256"], audience=aud, issuer=iss)
+assert set(claims) == {"iss", "aud", "nbf", "exp"}, claims
+assert claims["exp"] - claims["nbf"] == 600, claims
+h, p, s = tok.split(".")
+forged = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+forged["exp"] += 3600
+p2 = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
+try:
+    jwt.decode(h + "." + p2 + "." + s, cert.public_key(), algorithms=["RS256"], audience=aud, issuer=iss)
+    sys.exit("a forged token verified")
+except jwt.InvalidSignatureError:
+    pass
+print("verified")
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            script,
+            &pairs["assertion"],
+            &k.path("oauth.pem").display().to_string(),
+            &format!("00000001-0000-0000-c000-000000000000/{authority}@{tenant_id}"),
+            &format!("00000002-0000-0ff1-ce00-000000000000@{tenant_id}"),
+        ])
+        .output()
+        .expect("/usr/bin/python3 with python3-jwt (scripts/test installs it)");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "verified",
+        "PyJWT: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_of_another_realm_or_too_large_is_refused() {
+    install_provider();
+    let c = Chain::with(
+        "lab",
+        "oauth",
+        "[[probe]]\nname = \"m-realm\"\nkind = \"metadata\"\nurl = \"${SONDE_ACS_BASE}/metadata/json/1/?realm=${SONDE_TENANT}\"\nexpect_realm = \"00000000-0000-0000-0000-000000000001\"\n\n[[probe]]\nname = \"m-small\"\nkind = \"metadata\"\nurl = \"${SONDE_ACS_BASE}/metadata/json/1/?realm=${SONDE_TENANT}\"\nmax_body = 200\n",
+    )
+    .await;
+    let o = c.run("m-realm").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Protocol),
+        &["realm is `", "expected `00000000-0000-0000-0000-000000000001`"],
+    );
+    let o = c.run("m-small").await;
+    expect(&o, Status::Critical, Some(Category::Protocol), &["larger than max_body (200 bytes)"]);
+    // The real realm is accepted, whatever its case.
+    let ok = c.run("auth-metadata").await;
+    expect(&ok, Status::Ok, None, &["1 signing key"]);
+    assert!(ok.observations["seconds_left"] > 0.0);
+}
