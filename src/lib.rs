@@ -20,5 +20,6 @@ pub mod probe;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
+pub mod store;
 pub mod telemetry;
 pub mod tls;

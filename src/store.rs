@@ -1,0 +1,524 @@
+//! The durable store (SQLite, `[store] path`): monitor states, recent results,
+//! the alert outbox and silences. Everything an alert needs is written here, in
+//! one transaction with the result that caused it, before anything is sent, so
+//! a `kill -9` at any moment loses no alert; delivery state lives beside it so a
+//! restart neither re-sends what was delivered nor forgets what was not.
+//!
+//! The API is synchronous (SQLite calls take microseconds); async callers use
+//! `spawn_blocking` for batches. WAL with `synchronous = NORMAL`: durable across
+//! process crashes, which is the failure this store is for; a power loss may
+//! lose the last transactions.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Results kept per probe (for the API and the status page).
+pub const RESULTS_KEPT: i64 = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store {path} was written by a newer sonde (schema {found}, this one knows {known})")]
+    Newer {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+}
+
+const SCHEMA: i64 = 1;
+
+/// One probe result as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub probe: String,
+    pub started_at: i64,
+    pub duration_seconds: f64,
+    pub status: String,
+    pub category: Option<String>,
+    pub summary: String,
+    pub observations_json: String,
+}
+
+/// An alert waiting for (or done with) delivery to one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub channel: String,
+    pub key: String,
+    pub alert_json: String,
+    pub attempts: u32,
+    pub created_at: i64,
+}
+
+/// A one-off silence from `sonde silence`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    pub id: i64,
+    /// A probe name, `set:<health set>`, or `*`.
+    pub target: String,
+    pub from: i64,
+    pub to: i64,
+    pub comment: String,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating on first start) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let open_err = |source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(open_err)?;
+        Self::init(conn, &shown)
+    }
+
+    /// An in-memory store (tests, `sonde probe`).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Self::init(Connection::open_in_memory()?, ":memory:")
+    }
+
+    fn init(conn: Connection, shown: &str) -> Result<Store, StoreError> {
+        let with_path = |source| StoreError::Open {
+            path: shown.to_string(),
+            source,
+        };
+        let version = Self::prepare(&conn).map_err(with_path)?;
+        if version > SCHEMA {
+            return Err(StoreError::Newer {
+                path: shown.to_string(),
+                found: version,
+                known: SCHEMA,
+            });
+        }
+        if version < 1 {
+            Self::create(&conn).map_err(with_path)?;
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Connection settings; returns the schema version found.
+    fn prepare(conn: &Connection) -> rusqlite::Result<i64> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+    }
+
+    fn create(conn: &Connection) -> rusqlite::Result<()> {
+        conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS monitors (
+                     probe TEXT PRIMARY KEY, state_json TEXT NOT NULL, updated_at INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS results (
+                     id INTEGER PRIMARY KEY, probe TEXT NOT NULL, started_at INTEGER NOT NULL,
+                     duration_seconds REAL NOT NULL, status TEXT NOT NULL, category TEXT,
+                     summary TEXT NOT NULL, observations_json TEXT NOT NULL);
+                 CREATE INDEX IF NOT EXISTS results_probe ON results (probe, id);
+                 CREATE TABLE IF NOT EXISTS outbox (
+                     id INTEGER PRIMARY KEY, channel TEXT NOT NULL, key TEXT NOT NULL,
+                     alert_json TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                     created_at INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL,
+                     delivered_at INTEGER, dead INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+                     UNIQUE (channel, key));
+                 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (channel, delivered_at, dead, id);
+                 CREATE TABLE IF NOT EXISTS silences (
+                     id INTEGER PRIMARY KEY, target TEXT NOT NULL, from_ts INTEGER NOT NULL,
+                     to_ts INTEGER NOT NULL, comment TEXT NOT NULL);
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+        )
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent: the
+        // transaction rolls back. Keep going with the connection.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a result, the monitor state it led to, and the alerts it raised
+    /// (channel, key, alert JSON), atomically. An alert whose (channel, key) is
+    /// already in the outbox is not added twice. Returns how many were added.
+    pub fn record(
+        &self,
+        result: &ResultRow,
+        monitor_json: &str,
+        alerts: &[(String, String, String)],
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO results (probe, started_at, duration_seconds, status, category, summary, observations_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                result.probe,
+                result.started_at,
+                result.duration_seconds,
+                result.status,
+                result.category,
+                result.summary,
+                result.observations_json
+            ],
+        )?;
+        tx.execute(
+            "DELETE FROM results WHERE probe = ?1 AND id <= (
+                 SELECT id FROM results WHERE probe = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![result.probe, RESULTS_KEPT],
+        )?;
+        tx.execute(
+            "INSERT INTO monitors (probe, state_json, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (probe) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at",
+            params![result.probe, monitor_json, now],
+        )?;
+        let added = enqueue_in(&tx, alerts, now)?;
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// Saves a monitor state and alerts without a result (reminders, silences).
+    pub fn update(
+        &self,
+        probe: &str,
+        monitor_json: &str,
+        alerts: &[(String, String, String)],
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO monitors (probe, state_json, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (probe) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at",
+            params![probe, monitor_json, now],
+        )?;
+        let added = enqueue_in(&tx, alerts, now)?;
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// Adds alerts to the outbox (channel, key, alert JSON).
+    pub fn enqueue(
+        &self,
+        alerts: &[(String, String, String)],
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let added = enqueue_in(&tx, alerts, now)?;
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// Every stored monitor state, by probe.
+    pub fn monitors(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT probe, state_json FROM monitors ORDER BY probe")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest results of a probe, newest first.
+    pub fn recent_results(&self, probe: &str, limit: usize) -> Result<Vec<ResultRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT probe, started_at, duration_seconds, status, category, summary, observations_json
+             FROM results WHERE probe = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![probe, limit as i64], |r| {
+            Ok(ResultRow {
+                probe: r.get(0)?,
+                started_at: r.get(1)?,
+                duration_seconds: r.get(2)?,
+                status: r.get(3)?,
+                category: r.get(4)?,
+                summary: r.get(5)?,
+                observations_json: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The oldest undelivered alert of a channel, when it is due at `now`.
+    /// Delivery is in order per channel: a later alert waits for the head.
+    pub fn next_due(&self, channel: &str, now: i64) -> Result<Option<OutboxEntry>, StoreError> {
+        let conn = self.conn();
+        let head = conn
+            .query_row(
+                "SELECT id, channel, key, alert_json, attempts, created_at, next_attempt_at FROM outbox
+                 WHERE channel = ?1 AND delivered_at IS NULL AND dead = 0 ORDER BY id LIMIT 1",
+                params![channel],
+                |r| {
+                    Ok((
+                        OutboxEntry {
+                            id: r.get(0)?,
+                            channel: r.get(1)?,
+                            key: r.get(2)?,
+                            alert_json: r.get(3)?,
+                            attempts: r.get(4)?,
+                            created_at: r.get(5)?,
+                        },
+                        r.get::<_, i64>(6)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(head.filter(|(_, at)| *at <= now).map(|(e, _)| e))
+    }
+
+    /// When the head of a channel's queue is next due, if anything is pending.
+    pub fn next_attempt_at(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT next_attempt_at FROM outbox WHERE channel = ?1 AND delivered_at IS NULL AND dead = 0
+                 ORDER BY id LIMIT 1",
+                params![channel],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn mark_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried at `retry_at`, or given up (`None`).
+    pub fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        match retry_at {
+            Some(at) => conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, at, error],
+            )?,
+            None => conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, dead = 1, last_error = ?2 WHERE id = ?1",
+                params![id, error],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Undelivered alerts of a channel, and the creation time of the oldest.
+    pub fn pending(&self, channel: &str) -> Result<(u64, Option<i64>), StoreError> {
+        let conn = self.conn();
+        Ok(conn.query_row(
+            "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE channel = ?1 AND delivered_at IS NULL AND dead = 0",
+            params![channel],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )?)
+    }
+
+    /// Delivered alerts older than `before` are dropped (the outbox is not an archive).
+    pub fn prune_delivered(&self, before: i64) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < ?1) OR (dead = 1 AND created_at < ?1)",
+            params![before],
+        )?)
+    }
+
+    pub fn add_silence(
+        &self,
+        target: &str,
+        from: i64,
+        to: i64,
+        comment: &str,
+    ) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO silences (target, from_ts, to_ts, comment) VALUES (?1, ?2, ?3, ?4)",
+            params![target, from, to, comment],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Silences not yet over at `now`.
+    pub fn silences(&self, now: i64) -> Result<Vec<Silence>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, target, from_ts, to_ts, comment FROM silences WHERE to_ts > ?1 ORDER BY from_ts, id",
+        )?;
+        let rows = stmt.query_map(params![now], |r| {
+            Ok(Silence {
+                id: r.get(0)?,
+                target: r.get(1)?,
+                from: r.get(2)?,
+                to: r.get(3)?,
+                comment: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn remove_silence(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM silences WHERE id = ?1", params![id])?
+            > 0)
+    }
+}
+
+fn enqueue_in(
+    tx: &rusqlite::Transaction<'_>,
+    alerts: &[(String, String, String)],
+    now: i64,
+) -> Result<usize, StoreError> {
+    let mut added = 0;
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO outbox (channel, key, alert_json, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+    )?;
+    for (channel, key, json) in alerts {
+        added += stmt.execute(params![channel, key, json, now])?;
+    }
+    Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(probe: &str, i: i64) -> ResultRow {
+        ResultRow {
+            probe: probe.into(),
+            started_at: i,
+            duration_seconds: 0.1,
+            status: "critical".into(),
+            category: Some("network".into()),
+            summary: format!("run {i}"),
+            observations_json: "{}".into(),
+        }
+    }
+
+    fn alert(channel: &str, key: &str) -> (String, String, String) {
+        (channel.into(), key.into(), format!("{{\"key\":\"{key}\"}}"))
+    }
+
+    #[test]
+    fn a_result_its_state_and_its_alerts_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/sonde.db");
+        {
+            let s = Store::open(&path).unwrap();
+            let added = s
+                .record(
+                    &row("p", 1),
+                    "{\"state\":\"unhealthy\"}",
+                    &[alert("mail", "p:1:firing"), alert("am", "p:1:firing")],
+                    100,
+                )
+                .unwrap();
+            assert_eq!(added, 2);
+            // The same key again is not queued twice.
+            assert_eq!(s.enqueue(&[alert("mail", "p:1:firing")], 101).unwrap(), 0);
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.monitors().unwrap(),
+            vec![("p".to_string(), "{\"state\":\"unhealthy\"}".to_string())]
+        );
+        assert_eq!(s.recent_results("p", 10).unwrap()[0].summary, "run 1");
+        let head = s.next_due("mail", 100).unwrap().unwrap();
+        assert_eq!(head.key, "p:1:firing");
+        assert_eq!(s.pending("mail").unwrap(), (1, Some(100)));
+    }
+
+    #[test]
+    fn delivery_is_in_order_with_retries_and_dead_letters() {
+        let s = Store::in_memory().unwrap();
+        s.enqueue(
+            &[alert("hook", "a"), alert("hook", "b"), alert("other", "c")],
+            10,
+        )
+        .unwrap();
+        let a = s.next_due("hook", 10).unwrap().unwrap();
+        assert_eq!(a.key, "a");
+        s.mark_failed(a.id, "HTTP 503", Some(20)).unwrap();
+        // The head is not due yet, and b waits behind it.
+        assert_eq!(s.next_due("hook", 15).unwrap(), None);
+        assert_eq!(s.next_attempt_at("hook").unwrap(), Some(20));
+        let a = s.next_due("hook", 20).unwrap().unwrap();
+        assert_eq!((a.key.as_str(), a.attempts), ("a", 1));
+        s.mark_delivered(a.id, 20).unwrap();
+        let b = s.next_due("hook", 20).unwrap().unwrap();
+        assert_eq!(b.key, "b");
+        s.mark_failed(b.id, "HTTP 400", None).unwrap();
+        assert_eq!(s.next_due("hook", 100).unwrap(), None);
+        assert_eq!(s.pending("hook").unwrap(), (0, None));
+        assert_eq!(s.next_due("other", 10).unwrap().unwrap().key, "c");
+        assert_eq!(s.prune_delivered(1000).unwrap(), 2);
+    }
+
+    #[test]
+    fn results_are_capped_per_probe() {
+        let s = Store::in_memory().unwrap();
+        for i in 0..(RESULTS_KEPT + 20) {
+            s.record(&row("p", i), "{}", &[], i).unwrap();
+        }
+        s.record(&row("q", 0), "{}", &[], 0).unwrap();
+        let kept = s.recent_results("p", 1000).unwrap();
+        assert_eq!(kept.len() as i64, RESULTS_KEPT);
+        assert_eq!(kept[0].started_at, RESULTS_KEPT + 19);
+        assert_eq!(s.recent_results("q", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn silences_expire_and_can_be_removed() {
+        let s = Store::in_memory().unwrap();
+        let a = s
+            .add_silence("push-connectivity", 0, 100, "certificate renewal")
+            .unwrap();
+        let b = s
+            .add_silence("set:PushNotifications.Proxy", 50, 200, "")
+            .unwrap();
+        assert_eq!(s.silences(60).unwrap().len(), 2);
+        assert_eq!(
+            s.silences(150)
+                .unwrap()
+                .iter()
+                .map(|x| x.id)
+                .collect::<Vec<_>>(),
+            vec![b]
+        );
+        assert!(s.remove_silence(a).unwrap());
+        assert!(!s.remove_silence(a).unwrap());
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sonde.db");
+        std::fs::write(
+            &path,
+            b"this is not sqlite, just some text that is long enough to matter",
+        )
+        .unwrap();
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("sonde.db"), "{err}");
+    }
+}
