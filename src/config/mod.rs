@@ -21,6 +21,9 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::alert::{ChannelConfig, ChannelSpec, CHANNEL_KINDS};
+use crate::monitor::{
+    DEFAULT_FAILURE_THRESHOLD, DEFAULT_FLAP_HIGH, DEFAULT_FLAP_LOW, DEFAULT_SUCCESS_THRESHOLD,
+};
 use crate::probe::{ProbeSpec, KINDS};
 use crate::schedule::Schedule;
 
@@ -190,9 +193,18 @@ pub struct ProbeConfig {
     pub alert: Vec<String>,
     pub depends_on: Vec<String>,
     pub enabled: bool,
+    /// Extra attempts of a failed run within the same run (the runner's business).
+    pub retries: u32,
     pub failure_threshold: u32,
     pub success_threshold: u32,
     pub remind_every: Option<Duration>,
+    /// At least 1.0; multiplies the reminder interval after each reminder.
+    pub remind_backoff: f64,
+    pub remind_max: Option<Duration>,
+    pub notify_resolved: bool,
+    /// Flapping thresholds, percent state change: 0 < low < high <= 100.
+    pub flap_low: f64,
+    pub flap_high: f64,
     pub spec: ProbeSpec,
     /// The file that defines the probe, and the line of its table.
     pub file: PathBuf,
@@ -224,10 +236,17 @@ struct CommonKeys {
     #[serde(default)]
     depends_on: Vec<String>,
     enabled: Option<bool>,
+    retries: Option<u32>,
     failure_threshold: Option<u32>,
     success_threshold: Option<u32>,
     #[serde(default, with = "duration::option")]
     remind_every: Option<Duration>,
+    remind_backoff: Option<f64>,
+    #[serde(default, with = "duration::option")]
+    remind_max: Option<Duration>,
+    notify_resolved: Option<bool>,
+    flap_low: Option<f64>,
+    flap_high: Option<f64>,
 }
 
 const COMMON_KEYS: &[&str] = &[
@@ -240,9 +259,15 @@ const COMMON_KEYS: &[&str] = &[
     "alert",
     "depends_on",
     "enabled",
+    "retries",
     "failure_threshold",
     "success_threshold",
     "remind_every",
+    "remind_backoff",
+    "remind_max",
+    "notify_resolved",
+    "flap_low",
+    "flap_high",
 ];
 
 const TOP_KEYS: &[&str] = &[
@@ -816,6 +841,14 @@ fn parse_probe(
     }
     let common = common?;
     let mut ok = true;
+    ok &= check_reminders(report, prefix, &table, &common);
+    let (flap_low, flap_high) = match check_flapping(report, prefix, &table, &common) {
+        Some(thresholds) => thresholds,
+        None => {
+            ok = false;
+            (DEFAULT_FLAP_LOW, DEFAULT_FLAP_HIGH)
+        }
+    };
     if !valid_name(&common.name) {
         report.at(
             value_span(&table, "name"),
@@ -945,15 +978,121 @@ fn parse_probe(
             alert: common.alert,
             depends_on: common.depends_on,
             enabled: common.enabled.unwrap_or(true),
-            failure_threshold: common.failure_threshold.unwrap_or(3),
-            success_threshold: common.success_threshold.unwrap_or(2),
+            retries: common.retries.unwrap_or(0),
+            failure_threshold: common
+                .failure_threshold
+                .unwrap_or(DEFAULT_FAILURE_THRESHOLD),
+            success_threshold: common
+                .success_threshold
+                .unwrap_or(DEFAULT_SUCCESS_THRESHOLD),
             remind_every: common.remind_every,
+            remind_backoff: common.remind_backoff.unwrap_or(1.0),
+            remind_max: common.remind_max,
+            notify_resolved: common.notify_resolved.unwrap_or(true),
+            flap_low,
+            flap_high,
             spec,
             file: report.src.path.clone(),
             line,
             base_dir: base_dir.to_path_buf(),
         },
     })
+}
+
+/// Checks `remind_every`, `remind_backoff` and `remind_max`; false if one is wrong.
+fn check_reminders(
+    report: &mut Report<'_>,
+    prefix: &str,
+    table: &Spanned<DeValue<'_>>,
+    common: &CommonKeys,
+) -> bool {
+    let mut ok = true;
+    let mut error = |key: &str, message: String| {
+        report.at(value_span(table, key), format!("{prefix}.{key}"), message);
+        ok = false;
+    };
+    if common.remind_every.is_some_and(|d| d.is_zero()) {
+        error("remind_every", "must be more than 0s".into());
+    }
+    if let Some(backoff) = common.remind_backoff {
+        if !(backoff.is_finite() && backoff >= 1.0) {
+            error(
+                "remind_backoff",
+                format!(
+                    "must be at least 1.0, not {backoff} (1.0 keeps the interval, \
+                     2.0 doubles it after each reminder)"
+                ),
+            );
+        }
+    }
+    match (common.remind_every, common.remind_max) {
+        (Some(every), Some(max)) if max < every => error(
+            "remind_max",
+            format!(
+                "must be at least `remind_every` ({})",
+                humantime::format_duration(every)
+            ),
+        ),
+        _ => {}
+    }
+    if common.remind_every.is_none() {
+        for (key, set) in [
+            ("remind_backoff", common.remind_backoff.is_some()),
+            ("remind_max", common.remind_max.is_some()),
+        ] {
+            if set {
+                error(key, "has no effect without `remind_every`".into());
+            }
+        }
+    }
+    ok
+}
+
+/// Checks `flap_low` and `flap_high`; the thresholds with their defaults, or
+/// `None` if they are wrong.
+fn check_flapping(
+    report: &mut Report<'_>,
+    prefix: &str,
+    table: &Spanned<DeValue<'_>>,
+    common: &CommonKeys,
+) -> Option<(f64, f64)> {
+    let mut ok = true;
+    for (key, value) in [
+        ("flap_low", common.flap_low),
+        ("flap_high", common.flap_high),
+    ] {
+        if let Some(v) = value {
+            if !(v > 0.0 && v <= 100.0) {
+                report.at(
+                    value_span(table, key),
+                    format!("{prefix}.{key}"),
+                    format!("must be a percentage above 0 and at most 100, not {v}"),
+                );
+                ok = false;
+            }
+        }
+    }
+    let low = common.flap_low.unwrap_or(DEFAULT_FLAP_LOW);
+    let high = common.flap_high.unwrap_or(DEFAULT_FLAP_HIGH);
+    if ok && low >= high {
+        let default = |set: Option<f64>| if set.is_some() { "" } else { ", the default" };
+        let key = if common.flap_low.is_some() {
+            "flap_low"
+        } else {
+            "flap_high"
+        };
+        report.at(
+            value_span(table, key),
+            format!("{prefix}.{key}"),
+            format!(
+                "`flap_low` ({low}{}) must be below `flap_high` ({high}{})",
+                default(common.flap_low),
+                default(common.flap_high)
+            ),
+        );
+        ok = false;
+    }
+    ok.then_some((low, high))
 }
 
 #[derive(Deserialize)]
@@ -1196,4 +1335,60 @@ fn find_cycle(pending: &[Pending]) -> Option<Vec<usize>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sonde.toml");
+        std::fs::write(&path, text).unwrap();
+        Loader { env: &|_| None }.load(&path)
+    }
+
+    const PROBES: &str = r#"
+[[probe]]
+name = "web"
+kind = "http"
+url = "http://127.0.0.1:8080/"
+health_set = "site"
+
+[[probe]]
+name = "api"
+kind = "http"
+url = "http://127.0.0.1:8080/api"
+health_set = "backend"
+retries = 2
+remind_every = "1h"
+remind_backoff = 2
+remind_max = "8h"
+notify_resolved = false
+flap_low = 10
+flap_high = 45.5
+"#;
+
+    #[test]
+    fn monitor_keys_have_defaults_and_are_read() {
+        let config = load_text(PROBES).unwrap();
+        let web = config.probe("web").unwrap();
+        assert_eq!(
+            (web.retries, web.failure_threshold, web.success_threshold),
+            (0, 3, 2)
+        );
+        assert_eq!(
+            (web.remind_every, web.remind_backoff, web.remind_max),
+            (None, 1.0, None)
+        );
+        assert!(web.notify_resolved);
+        assert_eq!((web.flap_low, web.flap_high), (20.0, 30.0));
+        let api = config.probe("api").unwrap();
+        assert_eq!(api.retries, 2);
+        assert_eq!(api.remind_every, Some(Duration::from_secs(3600)));
+        assert_eq!(api.remind_backoff, 2.0);
+        assert_eq!(api.remind_max, Some(Duration::from_secs(8 * 3600)));
+        assert!(!api.notify_resolved);
+        assert_eq!((api.flap_low, api.flap_high), (10.0, 45.5));
+    }
 }
