@@ -8,6 +8,7 @@
 
 pub mod duration;
 pub mod env;
+pub mod timestamp;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -15,14 +16,16 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::IntoDeserializer;
-use serde::Deserialize;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::{IntoDeserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::alert::{ChannelConfig, ChannelSpec, CHANNEL_KINDS};
 use crate::monitor::{
-    DEFAULT_FAILURE_THRESHOLD, DEFAULT_FLAP_HIGH, DEFAULT_FLAP_LOW, DEFAULT_SUCCESS_THRESHOLD,
+    MaintenanceWindow, DEFAULT_FAILURE_THRESHOLD, DEFAULT_FLAP_HIGH, DEFAULT_FLAP_LOW,
+    DEFAULT_SUCCESS_THRESHOLD,
 };
 use crate::probe::{ProbeSpec, KINDS};
 use crate::schedule::Schedule;
@@ -88,11 +91,23 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub channels: Vec<ChannelConfig>,
     pub probes: Vec<ProbeConfig>,
+    pub maintenance: Vec<MaintenanceConfig>,
 }
 
 impl Config {
     pub fn probe(&self, name: &str) -> Option<&ProbeConfig> {
         self.probes.iter().find(|p| p.name == name)
+    }
+
+    /// The first `[[maintenance]]` window that covers `probe` and is active at `now`.
+    pub fn maintenance_at(
+        &self,
+        probe: &ProbeConfig,
+        now: DateTime<Utc>,
+    ) -> Option<&MaintenanceConfig> {
+        self.maintenance
+            .iter()
+            .find(|w| w.covers(probe) && w.window.active_at(now))
     }
 }
 
@@ -278,6 +293,7 @@ const TOP_KEYS: &[&str] = &[
     "telemetry",
     "channel",
     "probe",
+    "maintenance",
 ];
 
 /// Reads files and the environment for the loader; tests substitute both.
@@ -498,6 +514,7 @@ struct Parts {
     telemetry: Option<TelemetryConfig>,
     channels: Vec<(ChannelConfig, Located)>,
     probes: Vec<Pending>,
+    maintenance: Vec<PendingMaintenance>,
     includes: Vec<(String, Located)>,
 }
 
@@ -521,6 +538,7 @@ impl Loader<'_> {
 
         let channels = cross_check_channels(&parts.channels, &mut errors);
         let probes = cross_check_probes(parts.probes, &channels, &mut errors);
+        let maintenance = cross_check_maintenance(parts.maintenance, &probes, &mut errors);
         if !errors.is_empty() {
             // Files in the order they were read, positions in order within each.
             let mut order: Vec<PathBuf> = Vec::new();
@@ -540,6 +558,7 @@ impl Loader<'_> {
             telemetry: parts.telemetry.unwrap_or_default(),
             channels: parts.channels.into_iter().map(|(c, _)| c).collect(),
             probes,
+            maintenance,
         })
     }
 
@@ -665,6 +684,15 @@ impl Loader<'_> {
                             parse_probe(&mut report, &format!("probe[{i}]"), item, &base_dir)
                         {
                             parts.probes.push(p);
+                        }
+                    }
+                }
+                "maintenance" => {
+                    for (i, item) in array_of_tables(&mut report, "maintenance", value) {
+                        if let Some(m) =
+                            parse_maintenance(&mut report, &format!("maintenance[{i}]"), item)
+                        {
+                            parts.maintenance.push(m);
                         }
                     }
                 }
@@ -1095,6 +1123,245 @@ fn check_flapping(
     ok.then_some((low, high))
 }
 
+/// The probes a `[[maintenance]]` window covers by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeSelection {
+    /// `"*"`: every probe.
+    All,
+    Named(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ProbeSelection {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct SelectionVisitor;
+
+        impl<'de> Visitor<'de> for SelectionVisitor {
+            type Value = ProbeSelection;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a list of probe names, or "*""#)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                if text == "*" {
+                    Ok(ProbeSelection::All)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(text), &self))
+                }
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(if names.iter().any(|n| n == "*") {
+                    ProbeSelection::All
+                } else {
+                    ProbeSelection::Named(names)
+                })
+            }
+        }
+
+        de.deserialize_any(SelectionVisitor)
+    }
+}
+
+impl Default for ProbeSelection {
+    fn default() -> Self {
+        ProbeSelection::Named(Vec::new())
+    }
+}
+
+/// One `[[maintenance]]` table: while its window is active, the probes it covers
+/// show `maintenance` and send no notices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceConfig {
+    pub name: String,
+    pub probes: ProbeSelection,
+    pub health_sets: Vec<String>,
+    pub window: MaintenanceWindow,
+    /// The file that defines it, and the line of its table.
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl MaintenanceConfig {
+    /// Whether the window covers `probe`, by name or by health set.
+    pub fn covers(&self, probe: &ProbeConfig) -> bool {
+        let by_name = match &self.probes {
+            ProbeSelection::All => true,
+            ProbeSelection::Named(names) => names.contains(&probe.name),
+        };
+        by_name || self.health_sets.contains(&probe.health_set)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceKeys {
+    name: String,
+    probes: Option<ProbeSelection>,
+    #[serde(default)]
+    health_sets: Vec<String>,
+    schedule: Option<String>,
+    #[serde(default, with = "duration::option")]
+    duration: Option<Duration>,
+    #[serde(default, with = "timestamp::option")]
+    from: Option<DateTime<Utc>>,
+    #[serde(default, with = "timestamp::option")]
+    to: Option<DateTime<Utc>>,
+}
+
+/// A maintenance window before cross-checks, with where its references stand.
+struct PendingMaintenance {
+    config: MaintenanceConfig,
+    name_at: Located,
+    probes_at: Vec<Located>,
+    sets_at: Vec<Located>,
+}
+
+fn parse_maintenance(
+    report: &mut Report<'_>,
+    prefix: &str,
+    table: Spanned<DeValue<'_>>,
+) -> Option<PendingMaintenance> {
+    let keys: MaintenanceKeys = deserialize_all(report, prefix, &table, deserialize)?;
+    let mut ok = true;
+    let mut error = |report: &mut Report<'_>, key: &str, message: String| {
+        let (span, path) = if key.is_empty() {
+            (table.span(), prefix.to_string())
+        } else {
+            (value_span(&table, key), format!("{prefix}.{key}"))
+        };
+        report.at(span, path, message);
+        ok = false;
+    };
+    if !valid_name(&keys.name) {
+        error(
+            report,
+            "name",
+            format!("invalid name `{}`: {NAME_RULE}", keys.name),
+        );
+    }
+    let probes = keys.probes.unwrap_or_default();
+    if probes == ProbeSelection::Named(Vec::new()) && keys.health_sets.is_empty() {
+        error(
+            report,
+            "",
+            r#"the window covers nothing: give `probes` (names, or "*" for all) or `health_sets`"#
+                .into(),
+        );
+    }
+    let recurring = keys.schedule.is_some() || keys.duration.is_some();
+    let one_off = keys.from.is_some() || keys.to.is_some();
+    let window = match (keys.schedule, keys.duration, keys.from, keys.to) {
+        _ if recurring && one_off => {
+            let key = if keys.from.is_some() { "from" } else { "to" };
+            error(
+                report,
+                key,
+                "give `schedule` with `duration` (a recurring window) or `from` with `to` \
+                 (a one-off window), not both"
+                    .into(),
+            );
+            None
+        }
+        (Some(text), Some(duration), _, _) => {
+            let schedule = match Schedule::cron(&text) {
+                Ok(s) => Some(s),
+                Err(msg) => {
+                    error(report, "schedule", msg);
+                    None
+                }
+            };
+            if duration.is_zero() {
+                error(report, "duration", "must be more than 0s".into());
+            }
+            schedule.map(|schedule| MaintenanceWindow::Recurring { schedule, duration })
+        }
+        (Some(_), None, _, _) => {
+            error(
+                report,
+                "schedule",
+                "a `schedule` needs a `duration`: how long each window lasts".into(),
+            );
+            None
+        }
+        (None, Some(_), _, _) => {
+            error(
+                report,
+                "duration",
+                "a `duration` needs a `schedule`: when each window starts".into(),
+            );
+            None
+        }
+        (None, None, Some(from), Some(to)) => {
+            if to <= from {
+                error(
+                    report,
+                    "to",
+                    format!(
+                        "must be after `from` ({})",
+                        from.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+                    ),
+                );
+                None
+            } else {
+                Some(MaintenanceWindow::OneOff { from, to })
+            }
+        }
+        (None, None, Some(_), None) => {
+            error(report, "from", "a `from` needs a `to`".into());
+            None
+        }
+        (None, None, None, Some(_)) => {
+            error(report, "to", "a `to` needs a `from`".into());
+            None
+        }
+        (None, None, None, None) => {
+            error(
+                report,
+                "",
+                "no window: give `schedule` with `duration` (a recurring window) or \
+                 `from` with `to` (a one-off window)"
+                    .into(),
+            );
+            None
+        }
+    };
+    let window = window?;
+    if !ok {
+        return None;
+    }
+    let at = |key: &str| -> Vec<Located> {
+        item_spans(&table, key)
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| Located::new(report.src, s, format!("{prefix}.{key}[{i}]")))
+            .collect()
+    };
+    let (probes_at, sets_at) = (at("probes"), at("health_sets"));
+    let (line, _) = report.src.position(table.span().start);
+    Some(PendingMaintenance {
+        name_at: Located::new(
+            report.src,
+            value_span(&table, "name"),
+            format!("{prefix}.name"),
+        ),
+        probes_at,
+        sets_at,
+        config: MaintenanceConfig {
+            name: keys.name,
+            probes,
+            health_sets: keys.health_sets,
+            window,
+            file: report.src.path.clone(),
+            line,
+        },
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChannelCommon {
@@ -1287,6 +1554,40 @@ fn cross_check_probes(
     pending.into_iter().map(|p| p.probe).collect()
 }
 
+fn cross_check_maintenance(
+    pending: Vec<PendingMaintenance>,
+    probes: &[ProbeConfig],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<MaintenanceConfig> {
+    let mut seen: HashMap<&str, &Located> = HashMap::new();
+    for m in &pending {
+        if let Some(first) = seen.get(m.config.name.as_str()) {
+            errors.push(m.name_at.error(format!(
+                "duplicate maintenance name `{}` (first defined at {})",
+                m.config.name,
+                first.here()
+            )));
+        } else {
+            seen.insert(&m.config.name, &m.name_at);
+        }
+        if let ProbeSelection::Named(names) = &m.config.probes {
+            for (i, name) in names.iter().enumerate() {
+                if !probes.iter().any(|p| &p.name == name) {
+                    let at = m.probes_at.get(i).unwrap_or(&m.name_at);
+                    errors.push(at.error(format!("no probe named `{name}`")));
+                }
+            }
+        }
+        for (i, set) in m.config.health_sets.iter().enumerate() {
+            if !probes.iter().any(|p| &p.health_set == set) {
+                let at = m.sets_at.get(i).unwrap_or(&m.name_at);
+                errors.push(at.error(format!("no probe is in health set `{set}`")));
+            }
+        }
+    }
+    pending.into_iter().map(|m| m.config).collect()
+}
+
 /// Indices of the probes on a `depends_on` cycle, if any.
 fn find_cycle(pending: &[Pending]) -> Option<Vec<usize>> {
     let index: HashMap<&str, usize> = pending
@@ -1348,6 +1649,10 @@ mod tests {
         Loader { env: &|_| None }.load(&path)
     }
 
+    fn t(text: &str) -> DateTime<Utc> {
+        timestamp::parse(text).unwrap()
+    }
+
     const PROBES: &str = r#"
 [[probe]]
 name = "web"
@@ -1390,5 +1695,56 @@ flap_high = 45.5
         assert_eq!(api.remind_max, Some(Duration::from_secs(8 * 3600)));
         assert!(!api.notify_resolved);
         assert_eq!((api.flap_low, api.flap_high), (10.0, 45.5));
+        assert!(config.maintenance.is_empty());
+    }
+
+    #[test]
+    fn maintenance_windows_are_read_and_cover_their_probes() {
+        let text = format!(
+            "{PROBES}{}",
+            r#"
+[[maintenance]]
+name = "nightly"
+probes = ["web"]
+schedule = "0 22 * * *"
+duration = "4h"
+
+[[maintenance]]
+name = "migration"
+health_sets = ["backend"]
+from = 2025-06-01T22:00:00Z
+to = "2025-06-02T04:00:00+02:00"
+
+[[maintenance]]
+name = "everything"
+probes = "*"
+from = "2025-07-01T00:00:00Z"
+to = "2025-07-01T01:00:00Z"
+"#
+        );
+        let config = load_text(&text).unwrap();
+        let [nightly, migration, everything] = &config.maintenance[..] else {
+            panic!("{:?}", config.maintenance);
+        };
+        assert_eq!(nightly.probes, ProbeSelection::Named(vec!["web".into()]));
+        assert_eq!(
+            migration.window,
+            MaintenanceWindow::OneOff {
+                from: t("2025-06-01T22:00:00Z"),
+                to: t("2025-06-02T02:00:00Z"),
+            }
+        );
+        assert_eq!(everything.probes, ProbeSelection::All);
+        let (web, api) = (config.probe("web").unwrap(), config.probe("api").unwrap());
+        assert!(nightly.covers(web) && !nightly.covers(api));
+        assert!(migration.covers(api) && !migration.covers(web));
+        assert!(everything.covers(web) && everything.covers(api));
+
+        let name = |p, at| config.maintenance_at(p, t(at)).map(|m| m.name.as_str());
+        assert_eq!(name(web, "2025-06-01T23:00:00Z"), Some("nightly"));
+        assert_eq!(name(api, "2025-06-01T23:00:00Z"), Some("migration"));
+        assert_eq!(name(api, "2025-06-02T02:00:00Z"), None);
+        assert_eq!(name(web, "2025-06-02T02:00:00Z"), None);
+        assert_eq!(name(api, "2025-07-01T00:30:00Z"), Some("everything"));
     }
 }
