@@ -15,6 +15,7 @@ pub mod demo;
 pub mod guid;
 pub mod jwt;
 pub mod lab;
+pub mod monitor;
 pub mod output;
 pub mod probe;
 pub mod runner;

@@ -8,6 +8,7 @@
 
 pub mod duration;
 pub mod env;
+pub mod timestamp;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -15,12 +16,17 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::IntoDeserializer;
-use serde::Deserialize;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::{IntoDeserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::alert::{ChannelConfig, ChannelSpec, CHANNEL_KINDS};
+use crate::monitor::{
+    MaintenanceWindow, DEFAULT_FAILURE_THRESHOLD, DEFAULT_FLAP_HIGH, DEFAULT_FLAP_LOW,
+    DEFAULT_SUCCESS_THRESHOLD,
+};
 use crate::probe::{ProbeSpec, KINDS};
 use crate::schedule::Schedule;
 
@@ -85,11 +91,23 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub channels: Vec<ChannelConfig>,
     pub probes: Vec<ProbeConfig>,
+    pub maintenance: Vec<MaintenanceConfig>,
 }
 
 impl Config {
     pub fn probe(&self, name: &str) -> Option<&ProbeConfig> {
         self.probes.iter().find(|p| p.name == name)
+    }
+
+    /// The first `[[maintenance]]` window that covers `probe` and is active at `now`.
+    pub fn maintenance_at(
+        &self,
+        probe: &ProbeConfig,
+        now: DateTime<Utc>,
+    ) -> Option<&MaintenanceConfig> {
+        self.maintenance
+            .iter()
+            .find(|w| w.covers(probe) && w.window.active_at(now))
     }
 }
 
@@ -190,9 +208,18 @@ pub struct ProbeConfig {
     pub alert: Vec<String>,
     pub depends_on: Vec<String>,
     pub enabled: bool,
+    /// Extra attempts of a failed run within the same run (the runner's business).
+    pub retries: u32,
     pub failure_threshold: u32,
     pub success_threshold: u32,
     pub remind_every: Option<Duration>,
+    /// At least 1.0; multiplies the reminder interval after each reminder.
+    pub remind_backoff: f64,
+    pub remind_max: Option<Duration>,
+    pub notify_resolved: bool,
+    /// Flapping thresholds, percent state change: 0 < low < high <= 100.
+    pub flap_low: f64,
+    pub flap_high: f64,
     pub spec: ProbeSpec,
     /// The file that defines the probe, and the line of its table.
     pub file: PathBuf,
@@ -224,10 +251,17 @@ struct CommonKeys {
     #[serde(default)]
     depends_on: Vec<String>,
     enabled: Option<bool>,
+    retries: Option<u32>,
     failure_threshold: Option<u32>,
     success_threshold: Option<u32>,
     #[serde(default, with = "duration::option")]
     remind_every: Option<Duration>,
+    remind_backoff: Option<f64>,
+    #[serde(default, with = "duration::option")]
+    remind_max: Option<Duration>,
+    notify_resolved: Option<bool>,
+    flap_low: Option<f64>,
+    flap_high: Option<f64>,
 }
 
 const COMMON_KEYS: &[&str] = &[
@@ -240,9 +274,15 @@ const COMMON_KEYS: &[&str] = &[
     "alert",
     "depends_on",
     "enabled",
+    "retries",
     "failure_threshold",
     "success_threshold",
     "remind_every",
+    "remind_backoff",
+    "remind_max",
+    "notify_resolved",
+    "flap_low",
+    "flap_high",
 ];
 
 const TOP_KEYS: &[&str] = &[
@@ -253,6 +293,7 @@ const TOP_KEYS: &[&str] = &[
     "telemetry",
     "channel",
     "probe",
+    "maintenance",
 ];
 
 /// Reads files and the environment for the loader; tests substitute both.
@@ -473,6 +514,7 @@ struct Parts {
     telemetry: Option<TelemetryConfig>,
     channels: Vec<(ChannelConfig, Located)>,
     probes: Vec<Pending>,
+    maintenance: Vec<PendingMaintenance>,
     includes: Vec<(String, Located)>,
 }
 
@@ -496,6 +538,7 @@ impl Loader<'_> {
 
         let channels = cross_check_channels(&parts.channels, &mut errors);
         let probes = cross_check_probes(parts.probes, &channels, &mut errors);
+        let maintenance = cross_check_maintenance(parts.maintenance, &probes, &mut errors);
         if !errors.is_empty() {
             // Files in the order they were read, positions in order within each.
             let mut order: Vec<PathBuf> = Vec::new();
@@ -515,6 +558,7 @@ impl Loader<'_> {
             telemetry: parts.telemetry.unwrap_or_default(),
             channels: parts.channels.into_iter().map(|(c, _)| c).collect(),
             probes,
+            maintenance,
         })
     }
 
@@ -640,6 +684,15 @@ impl Loader<'_> {
                             parse_probe(&mut report, &format!("probe[{i}]"), item, &base_dir)
                         {
                             parts.probes.push(p);
+                        }
+                    }
+                }
+                "maintenance" => {
+                    for (i, item) in array_of_tables(&mut report, "maintenance", value) {
+                        if let Some(m) =
+                            parse_maintenance(&mut report, &format!("maintenance[{i}]"), item)
+                        {
+                            parts.maintenance.push(m);
                         }
                     }
                 }
@@ -816,6 +869,14 @@ fn parse_probe(
     }
     let common = common?;
     let mut ok = true;
+    ok &= check_reminders(report, prefix, &table, &common);
+    let (flap_low, flap_high) = match check_flapping(report, prefix, &table, &common) {
+        Some(thresholds) => thresholds,
+        None => {
+            ok = false;
+            (DEFAULT_FLAP_LOW, DEFAULT_FLAP_HIGH)
+        }
+    };
     if !valid_name(&common.name) {
         report.at(
             value_span(&table, "name"),
@@ -945,13 +1006,358 @@ fn parse_probe(
             alert: common.alert,
             depends_on: common.depends_on,
             enabled: common.enabled.unwrap_or(true),
-            failure_threshold: common.failure_threshold.unwrap_or(3),
-            success_threshold: common.success_threshold.unwrap_or(2),
+            retries: common.retries.unwrap_or(0),
+            failure_threshold: common
+                .failure_threshold
+                .unwrap_or(DEFAULT_FAILURE_THRESHOLD),
+            success_threshold: common
+                .success_threshold
+                .unwrap_or(DEFAULT_SUCCESS_THRESHOLD),
             remind_every: common.remind_every,
+            remind_backoff: common.remind_backoff.unwrap_or(1.0),
+            remind_max: common.remind_max,
+            notify_resolved: common.notify_resolved.unwrap_or(true),
+            flap_low,
+            flap_high,
             spec,
             file: report.src.path.clone(),
             line,
             base_dir: base_dir.to_path_buf(),
+        },
+    })
+}
+
+/// Checks `remind_every`, `remind_backoff` and `remind_max`; false if one is wrong.
+fn check_reminders(
+    report: &mut Report<'_>,
+    prefix: &str,
+    table: &Spanned<DeValue<'_>>,
+    common: &CommonKeys,
+) -> bool {
+    let mut ok = true;
+    let mut error = |key: &str, message: String| {
+        report.at(value_span(table, key), format!("{prefix}.{key}"), message);
+        ok = false;
+    };
+    if common.remind_every.is_some_and(|d| d.is_zero()) {
+        error("remind_every", "must be more than 0s".into());
+    }
+    if let Some(backoff) = common.remind_backoff {
+        if !(backoff.is_finite() && backoff >= 1.0) {
+            error(
+                "remind_backoff",
+                format!(
+                    "must be at least 1.0, not {backoff} (1.0 keeps the interval, \
+                     2.0 doubles it after each reminder)"
+                ),
+            );
+        }
+    }
+    match (common.remind_every, common.remind_max) {
+        (Some(every), Some(max)) if max < every => error(
+            "remind_max",
+            format!(
+                "must be at least `remind_every` ({})",
+                humantime::format_duration(every)
+            ),
+        ),
+        _ => {}
+    }
+    if common.remind_every.is_none() {
+        for (key, set) in [
+            ("remind_backoff", common.remind_backoff.is_some()),
+            ("remind_max", common.remind_max.is_some()),
+        ] {
+            if set {
+                error(key, "has no effect without `remind_every`".into());
+            }
+        }
+    }
+    ok
+}
+
+/// Checks `flap_low` and `flap_high`; the thresholds with their defaults, or
+/// `None` if they are wrong.
+fn check_flapping(
+    report: &mut Report<'_>,
+    prefix: &str,
+    table: &Spanned<DeValue<'_>>,
+    common: &CommonKeys,
+) -> Option<(f64, f64)> {
+    let mut ok = true;
+    for (key, value) in [
+        ("flap_low", common.flap_low),
+        ("flap_high", common.flap_high),
+    ] {
+        if let Some(v) = value {
+            if !(v > 0.0 && v <= 100.0) {
+                report.at(
+                    value_span(table, key),
+                    format!("{prefix}.{key}"),
+                    format!("must be a percentage above 0 and at most 100, not {v}"),
+                );
+                ok = false;
+            }
+        }
+    }
+    let low = common.flap_low.unwrap_or(DEFAULT_FLAP_LOW);
+    let high = common.flap_high.unwrap_or(DEFAULT_FLAP_HIGH);
+    if ok && low >= high {
+        let default = |set: Option<f64>| if set.is_some() { "" } else { ", the default" };
+        let key = if common.flap_low.is_some() {
+            "flap_low"
+        } else {
+            "flap_high"
+        };
+        report.at(
+            value_span(table, key),
+            format!("{prefix}.{key}"),
+            format!(
+                "`flap_low` ({low}{}) must be below `flap_high` ({high}{})",
+                default(common.flap_low),
+                default(common.flap_high)
+            ),
+        );
+        ok = false;
+    }
+    ok.then_some((low, high))
+}
+
+/// The probes a `[[maintenance]]` window covers by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeSelection {
+    /// `"*"`: every probe.
+    All,
+    Named(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ProbeSelection {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct SelectionVisitor;
+
+        impl<'de> Visitor<'de> for SelectionVisitor {
+            type Value = ProbeSelection;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a list of probe names, or "*""#)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                if text == "*" {
+                    Ok(ProbeSelection::All)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(text), &self))
+                }
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(if names.iter().any(|n| n == "*") {
+                    ProbeSelection::All
+                } else {
+                    ProbeSelection::Named(names)
+                })
+            }
+        }
+
+        de.deserialize_any(SelectionVisitor)
+    }
+}
+
+impl Default for ProbeSelection {
+    fn default() -> Self {
+        ProbeSelection::Named(Vec::new())
+    }
+}
+
+/// One `[[maintenance]]` table: while its window is active, the probes it covers
+/// show `maintenance` and send no notices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceConfig {
+    pub name: String,
+    pub probes: ProbeSelection,
+    pub health_sets: Vec<String>,
+    pub window: MaintenanceWindow,
+    /// The file that defines it, and the line of its table.
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl MaintenanceConfig {
+    /// Whether the window covers `probe`, by name or by health set.
+    pub fn covers(&self, probe: &ProbeConfig) -> bool {
+        let by_name = match &self.probes {
+            ProbeSelection::All => true,
+            ProbeSelection::Named(names) => names.contains(&probe.name),
+        };
+        by_name || self.health_sets.contains(&probe.health_set)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceKeys {
+    name: String,
+    probes: Option<ProbeSelection>,
+    #[serde(default)]
+    health_sets: Vec<String>,
+    schedule: Option<String>,
+    #[serde(default, with = "duration::option")]
+    duration: Option<Duration>,
+    #[serde(default, with = "timestamp::option")]
+    from: Option<DateTime<Utc>>,
+    #[serde(default, with = "timestamp::option")]
+    to: Option<DateTime<Utc>>,
+}
+
+/// A maintenance window before cross-checks, with where its references stand.
+struct PendingMaintenance {
+    config: MaintenanceConfig,
+    name_at: Located,
+    probes_at: Vec<Located>,
+    sets_at: Vec<Located>,
+}
+
+fn parse_maintenance(
+    report: &mut Report<'_>,
+    prefix: &str,
+    table: Spanned<DeValue<'_>>,
+) -> Option<PendingMaintenance> {
+    let keys: MaintenanceKeys = deserialize_all(report, prefix, &table, deserialize)?;
+    let mut ok = true;
+    let mut error = |report: &mut Report<'_>, key: &str, message: String| {
+        let (span, path) = if key.is_empty() {
+            (table.span(), prefix.to_string())
+        } else {
+            (value_span(&table, key), format!("{prefix}.{key}"))
+        };
+        report.at(span, path, message);
+        ok = false;
+    };
+    if !valid_name(&keys.name) {
+        error(
+            report,
+            "name",
+            format!("invalid name `{}`: {NAME_RULE}", keys.name),
+        );
+    }
+    let probes = keys.probes.unwrap_or_default();
+    if probes == ProbeSelection::Named(Vec::new()) && keys.health_sets.is_empty() {
+        error(
+            report,
+            "",
+            r#"the window covers nothing: give `probes` (names, or "*" for all) or `health_sets`"#
+                .into(),
+        );
+    }
+    let recurring = keys.schedule.is_some() || keys.duration.is_some();
+    let one_off = keys.from.is_some() || keys.to.is_some();
+    let window = match (keys.schedule, keys.duration, keys.from, keys.to) {
+        _ if recurring && one_off => {
+            let key = if keys.from.is_some() { "from" } else { "to" };
+            error(
+                report,
+                key,
+                "give `schedule` with `duration` (a recurring window) or `from` with `to` \
+                 (a one-off window), not both"
+                    .into(),
+            );
+            None
+        }
+        (Some(text), Some(duration), _, _) => {
+            let schedule = match Schedule::cron(&text) {
+                Ok(s) => Some(s),
+                Err(msg) => {
+                    error(report, "schedule", msg);
+                    None
+                }
+            };
+            if duration.is_zero() {
+                error(report, "duration", "must be more than 0s".into());
+            }
+            schedule.map(|schedule| MaintenanceWindow::Recurring { schedule, duration })
+        }
+        (Some(_), None, _, _) => {
+            error(
+                report,
+                "schedule",
+                "a `schedule` needs a `duration`: how long each window lasts".into(),
+            );
+            None
+        }
+        (None, Some(_), _, _) => {
+            error(
+                report,
+                "duration",
+                "a `duration` needs a `schedule`: when each window starts".into(),
+            );
+            None
+        }
+        (None, None, Some(from), Some(to)) => {
+            if to <= from {
+                error(
+                    report,
+                    "to",
+                    format!(
+                        "must be after `from` ({})",
+                        from.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+                    ),
+                );
+                None
+            } else {
+                Some(MaintenanceWindow::OneOff { from, to })
+            }
+        }
+        (None, None, Some(_), None) => {
+            error(report, "from", "a `from` needs a `to`".into());
+            None
+        }
+        (None, None, None, Some(_)) => {
+            error(report, "to", "a `to` needs a `from`".into());
+            None
+        }
+        (None, None, None, None) => {
+            error(
+                report,
+                "",
+                "no window: give `schedule` with `duration` (a recurring window) or \
+                 `from` with `to` (a one-off window)"
+                    .into(),
+            );
+            None
+        }
+    };
+    let window = window?;
+    if !ok {
+        return None;
+    }
+    let at = |key: &str| -> Vec<Located> {
+        item_spans(&table, key)
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| Located::new(report.src, s, format!("{prefix}.{key}[{i}]")))
+            .collect()
+    };
+    let (probes_at, sets_at) = (at("probes"), at("health_sets"));
+    let (line, _) = report.src.position(table.span().start);
+    Some(PendingMaintenance {
+        name_at: Located::new(
+            report.src,
+            value_span(&table, "name"),
+            format!("{prefix}.name"),
+        ),
+        probes_at,
+        sets_at,
+        config: MaintenanceConfig {
+            name: keys.name,
+            probes,
+            health_sets: keys.health_sets,
+            window,
+            file: report.src.path.clone(),
+            line,
         },
     })
 }
@@ -1148,6 +1554,40 @@ fn cross_check_probes(
     pending.into_iter().map(|p| p.probe).collect()
 }
 
+fn cross_check_maintenance(
+    pending: Vec<PendingMaintenance>,
+    probes: &[ProbeConfig],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<MaintenanceConfig> {
+    let mut seen: HashMap<&str, &Located> = HashMap::new();
+    for m in &pending {
+        if let Some(first) = seen.get(m.config.name.as_str()) {
+            errors.push(m.name_at.error(format!(
+                "duplicate maintenance name `{}` (first defined at {})",
+                m.config.name,
+                first.here()
+            )));
+        } else {
+            seen.insert(&m.config.name, &m.name_at);
+        }
+        if let ProbeSelection::Named(names) = &m.config.probes {
+            for (i, name) in names.iter().enumerate() {
+                if !probes.iter().any(|p| &p.name == name) {
+                    let at = m.probes_at.get(i).unwrap_or(&m.name_at);
+                    errors.push(at.error(format!("no probe named `{name}`")));
+                }
+            }
+        }
+        for (i, set) in m.config.health_sets.iter().enumerate() {
+            if !probes.iter().any(|p| &p.health_set == set) {
+                let at = m.sets_at.get(i).unwrap_or(&m.name_at);
+                errors.push(at.error(format!("no probe is in health set `{set}`")));
+            }
+        }
+    }
+    pending.into_iter().map(|m| m.config).collect()
+}
+
 /// Indices of the probes on a `depends_on` cycle, if any.
 fn find_cycle(pending: &[Pending]) -> Option<Vec<usize>> {
     let index: HashMap<&str, usize> = pending
@@ -1196,4 +1636,115 @@ fn find_cycle(pending: &[Pending]) -> Option<Vec<usize>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sonde.toml");
+        std::fs::write(&path, text).unwrap();
+        Loader { env: &|_| None }.load(&path)
+    }
+
+    fn t(text: &str) -> DateTime<Utc> {
+        timestamp::parse(text).unwrap()
+    }
+
+    const PROBES: &str = r#"
+[[probe]]
+name = "web"
+kind = "http"
+url = "http://127.0.0.1:8080/"
+health_set = "site"
+
+[[probe]]
+name = "api"
+kind = "http"
+url = "http://127.0.0.1:8080/api"
+health_set = "backend"
+retries = 2
+remind_every = "1h"
+remind_backoff = 2
+remind_max = "8h"
+notify_resolved = false
+flap_low = 10
+flap_high = 45.5
+"#;
+
+    #[test]
+    fn monitor_keys_have_defaults_and_are_read() {
+        let config = load_text(PROBES).unwrap();
+        let web = config.probe("web").unwrap();
+        assert_eq!(
+            (web.retries, web.failure_threshold, web.success_threshold),
+            (0, 3, 2)
+        );
+        assert_eq!(
+            (web.remind_every, web.remind_backoff, web.remind_max),
+            (None, 1.0, None)
+        );
+        assert!(web.notify_resolved);
+        assert_eq!((web.flap_low, web.flap_high), (20.0, 30.0));
+        let api = config.probe("api").unwrap();
+        assert_eq!(api.retries, 2);
+        assert_eq!(api.remind_every, Some(Duration::from_secs(3600)));
+        assert_eq!(api.remind_backoff, 2.0);
+        assert_eq!(api.remind_max, Some(Duration::from_secs(8 * 3600)));
+        assert!(!api.notify_resolved);
+        assert_eq!((api.flap_low, api.flap_high), (10.0, 45.5));
+        assert!(config.maintenance.is_empty());
+    }
+
+    #[test]
+    fn maintenance_windows_are_read_and_cover_their_probes() {
+        let text = format!(
+            "{PROBES}{}",
+            r#"
+[[maintenance]]
+name = "nightly"
+probes = ["web"]
+schedule = "0 22 * * *"
+duration = "4h"
+
+[[maintenance]]
+name = "migration"
+health_sets = ["backend"]
+from = 2025-06-01T22:00:00Z
+to = "2025-06-02T04:00:00+02:00"
+
+[[maintenance]]
+name = "everything"
+probes = "*"
+from = "2025-07-01T00:00:00Z"
+to = "2025-07-01T01:00:00Z"
+"#
+        );
+        let config = load_text(&text).unwrap();
+        let [nightly, migration, everything] = &config.maintenance[..] else {
+            panic!("{:?}", config.maintenance);
+        };
+        assert_eq!(nightly.probes, ProbeSelection::Named(vec!["web".into()]));
+        assert_eq!(
+            migration.window,
+            MaintenanceWindow::OneOff {
+                from: t("2025-06-01T22:00:00Z"),
+                to: t("2025-06-02T02:00:00Z"),
+            }
+        );
+        assert_eq!(everything.probes, ProbeSelection::All);
+        let (web, api) = (config.probe("web").unwrap(), config.probe("api").unwrap());
+        assert!(nightly.covers(web) && !nightly.covers(api));
+        assert!(migration.covers(api) && !migration.covers(web));
+        assert!(everything.covers(web) && everything.covers(api));
+
+        let name = |p, at| config.maintenance_at(p, t(at)).map(|m| m.name.as_str());
+        assert_eq!(name(web, "2025-06-01T23:00:00Z"), Some("nightly"));
+        assert_eq!(name(api, "2025-06-01T23:00:00Z"), Some("migration"));
+        assert_eq!(name(api, "2025-06-02T02:00:00Z"), None);
+        assert_eq!(name(web, "2025-06-02T02:00:00Z"), None);
+        assert_eq!(name(api, "2025-07-01T00:30:00Z"), Some("everything"));
+    }
 }
