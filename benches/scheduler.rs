@@ -70,6 +70,7 @@ fn probes(schedule: impl Fn(&str) -> Schedule) -> Vec<Scheduled> {
                     kind: "noop",
                     health_set: "bench".into(),
                     timeout: Duration::from_secs(5),
+                    retries: 0,
                     probe: Arc::new(Noop),
                 },
             }

@@ -36,6 +36,7 @@ pub fn build_target(p: &ProbeConfig, all: &[ProbeConfig]) -> Result<Target, Conf
         kind: p.kind(),
         health_set: p.health_set.as_str().into(),
         timeout: p.timeout,
+        retries: p.retries,
         probe,
     })
 }

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::probe::{Category, Outcome, Probe, ProbeContext};
+use crate::probe::{Category, Outcome, Probe, ProbeContext, Status};
 use crate::telemetry::events::ProbeRunFinished;
 
 /// What the runner needs to know about a probe.
@@ -20,6 +20,8 @@ pub struct Target {
     pub kind: &'static str,
     pub health_set: Arc<str>,
     pub timeout: Duration,
+    /// Extra attempts after a failed one, within the same run and `timeout`.
+    pub retries: u32,
     pub probe: Arc<dyn Probe>,
 }
 
@@ -32,11 +34,61 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
     };
     let started_at = clock.now();
     let start = tokio::time::Instant::now();
-    let run = AssertUnwindSafe(target.probe.run(&ctx)).catch_unwind();
-    let mut outcome = match tokio::time::timeout(target.timeout, run)
-        .instrument(span.clone())
-        .await
-    {
+    let deadline = start + target.timeout;
+    let mut attempt = 0u32;
+    let mut outcome = loop {
+        let outcome = attempt_once(target, &ctx, deadline)
+            .instrument(span.clone())
+            .await;
+        let retryable = matches!(outcome.status, Status::Critical | Status::Unknown)
+            && !matches!(outcome.category, Some(Category::Config | Category::Timeout));
+        // A short pause between attempts, never past the deadline.
+        let pause =
+            RETRY_PAUSE.min(deadline.saturating_duration_since(tokio::time::Instant::now()) / 4);
+        if !retryable || attempt >= target.retries || pause.is_zero() {
+            break outcome;
+        }
+        attempt += 1;
+        tracing::debug!(parent: &span, attempt, summary = %outcome.summary, "retrying");
+        tokio::time::sleep(pause).await;
+    };
+    if attempt > 0 {
+        let retries = if attempt == 1 {
+            "1 retry".to_string()
+        } else {
+            format!("{attempt} retries")
+        };
+        outcome.summary = if outcome.status == Status::Ok {
+            format!("ok after {retries}: {}", outcome.summary)
+        } else {
+            format!("{} (after {retries})", outcome.summary)
+        };
+        outcome.observe("retries", f64::from(attempt));
+    }
+    outcome.started_at = started_at;
+    outcome.duration = start.elapsed();
+    span.in_scope(|| {
+        ProbeRunFinished {
+            probe: &target.name,
+            kind: target.kind,
+            outcome: &outcome,
+        }
+        .emit()
+    });
+    outcome
+}
+
+/// Pause between a failed attempt and its retry.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// One attempt, cut off at `deadline`; a panic becomes `unknown`/`internal`.
+async fn attempt_once(
+    target: &Target,
+    ctx: &ProbeContext,
+    deadline: tokio::time::Instant,
+) -> Outcome {
+    let run = AssertUnwindSafe(target.probe.run(ctx)).catch_unwind();
+    match tokio::time::timeout_at(deadline, run).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => Outcome::unknown(
             Category::Internal,
@@ -49,18 +101,7 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
                 humantime::format_duration(target.timeout)
             ),
         ),
-    };
-    outcome.started_at = started_at;
-    outcome.duration = start.elapsed();
-    span.in_scope(|| {
-        ProbeRunFinished {
-            probe: &target.name,
-            kind: target.kind,
-            outcome: &outcome,
-        }
-        .emit()
-    });
-    outcome
+    }
 }
 
 fn panic_message(panic: &Box<dyn Any + Send>) -> String {
@@ -112,6 +153,7 @@ pub(crate) mod tests {
             kind: "test",
             health_set: "default".into(),
             timeout,
+            retries: 0,
             probe: Arc::new(probe),
         }
     }
@@ -146,6 +188,67 @@ pub(crate) mod tests {
         );
         assert_eq!(o.duration, Duration::from_millis(1500));
         assert_eq!(o.observations["answer_count"], 42.0);
+    }
+
+    /// Fails `failures` times (critical, network), then is ok.
+    struct Flaky {
+        failures: usize,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Probe for Flaky {
+        fn run<'a>(&'a self, _ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n < self.failures {
+                    Outcome::critical(Category::Network, format!("refused #{}", n + 1))
+                } else {
+                    Outcome::ok("fine")
+                }
+            })
+        }
+    }
+
+    fn flaky(failures: usize, retries: u32) -> (Target, Arc<Flaky>) {
+        let probe = Arc::new(Flaky {
+            failures,
+            calls: Default::default(),
+        });
+        let t = Target {
+            name: "flaky".into(),
+            kind: "test",
+            health_set: "default".into(),
+            timeout: Duration::from_secs(30),
+            retries,
+            probe: probe.clone(),
+        };
+        (t, probe)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_visible_in_the_outcome() {
+        let clock = clock();
+        let (t, p) = flaky(2, 3);
+        let o = run_once(&t, &clock).await;
+        assert_eq!(o.status, Status::Ok);
+        assert_eq!(o.summary, "ok after 2 retries: fine");
+        assert_eq!(o.observations["retries"], 2.0);
+        assert_eq!(p.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // Out of retries: the last failure, saying how hard it tried.
+        let (t, p) = flaky(5, 1);
+        let o = run_once(&t, &clock).await;
+        assert_eq!(
+            (o.status, o.category),
+            (Status::Critical, Some(Category::Network))
+        );
+        assert_eq!(o.summary, "refused #2 (after 1 retry)");
+        assert_eq!(p.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // No retries configured: one attempt, summary untouched.
+        let (t, p) = flaky(1, 0);
+        let o = run_once(&t, &clock).await;
+        assert_eq!(o.summary, "refused #1");
+        assert!(!o.observations.contains_key("retries"));
+        assert_eq!(p.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -441,6 +441,7 @@ mod tests {
                     kind: "test",
                     health_set: "default".into(),
                     timeout: Duration::from_secs(30),
+                    retries: 0,
                     probe: Arc::new(Gauge {
                         now: now.clone(),
                         max: max.clone(),
