@@ -376,5 +376,4 @@ mod tests {
             proptest::prop_assert!(from_pem(key.as_bytes(), cert.as_bytes()).is_err());
         }
     }
-
 }

@@ -690,5 +690,4 @@ mod tests {
             let _ = parse_openid_discovery(body.as_bytes());
         }
     }
-
 }

@@ -553,7 +553,9 @@ async fn capture_one(status: u16, body: &'static str) -> (String, tokio::task::J
             let n = s.read(&mut chunk).await.unwrap();
             assert!(n > 0, "the request ended early");
             buf.extend_from_slice(&chunk[..n]);
-            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
             let len: usize = head
                 .lines()
@@ -598,14 +600,23 @@ async fn an_independent_jwt_library_accepts_the_assertion() {
     )
     .await;
     let o = c.run("t").await;
-    expect(&o, Status::Critical, Some(Category::Protocol), &["ACS90004"]);
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Protocol),
+        &["ACS90004"],
+    );
     let form = request.await.unwrap();
-    let pairs: std::collections::HashMap<String, String> = reqwest::Url::parse(&format!("http://x/?{form}"))
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect();
-    assert_eq!(pairs["grant_type"], "http://oauth.net/grant_type/jwt/1.0/bearer");
+    let pairs: std::collections::HashMap<String, String> =
+        reqwest::Url::parse(&format!("http://x/?{form}"))
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+    assert_eq!(
+        pairs["grant_type"],
+        "http://oauth.net/grant_type/jwt/1.0/bearer"
+    );
     assert_eq!(
         pairs["resource"],
         format!("00000002-0000-0ff1-ce00-000000000000/outlook.office365.com@{tenant_id}")
@@ -669,10 +680,18 @@ async fn metadata_of_another_realm_or_too_large_is_refused() {
         &o,
         Status::Critical,
         Some(Category::Protocol),
-        &["realm is `", "expected `00000000-0000-0000-0000-000000000001`"],
+        &[
+            "realm is `",
+            "expected `00000000-0000-0000-0000-000000000001`",
+        ],
     );
     let o = c.run("m-small").await;
-    expect(&o, Status::Critical, Some(Category::Protocol), &["larger than max_body (200 bytes)"]);
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Protocol),
+        &["larger than max_body (200 bytes)"],
+    );
     // The real realm is accepted, whatever its case.
     let ok = c.run("auth-metadata").await;
     expect(&ok, Status::Ok, None, &["1 signing key"]);
