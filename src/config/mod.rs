@@ -672,7 +672,8 @@ impl Loader<'_> {
                 "telemetry" => parts.telemetry = section(&mut report, "telemetry", value),
                 "channel" => {
                     for (i, item) in array_of_tables(&mut report, "channel", value) {
-                        if let Some(c) = parse_channel(&mut report, &format!("channel[{i}]"), item)
+                        if let Some(c) =
+                            parse_channel(&mut report, &format!("channel[{i}]"), item, &base_dir)
                         {
                             parts.channels.push(c);
                         }
@@ -1373,6 +1374,7 @@ fn parse_channel(
     report: &mut Report<'_>,
     prefix: &str,
     table: Spanned<DeValue<'_>>,
+    base_dir: &Path,
 ) -> Option<(ChannelConfig, Located)> {
     let (common_v, kind_v) = split_table(table.clone(), &["name", "kind"]);
     let common: ChannelCommon = match deserialize(common_v.clone()) {
@@ -1427,6 +1429,7 @@ fn parse_channel(
         ChannelConfig {
             name: common.name,
             spec,
+            base_dir: base_dir.to_path_buf(),
         },
         at,
     ))

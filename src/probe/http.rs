@@ -746,7 +746,7 @@ fn classify(err: &reqwest::Error) -> ErrorKind {
 
 /// The messages of an error's source chain, joined, without reqwest's outermost
 /// one (which names the URL, userinfo included).
-fn error_chain(err: &reqwest::Error) -> String {
+pub(crate) fn error_chain(err: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = err.source();
     while let Some(e) = current {

@@ -3,6 +3,7 @@
 //! certificates, TLS and HTTP servers) on 127.0.0.1 only.
 
 mod certificates;
+mod channels;
 mod cli;
 mod config_fixtures;
 mod hybrid;
