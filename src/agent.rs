@@ -7,11 +7,15 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::engine::Engine;
+use crate::alert::outbox::Dispatcher;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigErrors, ProbeConfig};
 use crate::probe::Outcome;
 use crate::runner::{run_once, Target};
 use crate::scheduler::{RunRecord, Scheduled, Scheduler};
+use crate::store::Store;
+use tokio::sync::Notify;
 
 /// Builds the runnable probe of one config entry. A failure (say, an unreadable
 /// CA file) is reported like a config error, at the probe's table.
@@ -71,54 +75,138 @@ pub async fn run_probe_now(
     Ok(run_once(&target, &clock).await)
 }
 
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Where the store lives: `[store] path`, relative to the main config file.
+pub fn store_path(config: &Config) -> std::path::PathBuf {
+    let base = config.path.parent().unwrap_or(std::path::Path::new("."));
+    base.join(&config.store.path)
+}
+
 /// Runs the agent until `shutdown` is cancelled; returns after the drain.
 pub async fn run(
     config: Config,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
-) -> Result<(), ConfigErrors> {
+) -> Result<(), AgentError> {
     run_with(config, clock, shutdown, |_| {}).await
 }
 
 /// `run`, handing every finished run to `on_record` as well (the demo prints them).
+///
+/// Results go through the monitors (`alert::engine`) into the store, and the
+/// dispatcher (`alert::outbox`) sends the alerts they raise.
 pub async fn run_with(
     config: Config,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
     on_record: impl FnMut(&RunRecord) + Send + 'static,
-) -> Result<(), ConfigErrors> {
+) -> Result<(), AgentError> {
     let scheduled = build_scheduled(&config)?;
+    let mut channel_errors = Vec::new();
+    let mut channels = Vec::new();
+    for c in &config.channels {
+        match c.build() {
+            Ok(ch) => channels.push(Arc::new(ch)),
+            Err(message) => channel_errors.push(ConfigError {
+                file: config.path.clone(),
+                line: 0,
+                column: 0,
+                key: format!("channel {}", c.name),
+                message,
+            }),
+        }
+    }
+    if !channel_errors.is_empty() {
+        return Err(ConfigErrors(channel_errors).into());
+    }
+    let store_path = store_path(&config);
+    let store = Store::open(&store_path)?;
+    let store = Arc::new(store);
+    let wake = Arc::new(Notify::new());
+    let repost = channels
+        .iter()
+        .filter_map(|c| c.repost_interval().map(|d| (c.name().to_string(), d)))
+        .collect();
+    let config = Arc::new(config);
+    let engine = Engine::new(config.clone(), store.clone(), repost, wake.clone())?;
     tracing::info!(
         probes = scheduled.len(),
         disabled = config.probes.len() - scheduled.len(),
+        channels = channels.len(),
         max_concurrent = config.agent.max_concurrent,
         config = %config.path.display(),
+        store = %store_path.display(),
         "agent started"
     );
+    let dispatcher_stop = CancellationToken::new();
+    let dispatcher = tokio::spawn(
+        Dispatcher {
+            store: store.clone(),
+            channels,
+            clock: clock.clone(),
+            wake,
+            unhealthy_after: config.agent.channel_unhealthy_after,
+        }
+        .run(dispatcher_stop.clone()),
+    );
     let scheduler = Scheduler::new(
-        clock,
+        clock.clone(),
         config.agent.max_concurrent,
         config.agent.drain_timeout,
     );
     let (tx, rx) = mpsc::channel::<RunRecord>(1024);
-    let consumer = tokio::spawn(consume(rx, on_record));
+    let consumer = tokio::spawn(consume(rx, engine, clock, on_record));
     scheduler.run(scheduled, tx, shutdown).await;
     let _ = consumer.await;
+    // Whatever is still in the outbox is sent at the next start.
+    dispatcher_stop.cancel();
+    let _ = dispatcher.await;
     tracing::info!("agent stopped");
     Ok(())
 }
 
-/// Where results go once recorded. Each run already logged itself in the runner;
-/// the store, monitors and alerts plug in here.
-async fn consume(mut rx: mpsc::Receiver<RunRecord>, mut on_record: impl FnMut(&RunRecord)) {
-    while let Some(record) = rx.recv().await {
-        if record.lateness > std::time::Duration::from_secs(1) {
-            tracing::debug!(
-                probe = %record.probe,
-                lateness_seconds = record.lateness.as_secs_f64(),
-                "run started late"
-            );
+/// How often reminders and re-posts are looked for.
+const TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Where results go once recorded: the monitors, the store and the outbox. Each
+/// run already logged itself in the runner.
+async fn consume(
+    mut rx: mpsc::Receiver<RunRecord>,
+    mut engine: Engine,
+    clock: Arc<dyn Clock>,
+    mut on_record: impl FnMut(&RunRecord),
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            record = rx.recv() => {
+                let Some(record) = record else { return };
+                if record.lateness > std::time::Duration::from_secs(1) {
+                    tracing::debug!(
+                        probe = %record.probe,
+                        lateness_seconds = record.lateness.as_secs_f64(),
+                        "run started late"
+                    );
+                }
+                if let Err(e) = engine.on_outcome(&record.probe, &record.outcome, clock.now()) {
+                    tracing::error!(probe = %record.probe, error = %e, "cannot record the result");
+                }
+                on_record(&record);
+            }
+            _ = tick.tick() => {
+                if let Err(e) = engine.tick(clock.now()) {
+                    tracing::error!(error = %e, "cannot look for reminders");
+                }
+            }
         }
-        on_record(&record);
     }
 }

@@ -13,6 +13,8 @@
 
 pub mod alertmanager;
 pub mod email;
+pub mod engine;
+pub mod outbox;
 pub mod slack;
 pub mod teams;
 pub mod webhook;
@@ -104,30 +106,8 @@ impl fmt::Display for AlertEvent {
     }
 }
 
-/// How urgent an alert is; ordered `Info < Warning < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// How urgent an alert is: the monitor's notice severity, one type for both.
+pub use crate::monitor::Severity;
 
 /// Why one delivery attempt failed. The message names the channel's host (never
 /// a URL path, query or userinfo) and never carries a secret.

@@ -120,6 +120,13 @@ pub struct AgentConfig {
     /// How long a shutdown waits for in-flight runs.
     #[serde(default = "default_drain", with = "duration")]
     pub drain_timeout: Duration,
+    /// A channel that has not delivered for this long raises an alert on the others.
+    #[serde(default = "default_channel_unhealthy_after", with = "duration")]
+    pub channel_unhealthy_after: Duration,
+}
+
+fn default_channel_unhealthy_after() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_max_concurrent() -> usize {
@@ -134,6 +141,7 @@ impl Default for AgentConfig {
         AgentConfig {
             max_concurrent: default_max_concurrent(),
             drain_timeout: default_drain(),
+            channel_unhealthy_after: default_channel_unhealthy_after(),
         }
     }
 }

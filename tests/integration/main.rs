@@ -2,6 +2,7 @@
 //! per area. They run the real `sonde` binary and real peers (openssl-made
 //! certificates, TLS and HTTP servers) on 127.0.0.1 only.
 
+mod alerting;
 mod certificates;
 mod channels;
 mod cli;

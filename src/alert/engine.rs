@@ -1,0 +1,383 @@
+//! From results to alerts: each probe's monitor (`crate::monitor`) is fed every
+//! outcome, with the maintenance windows, silences and dependencies that hold its
+//! notices back; each notice becomes one `Alert` per routed channel. The result,
+//! the monitor's new state and the alerts are written to the store in one
+//! transaction before the dispatcher (`outbox`) is woken to send them, so a crash
+//! between the two loses nothing. Monitor states are restored from the store at
+//! start, so a restart neither re-fires open problems nor forgets them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use super::{Alert, AlertEvent};
+use crate::config::Config;
+use crate::monitor::{self, EvalContext, Monitor, MonitorState, Notice, NoticeKind, Policy};
+use crate::probe::Outcome;
+use crate::store::{ResultRow, Store, StoreError};
+
+/// What the engine knows of one configured probe.
+struct ProbeInfo {
+    kind: String,
+    health_set: String,
+    depends_on: Vec<String>,
+    channels: Vec<String>,
+    policy: Policy,
+    enabled: bool,
+}
+
+/// A monitor's public view (API, status page, gauges).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorView {
+    pub probe: String,
+    pub health_set: String,
+    pub state: MonitorState,
+    pub since: Option<DateTime<Utc>>,
+    pub flapping: bool,
+    pub suppressed_by: Option<String>,
+}
+
+pub struct Engine {
+    config: Arc<Config>,
+    store: Arc<Store>,
+    probes: HashMap<String, ProbeInfo>,
+    monitors: HashMap<String, Monitor>,
+    /// Channels whose receivers expire alerts (Alertmanager): re-post interval.
+    repost: HashMap<String, std::time::Duration>,
+    /// Last re-post per (probe, channel).
+    reposted: HashMap<(String, String), DateTime<Utc>>,
+    wake: Arc<Notify>,
+}
+
+fn event_of(kind: NoticeKind) -> AlertEvent {
+    match kind {
+        NoticeKind::Firing => AlertEvent::Firing,
+        NoticeKind::Resolved => AlertEvent::Resolved,
+        NoticeKind::Reminder => AlertEvent::Reminder,
+        NoticeKind::FlappingStarted => AlertEvent::FlappingStarted,
+        NoticeKind::FlappingStopped => AlertEvent::FlappingStopped,
+    }
+}
+
+impl Engine {
+    /// Restores monitor states from `store`. `repost` names the channels whose
+    /// firing alerts must be re-posted, and how often.
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        repost: HashMap<String, std::time::Duration>,
+        wake: Arc<Notify>,
+    ) -> Result<Engine, StoreError> {
+        let probes = config
+            .probes
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    ProbeInfo {
+                        kind: p.kind().to_string(),
+                        health_set: p.health_set.clone(),
+                        depends_on: p.depends_on.clone(),
+                        channels: p.alert.clone(),
+                        policy: Policy::for_probe(p),
+                        enabled: p.enabled,
+                    },
+                )
+            })
+            .collect::<HashMap<_, _>>();
+        let mut monitors = HashMap::new();
+        for (probe, json) in store.monitors()? {
+            if !probes.contains_key(&probe) {
+                continue;
+            }
+            match serde_json::from_str::<Monitor>(&json) {
+                Ok(m) => {
+                    monitors.insert(probe, m);
+                }
+                Err(e) => {
+                    tracing::warn!(%probe, error = %e, "stored monitor state unreadable; starting it afresh")
+                }
+            }
+        }
+        Ok(Engine {
+            config,
+            store,
+            probes,
+            monitors,
+            repost,
+            reposted: HashMap::new(),
+            wake,
+        })
+    }
+
+    fn in_maintenance(&self, probe: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let Some(p) = self.config.probe(probe) else {
+            return Ok(false);
+        };
+        if self.config.maintenance_at(p, now).is_some() {
+            return Ok(true);
+        }
+        let set = format!("set:{}", p.health_set);
+        Ok(self.store.silences(now.timestamp())?.iter().any(|s| {
+            s.from <= now.timestamp() && (s.target == "*" || s.target == probe || s.target == set)
+        }))
+    }
+
+    fn root_cause(&self, probe: &str) -> Option<String> {
+        let empty: &[String] = &[];
+        monitor::root_cause(
+            probe,
+            |name| {
+                self.probes
+                    .get(name)
+                    .map(|p| p.depends_on.as_slice())
+                    .unwrap_or(empty)
+            },
+            |name| {
+                self.monitors
+                    .get(name)
+                    .is_some_and(|m| m.state == MonitorState::Unhealthy)
+            },
+        )
+    }
+
+    fn alert_for(
+        &self,
+        probe: &str,
+        m: &Monitor,
+        notice: &Notice,
+        category: Option<String>,
+        summary: &str,
+        observations: &std::collections::BTreeMap<String, f64>,
+    ) -> Alert {
+        let info = &self.probes[probe];
+        Alert {
+            key: notice.idempotency_key(probe),
+            event: event_of(notice.kind),
+            severity: notice.severity,
+            probe: probe.to_string(),
+            kind: info.kind.clone(),
+            health_set: info.health_set.clone(),
+            state: m.state.as_str().to_string(),
+            category,
+            summary: summary.to_string(),
+            root_cause: notice
+                .root_cause
+                .clone()
+                .or_else(|| m.suppressed_by.clone()),
+            started_at: notice.since,
+            ends_at: (notice.kind == NoticeKind::Resolved).then_some(notice.at),
+            created_at: notice.at,
+            observations: observations.clone(),
+        }
+    }
+
+    fn rows(&self, probe: &str, alerts: &[Alert]) -> Vec<(String, String, String)> {
+        let mut rows = Vec::new();
+        for alert in alerts {
+            let json = match serde_json::to_string(alert) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(%probe, error = %e, "cannot serialise an alert");
+                    continue;
+                }
+            };
+            for channel in &self.probes[probe].channels {
+                rows.push((channel.clone(), alert.key.clone(), json.clone()));
+            }
+        }
+        rows
+    }
+
+    /// Feeds one outcome to its probe's monitor; returns the alerts it raised
+    /// (already stored in the outbox).
+    pub fn on_outcome(
+        &mut self,
+        probe: &str,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let Some(info) = self.probes.get(probe) else {
+            return Ok(Vec::new());
+        };
+        let ctx = EvalContext {
+            enabled: info.enabled,
+            in_maintenance: self.in_maintenance(probe, now)?,
+            blocked_by: self.root_cause(probe),
+        };
+        let prev = self.monitors.get(probe).cloned().unwrap_or_default();
+        let (m, notices) = monitor::evaluate(&prev, outcome.status, now, &info.policy, &ctx);
+        let category = outcome.category.map(|c| c.as_str().to_string());
+        let alerts: Vec<Alert> = notices
+            .iter()
+            .map(|n| {
+                self.alert_for(
+                    probe,
+                    &m,
+                    n,
+                    category.clone(),
+                    &outcome.summary,
+                    &outcome.observations,
+                )
+            })
+            .collect();
+        let row = ResultRow {
+            probe: probe.to_string(),
+            started_at: outcome.started_at.timestamp(),
+            duration_seconds: outcome.duration.as_secs_f64(),
+            status: outcome.status.as_str().to_string(),
+            category,
+            summary: outcome.summary.clone(),
+            observations_json: serde_json::to_string(&outcome.observations)
+                .unwrap_or_else(|_| "{}".into()),
+        };
+        let state = serde_json::to_string(&m).unwrap_or_else(|_| "{}".into());
+        let added = self
+            .store
+            .record(&row, &state, &self.rows(probe, &alerts), now.timestamp())?;
+        if m.problem.as_ref().is_none_or(|p| p.notified.is_none()) {
+            self.reposted.retain(|(p, _), _| p != probe);
+        }
+        self.monitors.insert(probe.to_string(), m);
+        if added > 0 {
+            self.wake.notify_one();
+        }
+        Ok(alerts)
+    }
+
+    /// Reminders that are due, and re-posts of firing alerts to channels whose
+    /// receivers expire them. Call it periodically.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Result<Vec<Alert>, StoreError> {
+        let mut raised = Vec::new();
+        let names: Vec<String> = self.monitors.keys().cloned().collect();
+        for probe in names {
+            let Some(info) = self.probes.get(&probe) else {
+                continue;
+            };
+            let m = &self.monitors[&probe];
+            let last = self.store.recent_results(&probe, 1)?.into_iter().next();
+            let (category, summary) = last
+                .as_ref()
+                .map(|r| (r.category.clone(), r.summary.clone()))
+                .unwrap_or_default();
+            let observations = last
+                .as_ref()
+                .and_then(|r| serde_json::from_str(&r.observations_json).ok())
+                .unwrap_or_default();
+            if let Some((next, notice)) = monitor::due_reminder(m, now, &info.policy) {
+                let alert = self.alert_for(
+                    &probe,
+                    &next,
+                    &notice,
+                    category.clone(),
+                    &summary,
+                    &observations,
+                );
+                let state = serde_json::to_string(&next).unwrap_or_else(|_| "{}".into());
+                self.store.update(
+                    &probe,
+                    &state,
+                    &self.rows(&probe, std::slice::from_ref(&alert)),
+                    now.timestamp(),
+                )?;
+                self.monitors.insert(probe.clone(), next);
+                raised.push(alert);
+            }
+            // Re-posts keep an alert alive where receivers expire it.
+            let m = &self.monitors[&probe];
+            let Some(problem) = m.problem.as_ref().filter(|p| p.notified.is_some()) else {
+                continue;
+            };
+            let mut rows = Vec::new();
+            for channel in &self.probes[&probe].channels {
+                let Some(every) = self.repost.get(channel) else {
+                    continue;
+                };
+                let key = (probe.clone(), channel.clone());
+                let last = self
+                    .reposted
+                    .get(&key)
+                    .copied()
+                    .or(problem.last_notified_at)
+                    .unwrap_or(problem.since);
+                if now - last < chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::MAX)
+                {
+                    continue;
+                }
+                let notice = Notice {
+                    kind: NoticeKind::Firing,
+                    severity: problem.notified.unwrap_or(problem.severity),
+                    seq: m.seq,
+                    since: problem.since,
+                    at: now,
+                    root_cause: m.suppressed_by.clone(),
+                };
+                let mut alert = self.alert_for(
+                    &probe,
+                    m,
+                    &notice,
+                    category.clone(),
+                    &summary,
+                    &observations,
+                );
+                alert.key = format!("{}:repost:{}", alert.key, now.timestamp());
+                if let Ok(json) = serde_json::to_string(&alert) {
+                    rows.push((channel.clone(), alert.key.clone(), json));
+                }
+                self.reposted.insert(key, now);
+            }
+            if !rows.is_empty() {
+                self.store.enqueue(&rows, now.timestamp())?;
+            }
+        }
+        if !raised.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(raised)
+    }
+
+    /// Every configured probe's monitor, in config order.
+    pub fn views(&self) -> Vec<MonitorView> {
+        self.config
+            .probes
+            .iter()
+            .map(|p| {
+                let m = self.monitors.get(&p.name);
+                MonitorView {
+                    probe: p.name.clone(),
+                    health_set: p.health_set.clone(),
+                    state: if !p.enabled {
+                        MonitorState::Disabled
+                    } else {
+                        m.map(|m| m.state).unwrap_or(MonitorState::Unknown)
+                    },
+                    since: m.and_then(|m| m.state_since),
+                    flapping: m.is_some_and(|m| m.flapping),
+                    suppressed_by: m.and_then(|m| m.suppressed_by.clone()),
+                }
+            })
+            .collect()
+    }
+
+    /// Each health set and its state (its worst monitor's).
+    pub fn health_sets(&self) -> Vec<(String, MonitorState)> {
+        let views = self.views();
+        let mut sets: Vec<String> = views.iter().map(|v| v.health_set.clone()).collect();
+        sets.dedup();
+        sets.sort();
+        sets.dedup();
+        sets.into_iter()
+            .map(|set| {
+                let state = monitor::health_set_state(
+                    views
+                        .iter()
+                        .filter(|v| v.health_set == set)
+                        .map(|v| v.state),
+                );
+                (set, state)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,193 @@
+//! Results to alerts through the real binary: monitors, the SQLite outbox and a
+//! webhook receiver on loopback that is down, then up, while the agent is killed
+//! with SIGKILL in between. Every alert arrives, once per idempotency key, in order.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+
+/// A target whose answer the test sets.
+async fn target(status: Arc<AtomicU16>) -> SocketAddr {
+    let app = Router::new()
+        .route(
+            "/health",
+            get(|State(s): State<Arc<AtomicU16>>| async move {
+                StatusCode::from_u16(s.load(Ordering::SeqCst)).unwrap()
+            }),
+        )
+        .with_state(status);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// The webhook receiver, on a given address.
+async fn receiver(addr: SocketAddr, got: Received) {
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(
+                |State(got): State<Received>, headers: HeaderMap, body: String| async move {
+                    let key = headers
+                        .get("x-sonde-alert-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    got.lock()
+                        .unwrap()
+                        .push((key, serde_json::from_str(&body).unwrap()));
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(got);
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn start_agent(dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .current_dir(dir)
+        .args(["run", "--config", "sonde.toml"])
+        .env_remove("SONDE_CONFIG")
+        .env("RUST_LOG", "sonde=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn outbox(db: &std::path::Path) -> Vec<(String, String, Option<i64>)> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut s = c
+        .prepare("SELECT channel, key, delivered_at FROM outbox ORDER BY id")
+        .unwrap();
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+async fn wait_for(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_survive_a_dead_receiver_and_a_killed_agent() {
+    let status = Arc::new(AtomicU16::new(500));
+    let web = target(status.clone()).await;
+    let hook = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        format!(
+            r#"[store]
+path = "state/sonde.db"
+
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "http://{hook}/hook"
+
+[[probe]]
+name = "web"
+kind = "http"
+url = "http://{web}/health"
+every = "1s"
+timeout = "2s"
+failure_threshold = 2
+success_threshold = 2
+alert = ["hook"]
+"#
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("state/sonde.db");
+    // The receiver is down: the firing alert waits in the outbox.
+    let mut agent = start_agent(dir.path());
+    wait_for(
+        "the firing alert in the outbox",
+        Duration::from_secs(20),
+        || {
+            db.exists()
+                && outbox(&db)
+                    .iter()
+                    .any(|(c, k, d)| c == "hook" && k.ends_with(":firing") && d.is_none())
+        },
+    )
+    .await;
+    // Killed without a chance to clean up.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let pending = outbox(&db);
+    assert!(pending.iter().all(|(_, _, d)| d.is_none()), "{pending:?}");
+
+    // The receiver comes up, the target recovers, the agent restarts.
+    let got: Received = Arc::default();
+    receiver(hook, got.clone()).await;
+    status.store(200, Ordering::SeqCst);
+    let agent = start_agent(dir.path());
+    wait_for(
+        "firing then resolved at the receiver",
+        Duration::from_secs(30),
+        || {
+            got.lock()
+                .unwrap()
+                .iter()
+                .any(|(k, _)| k.ends_with(":resolved"))
+        },
+    )
+    .await;
+    // A little longer: nothing more may arrive.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status();
+    let out = agent.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let got = got.lock().unwrap().clone();
+    let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.len(), 2, "each alert exactly once: {keys:?}");
+    assert!(
+        keys[0].starts_with("web:") && keys[0].ends_with(":firing"),
+        "{keys:?}"
+    );
+    assert!(keys[1].ends_with(":resolved"), "{keys:?}");
+    let firing = &got[0].1;
+    assert_eq!(firing["event"], "firing");
+    assert_eq!(firing["probe"], "web");
+    assert_eq!(firing["severity"], "critical");
+    assert_eq!(firing["key"], keys[0]);
+    assert!(
+        firing["summary"].as_str().unwrap().contains("500"),
+        "{firing}"
+    );
+    assert_eq!(got[1].1["event"], "resolved");
+    // The outbox agrees: both delivered.
+    assert!(outbox(&db).iter().all(|(_, _, d)| d.is_some()));
+}
