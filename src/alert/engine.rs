@@ -381,3 +381,201 @@ impl Engine {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Loader;
+    use crate::probe::Category;
+
+    const CONFIG: &str = r#"
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:9/hook"
+
+[[channel]]
+name = "am"
+kind = "alertmanager"
+url = "http://127.0.0.1:9"
+
+[[probe]]
+name = "token"
+kind = "http"
+url = "http://127.0.0.1:9/t"
+failure_threshold = 2
+alert = ["hook", "am"]
+
+[[probe]]
+name = "push"
+kind = "http"
+url = "http://127.0.0.1:9/p"
+failure_threshold = 2
+depends_on = ["token"]
+alert = ["hook"]
+
+[[probe]]
+name = "cert"
+kind = "http"
+url = "http://127.0.0.1:9/c"
+health_set = "certs"
+failure_threshold = 1
+remind_every = "1h"
+alert = ["hook"]
+
+[[maintenance]]
+name = "nightly"
+probes = ["cert"]
+schedule = "0 2 * * *"
+duration = "1h"
+"#;
+
+    fn setup(dir: &std::path::Path, store: Arc<Store>) -> Engine {
+        let path = dir.join("sonde.toml");
+        std::fs::write(&path, CONFIG).unwrap();
+        let config = Loader { env: &|_| None }.load(&path).unwrap();
+        let repost = HashMap::from([("am".to_string(), std::time::Duration::from_secs(60))]);
+        Engine::new(Arc::new(config), store, repost, Arc::new(Notify::new())).unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn bad(summary: &str, t: DateTime<Utc>) -> Outcome {
+        let mut o = Outcome::critical(Category::Network, summary);
+        o.started_at = t;
+        o
+    }
+
+    fn good(t: DateTime<Utc>) -> Outcome {
+        let mut o = Outcome::ok("fine");
+        o.started_at = t;
+        o
+    }
+
+    fn queued(store: &Store, channel: &str, now: i64) -> Vec<String> {
+        let mut keys = Vec::new();
+        while let Some(e) = store.next_due(channel, now).unwrap() {
+            store.mark_delivered(e.id, now).unwrap();
+            keys.push(e.key);
+        }
+        keys
+    }
+
+    #[test]
+    fn a_dependency_problem_alerts_once_and_names_the_root_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
+        let mut e = setup(dir.path(), store.clone());
+        let t = at("2026-11-29T10:00:00Z");
+        for i in 0..2 {
+            let now = t + chrono::Duration::seconds(i);
+            e.on_outcome("token", &bad("ACS50008", now), now).unwrap();
+            let raised = e
+                .on_outcome("push", &bad("token: ACS50008", now), now)
+                .unwrap();
+            assert!(
+                raised.is_empty(),
+                "push stays quiet while token is unhealthy"
+            );
+        }
+        let now = t.timestamp() + 1;
+        assert_eq!(queued(&store, "hook", now), vec!["token:1:firing"]);
+        assert_eq!(queued(&store, "am", now), vec!["token:1:firing"]);
+        let views = e.views();
+        let push = views.iter().find(|v| v.probe == "push").unwrap();
+        assert_eq!(push.state, MonitorState::Unhealthy);
+        assert_eq!(push.suppressed_by.as_deref(), Some("token"));
+        let sets = e.health_sets();
+        assert_eq!(
+            sets,
+            vec![
+                ("certs".into(), MonitorState::Unknown),
+                ("default".into(), MonitorState::Unhealthy)
+            ]
+        );
+    }
+
+    #[test]
+    fn maintenance_and_silences_hold_notices_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
+        let mut e = setup(dir.path(), store.clone());
+        // 02:30 is inside the nightly window: no notice, state maintenance.
+        let night = at("2026-11-29T02:30:00Z");
+        assert!(e
+            .on_outcome("cert", &bad("expired", night), night)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            e.views().iter().find(|v| v.probe == "cert").unwrap().state,
+            MonitorState::Maintenance
+        );
+        // A silence from the CLI on the token probe.
+        let t = at("2026-11-29T10:00:00Z");
+        store
+            .add_silence(
+                "token",
+                t.timestamp() - 60,
+                t.timestamp() + 3600,
+                "rotating the key",
+            )
+            .unwrap();
+        for i in 0..3 {
+            let now = t + chrono::Duration::seconds(i);
+            assert!(e
+                .on_outcome("token", &bad("ACS50008", now), now)
+                .unwrap()
+                .is_empty());
+        }
+        // After the silence, the problem that persists fires.
+        let later = t + chrono::Duration::hours(2);
+        let raised = e
+            .on_outcome("token", &bad("ACS50008", later), later)
+            .unwrap();
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert_eq!(raised[0].event, AlertEvent::Firing);
+    }
+
+    #[test]
+    fn reminders_reposts_and_a_restart_that_forgets_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
+        let t = at("2026-11-29T10:00:00Z");
+        {
+            let mut e = setup(dir.path(), store.clone());
+            let raised = e.on_outcome("cert", &bad("expires in 3d", t), t).unwrap();
+            assert_eq!(raised[0].key, "cert:1:firing");
+            for i in 0..2 {
+                let now = t + chrono::Duration::seconds(i);
+                e.on_outcome("token", &bad("ACS50008", now), now).unwrap();
+            }
+        }
+        // Restarted: the open problems are not fired again.
+        let mut e = setup(dir.path(), store.clone());
+        let now = t + chrono::Duration::seconds(30);
+        assert!(e
+            .on_outcome("cert", &bad("expires in 3d", now), now)
+            .unwrap()
+            .is_empty());
+        // An hour later the reminder is due; the Alertmanager channel got re-posts.
+        let hour = t + chrono::Duration::minutes(61);
+        let reminders = e.tick(hour).unwrap();
+        assert_eq!(reminders.len(), 1, "{reminders:?}");
+        assert_eq!(reminders[0].event, AlertEvent::Reminder);
+        assert_eq!(reminders[0].summary, "expires in 3d");
+        let am = queued(&store, "am", hour.timestamp());
+        assert_eq!(am.len(), 2, "{am:?}");
+        assert!(am[1].starts_with("token:1:firing:repost:"), "{am:?}");
+        // Recovery resolves, once.
+        let r = e.on_outcome("cert", &good(hour), hour).unwrap();
+        assert!(r.is_empty());
+        let r = e.on_outcome("cert", &good(hour), hour).unwrap();
+        assert_eq!(
+            r.iter().map(|a| a.event).collect::<Vec<_>>(),
+            vec![AlertEvent::Resolved]
+        );
+        assert!(r[0].ends_at.is_some());
+    }
+}
