@@ -64,6 +64,31 @@ pub enum Command {
     /// Start the lab, make and register an OAuth certificate, and run the shipped
     /// PushNotifications.Proxy health set against it until Ctrl-C.
     Demo,
+    /// Silence alerts: one-off windows kept in the store, seen by the running agent.
+    Silence {
+        #[command(subcommand)]
+        action: SilenceAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceAction {
+    /// Silence a probe (`NAME`), a health set (`set:NAME`) or everything (`*`).
+    Add {
+        target: String,
+        /// How long, from now (or from --from): `2h`, `30m`.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Start later: an RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// The silences not yet over.
+    List,
+    /// End a silence now.
+    Remove { id: i64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

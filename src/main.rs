@@ -78,6 +78,13 @@ async fn dispatch(cli: Cli) -> ExitCode {
     let loaded = config::load(&path);
     match cli.command {
         Command::Lab { .. } | Command::Demo => unreachable!("handled above"),
+        Command::Silence { action } => match loaded {
+            Ok(c) => silence(&c, action),
+            Err(e) => {
+                print_config_errors(&e);
+                ExitCode::from(EXIT_INVALID_CONFIG)
+            }
+        },
         Command::Validate => match loaded {
             Ok(c) => {
                 let enabled = c.probes.iter().filter(|p| p.enabled).count();
@@ -133,7 +140,15 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sonde: {e:#}");
-                    ExitCode::from(EXIT_INVALID_CONFIG)
+                    let invalid = matches!(
+                        e.downcast_ref::<sonde::agent::AgentError>(),
+                        Some(sonde::agent::AgentError::Config(_))
+                    );
+                    ExitCode::from(if invalid {
+                        EXIT_INVALID_CONFIG
+                    } else {
+                        EXIT_UNKNOWN
+                    })
                 }
             }
         }
@@ -324,9 +339,104 @@ async fn run_lab(
 async fn run_agent(c: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone()).context("cannot install signal handlers")?;
-    sonde::agent::run(c, Arc::new(SystemClock), shutdown)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(sonde::agent::run(c, Arc::new(SystemClock), shutdown).await?)
+}
+
+/// `sonde silence add|list|remove`: silences live in the store, where the
+/// running agent reads them before each evaluation.
+fn silence(c: &Config, action: sonde::cli::SilenceAction) -> ExitCode {
+    use sonde::cli::SilenceAction;
+    let path = sonde::agent::store_path(c);
+    let store = match sonde::store::Store::open(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sonde: {e}");
+            return ExitCode::from(EXIT_UNKNOWN);
+        }
+    };
+    let now = chrono::Utc::now();
+    let at = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default()
+    };
+    let result = match action {
+        SilenceAction::Add {
+            target,
+            duration,
+            from,
+            comment,
+        } => {
+            let known = target == "*"
+                || c.probe(&target).is_some()
+                || target
+                    .strip_prefix("set:")
+                    .is_some_and(|set| c.probes.iter().any(|p| p.health_set == set));
+            if !known {
+                eprintln!(
+                    "sonde: `{target}` is no probe of {} (use a probe name, set:HEALTH_SET or *)",
+                    c.path.display()
+                );
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+            let length = match config::duration::parse(&duration) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    eprintln!("sonde: --for must be longer than 0s");
+                    return ExitCode::from(EXIT_INVALID_CONFIG);
+                }
+                Err(e) => {
+                    eprintln!("sonde: --for {duration}: {e}");
+                    return ExitCode::from(EXIT_INVALID_CONFIG);
+                }
+            };
+            let start = match from.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+                None => now.timestamp(),
+                Some(Ok(t)) => t.timestamp(),
+                Some(Err(e)) => {
+                    eprintln!("sonde: --from: not an RFC 3339 time ({e})");
+                    return ExitCode::from(EXIT_INVALID_CONFIG);
+                }
+            };
+            let end = start.saturating_add(length.as_secs().min(i64::MAX as u64) as i64);
+            store.add_silence(&target, start, end, &comment).map(|id| {
+                println!(
+                    "silence {id}: {target} from {} until {}",
+                    at(start),
+                    at(end)
+                );
+            })
+        }
+        SilenceAction::List => store.silences(now.timestamp()).map(|list| {
+            if list.is_empty() {
+                println!("no silences");
+            }
+            for s in list {
+                println!(
+                    "{:>4}  {:<32} {} .. {}  {}",
+                    s.id,
+                    s.target,
+                    at(s.from),
+                    at(s.to),
+                    s.comment
+                );
+            }
+        }),
+        SilenceAction::Remove { id } => store.remove_silence(id).map(|removed| {
+            if removed {
+                println!("silence {id} removed");
+            } else {
+                println!("no silence {id}");
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sonde: {e}");
+            ExitCode::from(EXIT_UNKNOWN)
+        }
+    }
 }
 
 /// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once.

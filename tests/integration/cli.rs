@@ -258,3 +258,61 @@ fn run_fires_probes_then_stops_cleanly_on_sigterm() {
     assert!(text.contains("shutting down"), "{text}");
     assert!(text.contains("agent stopped"), "{text}");
 }
+
+#[test]
+fn silences_are_added_listed_and_removed_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        "[store]\npath = \"data/sonde.db\"\n\n[[probe]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\nhealth_set = \"site\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| sonde_in(dir.path(), args, &[]);
+    let o = run(&[
+        "silence",
+        "add",
+        "web",
+        "--for",
+        "2h",
+        "--comment",
+        "deploy",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("silence 1: web from "),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&[
+        "silence",
+        "add",
+        "set:site",
+        "--for",
+        "30m",
+        "--from",
+        "2030-01-01T00:00:00Z",
+    ]);
+    assert!(
+        stdout(&o).contains("until 2030-01-01T00:30:00Z"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&["silence", "list"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("web") && text.contains("deploy") && text.contains("set:site"),
+        "{text}"
+    );
+    assert!(dir.path().join("data/sonde.db").exists());
+    let o = run(&["silence", "remove", "1"]);
+    assert_eq!(stdout(&o).trim(), "silence 1 removed");
+    let o = run(&["silence", "list"]);
+    assert!(!stdout(&o).contains("deploy"), "{}", stdout(&o));
+    // Mistakes are refused with the reason, exit 2.
+    let o = run(&["silence", "add", "nope", "--for", "1h"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`nope` is no probe"), "{}", stderr(&o));
+    let o = run(&["silence", "add", "web", "--for", "soon"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--for soon"), "{}", stderr(&o));
+}
