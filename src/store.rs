@@ -14,8 +14,11 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// Results kept per probe (for the API and the status page).
+/// Results kept per probe (for the API and the status page); a few more may
+/// be there between prunings.
 pub const RESULTS_KEPT: i64 = 200;
+/// Prune old results once every this many inserts.
+const PRUNE_EVERY: i64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -166,10 +169,11 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO results (probe, started_at, duration_seconds, status, category, summary, observations_json)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
+        )?
+        .execute(params![
                 result.probe,
                 result.started_at,
                 result.duration_seconds,
@@ -177,18 +181,21 @@ impl Store {
                 result.category,
                 result.summary,
                 result.observations_json
-            ],
-        )?;
-        tx.execute(
-            "DELETE FROM results WHERE probe = ?1 AND id <= (
-                 SELECT id FROM results WHERE probe = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-            params![result.probe, RESULTS_KEPT],
-        )?;
-        tx.execute(
+            ])?;
+        // Old results are pruned now and then, not on every insert.
+        if tx.last_insert_rowid() % PRUNE_EVERY == 0 {
+            tx.prepare_cached(
+                "DELETE FROM results WHERE id IN (
+                     SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY probe ORDER BY id DESC) AS n
+                                     FROM results) WHERE n > ?1)",
+            )?
+            .execute(params![RESULTS_KEPT])?;
+        }
+        tx.prepare_cached(
             "INSERT INTO monitors (probe, state_json, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (probe) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at",
-            params![result.probe, monitor_json, now],
-        )?;
+        )?
+        .execute(params![result.probe, monitor_json, now])?;
         let added = enqueue_in(&tx, alerts, now)?;
         tx.commit()?;
         Ok(added)
@@ -283,6 +290,43 @@ impl Store {
         Ok(head.filter(|(_, at)| *at <= now).map(|(e, _)| e))
     }
 
+    /// The due head of a channel's queue and the entries after it, in order, up
+    /// to `limit`, stopping at the first one that is not due.
+    pub fn due_batch(
+        &self,
+        channel: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, channel, key, alert_json, attempts, created_at, next_attempt_at FROM outbox
+             WHERE channel = ?1 AND delivered_at IS NULL AND dead = 0 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![channel, limit as i64], |r| {
+            Ok((
+                OutboxEntry {
+                    id: r.get(0)?,
+                    channel: r.get(1)?,
+                    key: r.get(2)?,
+                    alert_json: r.get(3)?,
+                    attempts: r.get(4)?,
+                    created_at: r.get(5)?,
+                },
+                r.get::<_, i64>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (entry, at) = row?;
+            if at > now {
+                break;
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
     /// When the head of a channel's queue is next due, if anything is pending.
     pub fn next_attempt_at(&self, channel: &str) -> Result<Option<i64>, StoreError> {
         let conn = self.conn();
@@ -297,10 +341,11 @@ impl Store {
     }
 
     pub fn mark_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
-            params![id, now],
-        )?;
+        self.conn()
+            .prepare_cached(
+                "UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+            )?
+            .execute(params![id, now])?;
         Ok(())
     }
 
@@ -477,13 +522,15 @@ mod tests {
     #[test]
     fn results_are_capped_per_probe() {
         let s = Store::in_memory().unwrap();
-        for i in 0..(RESULTS_KEPT + 20) {
+        s.record(&row("q", 0), "{}", &[], 0).unwrap();
+        for i in 0..(2 * PRUNE_EVERY - 1) {
             s.record(&row("p", i), "{}", &[], i).unwrap();
         }
-        s.record(&row("q", 0), "{}", &[], 0).unwrap();
+        // q has id 1, p's results ids 2 ..= 2 * PRUNE_EVERY; the last insert prunes:
+        // p's newest RESULTS_KEPT remain, and q's one result.
         let kept = s.recent_results("p", 1000).unwrap();
         assert_eq!(kept.len() as i64, RESULTS_KEPT);
-        assert_eq!(kept[0].started_at, RESULTS_KEPT + 19);
+        assert_eq!(kept[0].started_at, 2 * PRUNE_EVERY - 2);
         assert_eq!(s.recent_results("q", 10).unwrap().len(), 1);
     }
 

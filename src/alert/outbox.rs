@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Alert, AlertEvent, Channel, Severity};
 use crate::clock::Clock;
-use crate::store::Store;
+use crate::store::{OutboxEntry, Store};
 
 /// First retry after this, doubling per attempt up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -24,6 +24,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle channels look at the store at least this often.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Entries read from the store at once.
+const BATCH: usize = 64;
 
 /// The wait before retry number `attempts` (1-based), with ±50 % jitter.
 pub fn backoff(attempts: u32, jitter: f64) -> Duration {
@@ -119,6 +121,15 @@ fn unhealthy_alert(
     }
 }
 
+/// A channel's delivery state between attempts.
+struct Health {
+    /// Since when the channel fails to deliver.
+    failing_since: Option<DateTime<Utc>>,
+    /// Whether that was announced on the other channels.
+    announced: bool,
+    last_error: String,
+}
+
 async fn channel_loop(
     channel: Arc<Channel>,
     others: Vec<String>,
@@ -129,28 +140,21 @@ async fn channel_loop(
     shutdown: CancellationToken,
 ) {
     let name = channel.name().to_string();
-    // Since when the channel fails to deliver, and whether that was announced.
-    let mut failing_since: Option<DateTime<Utc>> = None;
-    let mut announced = false;
-    let mut last_error = String::new();
-    loop {
-        if shutdown.is_cancelled() {
-            return;
-        }
+    let mut health = Health {
+        failing_since: None,
+        announced: false,
+        last_error: String::new(),
+    };
+    while !shutdown.is_cancelled() {
         let now = clock.now();
-        let head = {
-            let (store, name) = (store.clone(), name.clone());
-            tokio::task::spawn_blocking(move || store.next_due(&name, now.timestamp())).await
-        };
-        let head = match head {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
+        let batch = match store.due_batch(&name, now.timestamp(), BATCH) {
+            Ok(b) => b,
+            Err(e) => {
                 tracing::error!(channel = %name, error = %e, "outbox unreadable");
-                None
+                Vec::new()
             }
-            Err(_) => None,
         };
-        let Some(entry) = head else {
+        if batch.is_empty() {
             // Nothing due: sleep until the head's retry time, a wake-up, or the poll.
             let wait = match store.next_attempt_at(&name) {
                 Ok(Some(at)) => {
@@ -164,68 +168,23 @@ async fn channel_loop(
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
-            check_unhealthy(
-                &channel,
-                &others,
-                &store,
-                &clock,
-                unhealthy_after,
-                &mut failing_since,
-                &mut announced,
-                &last_error,
-            );
-            continue;
-        };
-        let alert: Alert = match serde_json::from_str(&entry.alert_json) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(channel = %name, key = %entry.key, error = %e, "outbox entry unreadable; set aside");
-                let _ = store.mark_failed(entry.id, &format!("unreadable: {e}"), None);
-                continue;
+        }
+        for entry in batch {
+            let delivered = tokio::select! {
+                ok = deliver_one(&channel, &store, &clock, &entry, &mut health) => ok,
+                // An attempt cut short is not marked: it is sent again at the next start.
+                _ = shutdown.cancelled() => return,
+            };
+            if delivered && health.failing_since.take().is_some() && health.announced {
+                health.announced = false;
+                let now = clock.now();
+                let a = unhealthy_alert(&name, channel.kind(), now, now, true, 0, "");
+                enqueue_to(&store, &others, &a, now);
+                wake.notify_waiters();
             }
-        };
-        let result = tokio::select! {
-            r = tokio::time::timeout(ATTEMPT_TIMEOUT, channel.deliver(&alert)) => r,
-            _ = shutdown.cancelled() => return,
-        };
-        let now = clock.now();
-        match result {
-            Ok(Ok(())) => {
-                let _ = store.mark_delivered(entry.id, now.timestamp());
-                tracing::info!(channel = %name, key = %entry.key, attempts = entry.attempts + 1, "alert delivered");
-                if failing_since.take().is_some() && announced {
-                    announced = false;
-                    let since = now;
-                    let a = unhealthy_alert(&name, channel.kind(), since, now, true, 0, "");
-                    enqueue_to(&store, &others, &a, now);
-                    wake.notify_waiters();
-                }
-                last_error.clear();
-            }
-            Ok(Err(e)) if e.is_retryable() => {
-                let wait = e
-                    .retry_after()
-                    .unwrap_or_else(|| backoff(entry.attempts + 1, jitter()));
-                last_error = e.message().chars().take(300).collect();
-                let at = now.timestamp() + wait.as_secs().max(1) as i64;
-                let _ = store.mark_failed(entry.id, &last_error, Some(at));
-                failing_since.get_or_insert(now);
-                tracing::warn!(channel = %name, key = %entry.key, attempts = entry.attempts + 1, retry_in_seconds = wait.as_secs(), error = %last_error, "alert delivery failed; will retry");
-            }
-            Ok(Err(e)) => {
-                let _ = store.mark_failed(entry.id, e.message(), None);
-                tracing::error!(channel = %name, key = %entry.key, error = %e.message(), "alert refused by the channel; set aside");
-            }
-            Err(_) => {
-                last_error = format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs());
-                let wait = backoff(entry.attempts + 1, jitter());
-                let _ = store.mark_failed(
-                    entry.id,
-                    &last_error,
-                    Some(now.timestamp() + wait.as_secs().max(1) as i64),
-                );
-                failing_since.get_or_insert(now);
-                tracing::warn!(channel = %name, key = %entry.key, error = %last_error, "alert delivery timed out; will retry");
+            if !delivered {
+                // The rest of the batch waits behind the head, in order.
+                break;
             }
         }
         check_unhealthy(
@@ -234,35 +193,87 @@ async fn channel_loop(
             &store,
             &clock,
             unhealthy_after,
-            &mut failing_since,
-            &mut announced,
-            &last_error,
+            &mut health,
         );
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One attempt at one entry; `true` when the queue may move on (delivered, or
+/// set aside for good).
+async fn deliver_one(
+    channel: &Channel,
+    store: &Store,
+    clock: &Arc<dyn Clock>,
+    entry: &OutboxEntry,
+    health: &mut Health,
+) -> bool {
+    let name = channel.name();
+    let alert: Alert = match serde_json::from_str(&entry.alert_json) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(channel = %name, key = %entry.key, error = %e, "outbox entry unreadable; set aside");
+            let _ = store.mark_failed(entry.id, &format!("unreadable: {e}"), None);
+            return true;
+        }
+    };
+    let result = tokio::time::timeout(ATTEMPT_TIMEOUT, channel.deliver(&alert)).await;
+    let now = clock.now();
+    let retry = |wait: Duration| now.timestamp() + wait.as_secs().max(1) as i64;
+    match result {
+        Ok(Ok(())) => {
+            let _ = store.mark_delivered(entry.id, now.timestamp());
+            tracing::debug!(channel = %name, key = %entry.key, attempts = entry.attempts + 1, "alert delivered");
+            health.last_error.clear();
+            true
+        }
+        Ok(Err(e)) if e.is_retryable() => {
+            let wait = e
+                .retry_after()
+                .unwrap_or_else(|| backoff(entry.attempts + 1, jitter()));
+            health.last_error = e.message().chars().take(300).collect();
+            let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
+            health.failing_since.get_or_insert(now);
+            tracing::warn!(channel = %name, key = %entry.key, attempts = entry.attempts + 1,
+                retry_in_seconds = wait.as_secs(), error = %health.last_error, "alert delivery failed; will retry");
+            false
+        }
+        Ok(Err(e)) => {
+            let _ = store.mark_failed(entry.id, e.message(), None);
+            tracing::error!(channel = %name, key = %entry.key, error = %e.message(), "alert refused by the channel; set aside");
+            true
+        }
+        Err(_) => {
+            health.last_error = format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs());
+            let wait = backoff(entry.attempts + 1, jitter());
+            let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
+            health.failing_since.get_or_insert(now);
+            tracing::warn!(channel = %name, key = %entry.key, error = %health.last_error, "alert delivery timed out; will retry");
+            false
+        }
+    }
+}
+
 fn check_unhealthy(
     channel: &Channel,
     others: &[String],
     store: &Store,
     clock: &Arc<dyn Clock>,
     unhealthy_after: Duration,
-    failing_since: &mut Option<DateTime<Utc>>,
-    announced: &mut bool,
-    last_error: &str,
+    health: &mut Health,
 ) {
-    let Some(since) = *failing_since else { return };
+    let Some(since) = health.failing_since else {
+        return;
+    };
     let now = clock.now();
-    if *announced || (now - since).to_std().unwrap_or_default() < unhealthy_after {
+    if health.announced || (now - since).to_std().unwrap_or_default() < unhealthy_after {
         return;
     }
     let pending = store.pending(channel.name()).map(|(n, _)| n).unwrap_or(0);
     if pending == 0 {
-        *failing_since = None;
+        health.failing_since = None;
         return;
     }
-    *announced = true;
+    health.announced = true;
     let a = unhealthy_alert(
         channel.name(),
         channel.kind(),
@@ -270,7 +281,7 @@ fn check_unhealthy(
         now,
         false,
         pending,
-        last_error,
+        &health.last_error,
     );
     tracing::error!(channel = %channel.name(), pending, "alert channel unhealthy");
     enqueue_to(store, others, &a, now);

@@ -264,7 +264,8 @@ impl Poster {
     /// `what` names the channel kind in errors, e.g. "slack".
     pub(crate) fn new(what: &'static str, url: &str, timeout: Duration) -> Result<Self, String> {
         let url = Url::parse(url).map_err(|e| format!("url: invalid URL: {e}"))?;
-        let client = crate::probe::http::client(true, None)?;
+        // Connections are kept: a receiver usually gets alerts in bursts.
+        let client = crate::probe::http::client_with_pool(true, None, 4)?;
         let mut url_secrets = Vec::new();
         if url.path().len() > 1 {
             url_secrets.push(url.path().to_string());

@@ -654,9 +654,20 @@ impl Probe for HttpProbe {
 /// environment, sonde's user agent, and no redirects (their requests are POSTs or
 /// documents whose address is configuration).
 pub(crate) fn client(verify: bool, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    client_with_pool(verify, ca_file, 0)
+}
+
+/// `client`, keeping up to `idle` connections per host open between requests:
+/// alert channels post many times to one receiver, probes measure fresh
+/// connections.
+pub(crate) fn client_with_pool(
+    verify: bool,
+    ca_file: Option<&Path>,
+    idle: usize,
+) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls_config(verify, ca_file)?)
-        .pool_max_idle_per_host(0)
+        .pool_max_idle_per_host(idle)
         .no_proxy()
         .user_agent(USER_AGENT)
         .redirect(redirect::Policy::none())

@@ -73,15 +73,15 @@ fn start_agent(dir: &std::path::Path) -> Child {
         .unwrap()
 }
 
+/// The outbox as the agent left it; empty while the agent is still creating it.
 fn outbox(db: &std::path::Path) -> Vec<(String, String, Option<i64>)> {
-    let c = rusqlite::Connection::open(db).unwrap();
-    let mut s = c
-        .prepare("SELECT channel, key, delivered_at FROM outbox ORDER BY id")
-        .unwrap();
-    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    let read = || -> rusqlite::Result<Vec<(String, String, Option<i64>)>> {
+        let c = rusqlite::Connection::open(db)?;
+        let mut s = c.prepare("SELECT channel, key, delivered_at FROM outbox ORDER BY id")?;
+        let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    };
+    read().unwrap_or_default()
 }
 
 async fn wait_for(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
