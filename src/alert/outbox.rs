@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Alert, AlertEvent, Channel, Severity};
 use crate::clock::Clock;
 use crate::store::Store;
+use crate::telemetry::events::{AlertDeliveryAttempted, OutboxDepth};
+use crate::telemetry::metrics::{DeliveryResult, Metrics};
 
 /// First retry after this, doubling per attempt up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -47,6 +49,8 @@ pub struct Dispatcher {
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Notify>,
     pub unhealthy_after: Duration,
+    /// Deliveries and outbox depths, by channel.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -67,6 +71,7 @@ impl Dispatcher {
                 self.clock.clone(),
                 self.wake.clone(),
                 self.unhealthy_after,
+                self.metrics.clone(),
                 shutdown.clone(),
             ));
         }
@@ -119,6 +124,7 @@ fn unhealthy_alert(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn channel_loop(
     channel: Arc<Channel>,
     others: Vec<String>,
@@ -126,9 +132,11 @@ async fn channel_loop(
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     unhealthy_after: Duration,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let name = channel.name().to_string();
+    metrics.register_channel(&name);
     // Since when the channel fails to deliver, and whether that was announced.
     let mut failing_since: Option<DateTime<Utc>> = None;
     let mut announced = false;
@@ -136,6 +144,13 @@ async fn channel_loop(
     loop {
         if shutdown.is_cancelled() {
             return;
+        }
+        if let Ok((depth, _)) = store.pending(&name) {
+            OutboxDepth {
+                channel: &name,
+                depth,
+            }
+            .emit(&metrics);
         }
         let now = clock.now();
         let head = {
@@ -192,7 +207,15 @@ async fn channel_loop(
         match result {
             Ok(Ok(())) => {
                 let _ = store.mark_delivered(entry.id, now.timestamp());
-                tracing::info!(channel = %name, key = %entry.key, attempts = entry.attempts + 1, "alert delivered");
+                AlertDeliveryAttempted {
+                    channel: &name,
+                    key: &entry.key,
+                    attempts: entry.attempts + 1,
+                    result: DeliveryResult::Delivered,
+                    error: "",
+                    retry_in: None,
+                }
+                .emit(&metrics);
                 if failing_since.take().is_some() && announced {
                     announced = false;
                     let since = now;
@@ -210,11 +233,27 @@ async fn channel_loop(
                 let at = now.timestamp() + wait.as_secs().max(1) as i64;
                 let _ = store.mark_failed(entry.id, &last_error, Some(at));
                 failing_since.get_or_insert(now);
-                tracing::warn!(channel = %name, key = %entry.key, attempts = entry.attempts + 1, retry_in_seconds = wait.as_secs(), error = %last_error, "alert delivery failed; will retry");
+                AlertDeliveryAttempted {
+                    channel: &name,
+                    key: &entry.key,
+                    attempts: entry.attempts + 1,
+                    result: DeliveryResult::Failed,
+                    error: &last_error,
+                    retry_in: Some(wait),
+                }
+                .emit(&metrics);
             }
             Ok(Err(e)) => {
                 let _ = store.mark_failed(entry.id, e.message(), None);
-                tracing::error!(channel = %name, key = %entry.key, error = %e.message(), "alert refused by the channel; set aside");
+                AlertDeliveryAttempted {
+                    channel: &name,
+                    key: &entry.key,
+                    attempts: entry.attempts + 1,
+                    result: DeliveryResult::Refused,
+                    error: e.message(),
+                    retry_in: None,
+                }
+                .emit(&metrics);
             }
             Err(_) => {
                 last_error = format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs());
@@ -225,7 +264,15 @@ async fn channel_loop(
                     Some(now.timestamp() + wait.as_secs().max(1) as i64),
                 );
                 failing_since.get_or_insert(now);
-                tracing::warn!(channel = %name, key = %entry.key, error = %last_error, "alert delivery timed out; will retry");
+                AlertDeliveryAttempted {
+                    channel: &name,
+                    key: &entry.key,
+                    attempts: entry.attempts + 1,
+                    result: DeliveryResult::Timeout,
+                    error: &last_error,
+                    retry_in: Some(wait),
+                }
+                .emit(&metrics);
             }
         }
         check_unhealthy(
