@@ -33,6 +33,7 @@ use sonde::clock::SystemClock;
 use sonde::config::Loader;
 use sonde::probe::{Category, Outcome};
 use sonde::store::Store;
+use sonde::telemetry::metrics::Metrics;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -195,7 +196,7 @@ async fn throughput() -> (f64, f64, f64) {
     std::fs::write(&path, toml).unwrap();
     let config = Arc::new(Loader { env: &|_| None }.load(&path).unwrap());
     let outcome = |i: usize, t: DateTime<Utc>| {
-        let mut o = if (i / 200) % 2 == 0 {
+        let mut o = if (i / 200).is_multiple_of(2) {
             Outcome::critical(Category::Network, "refused")
         } else {
             Outcome::ok("fine")
@@ -212,6 +213,7 @@ async fn throughput() -> (f64, f64, f64) {
         store.clone(),
         HashMap::new(),
         Arc::new(Notify::new()),
+        Arc::new(Metrics::new()),
     )
     .unwrap();
     let start = Instant::now();
@@ -234,6 +236,7 @@ async fn throughput() -> (f64, f64, f64) {
         let start = Instant::now();
         let d = tokio::spawn(
             Dispatcher {
+                metrics: Arc::new(Metrics::new()),
                 store: store.clone(),
                 channels: vec![channel],
                 clock: Arc::new(SystemClock),
@@ -256,13 +259,20 @@ async fn throughput() -> (f64, f64, f64) {
     // b) persisted and delivered, in order, to the loopback webhook.
     let store = Arc::new(Store::open(&dir.path().join("deliver.db")).unwrap());
     let wake = Arc::new(Notify::new());
-    let mut engine =
-        Engine::new(config.clone(), store.clone(), HashMap::new(), wake.clone()).unwrap();
+    let mut engine = Engine::new(
+        config.clone(),
+        store.clone(),
+        HashMap::new(),
+        wake.clone(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
     let spec = &config.channels[0];
     let channel = Arc::new(Channel::new(&spec.name, &spec.spec, dir.path()).unwrap());
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(
         Dispatcher {
+            metrics: Arc::new(Metrics::new()),
             store: store.clone(),
             channels: vec![channel],
             clock: Arc::new(SystemClock),

@@ -9,12 +9,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::engine::Engine;
 use crate::alert::outbox::Dispatcher;
+use crate::api::{ApiState, Server};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigErrors, ProbeConfig};
 use crate::probe::Outcome;
 use crate::runner::{run_once, Target};
 use crate::scheduler::{RunRecord, Scheduled, Scheduler};
 use crate::store::Store;
+use crate::telemetry::events::{ConfigLoaded, ProbeRunRecorded};
+use crate::telemetry::metrics::Metrics;
 use tokio::sync::Notify;
 
 /// Builds the runnable probe of one config entry. A failure (say, an unreadable
@@ -82,6 +85,8 @@ pub enum AgentError {
     Config(#[from] ConfigErrors),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Api(#[from] crate::api::ApiError),
 }
 
 /// Where the store lives: `[store] path`, relative to the main config file.
@@ -127,6 +132,22 @@ pub async fn run_with(
     if !channel_errors.is_empty() {
         return Err(ConfigErrors(channel_errors).into());
     }
+    // Bound before anything runs: a taken port stops the start.
+    let api = match &config.api {
+        Some(a) => Some(Server::bind(a.listen).await?),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new());
+    for p in &config.probes {
+        metrics.register_probe(&p.name, p.kind(), &p.health_set);
+    }
+    ConfigLoaded {
+        path: &config.path,
+        probes: config.probes.len(),
+        at: clock.now(),
+        error: None,
+    }
+    .emit(&metrics);
     let store_path = store_path(&config);
     let store = Store::open(&store_path)?;
     let store = Arc::new(store);
@@ -136,7 +157,13 @@ pub async fn run_with(
         .filter_map(|c| c.repost_interval().map(|d| (c.name().to_string(), d)))
         .collect();
     let config = Arc::new(config);
-    let engine = Engine::new(config.clone(), store.clone(), repost, wake.clone())?;
+    let engine = Engine::new(
+        config.clone(),
+        store.clone(),
+        repost,
+        wake.clone(),
+        metrics.clone(),
+    )?;
     tracing::info!(
         probes = scheduled.len(),
         disabled = config.probes.len() - scheduled.len(),
@@ -154,18 +181,31 @@ pub async fn run_with(
             clock: clock.clone(),
             wake,
             unhealthy_after: config.agent.channel_unhealthy_after,
+            metrics: metrics.clone(),
         }
         .run(dispatcher_stop.clone()),
     );
+    let api = api.map(|server| {
+        let state = Arc::new(ApiState {
+            metrics: metrics.clone(),
+            config: config.clone(),
+            store: store.clone(),
+        });
+        tokio::spawn(server.serve(state, shutdown.clone()))
+    });
     let scheduler = Scheduler::new(
         clock.clone(),
         config.agent.max_concurrent,
         config.agent.drain_timeout,
-    );
+    )
+    .with_metrics(metrics.clone());
     let (tx, rx) = mpsc::channel::<RunRecord>(1024);
-    let consumer = tokio::spawn(consume(rx, engine, clock, on_record));
+    let consumer = tokio::spawn(consume(rx, engine, clock, metrics, on_record));
     scheduler.run(scheduled, tx, shutdown).await;
     let _ = consumer.await;
+    if let Some(api) = api {
+        let _ = api.await;
+    }
     // Whatever is still in the outbox is sent at the next start.
     dispatcher_stop.cancel();
     let _ = dispatcher.await;
@@ -182,6 +222,7 @@ async fn consume(
     mut rx: mpsc::Receiver<RunRecord>,
     mut engine: Engine,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     mut on_record: impl FnMut(&RunRecord),
 ) {
     let mut tick = tokio::time::interval(TICK);
@@ -190,13 +231,7 @@ async fn consume(
         tokio::select! {
             record = rx.recv() => {
                 let Some(record) = record else { return };
-                if record.lateness > std::time::Duration::from_secs(1) {
-                    tracing::debug!(
-                        probe = %record.probe,
-                        lateness_seconds = record.lateness.as_secs_f64(),
-                        "run started late"
-                    );
-                }
+                ProbeRunRecorded { record: &record }.emit(&metrics);
                 if let Err(e) = engine.on_outcome(&record.probe, &record.outcome, clock.now()) {
                     tracing::error!(probe = %record.probe, error = %e, "cannot record the result");
                 }

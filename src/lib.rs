@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod alert;
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;

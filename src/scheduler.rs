@@ -22,6 +22,7 @@ use crate::probe::{Category, Outcome};
 use crate::runner::{run_once, Target};
 use crate::schedule::Schedule;
 use crate::telemetry::events::{ProbeRunSkipped, ShutdownDrained};
+use crate::telemetry::metrics::Metrics;
 
 /// A probe as the scheduler sees it.
 pub struct Scheduled {
@@ -57,6 +58,7 @@ pub struct Scheduler {
     max_concurrent: usize,
     drain_timeout: Duration,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
 
 impl Scheduler {
@@ -66,7 +68,14 @@ impl Scheduler {
             max_concurrent: max_concurrent.max(1),
             drain_timeout,
             stats: Arc::new(Stats::default()),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts skipped fires in `metrics` (by default, in a registry of its own).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -93,6 +102,7 @@ impl Scheduler {
                 runs: runs.clone(),
                 results: results.clone(),
                 stats: self.stats.clone(),
+                metrics: self.metrics.clone(),
                 shutdown: shutdown.clone(),
                 abort: abort.clone(),
                 running: Arc::new(AtomicBool::new(false)),
@@ -134,6 +144,7 @@ struct LoopCtx {
     runs: TaskTracker,
     results: mpsc::Sender<RunRecord>,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     abort: CancellationToken,
     running: Arc<AtomicBool>,
@@ -178,9 +189,10 @@ async fn probe_loop(ctx: LoopCtx) {
             ProbeRunSkipped {
                 probe: &ctx.probe.target.name,
                 kind: ctx.probe.target.kind,
+                health_set: &ctx.probe.target.health_set,
                 total_skipped: total,
             }
-            .emit();
+            .emit(&ctx.metrics);
             continue;
         }
         ctx.stats.in_flight.fetch_add(1, Ordering::SeqCst);

@@ -17,6 +17,8 @@ use crate::config::Config;
 use crate::monitor::{self, EvalContext, Monitor, MonitorState, Notice, NoticeKind, Policy};
 use crate::probe::Outcome;
 use crate::store::{ResultRow, Store, StoreError};
+use crate::telemetry::events::MonitorStateChanged;
+use crate::telemetry::metrics::Metrics;
 
 /// What the engine knows of one configured probe.
 struct ProbeInfo {
@@ -49,6 +51,7 @@ pub struct Engine {
     /// Last re-post per (probe, channel).
     reposted: HashMap<(String, String), DateTime<Utc>>,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 fn event_of(kind: NoticeKind) -> AlertEvent {
@@ -63,12 +66,14 @@ fn event_of(kind: NoticeKind) -> AlertEvent {
 
 impl Engine {
     /// Restores monitor states from `store`. `repost` names the channels whose
-    /// firing alerts must be re-posted, and how often.
+    /// firing alerts must be re-posted, and how often. State changes go to
+    /// `metrics`.
     pub fn new(
         config: Arc<Config>,
         store: Arc<Store>,
         repost: HashMap<String, std::time::Duration>,
         wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
         let probes = config
             .probes
@@ -101,6 +106,23 @@ impl Engine {
                 }
             }
         }
+        for (name, info) in &probes {
+            // A disabled probe never runs: its stored state would stay stale.
+            let to = match monitors.get(name) {
+                _ if !info.enabled => MonitorState::Disabled,
+                Some(m) => m.state,
+                None => MonitorState::Unknown,
+            };
+            MonitorStateChanged {
+                probe: name,
+                kind: &info.kind,
+                health_set: &info.health_set,
+                from: to,
+                to,
+                restored: true,
+            }
+            .emit(&metrics);
+        }
         Ok(Engine {
             config,
             store,
@@ -109,6 +131,7 @@ impl Engine {
             repost,
             reposted: HashMap::new(),
             wake,
+            metrics,
         })
     }
 
@@ -240,6 +263,15 @@ impl Engine {
         if m.problem.as_ref().is_none_or(|p| p.notified.is_none()) {
             self.reposted.retain(|(p, _), _| p != probe);
         }
+        MonitorStateChanged {
+            probe,
+            kind: &info.kind,
+            health_set: &info.health_set,
+            from: prev.state,
+            to: m.state,
+            restored: false,
+        }
+        .emit(&self.metrics);
         self.monitors.insert(probe.to_string(), m);
         if added > 0 {
             self.wake.notify_one();
@@ -435,7 +467,14 @@ duration = "1h"
         std::fs::write(&path, CONFIG).unwrap();
         let config = Loader { env: &|_| None }.load(&path).unwrap();
         let repost = HashMap::from([("am".to_string(), std::time::Duration::from_secs(60))]);
-        Engine::new(Arc::new(config), store, repost, Arc::new(Notify::new())).unwrap()
+        Engine::new(
+            Arc::new(config),
+            store,
+            repost,
+            Arc::new(Notify::new()),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
     }
 
     fn at(s: &str) -> DateTime<Utc> {

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Alert, AlertEvent, Channel, Severity};
 use crate::clock::Clock;
 use crate::store::{OutboxEntry, Store};
+use crate::telemetry::events::{AlertDeliveryAttempted, OutboxDepth};
+use crate::telemetry::metrics::{DeliveryResult, Metrics};
 
 /// First retry after this, doubling per attempt up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -49,6 +51,8 @@ pub struct Dispatcher {
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Notify>,
     pub unhealthy_after: Duration,
+    /// Deliveries and outbox depths, by channel.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
@@ -69,6 +73,7 @@ impl Dispatcher {
                 self.clock.clone(),
                 self.wake.clone(),
                 self.unhealthy_after,
+                self.metrics.clone(),
                 shutdown.clone(),
             ));
         }
@@ -130,6 +135,7 @@ struct Health {
     last_error: String,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn channel_loop(
     channel: Arc<Channel>,
     others: Vec<String>,
@@ -137,15 +143,24 @@ async fn channel_loop(
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     unhealthy_after: Duration,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let name = channel.name().to_string();
+    metrics.register_channel(&name);
     let mut health = Health {
         failing_since: None,
         announced: false,
         last_error: String::new(),
     };
     while !shutdown.is_cancelled() {
+        if let Ok((depth, _)) = store.pending(&name) {
+            OutboxDepth {
+                channel: &name,
+                depth,
+            }
+            .emit(&metrics);
+        }
         let now = clock.now();
         let batch = match store.due_batch(&name, now.timestamp(), BATCH) {
             Ok(b) => b,
@@ -171,7 +186,7 @@ async fn channel_loop(
         }
         for entry in batch {
             let delivered = tokio::select! {
-                ok = deliver_one(&channel, &store, &clock, &entry, &mut health) => ok,
+                ok = deliver_one(&channel, &store, &clock, &metrics, &entry, &mut health) => ok,
                 // An attempt cut short is not marked: it is sent again at the next start.
                 _ = shutdown.cancelled() => return,
             };
@@ -204,6 +219,7 @@ async fn deliver_one(
     channel: &Channel,
     store: &Store,
     clock: &Arc<dyn Clock>,
+    metrics: &Metrics,
     entry: &OutboxEntry,
     health: &mut Health,
 ) -> bool {
@@ -219,10 +235,21 @@ async fn deliver_one(
     let result = tokio::time::timeout(ATTEMPT_TIMEOUT, channel.deliver(&alert)).await;
     let now = clock.now();
     let retry = |wait: Duration| now.timestamp() + wait.as_secs().max(1) as i64;
+    let attempted = |result: DeliveryResult, error: &str, retry_in: Option<Duration>| {
+        AlertDeliveryAttempted {
+            channel: name,
+            key: &entry.key,
+            attempts: entry.attempts + 1,
+            result,
+            error,
+            retry_in,
+        }
+        .emit(metrics)
+    };
     match result {
         Ok(Ok(())) => {
             let _ = store.mark_delivered(entry.id, now.timestamp());
-            tracing::debug!(channel = %name, key = %entry.key, attempts = entry.attempts + 1, "alert delivered");
+            attempted(DeliveryResult::Delivered, "", None);
             health.last_error.clear();
             true
         }
@@ -233,13 +260,12 @@ async fn deliver_one(
             health.last_error = e.message().chars().take(300).collect();
             let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
             health.failing_since.get_or_insert(now);
-            tracing::warn!(channel = %name, key = %entry.key, attempts = entry.attempts + 1,
-                retry_in_seconds = wait.as_secs(), error = %health.last_error, "alert delivery failed; will retry");
+            attempted(DeliveryResult::Failed, &health.last_error, Some(wait));
             false
         }
         Ok(Err(e)) => {
             let _ = store.mark_failed(entry.id, e.message(), None);
-            tracing::error!(channel = %name, key = %entry.key, error = %e.message(), "alert refused by the channel; set aside");
+            attempted(DeliveryResult::Refused, e.message(), None);
             true
         }
         Err(_) => {
@@ -247,7 +273,7 @@ async fn deliver_one(
             let wait = backoff(entry.attempts + 1, jitter());
             let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
             health.failing_since.get_or_insert(now);
-            tracing::warn!(channel = %name, key = %entry.key, error = %health.last_error, "alert delivery timed out; will retry");
+            attempted(DeliveryResult::Timeout, &health.last_error, Some(wait));
             false
         }
     }

@@ -87,7 +87,8 @@ pub struct Config {
     pub path: PathBuf,
     pub agent: AgentConfig,
     pub store: StoreConfig,
-    pub api: ApiConfig,
+    /// The HTTP API (`/healthz`, `/metrics`…), served only when `[api]` is present.
+    pub api: Option<ApiConfig>,
     pub telemetry: TelemetryConfig,
     pub channels: Vec<ChannelConfig>,
     pub probes: Vec<ProbeConfig>,
@@ -168,14 +169,24 @@ impl Default for StoreConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    #[serde(default = "default_listen")]
-    pub listen: String,
+    /// An IP address and port; not a host name.
+    #[serde(default = "default_listen", deserialize_with = "socket_addr")]
+    pub listen: std::net::SocketAddr,
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
 }
 
-fn default_listen() -> String {
-    "127.0.0.1:9323".into()
+fn socket_addr<'de, D: serde::Deserializer<'de>>(de: D) -> Result<std::net::SocketAddr, D::Error> {
+    let text = String::deserialize(de)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an IP address and port such as 127.0.0.1:9323 (host names are not accepted)"
+        ))
+    })
+}
+
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9323))
 }
 
 impl Default for ApiConfig {
@@ -562,7 +573,7 @@ impl Loader<'_> {
             path: path.to_path_buf(),
             agent: parts.agent.unwrap_or_default(),
             store: parts.store.unwrap_or_default(),
-            api: parts.api.unwrap_or_default(),
+            api: parts.api,
             telemetry: parts.telemetry.unwrap_or_default(),
             channels: parts.channels.into_iter().map(|(c, _)| c).collect(),
             probes,

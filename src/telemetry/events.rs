@@ -1,13 +1,21 @@
-//! One struct per thing that happens; `emit()` logs it with structured fields.
-//! Labels that will become metric labels stay low-cardinality (probe, kind,
-//! status, category); free text goes only into the log message fields.
+//! One struct per thing that happens; `emit()` logs it with structured fields
+//! and, given the metrics handle, updates the metrics (`super::metrics`) in the
+//! same place. Labels stay low-cardinality (probe, kind, status, category,
+//! channel); free text goes only into the log fields.
 
 use std::time::Duration;
 
-use crate::probe::{Outcome, Status};
+use chrono::{DateTime, Utc};
 
-/// A probe run finished (any status). Emitted inside the run's span, which
-/// carries `probe` and `kind`; the fields stay here for the metrics to come.
+use super::metrics::{DeliveryResult, Metrics};
+use crate::monitor::MonitorState;
+use crate::probe::{Outcome, Status};
+use crate::scheduler::RunRecord;
+
+/// A probe run finished (any status). Emitted by the runner inside the run's
+/// span, which carries `probe` and `kind`. Log only: the runner also serves
+/// `sonde probe`, which keeps no metrics; the agent counts the run when it
+/// records it (`ProbeRunRecorded`).
 pub struct ProbeRunFinished<'a> {
     pub probe: &'a str,
     pub kind: &'a str,
@@ -44,15 +52,41 @@ impl ProbeRunFinished<'_> {
     }
 }
 
+/// The agent received a finished run: counts it, records its duration and its
+/// scheduler lateness, and keeps its observations for the probe series.
+pub struct ProbeRunRecorded<'a> {
+    pub record: &'a RunRecord,
+}
+
+impl ProbeRunRecorded<'_> {
+    /// Runs starting later than this are logged (at debug).
+    const LATE: Duration = Duration::from_secs(1);
+
+    pub fn emit(&self, metrics: &Metrics) {
+        let r = self.record;
+        if r.lateness > Self::LATE {
+            tracing::debug!(
+                probe = %r.probe,
+                lateness_seconds = r.lateness.as_secs_f64(),
+                "run started late"
+            );
+        }
+        metrics.probe_run(&r.probe, r.kind, &r.health_set, &r.outcome);
+        metrics.scheduler_lateness(r.lateness);
+    }
+}
+
 /// A fire was skipped because the probe's previous run was still going.
 pub struct ProbeRunSkipped<'a> {
     pub probe: &'a str,
     pub kind: &'a str,
+    pub health_set: &'a str,
     pub total_skipped: u64,
 }
 
 impl ProbeRunSkipped<'_> {
-    pub fn emit(&self) {
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics.probe_skipped(self.probe, self.kind, self.health_set);
         tracing::warn!(
             probe = self.probe,
             kind = self.kind,
@@ -84,6 +118,120 @@ impl ShutdownDrained {
                 took_seconds = self.took.as_secs_f64(),
                 "shutdown: in-flight runs drained"
             );
+        }
+    }
+}
+
+/// A monitor moved to another state (or, with `restored`, was read back from
+/// the store at start, which is not logged).
+pub struct MonitorStateChanged<'a> {
+    pub probe: &'a str,
+    pub kind: &'a str,
+    pub health_set: &'a str,
+    pub from: MonitorState,
+    pub to: MonitorState,
+    pub restored: bool,
+}
+
+impl MonitorStateChanged<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics.monitor_state(self.probe, self.kind, self.health_set, self.to);
+        if self.restored || self.from == self.to {
+            return;
+        }
+        tracing::info!(
+            probe = self.probe,
+            health_set = self.health_set,
+            from = self.from.as_str(),
+            to = self.to.as_str(),
+            "monitor state changed"
+        );
+    }
+}
+
+/// One attempt to deliver an alert to a channel, and how it ended. `error` is
+/// log-only (never a label).
+pub struct AlertDeliveryAttempted<'a> {
+    pub channel: &'a str,
+    pub key: &'a str,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+    pub result: DeliveryResult,
+    pub error: &'a str,
+    /// When it will be tried again (failures that are retried).
+    pub retry_in: Option<Duration>,
+}
+
+impl AlertDeliveryAttempted<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics.delivery(self.channel, self.result);
+        let (channel, key, attempts) = (self.channel, self.key, self.attempts);
+        match self.result {
+            DeliveryResult::Delivered => {
+                tracing::info!(channel, key, attempts, "alert delivered")
+            }
+            DeliveryResult::Failed => tracing::warn!(
+                channel,
+                key,
+                attempts,
+                retry_in_seconds = self.retry_in.unwrap_or_default().as_secs(),
+                error = self.error,
+                "alert delivery failed; will retry"
+            ),
+            DeliveryResult::Timeout => tracing::warn!(
+                channel,
+                key,
+                attempts,
+                retry_in_seconds = self.retry_in.unwrap_or_default().as_secs(),
+                error = self.error,
+                "alert delivery timed out; will retry"
+            ),
+            DeliveryResult::Refused => tracing::error!(
+                channel,
+                key,
+                attempts,
+                error = self.error,
+                "alert refused by the channel; set aside"
+            ),
+        }
+    }
+}
+
+/// How many alerts wait in a channel's outbox (metrics only: it changes often).
+pub struct OutboxDepth<'a> {
+    pub channel: &'a str,
+    pub depth: u64,
+}
+
+impl OutboxDepth<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics.outbox_depth(self.channel, self.depth);
+    }
+}
+
+/// The configuration was loaded (at start) or reloaded; `error` says why not.
+pub struct ConfigLoaded<'a> {
+    pub path: &'a std::path::Path,
+    pub probes: usize,
+    pub at: DateTime<Utc>,
+    pub error: Option<&'a str>,
+}
+
+impl ConfigLoaded<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        let at = self.at.timestamp_millis() as f64 / 1000.0;
+        metrics.config_loaded(self.error.is_none(), at);
+        match self.error {
+            None => tracing::debug!(
+                config = %self.path.display(),
+                probes = self.probes,
+                "configuration loaded"
+            ),
+            Some(error) => tracing::error!(
+                config = %self.path.display(),
+                error,
+                "configuration not loaded; keeping the previous one"
+            ),
         }
     }
 }

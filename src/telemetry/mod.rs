@@ -1,7 +1,9 @@
-//! Telemetry: the tracing subscriber, and typed events (`events`) whose `emit()`
-//! writes the log line (and, as exporters arrive, the metrics) in one place.
+//! Telemetry: the tracing subscriber, typed events (`events`) whose `emit()`
+//! writes the log line and updates the metrics in one place, and the metrics
+//! registry with its Prometheus rendering (`metrics`).
 
 pub mod events;
+pub mod metrics;
 
 use std::io::IsTerminal;
 

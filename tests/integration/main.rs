@@ -9,3 +9,4 @@ mod cli;
 mod config_fixtures;
 mod hybrid;
 mod support;
+mod telemetry;

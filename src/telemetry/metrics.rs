@@ -1,0 +1,980 @@
+//! The metrics registry: one `Metrics` value, shared as `Arc<Metrics>`, updated
+//! by the typed events (`super::events`) and rendered in the Prometheus text
+//! exposition format 0.0.4 for `/metrics`. Every metric name lives here.
+//!
+//! Updates are atomics behind a read lock (a probe or channel seen for the first
+//! time takes the write lock once), so many tasks update it without waiting on
+//! each other. Label strings are escaped once, when a probe or channel is
+//! registered, which keeps rendering 10,000 probes in a few milliseconds.
+//!
+//! Two families of series per probe:
+//! - blackbox_exporter's (`probe_success`, `probe_duration_seconds`,
+//!   `probe_ssl_earliest_cert_expiry`, `probe_http_status_code`), with labels
+//!   `probe`, `kind`, `health_set`, describing the latest run, so dashboards and
+//!   alert rules written for blackbox work unchanged;
+//! - sonde's own (`sonde_*`): counters and histograms over every run, monitor
+//!   states, alert deliveries, the outbox, the scheduler and the configuration.
+//!
+//! Labels are low-cardinality (probe and channel names come from the config,
+//! the rest from closed enums); summaries and error texts never become labels.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::monitor::MonitorState;
+use crate::probe::{Category, Outcome, Status};
+
+// blackbox_exporter-compatible, per probe: the latest run.
+pub const PROBE_SUCCESS: &str = "probe_success";
+pub const PROBE_DURATION_SECONDS: &str = "probe_duration_seconds";
+pub const PROBE_SSL_EARLIEST_CERT_EXPIRY: &str = "probe_ssl_earliest_cert_expiry";
+pub const PROBE_HTTP_STATUS_CODE: &str = "probe_http_status_code";
+// sonde's own.
+pub const SONDE_BUILD_INFO: &str = "sonde_build_info";
+pub const SONDE_PROBE_STATUS: &str = "sonde_probe_status";
+pub const SONDE_PROBE_RUNS_TOTAL: &str = "sonde_probe_runs_total";
+pub const SONDE_PROBE_RUNS_SKIPPED_TOTAL: &str = "sonde_probe_runs_skipped_total";
+pub const SONDE_PROBE_DURATION_SECONDS: &str = "sonde_probe_duration_seconds";
+pub const SONDE_CERTIFICATE_SECONDS_LEFT: &str = "sonde_certificate_seconds_left";
+pub const SONDE_MONITOR_STATE: &str = "sonde_monitor_state";
+pub const SONDE_ALERT_DELIVERIES_TOTAL: &str = "sonde_alert_deliveries_total";
+pub const SONDE_OUTBOX_DEPTH: &str = "sonde_outbox_depth";
+pub const SONDE_SCHEDULER_LATENESS_SECONDS: &str = "sonde_scheduler_lateness_seconds";
+pub const SONDE_CONFIG_RELOAD_SUCCESS: &str = "sonde_config_reload_success";
+pub const SONDE_CONFIG_RELOAD_TIMESTAMP_SECONDS: &str = "sonde_config_reload_timestamp_seconds";
+
+/// Observations that feed series of their own.
+pub const OBS_NOT_AFTER: &str = "not_after_timestamp_seconds";
+pub const OBS_SECONDS_LEFT: &str = "seconds_left";
+pub const OBS_STATUS_CODE: &str = "status_code";
+
+/// Probe run durations: from a local file check to a slow token endpoint.
+pub const PROBE_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Scheduler lateness: a healthy scheduler stays in the first buckets.
+pub const LATENESS_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
+
+/// The `content-type` of `render`'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const STATUSES: [Status; 4] = [
+    Status::Ok,
+    Status::Warning,
+    Status::Critical,
+    Status::Unknown,
+];
+const CATEGORIES: [Category; 9] = [
+    Category::Config,
+    Category::Network,
+    Category::Tls,
+    Category::Certificate,
+    Category::Auth,
+    Category::Protocol,
+    Category::Timeout,
+    Category::Push,
+    Category::Internal,
+];
+const STATES: [MonitorState; 6] = [
+    MonitorState::Unknown,
+    MonitorState::Healthy,
+    MonitorState::Degraded,
+    MonitorState::Unhealthy,
+    MonitorState::Disabled,
+    MonitorState::Maintenance,
+];
+/// No state known yet.
+const NO_STATE: u8 = u8::MAX;
+
+fn status_index(s: Status) -> usize {
+    STATUSES.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// 0 for no category (an ok run), 1.. for the categories.
+fn category_index(c: Option<Category>) -> usize {
+    c.and_then(|c| CATEGORIES.iter().position(|x| *x == c))
+        .map_or(0, |i| i + 1)
+}
+
+fn state_index(s: MonitorState) -> u8 {
+    STATES.iter().position(|x| *x == s).unwrap_or(0) as u8
+}
+
+/// How an alert delivery attempt ended; the `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// The channel accepted the alert.
+    Delivered,
+    /// A retryable error; the alert stays queued.
+    Failed,
+    /// No answer within the attempt timeout; the alert stays queued.
+    Timeout,
+    /// A permanent refusal; the alert is set aside.
+    Refused,
+}
+
+const RESULTS: [DeliveryResult; 4] = [
+    DeliveryResult::Delivered,
+    DeliveryResult::Failed,
+    DeliveryResult::Timeout,
+    DeliveryResult::Refused,
+];
+
+impl DeliveryResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryResult::Delivered => "delivered",
+            DeliveryResult::Failed => "failed",
+            DeliveryResult::Timeout => "timeout",
+            DeliveryResult::Refused => "refused",
+        }
+    }
+
+    fn index(self) -> usize {
+        RESULTS.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// An f64 in an atomic, as its bits.
+struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    fn new(v: f64) -> Self {
+        AtomicF64(AtomicU64::new(v.to_bits()))
+    }
+    fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+    fn add(&self, v: f64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some((f64::from_bits(b) + v).to_bits())
+            });
+    }
+}
+
+/// A Prometheus histogram with fixed buckets; counts are per bucket, made
+/// cumulative when rendered.
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// The bounds as `le` label values, formatted once.
+    le: Box<[String]>,
+    /// `bounds.len() + 1` counts; the last is above every bound.
+    counts: Box<[AtomicU64]>,
+    sum: AtomicF64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        let le = bounds
+            .iter()
+            .map(|b| {
+                let mut s = String::new();
+                push_f64(&mut s, *b);
+                s
+            })
+            .chain(std::iter::once("+Inf".to_string()))
+            .collect();
+        Histogram {
+            bounds,
+            le,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicF64::new(0.0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        if v.is_nan() {
+            return;
+        }
+        // Buckets are `le`: a value equal to a bound counts in that bucket.
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.add(v);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes `_bucket`, `_sum` and `_count` lines; `labels` is empty or
+    /// `a="x",b="y"` (already escaped).
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            out.push_str(name);
+            out.push_str("_bucket{");
+            out.push_str(labels);
+            out.push_str(sep);
+            out.push_str("le=\"");
+            out.push_str(&self.le[i]);
+            out.push_str("\"} ");
+            push_u64(out, cumulative);
+            out.push('\n');
+        }
+        let braces = |out: &mut String| {
+            if !labels.is_empty() {
+                out.push('{');
+                out.push_str(labels);
+                out.push('}');
+            }
+        };
+        out.push_str(name);
+        out.push_str("_sum");
+        braces(out);
+        out.push(' ');
+        push_f64(out, self.sum.get());
+        out.push('\n');
+        out.push_str(name);
+        out.push_str("_count");
+        braces(out);
+        out.push(' ');
+        push_u64(out, self.count.load(Ordering::Relaxed));
+        out.push('\n');
+    }
+}
+
+/// The latest run of a probe, as the blackbox series show it.
+#[derive(Debug, Clone, Copy)]
+struct LastRun {
+    status: Status,
+    duration: f64,
+    not_after: Option<f64>,
+    seconds_left: Option<f64>,
+    status_code: Option<f64>,
+}
+
+/// Everything kept per probe.
+struct ProbeSeries {
+    /// `probe="..",kind="..",health_set=".."`
+    labels: String,
+    /// `probe="..",kind=".."`
+    probe_kind: String,
+    /// `probe=".."`
+    probe_only: String,
+    /// `probe="..",health_set=".."`
+    probe_set: String,
+    last: Mutex<Option<LastRun>>,
+    /// Runs by status and category (`category_index`).
+    runs: [[AtomicU64; CATEGORIES.len() + 1]; STATUSES.len()],
+    skipped: AtomicU64,
+    duration: Histogram,
+    state: AtomicU8,
+}
+
+impl ProbeSeries {
+    fn new(probe: &str, kind: &str, health_set: &str) -> Self {
+        let (p, k, h) = (escape(probe), escape(kind), escape(health_set));
+        ProbeSeries {
+            labels: format!("probe=\"{p}\",kind=\"{k}\",health_set=\"{h}\""),
+            probe_kind: format!("probe=\"{p}\",kind=\"{k}\""),
+            probe_only: format!("probe=\"{p}\""),
+            probe_set: format!("probe=\"{p}\",health_set=\"{h}\""),
+            last: Mutex::new(None),
+            runs: Default::default(),
+            skipped: AtomicU64::new(0),
+            duration: Histogram::new(PROBE_DURATION_BUCKETS),
+            state: AtomicU8::new(NO_STATE),
+        }
+    }
+
+    fn last(&self) -> Option<LastRun> {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct ChannelSeries {
+    /// `channel=".."`
+    label: String,
+    deliveries: [AtomicU64; RESULTS.len()],
+    depth: AtomicI64,
+    depth_known: AtomicBool,
+}
+
+/// Named entries in first-seen order (so that output is stable), with an index.
+struct Table<T> {
+    index: HashMap<Arc<str>, usize>,
+    list: Vec<Arc<T>>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            index: HashMap::new(),
+            list: Vec::new(),
+        }
+    }
+}
+
+fn get_or_insert<T>(table: &RwLock<Table<T>>, name: &str, make: impl FnOnce() -> T) -> Arc<T> {
+    {
+        let t = table.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(&i) = t.index.get(name) {
+            return t.list[i].clone();
+        }
+    }
+    let mut t = table.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(&i) = t.index.get(name) {
+        return t.list[i].clone();
+    }
+    let entry = Arc::new(make());
+    let at = t.list.len();
+    t.index.insert(name.into(), at);
+    t.list.push(entry.clone());
+    entry
+}
+
+fn snapshot<T>(table: &RwLock<Table<T>>) -> Vec<Arc<T>> {
+    table.read().unwrap_or_else(|e| e.into_inner()).list.clone()
+}
+
+/// The registry. Updated through `super::events`; read by `render`.
+pub struct Metrics {
+    version_label: String,
+    probes: RwLock<Table<ProbeSeries>>,
+    channels: RwLock<Table<ChannelSeries>>,
+    lateness: Histogram,
+    /// 0 or 1; `NO_STATE` before the first load is reported.
+    config_ok: AtomicU8,
+    config_at: AtomicF64,
+    /// The size of the last rendering, to allocate once.
+    last_len: AtomicUsize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics {
+            version_label: format!("version=\"{}\"", escape(env!("CARGO_PKG_VERSION"))),
+            probes: RwLock::default(),
+            channels: RwLock::default(),
+            lateness: Histogram::new(LATENESS_BUCKETS),
+            config_ok: AtomicU8::new(NO_STATE),
+            config_at: AtomicF64::new(0.0),
+            last_len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Makes a probe known before its first run (so its counters start at 0).
+    /// A probe's kind and health set are fixed at its first registration.
+    pub fn register_probe(&self, probe: &str, kind: &str, health_set: &str) {
+        self.probe(probe, kind, health_set);
+    }
+
+    /// Makes a channel known before its first delivery (counters at 0).
+    pub fn register_channel(&self, channel: &str) {
+        self.channel(channel);
+    }
+
+    fn probe(&self, probe: &str, kind: &str, health_set: &str) -> Arc<ProbeSeries> {
+        get_or_insert(&self.probes, probe, || {
+            ProbeSeries::new(probe, kind, health_set)
+        })
+    }
+
+    fn channel(&self, channel: &str) -> Arc<ChannelSeries> {
+        get_or_insert(&self.channels, channel, || ChannelSeries {
+            label: format!("channel=\"{}\"", escape(channel)),
+            deliveries: Default::default(),
+            depth: AtomicI64::new(0),
+            depth_known: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn probe_run(&self, probe: &str, kind: &str, health_set: &str, o: &Outcome) {
+        let s = self.probe(probe, kind, health_set);
+        let duration = o.duration.as_secs_f64();
+        s.runs[status_index(o.status)][category_index(o.category)].fetch_add(1, Ordering::Relaxed);
+        s.duration.observe(duration);
+        let obs = |k: &str| o.observations.get(k).copied().filter(|v| v.is_finite());
+        *s.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastRun {
+            status: o.status,
+            duration,
+            not_after: obs(OBS_NOT_AFTER),
+            seconds_left: obs(OBS_SECONDS_LEFT),
+            status_code: obs(OBS_STATUS_CODE),
+        });
+    }
+
+    pub(crate) fn probe_skipped(&self, probe: &str, kind: &str, health_set: &str) {
+        self.probe(probe, kind, health_set)
+            .skipped
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn scheduler_lateness(&self, lateness: Duration) {
+        self.lateness.observe(lateness.as_secs_f64());
+    }
+
+    pub(crate) fn monitor_state(
+        &self,
+        probe: &str,
+        kind: &str,
+        health_set: &str,
+        state: MonitorState,
+    ) {
+        self.probe(probe, kind, health_set)
+            .state
+            .store(state_index(state), Ordering::Relaxed);
+    }
+
+    pub(crate) fn delivery(&self, channel: &str, result: DeliveryResult) {
+        self.channel(channel).deliveries[result.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn outbox_depth(&self, channel: &str, depth: u64) {
+        let c = self.channel(channel);
+        c.depth
+            .store(i64::try_from(depth).unwrap_or(i64::MAX), Ordering::Relaxed);
+        c.depth_known.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn config_loaded(&self, ok: bool, at_unix_seconds: f64) {
+        self.config_ok.store(u8::from(ok), Ordering::Relaxed);
+        if ok {
+            self.config_at.set(at_unix_seconds);
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every series.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(self.last_len.load(Ordering::Relaxed) + 4096);
+        self.render_into(&mut out);
+        self.last_len.store(out.len(), Ordering::Relaxed);
+        out
+    }
+
+    /// `render`, appending to `out`.
+    pub fn render_into(&self, out: &mut String) {
+        let probes = snapshot(&self.probes);
+        let last: Vec<Option<LastRun>> = probes.iter().map(|p| p.last()).collect();
+        let ran = || {
+            probes
+                .iter()
+                .zip(&last)
+                .filter_map(|(p, l)| Some((p, (*l)?)))
+        };
+
+        header(
+            out,
+            PROBE_SUCCESS,
+            "gauge",
+            "Whether the latest run succeeded (ok or warning: 1; critical or unknown: 0).",
+        );
+        for (p, l) in ran() {
+            let v = u64::from(matches!(l.status, Status::Ok | Status::Warning));
+            sample_u64(out, PROBE_SUCCESS, &p.labels, v);
+        }
+        header(
+            out,
+            PROBE_DURATION_SECONDS,
+            "gauge",
+            "How long the latest run took, in seconds.",
+        );
+        for (p, l) in ran() {
+            sample_f64(out, PROBE_DURATION_SECONDS, &p.labels, l.duration);
+        }
+        header(
+            out,
+            PROBE_SSL_EARLIEST_CERT_EXPIRY,
+            "gauge",
+            "The earliest certificate not-after in the latest run, as a Unix timestamp.",
+        );
+        for (p, l) in ran() {
+            if let Some(v) = l.not_after {
+                sample_f64(out, PROBE_SSL_EARLIEST_CERT_EXPIRY, &p.labels, v);
+            }
+        }
+        header(
+            out,
+            PROBE_HTTP_STATUS_CODE,
+            "gauge",
+            "The HTTP status code of the latest run.",
+        );
+        for (p, l) in ran() {
+            if let Some(v) = l.status_code {
+                sample_f64(out, PROBE_HTTP_STATUS_CODE, &p.labels, v);
+            }
+        }
+
+        header(
+            out,
+            SONDE_BUILD_INFO,
+            "gauge",
+            "The running sonde's version; always 1.",
+        );
+        sample_u64(out, SONDE_BUILD_INFO, &self.version_label, 1);
+        header(
+            out,
+            SONDE_PROBE_STATUS,
+            "gauge",
+            "The latest run's status as a Nagios code: 0 ok, 1 warning, 2 critical, 3 unknown.",
+        );
+        for (p, l) in ran() {
+            sample_u64(
+                out,
+                SONDE_PROBE_STATUS,
+                &p.labels,
+                l.status.exit_code() as u64,
+            );
+        }
+        header(
+            out,
+            SONDE_PROBE_RUNS_TOTAL,
+            "counter",
+            "Probe runs by status and category (empty when ok).",
+        );
+        for p in &probes {
+            for (si, row) in p.runs.iter().enumerate() {
+                for (ci, n) in row.iter().enumerate() {
+                    let n = n.load(Ordering::Relaxed);
+                    if n == 0 {
+                        continue;
+                    }
+                    let category = if ci == 0 {
+                        ""
+                    } else {
+                        CATEGORIES[ci - 1].as_str()
+                    };
+                    out.push_str(SONDE_PROBE_RUNS_TOTAL);
+                    out.push('{');
+                    out.push_str(&p.probe_kind);
+                    out.push_str(",status=\"");
+                    out.push_str(STATUSES[si].as_str());
+                    out.push_str("\",category=\"");
+                    out.push_str(category);
+                    out.push_str("\"} ");
+                    push_u64(out, n);
+                    out.push('\n');
+                }
+            }
+        }
+        header(
+            out,
+            SONDE_PROBE_RUNS_SKIPPED_TOTAL,
+            "counter",
+            "Fires skipped because the probe's previous run was still going.",
+        );
+        for p in &probes {
+            let n = p.skipped.load(Ordering::Relaxed);
+            if n > 0 {
+                sample_u64(out, SONDE_PROBE_RUNS_SKIPPED_TOTAL, &p.probe_kind, n);
+            }
+        }
+        header(
+            out,
+            SONDE_PROBE_DURATION_SECONDS,
+            "histogram",
+            "Probe run durations, in seconds.",
+        );
+        for p in &probes {
+            if p.duration.count.load(Ordering::Relaxed) > 0 {
+                p.duration
+                    .render(out, SONDE_PROBE_DURATION_SECONDS, &p.probe_kind);
+            }
+        }
+        header(
+            out,
+            SONDE_CERTIFICATE_SECONDS_LEFT,
+            "gauge",
+            "Seconds until the certificate checked by the latest run expires.",
+        );
+        for (p, l) in ran() {
+            if let Some(v) = l.seconds_left {
+                sample_f64(out, SONDE_CERTIFICATE_SECONDS_LEFT, &p.probe_only, v);
+            }
+        }
+        header(
+            out,
+            SONDE_MONITOR_STATE,
+            "gauge",
+            "The monitor's state: 1 for the current state, 0 for the others.",
+        );
+        for p in &probes {
+            let current = p.state.load(Ordering::Relaxed);
+            if current == NO_STATE {
+                continue;
+            }
+            for (i, s) in STATES.iter().enumerate() {
+                out.push_str(SONDE_MONITOR_STATE);
+                out.push('{');
+                out.push_str(&p.probe_set);
+                out.push_str(",state=\"");
+                out.push_str(s.as_str());
+                out.push_str("\"} ");
+                out.push(if i as u8 == current { '1' } else { '0' });
+                out.push('\n');
+            }
+        }
+
+        let channels = snapshot(&self.channels);
+        header(
+            out,
+            SONDE_ALERT_DELIVERIES_TOTAL,
+            "counter",
+            "Alert delivery attempts by channel and result.",
+        );
+        for c in &channels {
+            for r in RESULTS {
+                out.push_str(SONDE_ALERT_DELIVERIES_TOTAL);
+                out.push('{');
+                out.push_str(&c.label);
+                out.push_str(",result=\"");
+                out.push_str(r.as_str());
+                out.push_str("\"} ");
+                push_u64(out, c.deliveries[r.index()].load(Ordering::Relaxed));
+                out.push('\n');
+            }
+        }
+        header(
+            out,
+            SONDE_OUTBOX_DEPTH,
+            "gauge",
+            "Alerts waiting in the outbox, by channel.",
+        );
+        for c in &channels {
+            if c.depth_known.load(Ordering::Relaxed) {
+                let d = c.depth.load(Ordering::Relaxed).max(0) as u64;
+                sample_u64(out, SONDE_OUTBOX_DEPTH, &c.label, d);
+            }
+        }
+
+        header(
+            out,
+            SONDE_SCHEDULER_LATENESS_SECONDS,
+            "histogram",
+            "How late runs started against their schedule, in seconds.",
+        );
+        self.lateness
+            .render(out, SONDE_SCHEDULER_LATENESS_SECONDS, "");
+
+        let ok = self.config_ok.load(Ordering::Relaxed);
+        if ok != NO_STATE {
+            header(
+                out,
+                SONDE_CONFIG_RELOAD_SUCCESS,
+                "gauge",
+                "Whether the last configuration load succeeded.",
+            );
+            sample_u64(out, SONDE_CONFIG_RELOAD_SUCCESS, "", u64::from(ok));
+            header(
+                out,
+                SONDE_CONFIG_RELOAD_TIMESTAMP_SECONDS,
+                "gauge",
+                "When the configuration was last loaded successfully, as a Unix timestamp.",
+            );
+            sample_f64(
+                out,
+                SONDE_CONFIG_RELOAD_TIMESTAMP_SECONDS,
+                "",
+                self.config_at.get(),
+            );
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    // HELP text escapes only backslash and newline.
+    for ch in help.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(kind);
+    out.push('\n');
+}
+
+fn sample_start(out: &mut String, name: &str, labels: &str) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        out.push_str(labels);
+        out.push('}');
+    }
+    out.push(' ');
+}
+
+fn sample_u64(out: &mut String, name: &str, labels: &str, v: u64) {
+    sample_start(out, name, labels);
+    push_u64(out, v);
+    out.push('\n');
+}
+
+fn sample_f64(out: &mut String, name: &str, labels: &str, v: f64) {
+    sample_start(out, name, labels);
+    push_f64(out, v);
+    out.push('\n');
+}
+
+fn push_u64(out: &mut String, mut v: u64) {
+    // Most values are small counters: skip the formatting machinery.
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+/// A sample value as Prometheus parses it: `NaN`, `+Inf`, `-Inf`, or a decimal.
+fn push_f64(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        // Rust's shortest round-trip form, never an exponent: Prometheus reads it.
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+pub fn escape(value: &str) -> String {
+    let mut s = String::with_capacity(value.len());
+    for ch in value.chars() {
+        match ch {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: Status, category: Option<Category>, secs: f64) -> Outcome {
+        let mut o = Outcome::new(status, category, "x");
+        o.duration = Duration::from_secs_f64(secs);
+        o
+    }
+
+    fn lines(text: &str, prefix: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape("line\nnext"), "line\\nnext");
+        assert_eq!(escape("plain-name_1.x"), "plain-name_1.x");
+        let m = Metrics::new();
+        m.probe_run(
+            "we\"ird\\name\n",
+            "http",
+            "set",
+            &outcome(Status::Ok, None, 0.1),
+        );
+        let text = m.render();
+        assert!(
+            text.contains(
+                "probe_success{probe=\"we\\\"ird\\\\name\\n\",kind=\"http\",health_set=\"set\"} 1\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn blackbox_series_follow_the_latest_run() {
+        let m = Metrics::new();
+        let o = outcome(Status::Ok, None, 0.25)
+            .with(OBS_NOT_AFTER, 1_900_000_000.0)
+            .with(OBS_SECONDS_LEFT, 86_400.5)
+            .with("key_bits", 2048.0);
+        m.probe_run("cert", "certificate", "push", &o);
+        let o =
+            outcome(Status::Critical, Some(Category::Network), 1.5).with(OBS_STATUS_CODE, 503.0);
+        m.probe_run("web", "http", "default", &o);
+        let text = m.render();
+        let l = r#"probe="cert",kind="certificate",health_set="push""#;
+        let w = r#"probe="web",kind="http",health_set="default""#;
+        for want in [
+            format!("probe_success{{{l}}} 1"),
+            format!("probe_duration_seconds{{{l}}} 0.25"),
+            format!("probe_ssl_earliest_cert_expiry{{{l}}} 1900000000"),
+            "sonde_certificate_seconds_left{probe=\"cert\"} 86400.5".to_string(),
+            format!("probe_success{{{w}}} 0"),
+            format!("probe_http_status_code{{{w}}} 503"),
+            format!("sonde_probe_status{{{w}}} 2"),
+            r#"sonde_probe_runs_total{probe="web",kind="http",status="critical",category="network"} 1"#.to_string(),
+            r#"sonde_probe_runs_total{probe="cert",kind="certificate",status="ok",category=""} 1"#.to_string(),
+            format!("sonde_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
+        ] {
+            assert!(text.lines().any(|x| x == want), "missing {want} in\n{text}");
+        }
+        // Only what was observed: no expiry for the http probe, no status code for the file.
+        assert_eq!(lines(&text, "probe_ssl_earliest_cert_expiry{").len(), 1);
+        assert_eq!(lines(&text, "probe_http_status_code{").len(), 1);
+        // A later run without the observation drops the series, as blackbox does.
+        m.probe_run(
+            "cert",
+            "certificate",
+            "push",
+            &outcome(Status::Critical, Some(Category::Tls), 0.1),
+        );
+        let text = m.render();
+        assert!(lines(&text, "probe_ssl_earliest_cert_expiry{").is_empty());
+        assert!(text.contains(&format!("probe_success{{{l}}} 0\n")));
+    }
+
+    #[test]
+    fn registered_probe_without_a_run_has_no_probe_series() {
+        let m = Metrics::new();
+        m.register_probe("idle", "http", "default");
+        let text = m.render();
+        assert!(lines(&text, "probe_success{").is_empty());
+        assert!(lines(&text, "sonde_probe_duration_seconds_bucket{").is_empty());
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_le_inclusive() {
+        let m = Metrics::new();
+        for secs in [0.004, 0.005, 0.3, 2.0, 75.0] {
+            m.probe_run("p", "http", "d", &outcome(Status::Ok, None, secs));
+        }
+        let text = m.render();
+        let buckets = lines(&text, "sonde_probe_duration_seconds_bucket{");
+        assert_eq!(buckets.len(), PROBE_DURATION_BUCKETS.len() + 1);
+        let value = |le: &str| -> u64 {
+            let want = format!("le=\"{le}\"}} ");
+            let l = buckets.iter().find(|l| l.contains(&want)).unwrap();
+            l.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(value("0.005"), 2, "0.005 is inside le=0.005");
+        assert_eq!(value("0.25"), 2);
+        assert_eq!(value("0.5"), 3);
+        assert_eq!(value("2.5"), 4);
+        assert_eq!(value("60"), 4);
+        assert_eq!(value("+Inf"), 5);
+        assert!(text.contains("sonde_probe_duration_seconds_count{probe=\"p\",kind=\"http\"} 5\n"));
+        let sum = lines(&text, "sonde_probe_duration_seconds_sum{")[0].clone();
+        let sum: f64 = sum.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((sum - 77.309).abs() < 1e-9, "{sum}");
+        // The unlabelled histogram has no stray comma.
+        m.scheduler_lateness(Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("sonde_scheduler_lateness_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("sonde_scheduler_lateness_seconds_count 1\n"));
+    }
+
+    #[test]
+    fn monitor_state_is_one_hot() {
+        let m = Metrics::new();
+        m.monitor_state("p", "http", "set", MonitorState::Degraded);
+        m.monitor_state("p", "http", "set", MonitorState::Unhealthy);
+        let text = m.render();
+        let states = lines(&text, "sonde_monitor_state{");
+        assert_eq!(states.len(), STATES.len());
+        assert!(states.contains(
+            &r#"sonde_monitor_state{probe="p",health_set="set",state="unhealthy"} 1"#.to_string()
+        ));
+        assert_eq!(states.iter().filter(|l| l.ends_with(" 1")).count(), 1);
+    }
+
+    #[test]
+    fn channels_deliveries_outbox_and_config() {
+        let m = Metrics::new();
+        m.register_channel("ops-mail");
+        m.delivery("ops-mail", DeliveryResult::Failed);
+        m.delivery("ops-mail", DeliveryResult::Delivered);
+        m.delivery("ops-mail", DeliveryResult::Delivered);
+        m.outbox_depth("ops-mail", 3);
+        let text = m.render();
+        assert!(text.contains(
+            "sonde_alert_deliveries_total{channel=\"ops-mail\",result=\"delivered\"} 2\n"
+        ));
+        assert!(text
+            .contains("sonde_alert_deliveries_total{channel=\"ops-mail\",result=\"refused\"} 0\n"));
+        assert!(text.contains("sonde_outbox_depth{channel=\"ops-mail\"} 3\n"));
+        assert!(!text.contains("sonde_config_reload_success"));
+        m.config_loaded(true, 1_780_000_000.0);
+        m.config_loaded(false, 1_780_000_100.0);
+        let text = m.render();
+        assert!(text.contains("sonde_config_reload_success 0\n"));
+        assert!(text.contains("sonde_config_reload_timestamp_seconds 1780000000\n"));
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_once() {
+        let m = Metrics::new();
+        m.probe_run("a", "http", "d", &outcome(Status::Ok, None, 0.1));
+        m.probe_run("b", "http", "d", &outcome(Status::Ok, None, 0.1));
+        m.config_loaded(true, 1.0);
+        let text = m.render();
+        let types = lines(&text, "# TYPE ");
+        let mut names: Vec<&str> = types.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "a family declared twice");
+        assert_eq!(lines(&text, "# HELP ").len(), n);
+        // Every sample belongs to the family declared last before it.
+        let mut family = "";
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap();
+            } else if !l.starts_with('#') {
+                assert!(l.starts_with(family), "{l} outside {family}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_formatted_as_prometheus_reads_them() {
+        let f = |v: f64| {
+            let mut s = String::new();
+            push_f64(&mut s, v);
+            s
+        };
+        assert_eq!(f(f64::NAN), "NaN");
+        assert_eq!(f(f64::INFINITY), "+Inf");
+        assert_eq!(f(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(f(3.0), "3");
+        assert_eq!(f(-2.0), "-2");
+        assert_eq!(f(0.000123), "0.000123");
+        assert_eq!(f(1e20), "100000000000000000000");
+        let u = |v: u64| {
+            let mut s = String::new();
+            push_u64(&mut s, v);
+            s
+        };
+        assert_eq!(u(0), "0");
+        assert_eq!(u(7), "7");
+        assert_eq!(u(1234567890), "1234567890");
+        assert_eq!(u(u64::MAX), u64::MAX.to_string());
+    }
+}
