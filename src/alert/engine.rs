@@ -20,6 +20,9 @@ use crate::store::{ResultRow, Store, StoreError};
 use crate::telemetry::events::MonitorStateChanged;
 use crate::telemetry::metrics::Metrics;
 
+/// Delivered (and set-aside) alerts stay in the outbox this long.
+const OUTBOX_KEEP: chrono::Duration = chrono::Duration::days(7);
+
 /// What the engine knows of one configured probe.
 struct ProbeInfo {
     kind: String,
@@ -50,6 +53,8 @@ pub struct Engine {
     repost: HashMap<String, std::time::Duration>,
     /// Last re-post per (probe, channel).
     reposted: HashMap<(String, String), DateTime<Utc>>,
+    /// When delivered outbox entries were last pruned.
+    pruned_at: Option<DateTime<Utc>>,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
@@ -130,6 +135,7 @@ impl Engine {
             monitors,
             repost,
             reposted: HashMap::new(),
+            pruned_at: None,
             wake,
             metrics,
         })
@@ -282,6 +288,14 @@ impl Engine {
     /// Reminders that are due, and re-posts of firing alerts to channels whose
     /// receivers expire them. Call it periodically.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<Vec<Alert>, StoreError> {
+        if self
+            .pruned_at
+            .is_none_or(|t| now - t > chrono::Duration::hours(1))
+        {
+            self.store
+                .prune_delivered((now - OUTBOX_KEEP).timestamp())?;
+            self.pruned_at = Some(now);
+        }
         let mut raised = Vec::new();
         let names: Vec<String> = self.monitors.keys().cloned().collect();
         for probe in names {
