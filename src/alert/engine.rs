@@ -20,6 +20,9 @@ use crate::store::{ResultRow, Store, StoreError};
 use crate::telemetry::events::MonitorStateChanged;
 use crate::telemetry::metrics::Metrics;
 
+/// How long silences read from the store are trusted before reading again.
+const SILENCES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Delivered (and set-aside) alerts stay in the outbox this long.
 const OUTBOX_KEEP: chrono::Duration = chrono::Duration::days(7);
 
@@ -55,6 +58,8 @@ pub struct Engine {
     reposted: HashMap<(String, String), DateTime<Utc>>,
     /// When delivered outbox entries were last pruned.
     pruned_at: Option<DateTime<Utc>>,
+    /// The silences, and when they were read from the store.
+    silences: Option<(std::time::Instant, Vec<crate::store::Silence>)>,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
@@ -136,21 +141,41 @@ impl Engine {
             repost,
             reposted: HashMap::new(),
             pruned_at: None,
+            silences: None,
             wake,
             metrics,
         })
     }
 
-    fn in_maintenance(&self, probe: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let Some(p) = self.config.probe(probe) else {
+    fn in_maintenance(&mut self, probe: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        if !self.config.maintenance.is_empty() {
+            if let Some(p) = self.config.probe(probe) {
+                if self.config.maintenance_at(p, now).is_some() {
+                    return Ok(true);
+                }
+            }
+        }
+        // Silences come from the CLI, through the store: re-read at most every
+        // SILENCES_FRESH, not for every result.
+        if self
+            .silences
+            .as_ref()
+            .is_none_or(|(read, _)| read.elapsed() > SILENCES_FRESH)
+        {
+            self.silences = Some((std::time::Instant::now(), self.store.silences(i64::MIN)?));
+        }
+        let Some(health_set) = self.probes.get(probe).map(|p| p.health_set.as_str()) else {
             return Ok(false);
         };
-        if self.config.maintenance_at(p, now).is_some() {
-            return Ok(true);
-        }
-        let set = format!("set:{}", p.health_set);
-        Ok(self.store.silences(now.timestamp())?.iter().any(|s| {
-            s.from <= now.timestamp() && (s.target == "*" || s.target == probe || s.target == set)
+        let t = now.timestamp();
+        Ok(self.silences.as_ref().is_some_and(|(_, list)| {
+            list.iter().any(|s| {
+                s.from <= t
+                    && t < s.to
+                    && (s.target == "*"
+                        || s.target == probe
+                        || s.target.strip_prefix("set:") == Some(health_set))
+            })
         }))
     }
 
@@ -228,12 +253,14 @@ impl Engine {
         outcome: &Outcome,
         now: DateTime<Utc>,
     ) -> Result<Vec<Alert>, StoreError> {
-        let Some(info) = self.probes.get(probe) else {
+        if !self.probes.contains_key(probe) {
             return Ok(Vec::new());
-        };
+        }
+        let in_maintenance = self.in_maintenance(probe, now)?;
+        let info = &self.probes[probe];
         let ctx = EvalContext {
             enabled: info.enabled,
-            in_maintenance: self.in_maintenance(probe, now)?,
+            in_maintenance,
             blocked_by: self.root_cause(probe),
         };
         let prev = self.monitors.get(probe).cloned().unwrap_or_default();
@@ -555,6 +582,16 @@ duration = "1h"
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::in_memory().unwrap());
         let mut e = setup(dir.path(), store.clone());
+        // A silence from the CLI on the token probe (read by the engine within 1 s).
+        let t = at("2026-11-29T10:00:00Z");
+        store
+            .add_silence(
+                "token",
+                t.timestamp() - 60,
+                t.timestamp() + 3600,
+                "rotating the key",
+            )
+            .unwrap();
         // 02:30 is inside the nightly window: no notice, state maintenance.
         let night = at("2026-11-29T02:30:00Z");
         assert!(e
@@ -565,16 +602,6 @@ duration = "1h"
             e.views().iter().find(|v| v.probe == "cert").unwrap().state,
             MonitorState::Maintenance
         );
-        // A silence from the CLI on the token probe.
-        let t = at("2026-11-29T10:00:00Z");
-        store
-            .add_silence(
-                "token",
-                t.timestamp() - 60,
-                t.timestamp() + 3600,
-                "rotating the key",
-            )
-            .unwrap();
         for i in 0..3 {
             let now = t + chrono::Duration::seconds(i);
             assert!(e

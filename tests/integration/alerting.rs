@@ -191,3 +191,119 @@ alert = ["hook"]
     // The outbox agrees: both delivered.
     assert!(outbox(&db).iter().all(|(_, _, d)| d.is_some()));
 }
+
+/// A channel that cannot deliver for longer than `channel_unhealthy_after` is
+/// announced on the other channels, and its recovery too; its own alert is
+/// delivered once it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_channel_is_announced_on_the_others() {
+    use sonde::alert::outbox::Dispatcher;
+    use sonde::alert::{Alert, AlertEvent, Channel, Severity};
+    use sonde::clock::SystemClock;
+    use sonde::store::Store;
+    use sonde::telemetry::metrics::Metrics;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dead = free_port();
+    let live = free_port();
+    let got_live: Received = Arc::default();
+    receiver(live, got_live.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        format!(
+            "[[channel]]\nname = \"dead\"\nkind = \"webhook\"\nurl = \"http://{dead}/hook\"\n\n[[channel]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://{live}/hook\"\n"
+        ),
+    )
+    .unwrap();
+    let config = sonde::config::Loader { env: &|_| None }
+        .load(&dir.path().join("sonde.toml"))
+        .unwrap();
+    let channels: Vec<Arc<Channel>> = config
+        .channels
+        .iter()
+        .map(|c| Arc::new(c.build().unwrap()))
+        .collect();
+    let store = Arc::new(Store::open(&dir.path().join("sonde.db")).unwrap());
+    let now = chrono::Utc::now();
+    let alert = Alert {
+        key: "web:1:firing".into(),
+        event: AlertEvent::Firing,
+        severity: Severity::Critical,
+        probe: "web".into(),
+        kind: "http".into(),
+        health_set: "default".into(),
+        state: "unhealthy".into(),
+        category: Some("network".into()),
+        summary: "HTTP 500".into(),
+        root_cause: None,
+        started_at: now,
+        ends_at: None,
+        created_at: now,
+        observations: Default::default(),
+    };
+    let json = serde_json::to_string(&alert).unwrap();
+    store
+        .enqueue(&[("dead".into(), alert.key.clone(), json)], now.timestamp())
+        .unwrap();
+    let stop = CancellationToken::new();
+    let dispatcher = tokio::spawn(
+        Dispatcher {
+            store: store.clone(),
+            channels,
+            clock: Arc::new(SystemClock),
+            wake: Arc::new(Notify::new()),
+            unhealthy_after: Duration::from_secs(1),
+            metrics: Arc::new(Metrics::new()),
+        }
+        .run(stop.clone()),
+    );
+    wait_for(
+        "the channel_unhealthy alert on ops",
+        Duration::from_secs(20),
+        || {
+            got_live
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, v)| v["event"] == "channel_unhealthy")
+        },
+    )
+    .await;
+    {
+        let got = got_live.lock().unwrap();
+        let (_, v) = got
+            .iter()
+            .find(|(_, v)| v["event"] == "channel_unhealthy")
+            .unwrap();
+        assert_eq!(v["probe"], "channel:dead");
+        let summary = v["summary"].as_str().unwrap();
+        assert!(
+            summary.contains("alert channel dead has not delivered"),
+            "{summary}"
+        );
+        assert!(summary.contains("1 alert(s) waiting"), "{summary}");
+    }
+    // The dead channel's receiver comes up: its alert arrives, and ops hears it recovered.
+    let got_dead: Received = Arc::default();
+    receiver(dead, got_dead.clone()).await;
+    wait_for("recovery", Duration::from_secs(30), || {
+        got_live
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, v)| v["event"] == "resolved")
+    })
+    .await;
+    let delivered: Vec<String> = got_dead
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(delivered, vec!["web:1:firing".to_string()]);
+    stop.cancel();
+    dispatcher.await.unwrap();
+}
