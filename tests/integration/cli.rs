@@ -316,3 +316,71 @@ fn silences_are_added_listed_and_removed_in_the_store() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--for soon"), "{}", stderr(&o));
 }
+
+/// The README's first command: `sonde demo` shows every probe of the shipped
+/// health set ok against the lab, and Ctrl-C (SIGINT) stops it cleanly, removing
+/// its temporary directory.
+#[test]
+fn demo_runs_the_health_set_green_and_stops_on_sigint() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .arg("demo")
+        .env_remove("SONDE_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wanted = [
+        "oauth-certificate",
+        "auth-metadata",
+        "token-issuance",
+        "push-connectivity",
+        "push-end-to-end",
+    ];
+    let mut ok = std::collections::BTreeSet::new();
+    let mut seen = Vec::new();
+    let mut config_dir = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ok.len() < wanted.len() && std::time::Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(1)) else {
+            continue;
+        };
+        if let Some(path) = line.strip_prefix("config:") {
+            config_dir = std::path::Path::new(path.trim())
+                .parent()
+                .map(|p| p.to_path_buf());
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.len() > 2 && words[1] == "OK" && wanted.contains(&words[2]) {
+            ok.insert(words[2].to_string());
+        }
+        seen.push(line);
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        ok.len(),
+        wanted.len(),
+        "not every probe was ok:\n{}",
+        seen.join("\n")
+    );
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = config_dir.expect("the demo prints its config path");
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+}
