@@ -493,7 +493,7 @@ fn error_text(e: &lettre::transport::smtp::Error) -> String {
     }
 }
 
-fn read_ca(path: &PathBuf) -> Result<Certificate, String> {
+pub(crate) fn read_ca(path: &PathBuf) -> Result<Certificate, String> {
     let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
     Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", path.display()))
 }

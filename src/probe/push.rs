@@ -390,7 +390,13 @@ impl EndToEnd {
         let tls = match cfg.tls {
             SmtpTls::None => Tls::None,
             mode => {
-                let params = TlsParameters::builder(host.clone())
+                let mut params = TlsParameters::builder(host.clone());
+                // ca_file is trusted for the SMTP server too (a private CA's relay).
+                if let Some(ca) = &cfg.ca_file {
+                    params = params
+                        .add_root_certificate(crate::alert::email::read_ca(&base_dir.join(ca))?);
+                }
+                let params = params
                     .dangerous_accept_invalid_certs(!cfg.verify)
                     .build_rustls()
                     .map_err(|e| format!("SMTP TLS setup: {e}"))?;

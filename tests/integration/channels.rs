@@ -802,3 +802,76 @@ fn readme_channel_examples_are_valid_configuration() {
         crate::support::stderr(&out)
     );
 }
+
+/// The push probe's end-to-end mode over STARTTLS with AUTH, as a real relay asks:
+/// aiosmtpd receives the tagged mail, and the device side (a loopback badge that
+/// counts aiosmtpd's messages) rises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_end_to_end_sends_its_mail_over_starttls_with_auth() {
+    install_provider();
+    let dir = TempDir::new().unwrap();
+    smtp_certificates(dir.path());
+    std::fs::write(dir.path().join("password"), SMTP_PASSWORD).unwrap();
+    let server = SmtpServer::start(dir.path(), "starttls");
+    let out = server.out.clone();
+    let app = axum::Router::new().route(
+        "/badge",
+        axum::routing::get(move || {
+            let out = out.clone();
+            async move {
+                let n = std::fs::read_dir(&out)
+                    .map(|d| {
+                        d.filter(|e| {
+                            e.as_ref()
+                                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+                        })
+                        .count()
+                    })
+                    .unwrap_or(0);
+                axum::Json(serde_json::json!({"badge": n}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let badge = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        format!(
+            r#"[[probe]]
+name = "push-e2e"
+kind = "push"
+mode = "end_to_end"
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+tls = "starttls"
+ca_file = "ca.pem"
+username = "{SMTP_USER}"
+password_file = "password"
+from = "sonde@contoso.example"
+to = "monitoring@contoso.example"
+badge_url = "http://{badge}/badge"
+deadline = "5s"
+warn_latency = "3s"
+poll_every = "100ms"
+timeout = "10s"
+"#,
+            port = server.port
+        ),
+    )
+    .unwrap();
+    let config = sonde::config::Loader { env: &|_| None }
+        .load(&dir.path().join("sonde.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = config.probe("push-e2e").unwrap();
+    let clock: Arc<dyn sonde::clock::Clock> = Arc::new(sonde::clock::SystemClock);
+    let o = sonde::agent::run_probe_now(p, &config.probes, clock)
+        .await
+        .unwrap();
+    assert_eq!(o.status, sonde::probe::Status::Ok, "{o:?}");
+    assert!(o.summary.contains("badge rose from 0 to 1"), "{o:?}");
+    let mail = server.message(1).await;
+    let text = mail.to_string();
+    assert!(text.contains("monitoring@contoso.example"), "{text}");
+    assert_eq!(server.received(), 1);
+}
