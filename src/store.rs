@@ -266,28 +266,7 @@ impl Store {
     /// The oldest undelivered alert of a channel, when it is due at `now`.
     /// Delivery is in order per channel: a later alert waits for the head.
     pub fn next_due(&self, channel: &str, now: i64) -> Result<Option<OutboxEntry>, StoreError> {
-        let conn = self.conn();
-        let head = conn
-            .query_row(
-                "SELECT id, channel, key, alert_json, attempts, created_at, next_attempt_at FROM outbox
-                 WHERE channel = ?1 AND delivered_at IS NULL AND dead = 0 ORDER BY id LIMIT 1",
-                params![channel],
-                |r| {
-                    Ok((
-                        OutboxEntry {
-                            id: r.get(0)?,
-                            channel: r.get(1)?,
-                            key: r.get(2)?,
-                            alert_json: r.get(3)?,
-                            attempts: r.get(4)?,
-                            created_at: r.get(5)?,
-                        },
-                        r.get::<_, i64>(6)?,
-                    ))
-                },
-            )
-            .optional()?;
-        Ok(head.filter(|(_, at)| *at <= now).map(|(e, _)| e))
+        Ok(self.due_batch(channel, now, 1)?.into_iter().next())
     }
 
     /// The due head of a channel's queue and the entries after it, in order, up

@@ -11,7 +11,7 @@
 //! mailbox) and bad addresses are permanent; 4xx, timeouts, TLS and connection
 //! failures are retryable.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
@@ -358,23 +358,8 @@ impl EmailChannel {
     pub fn new(cfg: &EmailConfig, base_dir: &Path) -> Result<Self, String> {
         let host = cfg.smtp_host.trim().to_string();
         let port = cfg.port();
-        let tls = match cfg.tls {
-            SmtpTls::None => Tls::None,
-            mode => {
-                let mut params = TlsParameters::builder(host.clone());
-                if let Some(ca) = &cfg.ca_file {
-                    params = params.add_root_certificate(read_ca(&base_dir.join(ca))?);
-                }
-                let params = params
-                    .build_rustls()
-                    .map_err(|e| format!("SMTP TLS setup: {e}"))?;
-                if mode == SmtpTls::Tls {
-                    Tls::Wrapper(params)
-                } else {
-                    Tls::Required(params)
-                }
-            }
-        };
+        let ca_file = cfg.ca_file.as_ref().map(|ca| base_dir.join(ca));
+        let tls = smtp_tls(&host, cfg.tls, ca_file.as_deref(), true)?;
         let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
             .port(port)
             .tls(tls)
@@ -493,7 +478,34 @@ fn error_text(e: &lettre::transport::smtp::Error) -> String {
     }
 }
 
-pub(crate) fn read_ca(path: &PathBuf) -> Result<Certificate, String> {
+/// lettre's TLS setting for `mode`: the system roots plus `ca_file` (PEM), and
+/// certificate checks off only when `verify` is false. Shared with the push
+/// probe's end-to-end mail.
+pub(crate) fn smtp_tls(
+    host: &str,
+    mode: SmtpTls,
+    ca_file: Option<&Path>,
+    verify: bool,
+) -> Result<Tls, String> {
+    if mode == SmtpTls::None {
+        return Ok(Tls::None);
+    }
+    let mut params = TlsParameters::builder(host.to_string());
+    if let Some(ca) = ca_file {
+        params = params.add_root_certificate(read_ca(ca)?);
+    }
+    let params = params
+        .dangerous_accept_invalid_certs(!verify)
+        .build_rustls()
+        .map_err(|e| format!("SMTP TLS setup: {e}"))?;
+    Ok(if mode == SmtpTls::Tls {
+        Tls::Wrapper(params)
+    } else {
+        Tls::Required(params)
+    })
+}
+
+fn read_ca(path: &Path) -> Result<Certificate, String> {
     let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
     Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", path.display()))
 }

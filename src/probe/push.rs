@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -387,26 +386,9 @@ impl EndToEnd {
             SmtpTls::Tls => 465,
             SmtpTls::None => 25,
         });
-        let tls = match cfg.tls {
-            SmtpTls::None => Tls::None,
-            mode => {
-                let mut params = TlsParameters::builder(host.clone());
-                // ca_file is trusted for the SMTP server too (a private CA's relay).
-                if let Some(ca) = &cfg.ca_file {
-                    params = params
-                        .add_root_certificate(crate::alert::email::read_ca(&base_dir.join(ca))?);
-                }
-                let params = params
-                    .dangerous_accept_invalid_certs(!cfg.verify)
-                    .build_rustls()
-                    .map_err(|e| format!("SMTP TLS setup: {e}"))?;
-                if mode == SmtpTls::Tls {
-                    Tls::Wrapper(params)
-                } else {
-                    Tls::Required(params)
-                }
-            }
-        };
+        // ca_file is trusted for the SMTP server too (a private CA's relay).
+        let ca_file = cfg.ca_file.as_ref().map(|ca| base_dir.join(ca));
+        let tls = crate::alert::email::smtp_tls(&host, cfg.tls, ca_file.as_deref(), cfg.verify)?;
         let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port)
             .tls(tls)
