@@ -71,6 +71,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/probes", get(v1::probes))
         .route("/api/v1/probes/{name}", get(v1::probe))
         .route("/api/v1/probes/{name}/run", post(v1::run))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -103,6 +104,19 @@ impl Server {
         {
             tracing::error!(error = %e, "api server stopped");
         }
+    }
+}
+
+/// Unknown paths: a JSON error under `/api/`, plain text elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; see /api/v1/health, /api/v1/probes",
+        )
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
     }
 }
 
@@ -358,6 +372,9 @@ timeout = "2s"
         );
         let (status, _, _) = get(addr, "/nope").await;
         assert_eq!(status, "HTTP/1.1 404 Not Found");
+        let (status, _, body) = get(addr, "/api/v2/nope").await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        assert_eq!(json(&body)["error"], "not_found");
         stop.cancel();
         tokio::time::timeout(std::time::Duration::from_secs(5), task)
             .await
