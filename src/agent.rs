@@ -197,15 +197,25 @@ pub async fn run_with(
         .run(dispatcher_stop.clone()),
     );
     let api = api.zip(config.api.as_ref()).map(|(server, api_config)| {
+        let token = TokenSource::from_config(api_config, &config_dir(&config), &|name| {
+            std::env::var(name).ok()
+        });
+        if matches!(token, TokenSource::None) {
+            match &api_config.token_env {
+                Some(var) => tracing::warn!(
+                    variable = %var,
+                    "[api] token_env names an unset or empty variable: POST endpoints are refused"
+                ),
+                None => tracing::info!("no [api] token configured: POST endpoints are refused"),
+            }
+        }
         let state = Arc::new(ApiState {
             metrics: metrics.clone(),
             config: config.clone(),
             store: store.clone(),
             views: views.clone(),
             clock: clock.clone(),
-            token: TokenSource::from_config(api_config, &config_dir(&config), &|name| {
-                std::env::var(name).ok()
-            }),
+            token,
             runs: RateLimiter::new(api_config.run_min_interval),
         });
         tokio::spawn(server.serve(state, shutdown.clone()))
