@@ -7,8 +7,8 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -296,6 +296,14 @@ async fn the_api_reports_health_and_runs_probes_on_demand() {
     assert_eq!(v["category"], "certificate");
     let left = v["observations"]["seconds_left"].as_f64().unwrap();
     assert!(left > 19.0 * 86_400.0 && left <= 20.0 * 86_400.0, "{left}");
+    // Rate-limited like any other run: exit 3 with the agent's message.
+    let out = sonde_in(
+        Path::new("/"),
+        &["probe", "oauth-cert", "--remote", &base],
+        &[("SONDE_API_TOKEN", TOKEN)],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("429"), "{}", stderr(&out));
     let out = sonde_in(
         dir.path(),
         &[
@@ -325,14 +333,6 @@ async fn the_api_reports_health_and_runs_probes_on_demand() {
         !err.contains("wrong-token-value") && !err.contains(TOKEN),
         "{err}"
     );
-    // The remote run is rate-limited like any other.
-    let out = sonde_in(
-        Path::new("/"),
-        &["probe", "oauth-cert", "--remote", &base],
-        &[("SONDE_API_TOKEN", TOKEN)],
-    );
-    assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("429"), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +346,7 @@ async fn the_status_page_renders_in_headless_chromium() {
     let url = format!("http://{api}/");
     let chromium = |args: &[&str]| {
         let profile = dir.path().join("chromium-profile");
-        let out = Command::new(CHROMIUM)
+        let mut child = Command::new(CHROMIUM)
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -357,8 +357,27 @@ async fn the_status_page_renders_in_headless_chromium() {
             ])
             .args(args)
             .arg(&url)
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run chromium");
+        // Read stdout on a thread so a large DOM cannot fill the pipe.
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
+            buf
+        });
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(90) {
+                let _ = child.kill();
+                panic!("chromium {args:?} did not finish in 90s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut out = child.wait_with_output().unwrap();
+        out.stdout = reader.join().unwrap();
         assert!(
             out.status.success(),
             "chromium {args:?} failed: {}",
