@@ -386,18 +386,20 @@ impl Engine {
 
     /// Every configured probe's monitor, in config order.
     pub fn views(&self) -> Vec<MonitorView> {
-        self.config.probes.iter().map(|p| self.view_of(p)).collect()
+        self.config
+            .probes
+            .iter()
+            .filter_map(|p| self.view(&p.name))
+            .collect()
     }
 
-    /// One probe's monitor view; `None` for a probe not in the config.
+    /// One probe's monitor view; `None` for a probe not in the config. A map
+    /// lookup: it runs after every result.
     pub fn view(&self, probe: &str) -> Option<MonitorView> {
-        self.config.probe(probe).map(|p| self.view_of(p))
-    }
-
-    fn view_of(&self, p: &crate::config::ProbeConfig) -> MonitorView {
-        let m = self.monitors.get(&p.name);
-        MonitorView {
-            probe: p.name.clone(),
+        let (name, p) = self.probes.get_key_value(probe)?;
+        let m = self.monitors.get(probe);
+        Some(MonitorView {
+            probe: name.clone(),
             health_set: p.health_set.clone(),
             state: if !p.enabled {
                 MonitorState::Disabled
@@ -407,7 +409,7 @@ impl Engine {
             since: m.and_then(|m| m.state_since),
             flapping: m.is_some_and(|m| m.flapping),
             suppressed_by: m.and_then(|m| m.suppressed_by.clone()),
-        }
+        })
     }
 
     /// Each health set and its state (its worst monitor's).
