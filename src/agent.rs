@@ -7,8 +7,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::engine::Engine;
+use crate::alert::engine::{Engine, SharedViews};
 use crate::alert::outbox::Dispatcher;
+use crate::api::auth::{RateLimiter, TokenSource};
 use crate::api::{ApiState, Server};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigErrors, ProbeConfig};
@@ -89,10 +90,18 @@ pub enum AgentError {
     Api(#[from] crate::api::ApiError),
 }
 
+/// The main config file's directory, where relative paths start.
+fn config_dir(config: &Config) -> std::path::PathBuf {
+    config
+        .path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf()
+}
+
 /// Where the store lives: `[store] path`, relative to the main config file.
 pub fn store_path(config: &Config) -> std::path::PathBuf {
-    let base = config.path.parent().unwrap_or(std::path::Path::new("."));
-    base.join(&config.store.path)
+    config_dir(config).join(&config.store.path)
 }
 
 /// Runs the agent until `shutdown` is cancelled; returns after the drain.
@@ -164,6 +173,8 @@ pub async fn run_with(
         wake.clone(),
         metrics.clone(),
     )?;
+    // What the API shows of the monitors, republished after each result.
+    let views = Arc::new(SharedViews::new(engine.views()));
     tracing::info!(
         probes = scheduled.len(),
         disabled = config.probes.len() - scheduled.len(),
@@ -185,11 +196,27 @@ pub async fn run_with(
         }
         .run(dispatcher_stop.clone()),
     );
-    let api = api.map(|server| {
+    let api = api.zip(config.api.as_ref()).map(|(server, api_config)| {
+        let token = TokenSource::from_config(api_config, &config_dir(&config), &|name| {
+            std::env::var(name).ok()
+        });
+        if matches!(token, TokenSource::None) {
+            match &api_config.token_env {
+                Some(var) => tracing::warn!(
+                    variable = %var,
+                    "[api] token_env names an unset or empty variable: POST endpoints are refused"
+                ),
+                None => tracing::info!("no [api] token configured: POST endpoints are refused"),
+            }
+        }
         let state = Arc::new(ApiState {
             metrics: metrics.clone(),
             config: config.clone(),
             store: store.clone(),
+            views: views.clone(),
+            clock: clock.clone(),
+            token,
+            runs: RateLimiter::new(api_config.run_min_interval),
         });
         tokio::spawn(server.serve(state, shutdown.clone()))
     });
@@ -200,7 +227,7 @@ pub async fn run_with(
     )
     .with_metrics(metrics.clone());
     let (tx, rx) = mpsc::channel::<RunRecord>(1024);
-    let consumer = tokio::spawn(consume(rx, engine, clock, metrics, on_record));
+    let consumer = tokio::spawn(consume(rx, engine, views, clock, metrics, on_record));
     scheduler.run(scheduled, tx, shutdown).await;
     let _ = consumer.await;
     if let Some(api) = api {
@@ -221,6 +248,7 @@ const TICK: std::time::Duration = std::time::Duration::from_secs(5);
 async fn consume(
     mut rx: mpsc::Receiver<RunRecord>,
     mut engine: Engine,
+    views: Arc<SharedViews>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     mut on_record: impl FnMut(&RunRecord),
@@ -234,6 +262,9 @@ async fn consume(
                 ProbeRunRecorded { record: &record }.emit(&metrics);
                 if let Err(e) = engine.on_outcome(&record.probe, &record.outcome, clock.now()) {
                     tracing::error!(probe = %record.probe, error = %e, "cannot record the result");
+                }
+                if let Some(view) = engine.view(&record.probe) {
+                    views.publish(view);
                 }
                 on_record(&record);
             }

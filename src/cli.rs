@@ -37,6 +37,22 @@ pub enum Command {
         name: String,
         #[arg(long, short = 'f', value_enum, default_value_t = ProbeFormat::Text)]
         format: ProbeFormat,
+        /// Run it in the agent at this URL (e.g. http://127.0.0.1:9323) instead of
+        /// here; the API token comes from SONDE_API_TOKEN or --token-file.
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
+        /// A file holding the API token for --remote.
+        #[arg(long, value_name = "FILE", requires = "remote")]
+        token_file: Option<PathBuf>,
+    },
+    /// Print the running agent's health sets and probe states (from its
+    /// /api/v1/health); exit 0 healthy, 1 degraded, 2 unhealthy, 3 otherwise.
+    Status {
+        /// The agent's URL (default: http:// plus [api] listen of the config).
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
+        #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
     },
     /// List probes with kind, health set, schedule and next fire time.
     List {

@@ -19,6 +19,7 @@ pub mod lab;
 pub mod monitor;
 pub mod output;
 pub mod probe;
+pub mod remote;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;

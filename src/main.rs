@@ -113,7 +113,34 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_INVALID_CONFIG)
             }
         },
-        Command::Probe { name, format } => {
+        Command::Probe {
+            name,
+            format,
+            remote: Some(url),
+            token_file,
+        } => probe_remote(loaded.ok().as_ref(), &url, &name, format, token_file).await,
+        Command::Status { remote, format } => {
+            let url = match (remote, &loaded) {
+                (Some(url), _) => url,
+                (None, Ok(c)) => match &c.api {
+                    Some(api) => sonde::remote::url_of_listen(api.listen),
+                    None => {
+                        eprintln!(
+                            "sonde: {} has no [api] table: pass --remote URL",
+                            c.path.display()
+                        );
+                        return ExitCode::from(EXIT_UNKNOWN);
+                    }
+                },
+                (None, Err(e)) => {
+                    print_config_errors(e);
+                    eprintln!("sonde: or pass --remote URL");
+                    return ExitCode::from(EXIT_UNKNOWN);
+                }
+            };
+            status(&url, format).await
+        }
+        Command::Probe { name, format, .. } => {
             let c = match loaded {
                 Ok(c) => c,
                 Err(e) => {
@@ -185,6 +212,86 @@ async fn probe_now(c: &Config, name: &str, format: ProbeFormat) -> ExitCode {
         ProbeFormat::Nagios => println!("{}", output::nagios(&outcome, &p.spec.perf_thresholds())),
     }
     ExitCode::from(outcome.status.exit_code() as u8)
+}
+
+/// The token for `--remote`: `--token-file`, else `SONDE_API_TOKEN`.
+fn api_token(token_file: Option<PathBuf>) -> Result<String, String> {
+    let token = match token_file {
+        Some(f) => std::fs::read_to_string(&f)
+            .map_err(|e| format!("cannot read --token-file {}: {e}", f.display()))?,
+        None => std::env::var("SONDE_API_TOKEN").map_err(|_| {
+            "--remote needs the API token: set SONDE_API_TOKEN or pass --token-file".to_string()
+        })?,
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err("the API token is empty".into());
+    }
+    Ok(token)
+}
+
+/// `sonde probe NAME --remote URL`: the agent runs it; printed and exited on
+/// like a local run. The local config, when there is one, only lends the
+/// probe's Nagios thresholds.
+async fn probe_remote(
+    c: Option<&Config>,
+    url: &str,
+    name: &str,
+    format: ProbeFormat,
+    token_file: Option<PathBuf>,
+) -> ExitCode {
+    let token = match api_token(token_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sonde: {e}");
+            return ExitCode::from(EXIT_UNKNOWN);
+        }
+    };
+    let value = match sonde::remote::run_probe(url, name, &token).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("sonde: {e}");
+            return ExitCode::from(EXIT_UNKNOWN);
+        }
+    };
+    let Some((probe, kind, health_set, outcome)) = output::from_json(&value) else {
+        eprintln!("sonde: the agent's answer is not a probe result: {value}");
+        return ExitCode::from(EXIT_UNKNOWN);
+    };
+    let labels = Labels {
+        probe: &probe,
+        kind: &kind,
+        health_set: &health_set,
+    };
+    match format {
+        ProbeFormat::Text => print!("{}", output::text(&labels, &outcome)),
+        ProbeFormat::Json => println!("{value}"),
+        ProbeFormat::Nagios => {
+            let thresholds = c
+                .and_then(|c| c.probe(name))
+                .map(|p| p.spec.perf_thresholds())
+                .unwrap_or_default();
+            println!("{}", output::nagios(&outcome, &thresholds))
+        }
+    }
+    ExitCode::from(outcome.status.exit_code() as u8)
+}
+
+/// `sonde status`: the agent's health report.
+async fn status(url: &str, format: ListFormat) -> ExitCode {
+    match sonde::remote::health(url).await {
+        Ok(report) => {
+            match format {
+                ListFormat::Text => print!("{}", sonde::remote::status_text(&report)),
+                ListFormat::Json => println!("{report}"),
+            }
+            ExitCode::from(sonde::remote::status_exit_code(&report))
+        }
+        Err(e) => {
+            eprintln!("sonde: {e}");
+            ExitCode::from(EXIT_UNKNOWN)
+        }
+    }
 }
 
 fn list(c: &Config, format: ListFormat, clock: &dyn Clock) {

@@ -41,6 +41,37 @@ pub fn json_value(labels: &Labels<'_>, o: &Outcome) -> Value {
     })
 }
 
+/// The labels and outcome of a `json_value` object (what `sonde probe --remote`
+/// gets back from the agent); `None` when a documented field is missing.
+pub fn from_json(v: &Value) -> Option<(String, String, String, Outcome)> {
+    let text = |k: &str| v.get(k)?.as_str().map(str::to_string);
+    let status = serde_json::from_value(v.get("status")?.clone()).ok()?;
+    let category = match v.get("category") {
+        None | Some(Value::Null) => None,
+        Some(c) => Some(serde_json::from_value(c.clone()).ok()?),
+    };
+    let observations = v
+        .get("observations")?
+        .as_object()?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(f64::NAN)))
+        .collect();
+    let started_at = chrono::DateTime::parse_from_rfc3339(&text("started_at")?)
+        .ok()?
+        .to_utc();
+    let duration =
+        std::time::Duration::try_from_secs_f64(v.get("duration_seconds")?.as_f64()?).ok()?;
+    let outcome = Outcome {
+        status,
+        category,
+        summary: text("summary")?,
+        observations,
+        started_at,
+        duration,
+    };
+    Some((text("probe")?, text("kind")?, text("health_set")?, outcome))
+}
+
 /// Whole numbers print without a fraction; non-finite values become null.
 fn number(v: f64) -> Value {
     if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 {
@@ -168,6 +199,19 @@ mod tests {
         let ok = Outcome::ok("fine");
         let v: Value = serde_json::from_str(&json(&LABELS, &ok)).unwrap();
         assert_eq!(v["category"], Value::Null);
+    }
+
+    #[test]
+    fn json_reads_back_into_the_same_outcome() {
+        let o = outcome();
+        let (probe, kind, set, back) = from_json(&json_value(&LABELS, &o)).unwrap();
+        assert_eq!(
+            (probe.as_str(), kind.as_str()),
+            ("oauth-cert", "certificate")
+        );
+        assert_eq!(set, "PushNotifications.Proxy");
+        assert_eq!(back, o);
+        assert!(from_json(&json!({"probe": "x"})).is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! start, so a restart neither re-fires open problems nor forgets them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
@@ -416,42 +416,92 @@ impl Engine {
         self.config
             .probes
             .iter()
-            .map(|p| {
-                let m = self.monitors.get(&p.name);
-                MonitorView {
-                    probe: p.name.clone(),
-                    health_set: p.health_set.clone(),
-                    state: if !p.enabled {
-                        MonitorState::Disabled
-                    } else {
-                        m.map(|m| m.state).unwrap_or(MonitorState::Unknown)
-                    },
-                    since: m.and_then(|m| m.state_since),
-                    flapping: m.is_some_and(|m| m.flapping),
-                    suppressed_by: m.and_then(|m| m.suppressed_by.clone()),
-                }
-            })
+            .filter_map(|p| self.view(&p.name))
             .collect()
+    }
+
+    /// One probe's monitor view; `None` for a probe not in the config. A map
+    /// lookup: it runs after every result.
+    pub fn view(&self, probe: &str) -> Option<MonitorView> {
+        let (name, p) = self.probes.get_key_value(probe)?;
+        let m = self.monitors.get(probe);
+        Some(MonitorView {
+            probe: name.clone(),
+            health_set: p.health_set.clone(),
+            state: if !p.enabled {
+                MonitorState::Disabled
+            } else {
+                m.map(|m| m.state).unwrap_or(MonitorState::Unknown)
+            },
+            since: m.and_then(|m| m.state_since),
+            flapping: m.is_some_and(|m| m.flapping),
+            suppressed_by: m.and_then(|m| m.suppressed_by.clone()),
+        })
     }
 
     /// Each health set and its state (its worst monitor's).
     pub fn health_sets(&self) -> Vec<(String, MonitorState)> {
-        let views = self.views();
-        let mut sets: Vec<String> = views.iter().map(|v| v.health_set.clone()).collect();
-        sets.dedup();
-        sets.sort();
-        sets.dedup();
-        sets.into_iter()
-            .map(|set| {
-                let state = monitor::health_set_state(
-                    views
-                        .iter()
-                        .filter(|v| v.health_set == set)
-                        .map(|v| v.state),
-                );
-                (set, state)
-            })
-            .collect()
+        health_sets_of(&self.views())
+    }
+}
+
+/// Each health set of `views`, sorted by name, and its state (its worst monitor's).
+pub fn health_sets_of(views: &[MonitorView]) -> Vec<(String, MonitorState)> {
+    let mut sets: Vec<&str> = views.iter().map(|v| v.health_set.as_str()).collect();
+    sets.sort();
+    sets.dedup();
+    sets.into_iter()
+        .map(|set| {
+            let state = monitor::health_set_state(
+                views
+                    .iter()
+                    .filter(|v| v.health_set == set)
+                    .map(|v| v.state),
+            );
+            (set.to_string(), state)
+        })
+        .collect()
+}
+
+/// The monitors' views as last published by the engine's task, for readers
+/// outside it (the API and the status page). The engine lives in the task that
+/// consumes results; after each result that task replaces the one view that
+/// changed, so a publish costs one probe, not the whole config.
+pub struct SharedViews {
+    views: RwLock<Vec<MonitorView>>,
+    /// Probe name -> position in `views` (config order).
+    index: HashMap<String, usize>,
+}
+
+impl SharedViews {
+    pub fn new(views: Vec<MonitorView>) -> SharedViews {
+        let index = views
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.probe.clone(), i))
+            .collect();
+        SharedViews {
+            views: RwLock::new(views),
+            index,
+        }
+    }
+
+    /// Replaces the view of `view.probe`; a probe not published at start is ignored.
+    pub fn publish(&self, view: MonitorView) {
+        if let Some(&i) = self.index.get(&view.probe) {
+            let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
+            views[i] = view;
+        }
+    }
+
+    /// Every view, in config order.
+    pub fn all(&self) -> Vec<MonitorView> {
+        self.views.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn get(&self, probe: &str) -> Option<MonitorView> {
+        let i = *self.index.get(probe)?;
+        Some(self.views.read().unwrap_or_else(|e| e.into_inner())[i].clone())
     }
 }
 
@@ -575,6 +625,22 @@ duration = "1h"
                 ("default".into(), MonitorState::Unhealthy)
             ]
         );
+        // What the API reads: published one probe at a time.
+        let shared = SharedViews::new(vec![
+            MonitorView {
+                state: MonitorState::Unknown,
+                since: None,
+                suppressed_by: None,
+                ..views[0].clone()
+            },
+            views[1].clone(),
+        ]);
+        assert_eq!(shared.get("token").unwrap().state, MonitorState::Unknown);
+        shared.publish(e.view("token").unwrap());
+        shared.publish(e.view("nonesuch").unwrap_or_else(|| views[2].clone()));
+        assert_eq!(shared.all(), views[..2].to_vec());
+        assert_eq!(health_sets_of(&shared.all())[0].1, MonitorState::Unhealthy);
+        assert!(shared.get("cert").is_none());
     }
 
     #[test]

@@ -174,6 +174,14 @@ pub struct ApiConfig {
     pub listen: std::net::SocketAddr,
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// On-demand runs (`POST /api/v1/probes/{name}/run`): at most one per probe
+    /// per this interval; `0s` turns the limit off.
+    #[serde(default = "default_run_min_interval", with = "duration")]
+    pub run_min_interval: Duration,
+}
+
+fn default_run_min_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn socket_addr<'de, D: serde::Deserializer<'de>>(de: D) -> Result<std::net::SocketAddr, D::Error> {
@@ -195,6 +203,7 @@ impl Default for ApiConfig {
             listen: default_listen(),
             token_env: None,
             token_file: None,
+            run_min_interval: default_run_min_interval(),
         }
     }
 }

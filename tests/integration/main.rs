@@ -3,6 +3,7 @@
 //! certificates, TLS and HTTP servers) on 127.0.0.1 only.
 
 mod alerting;
+mod api;
 mod certificates;
 mod channels;
 mod cli;

@@ -1,0 +1,220 @@
+//! What guards the API's POST endpoints: the bearer token of `[api] token_env` /
+//! `token_file`, compared in constant time, and a per-probe rate limit on
+//! on-demand runs. The token never leaves this file: not in a response, not in
+//! a log line.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ring::digest::{digest, SHA256};
+use tokio::time::Instant;
+
+use crate::config::ApiConfig;
+
+/// Where the expected token comes from.
+#[derive(Clone)]
+pub enum TokenSource {
+    /// Neither `token_env` nor `token_file` is set (or the variable is empty):
+    /// POST endpoints are refused.
+    None,
+    /// The value of `token_env`, read once at start.
+    Fixed(String),
+    /// `token_file`, read at each request so that a rotated token takes effect
+    /// without a restart.
+    File(PathBuf),
+}
+
+// Never print the token.
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::None => f.write_str("TokenSource::None"),
+            TokenSource::Fixed(_) => f.write_str("TokenSource::Fixed(<redacted>)"),
+            TokenSource::File(p) => write!(f, "TokenSource::File({})", p.display()),
+        }
+    }
+}
+
+/// The outcome of checking a request's `Authorization` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// No token is configured.
+    NotConfigured,
+    /// The configured token file cannot be read (the reason, without the token).
+    Unavailable(String),
+    /// Missing, malformed or wrong credentials.
+    Denied,
+}
+
+impl TokenSource {
+    /// `token_env` wins over `token_file` when both are set; `env` reads the
+    /// environment (tests pass their own). `base` resolves a relative file.
+    pub fn from_config(
+        api: &ApiConfig,
+        base: &std::path::Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> TokenSource {
+        if let Some(var) = &api.token_env {
+            if let Some(v) = env(var).filter(|v| !v.trim().is_empty()) {
+                return TokenSource::Fixed(v.trim().to_string());
+            }
+        }
+        match &api.token_file {
+            Some(f) => TokenSource::File(base.join(f)),
+            None => TokenSource::None,
+        }
+    }
+
+    /// Checks `authorization` (the header's value, if any) against the token.
+    pub fn check(&self, authorization: Option<&str>) -> Verdict {
+        let expected = match self {
+            TokenSource::None => return Verdict::NotConfigured,
+            TokenSource::Fixed(t) => t.clone(),
+            TokenSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+                Ok(_) => return Verdict::Unavailable(format!("{} is empty", path.display())),
+                Err(e) => {
+                    return Verdict::Unavailable(format!("cannot read {}: {e}", path.display()))
+                }
+            },
+        };
+        let Some(given) = authorization.and_then(bearer) else {
+            return Verdict::Denied;
+        };
+        if same_secret(given, &expected) {
+            Verdict::Allowed
+        } else {
+            Verdict::Denied
+        }
+    }
+}
+
+/// The credentials of `Bearer <token>` (scheme case-insensitive, RFC 6750).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Compares two secrets in time independent of where they differ: both are
+/// hashed first, so the comparison runs over equal-length digests and the
+/// length of the expected token does not leak either.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    let a = digest(&SHA256, given.as_bytes());
+    let b = digest(&SHA256, expected.as_bytes());
+    a.as_ref()
+        .iter()
+        .zip(b.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// At most one on-demand run per probe per `min_interval`: a token bucket of
+/// one token per probe, refilled after `min_interval`. A zero interval turns the
+/// limit off.
+#[derive(Debug)]
+pub struct RateLimiter {
+    min_interval: Duration,
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl RateLimiter {
+    pub fn new(min_interval: Duration) -> RateLimiter {
+        RateLimiter {
+            min_interval,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn min_interval(&self) -> Duration {
+        self.min_interval
+    }
+
+    /// Takes the probe's token at `now`, or says how long until it is back.
+    pub fn take(&self, probe: &str, now: Instant) -> Result<(), Duration> {
+        if self.min_interval.is_zero() {
+            return Ok(());
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&at) = last.get(probe) {
+            let ready = at + self.min_interval;
+            if now < ready {
+                return Err(ready - now);
+            }
+        }
+        last.insert(probe.to_string(), now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_allows_one_run_per_interval_per_probe() {
+        let limiter = RateLimiter::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(limiter.take("a", t0), Ok(()));
+        assert_eq!(
+            limiter.take("a", t0 + Duration::from_secs(3)),
+            Err(Duration::from_secs(7))
+        );
+        // Another probe has its own bucket.
+        assert_eq!(limiter.take("b", t0 + Duration::from_secs(3)), Ok(()));
+        // A refused attempt does not push the next one back.
+        assert_eq!(limiter.take("a", t0 + Duration::from_secs(10)), Ok(()));
+        assert!(limiter.take("a", t0 + Duration::from_secs(19)).is_err());
+        assert_eq!(limiter.take("a", t0 + Duration::from_secs(20)), Ok(()));
+        let off = RateLimiter::new(Duration::ZERO);
+        assert_eq!(off.take("a", t0), Ok(()));
+        assert_eq!(off.take("a", t0), Ok(()));
+    }
+
+    #[test]
+    fn bearer_tokens_are_checked_and_never_printed() {
+        let source = TokenSource::Fixed("s3cret-token".into());
+        assert_eq!(source.check(Some("Bearer s3cret-token")), Verdict::Allowed);
+        assert_eq!(
+            source.check(Some("bearer  s3cret-token ")),
+            Verdict::Allowed
+        );
+        assert_eq!(source.check(Some("Bearer s3cret-toke")), Verdict::Denied);
+        assert_eq!(source.check(Some("Basic czNjcmV0")), Verdict::Denied);
+        assert_eq!(source.check(Some("Bearer ")), Verdict::Denied);
+        assert_eq!(source.check(None), Verdict::Denied);
+        assert!(!format!("{source:?}").contains("s3cret"));
+        assert_eq!(TokenSource::None.check(None), Verdict::NotConfigured);
+        assert!(same_secret("a", "a") && !same_secret("a", "b") && !same_secret("a", "aa"));
+    }
+
+    #[test]
+    fn the_token_comes_from_env_or_a_file_read_at_each_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = ApiConfig {
+            token_env: Some("TOKEN".into()),
+            token_file: Some("token.txt".into()),
+            ..ApiConfig::default()
+        };
+        let from_env = TokenSource::from_config(&api, dir.path(), &|_| Some("t1\n".into()));
+        assert_eq!(from_env.check(Some("Bearer t1")), Verdict::Allowed);
+        // An unset variable falls back to the file.
+        let from_file = TokenSource::from_config(&api, dir.path(), &|_| None);
+        assert!(matches!(
+            from_file.check(Some("Bearer t2")),
+            Verdict::Unavailable(_)
+        ));
+        std::fs::write(dir.path().join("token.txt"), "t2\n").unwrap();
+        assert_eq!(from_file.check(Some("Bearer t2")), Verdict::Allowed);
+        std::fs::write(dir.path().join("token.txt"), "t3").unwrap();
+        assert_eq!(from_file.check(Some("Bearer t2")), Verdict::Denied);
+        let none = ApiConfig::default();
+        assert!(matches!(
+            TokenSource::from_config(&none, dir.path(), &|_| Some("x".into())),
+            TokenSource::None
+        ));
+    }
+}

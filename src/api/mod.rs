@@ -1,0 +1,397 @@
+//! The agent's HTTP server: `GET /healthz`, `GET /metrics` (Prometheus text),
+//! the JSON API under `/api/v1/` (`v1`), and the status page at `/` (`page`).
+//! Started by `agent::run_with` only when the config has an `[api]` table, on
+//! `[api] listen`; it stops with the agent's shutdown token. The routes get
+//! what they need from `ApiState`; the POST endpoints are guarded by `auth`.
+//! What the routes show is computed elsewhere (`telemetry::metrics`, the
+//! engine's views, the store): these files only map HTTP to it.
+
+pub mod auth;
+pub mod page;
+pub mod v1;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::auth::{RateLimiter, TokenSource};
+use crate::alert::engine::SharedViews;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::Store;
+use crate::telemetry::metrics::{self, Metrics};
+
+/// What the routes share.
+pub struct ApiState {
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    /// The monitors' states, published by the engine after every result.
+    pub views: Arc<SharedViews>,
+    /// Where request-time logic and on-demand runs take `now` from.
+    pub clock: Arc<dyn Clock>,
+    /// The bearer token of the POST endpoints.
+    pub token: TokenSource,
+    /// The per-probe limit on on-demand runs.
+    pub runs: RateLimiter,
+}
+
+/// An error answer: `{"error": code, "message": text}` with `status`.
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": code, "message": message.into() })),
+    )
+        .into_response()
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ([api] listen): {source}")]
+pub struct ApiError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Every route.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus))
+        .route("/", get(page::page))
+        .route("/api/v1/health", get(v1::health))
+        .route("/api/v1/probes", get(v1::probes))
+        .route("/api/v1/probes/{name}", get(v1::probe))
+        .route("/api/v1/probes/{name}/run", post(v1::run))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// A bound, not yet serving, API server: binding first lets the agent refuse
+/// to start on a taken port before it schedules anything.
+pub struct Server {
+    listener: TcpListener,
+}
+
+impl Server {
+    pub async fn bind(addr: SocketAddr) -> Result<Server, ApiError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ApiError { addr, source })?;
+        Ok(Server { listener })
+    }
+
+    /// The bound address (the real port when `listen` asked for port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown`, then lets in-flight requests finish.
+    pub async fn serve(self, state: Arc<ApiState>, shutdown: CancellationToken) {
+        let addr = self.local_addr();
+        tracing::info!(listen = ?addr, "api listening");
+        if let Err(e) = axum::serve(self.listener, router(state))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "api server stopped");
+        }
+    }
+}
+
+/// Unknown paths: a JSON error under `/api/`, plain text elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; see /api/v1/health, /api/v1/probes",
+        )
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
+    // Rendering many probes is CPU work: keep it off the request threads.
+    let metrics = state.metrics.clone();
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Loader;
+
+    async fn start(
+        metrics: Arc<Metrics>,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let (addr, stop, task, _) = start_with(metrics, "", TokenSource::None).await;
+        (addr, stop, task)
+    }
+
+    /// A server for `[api]` plus `extra` config, with the given token.
+    async fn start_with(
+        metrics: Arc<Metrics>,
+        extra: &str,
+        token: TokenSource,
+    ) -> (
+        SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+        Arc<ApiState>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sonde.toml");
+        std::fs::write(&path, format!("[api]\nlisten = \"127.0.0.1:0\"\n{extra}")).unwrap();
+        let config = Loader { env: &|_| None }.load(&path).unwrap();
+        let listen = config.api.as_ref().unwrap().listen;
+        let store = Arc::new(Store::open(&dir.path().join("s.db")).unwrap());
+        let views = config
+            .probes
+            .iter()
+            .map(|p| crate::alert::engine::MonitorView {
+                probe: p.name.clone(),
+                health_set: p.health_set.clone(),
+                state: crate::monitor::MonitorState::Unknown,
+                since: None,
+                flapping: false,
+                suppressed_by: None,
+            })
+            .collect();
+        let state = Arc::new(ApiState {
+            metrics,
+            config: Arc::new(config),
+            store,
+            views: Arc::new(SharedViews::new(views)),
+            clock: Arc::new(crate::clock::SystemClock),
+            token,
+            runs: RateLimiter::new(std::time::Duration::from_secs(10)),
+        });
+        let server = Server::bind(listen).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.serve(state.clone(), stop.clone()));
+        (addr, stop, task, state)
+    }
+
+    /// One HTTP/1.1 request over a plain socket: (status line, headers, body).
+    async fn request(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        extra_headers: &str,
+    ) -> (String, String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n{extra_headers}connection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let (status, headers) = head.split_once("\r\n").unwrap();
+        (status.to_string(), headers.to_lowercase(), body.to_string())
+    }
+
+    fn json(body: &str) -> serde_json::Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    /// A probe that fails fast: nothing listens on the discard port of loopback.
+    const PROBES: &str = r#"
+[[probe]]
+name = "down"
+kind = "http"
+health_set = "site"
+url = "http://127.0.0.1:9/health"
+timeout = "2s"
+"#;
+
+    #[tokio::test]
+    async fn post_needs_a_configured_token() {
+        let metrics = Arc::new(Metrics::new());
+        let (addr, stop, _, _) = start_with(metrics, PROBES, TokenSource::None).await;
+        let (status, _, body) = request(addr, "POST", "/api/v1/probes/down/run", "").await;
+        assert_eq!(status, "HTTP/1.1 403 Forbidden");
+        let v = json(&body);
+        assert_eq!(v["error"], "forbidden");
+        assert!(v["message"]
+            .as_str()
+            .unwrap()
+            .contains("token_env or token_file"));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn auth_not_found_rate_limit_and_the_run_object() {
+        let metrics = Arc::new(Metrics::new());
+        let token = TokenSource::Fixed("t0ken-value".into());
+        let (addr, stop, _, _) = start_with(metrics, PROBES, token).await;
+        let run = "/api/v1/probes/down/run";
+        for auth in [
+            "",
+            "authorization: Bearer wrong\r\n",
+            "authorization: Basic dDA=\r\n",
+        ] {
+            let (status, headers, body) = request(addr, "POST", run, auth).await;
+            assert_eq!(status, "HTTP/1.1 401 Unauthorized", "{auth}");
+            assert!(headers.contains("www-authenticate: bearer"), "{headers}");
+            assert_eq!(json(&body)["error"], "unauthorized");
+            assert!(!body.contains("t0ken"));
+        }
+        let auth = "authorization: Bearer t0ken-value\r\n";
+        let (status, _, body) = request(addr, "POST", "/api/v1/probes/nope/run", auth).await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        assert_eq!(json(&body)["error"], "not_found");
+        let (status, _, body) = request(addr, "POST", run, auth).await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+        let v = json(&body);
+        assert_eq!(v["probe"], "down");
+        assert_eq!(v["health_set"], "site");
+        assert_eq!(v["status"], "critical");
+        assert_eq!(v["category"], "network");
+        assert_eq!(v.as_object().unwrap().len(), 9);
+        let (status, headers, body) = request(addr, "POST", run, auth).await;
+        assert_eq!(status, "HTTP/1.1 429 Too Many Requests");
+        let retry: u64 = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("retry-after: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=10).contains(&retry), "{retry}");
+        assert_eq!(json(&body)["error"], "rate_limited");
+        // A run on demand changes no monitor and stores nothing.
+        let (status, _, body) = request(addr, "GET", "/api/v1/probes/down?limit=5", "").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let v = json(&body);
+        assert_eq!(v["state"], "unknown");
+        assert_eq!(v["results"], serde_json::json!([]));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn read_endpoints_show_views_and_stored_results() {
+        let metrics = Arc::new(Metrics::new());
+        let (addr, stop, _, state) = start_with(metrics, PROBES, TokenSource::None).await;
+        for i in 0..3 {
+            let row = crate::store::ResultRow {
+                probe: "down".into(),
+                started_at: 1_800_000_000 + i,
+                duration_seconds: 0.5,
+                status: "critical".into(),
+                category: Some("network".into()),
+                summary: format!("refused {i}"),
+                observations_json: "{}".into(),
+            };
+            state.store.record(&row, "{}", &[], 0).unwrap();
+        }
+        state.views.publish(crate::alert::engine::MonitorView {
+            probe: "down".into(),
+            health_set: "site".into(),
+            state: crate::monitor::MonitorState::Unhealthy,
+            since: chrono::DateTime::from_timestamp(1_800_000_000, 0),
+            flapping: false,
+            suppressed_by: None,
+        });
+        let (status, _, body) = request(addr, "GET", "/api/v1/health", "").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let v = json(&body);
+        assert_eq!(v["state"], "unhealthy");
+        let set = &v["health_sets"][0];
+        assert_eq!(set["name"], "site");
+        assert_eq!(set["state"], "unhealthy");
+        assert_eq!(set["probes"][0]["name"], "down");
+        assert_eq!(set["probes"][0]["since"], "2027-01-15T08:00:00Z");
+        assert_eq!(set["probes"][0]["last_result"]["summary"], "refused 2");
+        let (_, _, body) = request(addr, "GET", "/api/v1/probes", "").await;
+        let v = json(&body);
+        assert_eq!(v["probes"][0]["kind"], "http");
+        assert_eq!(v["probes"][0]["state"], "unhealthy");
+        assert!(v["probes"][0]["next_run"].is_string());
+        let (_, _, body) = request(addr, "GET", "/api/v1/probes/down?limit=2", "").await;
+        let v = json(&body);
+        let summaries: Vec<&str> = v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["summary"].as_str().unwrap())
+            .collect();
+        assert_eq!(summaries, ["refused 2", "refused 1"]);
+        let (status, _, body) = request(addr, "GET", "/api/v1/probes/down?limit=x", "").await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request");
+        assert_eq!(json(&body)["error"], "bad_request");
+        let (status, _, body) = request(addr, "GET", "/api/v1/probes/other", "").await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        assert_eq!(json(&body)["message"], "no probe named `other`");
+        let (status, headers, body) = request(addr, "GET", "/", "").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(headers.contains("content-type: text/html; charset=utf-8"));
+        assert!(body.contains("data-probe=\"down\""));
+        stop.cancel();
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
+        request(addr, "GET", path, "").await
+    }
+
+    #[tokio::test]
+    async fn healthz_and_metrics_then_graceful_stop() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.register_channel("ops");
+        let (addr, stop, task) = start(metrics).await;
+        let (status, _, body) = get(addr, "/healthz").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(body, r#"{"status":"ok"}"#);
+        let (status, headers, body) = get(addr, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(
+            headers.contains("content-type: text/plain; version=0.0.4"),
+            "{headers}"
+        );
+        assert!(body.contains("sonde_build_info{version="));
+        assert!(
+            body.contains("sonde_alert_deliveries_total{channel=\"ops\",result=\"delivered\"} 0")
+        );
+        let (status, _, _) = get(addr, "/nope").await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        let (status, _, body) = get(addr, "/api/v2/nope").await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        assert_eq!(json(&body)["error"], "not_found");
+        stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("the server stops on the shutdown token")
+            .unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_an_error_naming_the_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = Server::bind(addr).await.err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot listen on {addr}")),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! The JSON API under `/api/v1/`: the health report (`GET /health`, after
+//! Exchange's Get-HealthReport: health sets, then each probe's monitor and last
+//! result), the probes (`GET /probes`, `GET /probes/{name}` with its recent
+//! results), and the on-demand run (`POST /probes/{name}/run`, bearer token,
+//! rate-limited per probe). Monitor states come from the engine's published
+//! views, results from the store; an on-demand run goes through the agent's
+//! runner and is answered, not recorded: it changes no monitor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use super::auth::Verdict;
+use super::{error, ApiState};
+use crate::alert::engine::{health_sets_of, MonitorView};
+use crate::config::ProbeConfig;
+use crate::monitor;
+use crate::output::{self, Labels};
+use crate::store::ResultRow;
+
+/// Results per probe when `?limit=` is absent, and the most it may ask for.
+pub const DEFAULT_LIMIT: usize = 20;
+pub const MAX_LIMIT: usize = 200;
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn timestamp(t: i64) -> Option<String> {
+    DateTime::from_timestamp(t, 0).map(time)
+}
+
+/// One stored result as the API shows it.
+pub fn result_json(r: &ResultRow) -> Value {
+    let observations: Value = serde_json::from_str(&r.observations_json).unwrap_or(json!({}));
+    json!({
+        "status": r.status,
+        "category": r.category,
+        "summary": r.summary,
+        "started_at": timestamp(r.started_at),
+        "duration_seconds": r.duration_seconds,
+        "observations": observations,
+    })
+}
+
+fn monitor_fields(out: &mut serde_json::Map<String, Value>, view: Option<&MonitorView>) {
+    out.insert(
+        "state".into(),
+        json!(view.map_or("unknown", |v| v.state.as_str())),
+    );
+    out.insert("since".into(), json!(view.and_then(|v| v.since).map(time)));
+    out.insert("flapping".into(), json!(view.is_some_and(|v| v.flapping)));
+    out.insert(
+        "suppressed_by".into(),
+        json!(view.and_then(|v| v.suppressed_by.clone())),
+    );
+}
+
+/// A probe: its config, its monitor, and its last result.
+fn probe_json(
+    p: &ProbeConfig,
+    view: Option<&MonitorView>,
+    last: Option<&ResultRow>,
+    now: DateTime<Utc>,
+) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("name".into(), json!(p.name));
+    out.insert("kind".into(), json!(p.kind()));
+    out.insert("health_set".into(), json!(p.health_set));
+    out.insert("schedule".into(), json!(p.schedule.to_string()));
+    out.insert("enabled".into(), json!(p.enabled));
+    monitor_fields(&mut out, view);
+    let next = p.enabled.then(|| p.schedule.next_after(now)).flatten();
+    out.insert("next_run".into(), json!(next.map(time)));
+    out.insert("last_result".into(), last.map_or(Value::Null, result_json));
+    out
+}
+
+/// The `limit` latest results of each probe in `names`, newest first. SQLite
+/// is blocking work: it runs off the request threads.
+pub async fn recent(
+    state: &Arc<ApiState>,
+    names: Vec<String>,
+    limit: usize,
+) -> Result<HashMap<String, Vec<ResultRow>>, Response> {
+    let store = state.store.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        names
+            .into_iter()
+            .map(|n| store.recent_results(&n, limit).map(|rows| (n, rows)))
+            .collect::<Result<HashMap<_, _>, _>>()
+    })
+    .await;
+    match read {
+        Ok(Ok(map)) => Ok(map),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot read results for the api");
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store",
+                "cannot read results from the store",
+            ))
+        }
+        Err(_) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "reading results failed",
+        )),
+    }
+}
+
+fn no_such_probe(name: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no probe named `{name}`"),
+    )
+}
+
+/// `GET /api/v1/health`
+pub async fn health(State(state): State<Arc<ApiState>>) -> Response {
+    let names = state.config.probes.iter().map(|p| p.name.clone()).collect();
+    let last = match recent(&state, names, 1).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let views = state.views.all();
+    let by_name: HashMap<&str, &MonitorView> =
+        views.iter().map(|v| (v.probe.as_str(), v)).collect();
+    let sets = health_sets_of(&views);
+    let now = state.clock.now();
+    let health_sets: Vec<Value> = sets
+        .iter()
+        .map(|(set, set_state)| {
+            let probes: Vec<Value> = state
+                .config
+                .probes
+                .iter()
+                .filter(|p| &p.health_set == set)
+                .map(|p| {
+                    let mut out = serde_json::Map::new();
+                    out.insert("name".into(), json!(p.name));
+                    out.insert("kind".into(), json!(p.kind()));
+                    monitor_fields(&mut out, by_name.get(p.name.as_str()).copied());
+                    let row = last.get(&p.name).and_then(|r| r.first());
+                    out.insert("last_result".into(), row.map_or(Value::Null, result_json));
+                    Value::Object(out)
+                })
+                .collect();
+            json!({
+                "name": set,
+                "state": set_state.as_str(),
+                "monitor_count": probes.len(),
+                "probes": probes,
+            })
+        })
+        .collect();
+    let overall = monitor::health_set_state(sets.iter().map(|(_, s)| *s));
+    Json(json!({
+        "state": overall.as_str(),
+        "generated_at": time(now),
+        "health_sets": health_sets,
+    }))
+    .into_response()
+}
+
+/// `GET /api/v1/probes`
+pub async fn probes(State(state): State<Arc<ApiState>>) -> Response {
+    let names = state.config.probes.iter().map(|p| p.name.clone()).collect();
+    let last = match recent(&state, names, 1).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let now = state.clock.now();
+    let items: Vec<Value> = state
+        .config
+        .probes
+        .iter()
+        .map(|p| {
+            let view = state.views.get(&p.name);
+            let row = last.get(&p.name).and_then(|r| r.first());
+            Value::Object(probe_json(p, view.as_ref(), row, now))
+        })
+        .collect();
+    Json(json!({ "probes": items })).into_response()
+}
+
+/// `GET /api/v1/probes/{name}?limit=N`
+pub async fn probe(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(p) = state.config.probe(&name) else {
+        return no_such_probe(&name);
+    };
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) => n.min(MAX_LIMIT),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("limit must be a whole number from 0 to {MAX_LIMIT}"),
+            )
+        }
+    };
+    let rows = match recent(&state, vec![p.name.clone()], limit).await {
+        Ok(mut l) => l.remove(&p.name).unwrap_or_default(),
+        Err(r) => return r,
+    };
+    let view = state.views.get(&p.name);
+    let mut out = probe_json(p, view.as_ref(), rows.first(), state.clock.now());
+    out.insert("depends_on".into(), json!(p.depends_on));
+    out.insert("alert".into(), json!(p.alert));
+    out.insert(
+        "results".into(),
+        Value::Array(rows.iter().map(result_json).collect()),
+    );
+    Json(Value::Object(out)).into_response()
+}
+
+/// `POST /api/v1/probes/{name}/run`: runs the probe now and answers with the
+/// object of `sonde probe --format json`.
+pub async fn run(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    // Authentication first, so that an anonymous caller learns nothing, not
+    // even which probes exist.
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.token.check(authorization) {
+        Verdict::Allowed => {}
+        Verdict::NotConfigured => return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "POST endpoints are off: no API token is configured; set [api] token_env or token_file",
+        ),
+        Verdict::Unavailable(reason) => {
+            tracing::error!(error = %reason, "api token unavailable");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token_unavailable",
+                "the API token ([api] token_file) cannot be read; see the agent's log",
+            );
+        }
+        Verdict::Denied => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid `Authorization: Bearer <token>` header is required",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"sonde\""),
+            );
+            return r;
+        }
+    }
+    let Some(p) = state.config.probe(&name) else {
+        return no_such_probe(&name);
+    };
+    if let Err(wait) = state.runs.take(&p.name, tokio::time::Instant::now()) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let secs = secs.max(1);
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "probe `{}` runs on demand at most once every {}; retry in {secs}s",
+                p.name,
+                humantime::format_duration(state.runs.min_interval())
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        return r;
+    }
+    let outcome =
+        match crate::agent::run_probe_now(p, &state.config.probes, state.clock.clone()).await {
+            Ok(o) => o,
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "config",
+                    format!("the probe cannot be built: {}", e.message),
+                )
+            }
+        };
+    tracing::info!(probe = %p.name, kind = p.kind(), status = %outcome.status, "on-demand run");
+    let labels = Labels {
+        probe: &p.name,
+        kind: p.kind(),
+        health_set: &p.health_set,
+    };
+    Json(output::json_value(&labels, &outcome)).into_response()
+}
