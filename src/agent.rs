@@ -217,6 +217,7 @@ pub async fn run_with(
             clock: clock.clone(),
             token,
             runs: RateLimiter::new(api_config.run_min_interval),
+            built: crate::api::BuiltProbes::default(),
         });
         tokio::spawn(server.serve(state, shutdown.clone()))
     });

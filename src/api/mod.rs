@@ -41,6 +41,36 @@ pub struct ApiState {
     pub token: TokenSource,
     /// The per-probe limit on on-demand runs.
     pub runs: RateLimiter,
+    /// Probes built for on-demand runs, reused while their config is unchanged.
+    pub built: BuiltProbes,
+}
+
+/// Runnable probes for on-demand runs, built once per probe config: building
+/// one (an HTTP client, TLS roots) costs far more than a loopback run.
+#[derive(Default)]
+pub struct BuiltProbes(
+    std::sync::Mutex<
+        std::collections::HashMap<String, (crate::config::ProbeConfig, Arc<crate::runner::Target>)>,
+    >,
+);
+
+impl BuiltProbes {
+    /// The target for `p`, built now if it was not, or if its config changed.
+    pub fn get(
+        &self,
+        p: &crate::config::ProbeConfig,
+        all: &[crate::config::ProbeConfig],
+    ) -> Result<Arc<crate::runner::Target>, crate::config::ConfigError> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cfg, target)) = map.get(&p.name) {
+            if cfg == p {
+                return Ok(target.clone());
+            }
+        }
+        let target = Arc::new(crate::agent::build_target(p, all)?);
+        map.insert(p.name.clone(), (p.clone(), target.clone()));
+        Ok(target)
+    }
 }
 
 /// An error answer: `{"error": code, "message": text}` with `status`.
@@ -181,6 +211,7 @@ mod tests {
             views: Arc::new(SharedViews::new(views)),
             clock: Arc::new(crate::clock::SystemClock),
             token,
+            built: BuiltProbes::default(),
             runs: RateLimiter::new(std::time::Duration::from_secs(10)),
         });
         let server = Server::bind(listen).await.unwrap();

@@ -285,17 +285,16 @@ pub async fn run(
             .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         return r;
     }
-    let outcome =
-        match crate::agent::run_probe_now(p, &state.config.probes, state.clock.clone()).await {
-            Ok(o) => o,
-            Err(e) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "config",
-                    format!("the probe cannot be built: {}", e.message),
-                )
-            }
-        };
+    let outcome = match state.built.get(p, &state.config.probes) {
+        Ok(target) => crate::runner::run_once(&target, &state.clock).await,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "config",
+                format!("the probe cannot be built: {}", e.message),
+            )
+        }
+    };
     tracing::info!(probe = %p.name, kind = p.kind(), status = %outcome.status, "on-demand run");
     let labels = Labels {
         probe: &p.name,
