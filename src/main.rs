@@ -159,11 +159,26 @@ async fn dispatch(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_INVALID_CONFIG);
                 }
             };
-            telemetry::init_logging(
+            // Built before the agent, whose metrics record into the global meter.
+            let otel = telemetry::otel::init(&c.telemetry);
+            telemetry::init_logging_otel(
                 c.telemetry.log_format,
                 c.telemetry.log_level.as_deref().unwrap_or("info"),
+                otel.as_ref().ok().and_then(Option::as_ref),
             );
-            match run_agent(c).await {
+            let otel = match otel {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(error = %e, "OTLP export disabled");
+                    None
+                }
+            };
+            let result = run_agent(c).await;
+            if let Some(o) = otel {
+                // Flushing blocks on the exporters' threads.
+                let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
+            }
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sonde: {e:#}");

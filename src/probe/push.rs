@@ -17,6 +17,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use super::token::{TokenClient, TokenConfig};
 use super::*;
@@ -273,6 +274,8 @@ impl PushProbe {
                 "lastSubscriptionUpdate": format!("/Date({now_ms})/"),
             }],
         }]});
+        // The span lasts until the whole answer is read.
+        let post = tracing::info_span!("push_post");
         let start = tokio::time::Instant::now();
         let sent = self
             .http
@@ -288,6 +291,7 @@ impl PushProbe {
             .header("X-ProbeType", "X-MS-ClientAccess-LocalProbe")
             .body(batch.to_string())
             .send()
+            .instrument(post.clone())
             .await;
         let what = format!("push to {}", self.publish_url.host_str().unwrap_or(""));
         let response = match sent {
@@ -300,7 +304,7 @@ impl PushProbe {
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(300).collect::<String>());
-        let body = read_capped(response).await;
+        let body = read_capped(response).instrument(post).await;
         let latency = start.elapsed();
         let fault: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let message = fault.get("Message").and_then(Value::as_str).map(|m| {
@@ -521,6 +525,18 @@ impl EndToEnd {
                 ),
             );
         }
+        self.wait_for_badge(http, before, sent_at)
+            .instrument(tracing::info_span!("end_to_end_wait"))
+            .await
+    }
+
+    /// Polls the badge until it rises above `before` or the deadline passes.
+    async fn wait_for_badge(
+        &self,
+        http: &reqwest::Client,
+        before: u64,
+        sent_at: tokio::time::Instant,
+    ) -> Outcome {
         let mut last = before;
         loop {
             let waited = sent_at.elapsed();

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use super::metadata::{self, AuthMetadata};
 use super::*;
@@ -309,6 +310,7 @@ impl TokenClient {
         let (endpoint, tenant_id, signing_keys) = match &self.metadata_url {
             Some(url) => {
                 let (doc, stats) = metadata::fetch(&self.http, url, MAX_RESPONSE * 4)
+                    .instrument(tracing::info_span!("metadata_fetch"))
                     .await
                     .map_err(|o| prefixed(o, "metadata"))?;
                 observations.push(("metadata_latency_seconds", stats.latency.as_secs_f64()));
@@ -335,6 +337,7 @@ impl TokenClient {
         let resource = self.resource_for(&tenant_id);
         let x5t = cred.x5t();
         let header = json!({"typ": "JWT", "alg": "RS256", "x5t": x5t});
+        let signing = tracing::info_span!("assertion_signing");
         let form: Vec<(&str, String)> = match self.mode {
             Mode::Acs => {
                 let claims = json!({
@@ -343,7 +346,7 @@ impl TokenClient {
                     "nbf": now,
                     "exp": now + ASSERTION_LIFETIME,
                 });
-                let assertion = sign(&cred, &header, &claims)?;
+                let assertion = signing.in_scope(|| sign(&cred, &header, &claims))?;
                 vec![
                     ("grant_type", JWT_BEARER.to_string()),
                     ("assertion", assertion),
@@ -360,7 +363,7 @@ impl TokenClient {
                     "nbf": now,
                     "exp": now + ASSERTION_LIFETIME,
                 });
-                let assertion = sign(&cred, &header, &claims)?;
+                let assertion = signing.in_scope(|| sign(&cred, &header, &claims))?;
                 vec![
                     ("grant_type", "client_credentials".to_string()),
                     ("client_id", client_id),
@@ -376,6 +379,9 @@ impl TokenClient {
                 ]
             }
         };
+        drop(signing);
+        // The span lasts until the whole answer is read.
+        let request = tracing::info_span!("token_request");
         let start = tokio::time::Instant::now();
         let response = self
             .http
@@ -384,6 +390,7 @@ impl TokenClient {
             .header("return-client-request-id", "true")
             .form(&form)
             .send()
+            .instrument(request.clone())
             .await
             .map_err(|e| {
                 super::http::request_failure(
@@ -399,6 +406,7 @@ impl TokenClient {
             .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
             .map(|t| t.timestamp());
         let body = read_capped(response, MAX_RESPONSE)
+            .instrument(request)
             .await
             .map_err(|o| prefixed(o, "token response"))?;
         let latency = start.elapsed();

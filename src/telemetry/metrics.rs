@@ -17,12 +17,19 @@
 //!
 //! Labels are low-cardinality (probe and channel names come from the config,
 //! the rest from closed enums); summaries and error texts never become labels.
+//!
+//! The same updates also record into OpenTelemetry instruments (`OTEL_*`
+//! names) of the global meter provider, which `super::otel` installs when OTLP
+//! export is configured; otherwise they are the API's no-op instruments.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use opentelemetry::metrics::{self as otel_metrics, Counter, Gauge};
+use opentelemetry::KeyValue;
 
 use crate::monitor::MonitorState;
 use crate::probe::{Category, Outcome, Status};
@@ -45,6 +52,16 @@ pub const SONDE_OUTBOX_DEPTH: &str = "sonde_outbox_depth";
 pub const SONDE_SCHEDULER_LATENESS_SECONDS: &str = "sonde_scheduler_lateness_seconds";
 pub const SONDE_CONFIG_RELOAD_SUCCESS: &str = "sonde_config_reload_success";
 pub const SONDE_CONFIG_RELOAD_TIMESTAMP_SECONDS: &str = "sonde_config_reload_timestamp_seconds";
+
+// The OpenTelemetry instruments (exported over OTLP), mirroring sonde's own:
+// the runs counter and duration histogram (attributes probe, kind; the counter
+// also status, category), the certificate gauge (probe), the monitor state
+// (probe, health_set, state: 1 or 0) and alert deliveries (channel, result).
+pub const OTEL_PROBE_RUNS: &str = "sonde.probe.runs";
+pub const OTEL_PROBE_DURATION: &str = "sonde.probe.duration";
+pub const OTEL_CERTIFICATE_SECONDS_LEFT: &str = "sonde.certificate.seconds_left";
+pub const OTEL_MONITOR_STATE: &str = "sonde.monitor.state";
+pub const OTEL_ALERT_DELIVERIES: &str = "sonde.alert.deliveries";
 
 /// Observations that feed series of their own.
 pub const OBS_NOT_AFTER: &str = "not_after_timestamp_seconds";
@@ -268,11 +285,14 @@ struct ProbeSeries {
     skipped: AtomicU64,
     duration: Histogram,
     state: AtomicU8,
+    /// OTel attributes `probe`, `kind`, `health_set`.
+    attrs: [KeyValue; 3],
 }
 
 impl ProbeSeries {
     fn new(probe: &str, kind: &str, health_set: &str) -> Self {
         let (p, k, h) = (escape(probe), escape(kind), escape(health_set));
+        let attr = |key: &'static str, v: &str| KeyValue::new(key, Arc::<str>::from(v));
         ProbeSeries {
             labels: format!("probe=\"{p}\",kind=\"{k}\",health_set=\"{h}\""),
             probe_kind: format!("probe=\"{p}\",kind=\"{k}\""),
@@ -283,6 +303,11 @@ impl ProbeSeries {
             skipped: AtomicU64::new(0),
             duration: Histogram::new(PROBE_DURATION_BUCKETS),
             state: AtomicU8::new(NO_STATE),
+            attrs: [
+                attr("probe", probe),
+                attr("kind", kind),
+                attr("health_set", health_set),
+            ],
         }
     }
 
@@ -297,6 +322,8 @@ struct ChannelSeries {
     deliveries: [AtomicU64; RESULTS.len()],
     depth: AtomicI64,
     depth_known: AtomicBool,
+    /// OTel attribute `channel`.
+    attr: KeyValue,
 }
 
 /// Named entries in first-seen order (so that output is stable), with an index.
@@ -347,6 +374,48 @@ pub struct Metrics {
     config_at: AtomicF64,
     /// The size of the last rendering, to allocate once.
     last_len: AtomicUsize,
+    otel: OtelInstruments,
+}
+
+/// The OTel side of the registry, recorded by the same updates.
+struct OtelInstruments {
+    runs: Counter<u64>,
+    duration: otel_metrics::Histogram<f64>,
+    seconds_left: Gauge<f64>,
+    state: Gauge<u64>,
+    deliveries: Counter<u64>,
+}
+
+impl OtelInstruments {
+    fn new(meter: &otel_metrics::Meter) -> Self {
+        OtelInstruments {
+            runs: meter
+                .u64_counter(OTEL_PROBE_RUNS)
+                .with_description("Probe runs by status and category (empty when ok).")
+                .build(),
+            duration: meter
+                .f64_histogram(OTEL_PROBE_DURATION)
+                .with_unit("s")
+                .with_description("Probe run durations.")
+                .with_boundaries(PROBE_DURATION_BUCKETS.to_vec())
+                .build(),
+            seconds_left: meter
+                .f64_gauge(OTEL_CERTIFICATE_SECONDS_LEFT)
+                .with_unit("s")
+                .with_description(
+                    "Seconds until the certificate checked by the latest run expires.",
+                )
+                .build(),
+            state: meter
+                .u64_gauge(OTEL_MONITOR_STATE)
+                .with_description("The monitor's state: 1 for the current state, 0 for the others.")
+                .build(),
+            deliveries: meter
+                .u64_counter(OTEL_ALERT_DELIVERIES)
+                .with_description("Alert delivery attempts by channel and result.")
+                .build(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -365,6 +434,7 @@ impl Metrics {
             config_ok: AtomicU8::new(NO_STATE),
             config_at: AtomicF64::new(0.0),
             last_len: AtomicUsize::new(0),
+            otel: OtelInstruments::new(&opentelemetry::global::meter("sonde")),
         }
     }
 
@@ -391,6 +461,7 @@ impl Metrics {
             deliveries: Default::default(),
             depth: AtomicI64::new(0),
             depth_known: AtomicBool::new(false),
+            attr: KeyValue::new("channel", Arc::<str>::from(channel)),
         })
     }
 
@@ -400,6 +471,24 @@ impl Metrics {
         s.runs[status_index(o.status)][category_index(o.category)].fetch_add(1, Ordering::Relaxed);
         s.duration.observe(duration);
         let obs = |k: &str| o.observations.get(k).copied().filter(|v| v.is_finite());
+        let [probe_attr, kind_attr, _] = &s.attrs;
+        let probe_kind = [probe_attr.clone(), kind_attr.clone()];
+        self.otel.duration.record(duration, &probe_kind);
+        let [p, k] = probe_kind;
+        self.otel.runs.add(
+            1,
+            &[
+                p,
+                k,
+                KeyValue::new("status", o.status.as_str()),
+                KeyValue::new("category", o.category.map(|c| c.as_str()).unwrap_or("")),
+            ],
+        );
+        if let Some(left) = obs(OBS_SECONDS_LEFT) {
+            self.otel
+                .seconds_left
+                .record(left, std::slice::from_ref(probe_attr));
+        }
         *s.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastRun {
             status: o.status,
             duration,
@@ -426,13 +515,24 @@ impl Metrics {
         health_set: &str,
         state: MonitorState,
     ) {
-        self.probe(probe, kind, health_set)
-            .state
-            .store(state_index(state), Ordering::Relaxed);
+        let s = self.probe(probe, kind, health_set);
+        s.state.store(state_index(state), Ordering::Relaxed);
+        let [p, _, h] = &s.attrs;
+        for other in STATES {
+            self.otel.state.record(
+                u64::from(other == state),
+                &[p.clone(), h.clone(), KeyValue::new("state", other.as_str())],
+            );
+        }
     }
 
     pub(crate) fn delivery(&self, channel: &str, result: DeliveryResult) {
-        self.channel(channel).deliveries[result.index()].fetch_add(1, Ordering::Relaxed);
+        let c = self.channel(channel);
+        c.deliveries[result.index()].fetch_add(1, Ordering::Relaxed);
+        self.otel.deliveries.add(
+            1,
+            &[c.attr.clone(), KeyValue::new("result", result.as_str())],
+        );
     }
 
     pub(crate) fn outbox_depth(&self, channel: &str, depth: u64) {

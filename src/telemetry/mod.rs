@@ -1,9 +1,11 @@
 //! Telemetry: the tracing subscriber, typed events (`events`) whose `emit()`
 //! writes the log line and updates the metrics in one place, and the metrics
-//! registry with its Prometheus rendering (`metrics`).
+//! registry with its Prometheus rendering (`metrics`), and the OTLP export of
+//! spans and metrics (`otel`).
 
 pub mod events;
 pub mod metrics;
+pub mod otel;
 
 use std::io::IsTerminal;
 
@@ -16,10 +18,19 @@ use crate::config::LogFormat;
 /// Installs the global subscriber: `RUST_LOG` if set, else `default_filter`.
 /// Logs go to stderr, so that stdout carries only command output.
 pub fn init_logging(format: LogFormat, default_filter: &str) {
+    init_logging_otel(format, default_filter, None)
+}
+
+/// `init_logging`, plus a layer exporting spans through `otel`'s tracer
+/// provider when it has one.
+pub fn init_logging_otel(format: LogFormat, default_filter: &str, otel: Option<&otel::Otel>) {
+    let traces = otel
+        .and_then(otel::Otel::tracer)
+        .map(|t| tracing_opentelemetry::layer().with_tracer(t));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::try_new(default_filter).unwrap_or_else(|_| EnvFilter::new("info"))
     });
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(filter).with(traces);
     let result = match format {
         LogFormat::Text => registry
             .with(

@@ -16,20 +16,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::openssl;
 
-const TENANT: &str = "contoso.onmicrosoft.com";
+pub(crate) const TENANT: &str = "contoso.onmicrosoft.com";
 
 /// RSA keys and certificates made once per test run by the openssl CLI.
-struct Keys {
+pub(crate) struct Keys {
     dir: tempfile::TempDir,
 }
 
 impl Keys {
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 }
 
-fn keys() -> &'static Keys {
+pub(crate) fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -103,7 +103,7 @@ fn load(name: &str) -> SigningCredential {
 }
 
 /// A lab with the OAuth certificate registered.
-async fn start_lab(signer: &str) -> (Running, CancellationToken) {
+pub(crate) async fn start_lab(signer: &str) -> (Running, CancellationToken) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let lab = Lab::new(TENANT, load(signer), clock);
     let oauth = load("oauth");

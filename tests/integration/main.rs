@@ -9,5 +9,6 @@ mod channels;
 mod cli;
 mod config_fixtures;
 mod hybrid;
+mod otel;
 mod support;
 mod telemetry;
