@@ -31,7 +31,8 @@ use crate::telemetry::metrics::{self, Metrics};
 /// What the routes share.
 pub struct ApiState {
     pub metrics: Arc<Metrics>,
-    pub config: Arc<Config>,
+    /// The config in force; a reload replaces it.
+    pub config: std::sync::RwLock<Arc<Config>>,
     pub store: Arc<Store>,
     /// The monitors' states, published by the engine after every result.
     pub views: Arc<SharedViews>,
@@ -41,6 +42,18 @@ pub struct ApiState {
     pub token: TokenSource,
     /// The per-probe limit on on-demand runs.
     pub runs: RateLimiter,
+    /// Where `POST /-/reload` asks the agent to reload its config.
+    pub reload: Option<crate::agent::ReloadHandle>,
+}
+
+impl ApiState {
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// An error answer: `{"error": code, "message": text}` with `status`.
@@ -71,6 +84,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/probes", get(v1::probes))
         .route("/api/v1/probes/{name}", get(v1::probe))
         .route("/api/v1/probes/{name}/run", post(v1::run))
+        .route("/-/reload", post(v1::reload))
         .fallback(not_found)
         .with_state(state)
 }
@@ -176,12 +190,13 @@ mod tests {
             .collect();
         let state = Arc::new(ApiState {
             metrics,
-            config: Arc::new(config),
+            config: std::sync::RwLock::new(Arc::new(config)),
             store,
             views: Arc::new(SharedViews::new(views)),
             clock: Arc::new(crate::clock::SystemClock),
             token,
             runs: RateLimiter::new(std::time::Duration::from_secs(10)),
+            reload: None,
         });
         let server = Server::bind(listen).await.unwrap();
         let addr = server.local_addr().unwrap();

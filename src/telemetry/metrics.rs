@@ -332,6 +332,20 @@ fn get_or_insert<T>(table: &RwLock<Table<T>>, name: &str, make: impl FnOnce() ->
     entry
 }
 
+fn retain<T>(table: &RwLock<Table<T>>, keep: impl Fn(&str) -> bool) {
+    let mut t = table.write().unwrap_or_else(|e| e.into_inner());
+    let old = std::mem::take(&mut *t);
+    let mut names: Vec<(Arc<str>, usize)> = old.index.into_iter().collect();
+    names.sort_by_key(|(_, i)| *i);
+    for (name, i) in names {
+        if keep(&name) {
+            let at = t.list.len();
+            t.index.insert(name, at);
+            t.list.push(old.list[i].clone());
+        }
+    }
+}
+
 fn snapshot<T>(table: &RwLock<Table<T>>) -> Vec<Arc<T>> {
     table.read().unwrap_or_else(|e| e.into_inner()).list.clone()
 }
@@ -372,6 +386,16 @@ impl Metrics {
     /// A probe's kind and health set are fixed at its first registration.
     pub fn register_probe(&self, probe: &str, kind: &str, health_set: &str) {
         self.probe(probe, kind, health_set);
+    }
+
+    /// Drops the series of every probe `keep` refuses (a reload removed them).
+    pub fn retain_probes(&self, keep: impl Fn(&str) -> bool) {
+        retain(&self.probes, keep);
+    }
+
+    /// Drops the series of every channel `keep` refuses.
+    pub fn retain_channels(&self, keep: impl Fn(&str) -> bool) {
+        retain(&self.channels, keep);
     }
 
     /// Makes a channel known before its first delivery (counters at 0).
