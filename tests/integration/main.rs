@@ -9,5 +9,6 @@ mod channels;
 mod cli;
 mod config_fixtures;
 mod hybrid;
+mod reload;
 mod support;
 mod telemetry;
