@@ -778,4 +778,51 @@ duration = "1h"
         );
         assert!(r[0].ends_at.is_some());
     }
+
+    #[test]
+    fn reconfigure_keeps_monitors_by_name_drops_removed_ones_and_takes_new_policies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
+        let mut e = setup(dir.path(), store.clone());
+        let t = at("2026-11-29T10:00:00Z");
+        for i in 0..2 {
+            let now = t + chrono::Duration::seconds(i);
+            e.on_outcome("token", &bad("ACS50008", now), now).unwrap();
+        }
+        assert_eq!(e.view("token").unwrap().state, MonitorState::Unhealthy);
+        let since = e.view("token").unwrap().since;
+        // `push` removed, `token` resolves after one success now, `extra` is new.
+        let path = dir.path().join("sonde.toml");
+        let new = CONFIG
+            .replace(
+                "name = \"push\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/p\"\nfailure_threshold = 2\ndepends_on = [\"token\"]\nalert = [\"hook\"]",
+                "name = \"extra\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/x\"",
+            )
+            .replace(
+                "url = \"http://127.0.0.1:9/t\"\n",
+                "url = \"http://127.0.0.1:9/t\"\nsuccess_threshold = 1\n",
+            );
+        assert_ne!(new, CONFIG);
+        std::fs::write(&path, new).unwrap();
+        let config = Loader { env: &|_| None }.load(&path).unwrap();
+        e.reconfigure(Arc::new(config), HashMap::new()).unwrap();
+        let names: Vec<String> = e.views().into_iter().map(|v| v.probe).collect();
+        assert_eq!(names, ["token", "extra", "cert"]);
+        assert!(e.view("push").is_none());
+        let token = e.view("token").unwrap();
+        assert_eq!(
+            token.state,
+            MonitorState::Unhealthy,
+            "kept across the reload"
+        );
+        assert_eq!(token.since, since);
+        assert_eq!(e.view("extra").unwrap().state, MonitorState::Unknown);
+        let now = t + chrono::Duration::seconds(10);
+        e.on_outcome("token", &good(now), now).unwrap();
+        assert_eq!(e.view("token").unwrap().state, MonitorState::Healthy);
+        let shared = SharedViews::new(Vec::new());
+        shared.replace(e.views());
+        assert_eq!(shared.get("extra").unwrap().state, MonitorState::Unknown);
+        assert!(shared.get("push").is_none());
+    }
 }

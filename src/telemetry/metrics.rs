@@ -1001,4 +1001,22 @@ mod tests {
         assert_eq!(u(1234567890), "1234567890");
         assert_eq!(u(u64::MAX), u64::MAX.to_string());
     }
+
+    #[test]
+    fn retain_probes_drops_the_series_of_removed_probes() {
+        let m = Metrics::new();
+        for name in ["a", "gone", "c"] {
+            m.register_probe(name, "http", "default");
+            m.probe_run(name, "http", "default", &Outcome::ok("fine"));
+        }
+        m.retain_probes(|name| name != "gone");
+        let text = m.render();
+        assert!(!text.contains("probe=\"gone\""), "{text}");
+        assert!(text.contains("probe=\"a\""));
+        assert!(text.contains("probe=\"c\""));
+        // Still usable after: a new run of a kept probe updates its series.
+        m.probe_run("c", "http", "default", &Outcome::ok("fine"));
+        m.probe_run("d", "http", "default", &Outcome::ok("fine"));
+        assert!(m.render().contains("probe=\"d\""));
+    }
 }
