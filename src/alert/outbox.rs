@@ -80,6 +80,10 @@ impl Dispatcher {
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: std::collections::HashMap<String, CancellationToken> =
             std::collections::HashMap::new();
+        // One loop per channel name at a time: a changed channel's new loop waits
+        // for the old one's in-flight attempt, so no entry is sent twice at once.
+        let mut turns: std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>> =
+            std::collections::HashMap::new();
         let mut start = |update: ReplaceChannels, tasks: &mut tokio::task::JoinSet<()>| {
             *names.write().unwrap_or_else(|e| e.into_inner()) = update
                 .channels
@@ -97,8 +101,10 @@ impl Dispatcher {
                     stop.cancel();
                 }
                 let stop = shutdown.child_token();
+                let turn = turns.entry(name.clone()).or_default().clone();
                 tasks.spawn(channel_loop(
                     channel,
+                    turn,
                     names.clone(),
                     self.store.clone(),
                     self.clock.clone(),
@@ -196,6 +202,7 @@ struct Health {
 #[allow(clippy::too_many_arguments)]
 async fn channel_loop(
     channel: Arc<Channel>,
+    turn: Arc<tokio::sync::Mutex<()>>,
     names: Arc<std::sync::RwLock<Vec<String>>>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
@@ -205,6 +212,10 @@ async fn channel_loop(
     stop: CancellationToken,
     shutdown: CancellationToken,
 ) {
+    let _turn = tokio::select! {
+        t = turn.lock_owned() => t,
+        _ = stop.cancelled() => return,
+    };
     let name = channel.name().to_string();
     // The other channels of the current set, where health alerts go.
     let others = || -> Vec<String> {
