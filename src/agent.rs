@@ -469,10 +469,21 @@ impl Reloader {
             unchanged: 0,
         };
         let mut unchanged = HashSet::new();
+        // A push probe is built with its token probe's settings: it changes
+        // when they do.
+        let same_refs = |p: &ProbeConfig| {
+            p.spec.references().iter().all(|(_, name, _)| {
+                match (old.probe(name), new.probe(name)) {
+                    (Some(o), Some(n)) => o.spec == n.spec && o.base_dir == n.base_dir,
+                    (None, None) => true,
+                    _ => false,
+                }
+            })
+        };
         for p in &new.probes {
             match old.probe(&p.name) {
                 None => summary.added += 1,
-                Some(o) if same_probe(o, p) => {
+                Some(o) if same_probe(o, p) && same_refs(p) => {
                     summary.unchanged += 1;
                     unchanged.insert(p.name.clone());
                 }

@@ -162,10 +162,20 @@ async fn sighup_applies_a_new_config_and_post_reload_refuses_an_invalid_one() {
     })
     .await;
 
-    // A valid config again over the API: 200 with the probe count.
-    write_config(dir.path(), api, &[keep]);
+    // A valid config again over the API: 200 with the probe count. Its new
+    // `[store] path` needs a restart: reported, not applied; the rest applies.
+    write_config(
+        dir.path(),
+        api,
+        &["\n[store]\npath = \"other.db\"\n".to_string(), keep],
+    );
     let ok = http.post(&url).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     let body: Value = ok.json().await.unwrap();
     assert_eq!(body, serde_json::json!({"status": "reloaded", "probes": 1}));
+    assert_eq!(probes(&http, api).await.unwrap().len(), 1);
+    let log = std::fs::read_to_string(dir.path().join("sonde.log")).unwrap();
+    assert!(log.contains("[store] path changed"), "{log}");
+    assert!(!dir.path().join("other.db").exists());
+    assert!(log.contains("configuration reloaded"), "{log}");
 }
