@@ -137,35 +137,31 @@ impl Scheduler {
             let mut next = HashMap::new();
             for p in update.probes {
                 let name = p.target.name.clone();
-                if let Some(old) = running.remove(&name) {
-                    if update.unchanged.contains(&*name) {
+                let r = match running.remove(&name) {
+                    Some(old) if update.unchanged.contains(&*name) => {
                         next.insert(name, old);
                         continue;
                     }
                     // Changed: the old loop stops firing; its in-flight run, if
                     // any, still holds the shared `busy` flag.
-                    old.stop.cancel();
-                    let stop = shutdown.child_token();
-                    let r = Running {
-                        stop: stop.clone(),
-                        busy: old.busy,
-                        skipped: old.skipped,
-                    };
-                    loops.spawn(probe_loop(
-                        self.ctx(p, &r, &permits, &runs, &results, &abort, &shutdown),
-                    ));
-                    next.insert(name, r);
-                } else {
-                    let r = Running {
+                    Some(old) => {
+                        old.stop.cancel();
+                        Running {
+                            stop: shutdown.child_token(),
+                            busy: old.busy,
+                            skipped: old.skipped,
+                        }
+                    }
+                    None => Running {
                         stop: shutdown.child_token(),
                         busy: Arc::new(AtomicBool::new(false)),
                         skipped: Arc::new(AtomicU64::new(0)),
-                    };
-                    loops.spawn(probe_loop(
-                        self.ctx(p, &r, &permits, &runs, &results, &abort, &shutdown),
-                    ));
-                    next.insert(name, r);
-                }
+                    },
+                };
+                loops.spawn(probe_loop(
+                    self.ctx(p, &r, &permits, &runs, &results, &abort, &shutdown),
+                ));
+                next.insert(name, r);
             }
             // Removed probes stop firing; a run in flight may finish.
             for (_, old) in running.drain() {
