@@ -1,21 +1,28 @@
 //! The agent: turns a validated `Config` into runnable probes, runs the scheduler
 //! until shutdown, and consumes the results. Also the on-demand path
 //! (`sonde probe`), which uses the same runner.
+//!
+//! A running agent reloads its config on request (`ReloadHandle`: SIGHUP, or
+//! `POST /-/reload`): the file is read and every probe and channel built before
+//! anything is swapped; a refused config leaves the old one running.
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use std::collections::{HashMap, HashSet};
+
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::engine::{Engine, SharedViews};
-use crate::alert::outbox::Dispatcher;
+use crate::alert::outbox::{Dispatcher, ReplaceChannels};
+use crate::alert::Channel;
 use crate::api::auth::{RateLimiter, TokenSource};
 use crate::api::{ApiState, Server};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigErrors, ProbeConfig};
 use crate::probe::Outcome;
 use crate::runner::{run_once, Target};
-use crate::scheduler::{RunRecord, Scheduled, Scheduler};
+use crate::scheduler::{Replace, RunRecord, Scheduled, Scheduler};
 use crate::store::Store;
 use crate::telemetry::events::{ConfigLoaded, ProbeRunRecorded};
 use crate::telemetry::metrics::Metrics;
@@ -123,7 +130,12 @@ pub async fn run_with(
     shutdown: CancellationToken,
     on_record: impl FnMut(&RunRecord) + Send + 'static,
 ) -> Result<(), AgentError> {
-    let scheduled = build_scheduled(&config)?;
+    let (_, requests) = reload_channel();
+    run_reloadable(config, clock, shutdown, requests, on_record).await
+}
+
+/// Builds every channel; all failures at once.
+fn build_channels(config: &Config) -> Result<Vec<Arc<Channel>>, ConfigErrors> {
     let mut channel_errors = Vec::new();
     let mut channels = Vec::new();
     for c in &config.channels {
@@ -138,9 +150,79 @@ pub async fn run_with(
             }),
         }
     }
-    if !channel_errors.is_empty() {
-        return Err(ConfigErrors(channel_errors).into());
+    if channel_errors.is_empty() {
+        Ok(channels)
+    } else {
+        Err(ConfigErrors(channel_errors))
     }
+}
+
+/// Channels whose receivers expire alerts, and their re-post interval.
+fn repost_of(channels: &[Arc<Channel>]) -> HashMap<String, std::time::Duration> {
+    channels
+        .iter()
+        .filter_map(|c| c.repost_interval().map(|d| (c.name().to_string(), d)))
+        .collect()
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Probes in the new config.
+    pub probes: usize,
+    pub added: usize,
+    pub removed: usize,
+    pub changed: usize,
+    pub unchanged: usize,
+}
+
+/// A reload's answer: what changed, or every reason the new config was refused.
+pub type ReloadReply = Result<ReloadSummary, Vec<String>>;
+
+/// Asks a running agent to reload its config from its file.
+#[derive(Clone)]
+pub struct ReloadHandle(mpsc::Sender<oneshot::Sender<ReloadReply>>);
+
+impl ReloadHandle {
+    /// Requests a reload and waits for its answer; `None` when the agent is gone.
+    pub async fn reload(&self) -> Option<ReloadReply> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(tx).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The agent's end of `reload_channel`.
+pub struct ReloadRequests {
+    handle: ReloadHandle,
+    rx: mpsc::Receiver<oneshot::Sender<ReloadReply>>,
+}
+
+/// A handle for the triggers (SIGHUP) and the requests for `run_reloadable`.
+pub fn reload_channel() -> (ReloadHandle, ReloadRequests) {
+    let (tx, rx) = mpsc::channel(4);
+    let handle = ReloadHandle(tx);
+    (handle.clone(), ReloadRequests { handle, rx })
+}
+
+/// Whether two versions of a probe are the same, wherever their tables sit.
+fn same_probe(a: &ProbeConfig, b: &ProbeConfig) -> bool {
+    let mut b = b.clone();
+    b.file.clone_from(&a.file);
+    b.line = a.line;
+    *a == b
+}
+
+/// `run_with`, reloading the config at each request from `reloads`.
+pub async fn run_reloadable(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    reloads: ReloadRequests,
+    on_record: impl FnMut(&RunRecord) + Send + 'static,
+) -> Result<(), AgentError> {
+    let scheduled = build_scheduled(&config)?;
+    let channels = build_channels(&config)?;
     // Bound before anything runs: a taken port stops the start.
     let api = match &config.api {
         Some(a) => Some(Server::bind(a.listen).await?),
@@ -161,10 +243,7 @@ pub async fn run_with(
     let store = Store::open(&store_path)?;
     let store = Arc::new(store);
     let wake = Arc::new(Notify::new());
-    let repost = channels
-        .iter()
-        .filter_map(|c| c.repost_interval().map(|d| (c.name().to_string(), d)))
-        .collect();
+    let repost = repost_of(&channels);
     let config = Arc::new(config);
     let engine = Engine::new(
         config.clone(),
@@ -185,6 +264,7 @@ pub async fn run_with(
         "agent started"
     );
     let dispatcher_stop = CancellationToken::new();
+    let (channel_updates, channel_updates_rx) = mpsc::channel(1);
     let dispatcher = tokio::spawn(
         Dispatcher {
             store: store.clone(),
@@ -194,7 +274,7 @@ pub async fn run_with(
             unhealthy_after: config.agent.channel_unhealthy_after,
             metrics: metrics.clone(),
         }
-        .run(dispatcher_stop.clone()),
+        .run_replaceable(channel_updates_rx, dispatcher_stop.clone()),
     );
     let api = api.zip(config.api.as_ref()).map(|(server, api_config)| {
         let token = TokenSource::from_config(api_config, &config_dir(&config), &|name| {
@@ -211,16 +291,24 @@ pub async fn run_with(
         }
         let state = Arc::new(ApiState {
             metrics: metrics.clone(),
-            config: config.clone(),
+            config: std::sync::RwLock::new(config.clone()),
             store: store.clone(),
             views: views.clone(),
             clock: clock.clone(),
             token,
             runs: RateLimiter::new(api_config.run_min_interval),
             built: crate::api::BuiltProbes::default(),
+            reload: Some(reloads.handle.clone()),
         });
-        tokio::spawn(server.serve(state, shutdown.clone()))
+        (
+            state.clone(),
+            tokio::spawn(server.serve(state, shutdown.clone())),
+        )
     });
+    let (api_state, api) = match api {
+        Some((state, task)) => (Some(state), Some(task)),
+        None => (None, None),
+    };
     let scheduler = Scheduler::new(
         clock.clone(),
         config.agent.max_concurrent,
@@ -228,8 +316,33 @@ pub async fn run_with(
     )
     .with_metrics(metrics.clone());
     let (tx, rx) = mpsc::channel::<RunRecord>(1024);
-    let consumer = tokio::spawn(consume(rx, engine, views, clock, metrics, on_record));
-    scheduler.run(scheduled, tx, shutdown).await;
+    let (engine_updates, engine_updates_rx) = mpsc::channel(1);
+    let (probe_updates, probe_updates_rx) = mpsc::channel(1);
+    let reloader = tokio::spawn(
+        Reloader {
+            config: config.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            probes: probe_updates,
+            channels: channel_updates,
+            engine: engine_updates,
+            api: api_state,
+        }
+        .run(reloads.rx, shutdown.clone()),
+    );
+    let consumer = tokio::spawn(consume(
+        rx,
+        engine_updates_rx,
+        engine,
+        views,
+        clock,
+        metrics,
+        on_record,
+    ));
+    scheduler
+        .run_replaceable(scheduled, probe_updates_rx, tx, shutdown)
+        .await;
+    let _ = reloader.await;
     let _ = consumer.await;
     if let Some(api) = api {
         let _ = api.await;
@@ -248,6 +361,7 @@ const TICK: std::time::Duration = std::time::Duration::from_secs(5);
 /// run already logged itself in the runner.
 async fn consume(
     mut rx: mpsc::Receiver<RunRecord>,
+    mut updates: mpsc::Receiver<EngineUpdate>,
     mut engine: Engine,
     views: Arc<SharedViews>,
     clock: Arc<dyn Clock>,
@@ -260,6 +374,10 @@ async fn consume(
         tokio::select! {
             record = rx.recv() => {
                 let Some(record) = record else { return };
+                if engine.view(&record.probe).is_none() {
+                    // A run of a probe a reload removed: its series are gone.
+                    continue;
+                }
                 ProbeRunRecorded { record: &record }.emit(&metrics);
                 if let Err(e) = engine.on_outcome(&record.probe, &record.outcome, clock.now()) {
                     tracing::error!(probe = %record.probe, error = %e, "cannot record the result");
@@ -269,10 +387,192 @@ async fn consume(
                 }
                 on_record(&record);
             }
+            Some((config, repost)) = updates.recv() => {
+                if let Err(e) = engine.reconfigure(config, repost) {
+                    tracing::error!(error = %e, "cannot restore the monitors of new probes");
+                }
+                views.replace(engine.views());
+            }
             _ = tick.tick() => {
                 if let Err(e) = engine.tick(clock.now()) {
                     tracing::error!(error = %e, "cannot look for reminders");
                 }
+            }
+        }
+    }
+}
+
+/// A reloaded config for the engine, and its channels' re-post intervals.
+type EngineUpdate = (Arc<Config>, HashMap<String, std::time::Duration>);
+
+/// Applies reloads: reads and builds the new config, then hands each part to
+/// its owner (scheduler, engine, dispatcher, metrics, API).
+struct Reloader {
+    config: Arc<Config>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    probes: mpsc::Sender<Replace>,
+    channels: mpsc::Sender<ReplaceChannels>,
+    engine: mpsc::Sender<EngineUpdate>,
+    api: Option<Arc<ApiState>>,
+}
+
+impl Reloader {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<oneshot::Sender<ReloadReply>>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let reply = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = requests.recv() => match r {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
+            let answer = self.reload().await;
+            let _ = reply.send(answer);
+        }
+    }
+
+    async fn reload(&mut self) -> ReloadReply {
+        let path = self.config.path.clone();
+        let refused = |errors: Vec<String>, metrics: &Metrics, at| {
+            ConfigLoaded {
+                path: &path,
+                probes: 0,
+                at,
+                error: Some(&errors.join("; ")),
+            }
+            .emit(metrics);
+            Err(errors)
+        };
+        let strings = |e: ConfigErrors| e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        let mut new = match crate::config::load(&path) {
+            Ok(c) => c,
+            Err(e) => return refused(strings(e), &self.metrics, self.clock.now()),
+        };
+        self.keep_restart_only_settings(&mut new);
+        let mut errors = Vec::new();
+        let scheduled = build_scheduled(&new).map_err(|e| errors.extend(strings(e)));
+        let channels = build_channels(&new).map_err(|e| errors.extend(strings(e)));
+        let (Ok(scheduled), Ok(channels)) = (scheduled, channels) else {
+            return refused(errors, &self.metrics, self.clock.now());
+        };
+
+        let old = &self.config;
+        let mut summary = ReloadSummary {
+            probes: new.probes.len(),
+            added: 0,
+            removed: 0,
+            changed: 0,
+            unchanged: 0,
+        };
+        let mut unchanged = HashSet::new();
+        // A push probe is built with its token probe's settings: it changes
+        // when they do.
+        let same_refs = |p: &ProbeConfig| {
+            p.spec.references().iter().all(|(_, name, _)| {
+                match (old.probe(name), new.probe(name)) {
+                    (Some(o), Some(n)) => o.spec == n.spec && o.base_dir == n.base_dir,
+                    (None, None) => true,
+                    _ => false,
+                }
+            })
+        };
+        for p in &new.probes {
+            match old.probe(&p.name) {
+                None => summary.added += 1,
+                Some(o) if same_probe(o, p) && same_refs(p) => {
+                    summary.unchanged += 1;
+                    unchanged.insert(p.name.clone());
+                }
+                Some(_) => summary.changed += 1,
+            }
+        }
+        summary.removed = old
+            .probes
+            .iter()
+            .filter(|o| new.probe(&o.name).is_none())
+            .count();
+        let unchanged_channels = new
+            .channels
+            .iter()
+            .filter(|c| old.channels.iter().any(|o| o == *c))
+            .map(|c| c.name.clone())
+            .collect();
+        let repost = repost_of(&channels);
+        let new = Arc::new(new);
+
+        self.metrics.retain_probes(|name| new.probe(name).is_some());
+        self.metrics
+            .retain_channels(|name| new.channels.iter().any(|c| c.name == name));
+        for p in &new.probes {
+            self.metrics
+                .register_probe(&p.name, p.kind(), &p.health_set);
+        }
+        // The engine first, so that results of new probes find their monitors.
+        let _ = self.engine.send((new.clone(), repost)).await;
+        let _ = self
+            .probes
+            .send(Replace {
+                probes: scheduled,
+                unchanged,
+            })
+            .await;
+        let _ = self
+            .channels
+            .send(ReplaceChannels {
+                channels,
+                unchanged: unchanged_channels,
+            })
+            .await;
+        if let Some(api) = &self.api {
+            *api.config.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        }
+        ConfigLoaded {
+            path: &path,
+            probes: new.probes.len(),
+            at: self.clock.now(),
+            error: None,
+        }
+        .emit(&self.metrics);
+        tracing::info!(
+            config = %path.display(),
+            probes = summary.probes,
+            added = summary.added,
+            removed = summary.removed,
+            changed = summary.changed,
+            unchanged = summary.unchanged,
+            "configuration reloaded"
+        );
+        self.config = new;
+        Ok(summary)
+    }
+
+    /// `[store] path` and `[api] listen` apply at start only: a change is
+    /// reported and the running values are kept, the rest of the config applies.
+    fn keep_restart_only_settings(&self, new: &mut Config) {
+        let old = &self.config;
+        if store_path(new) != store_path(old) {
+            tracing::warn!(
+                running = %store_path(old).display(),
+                configured = %store_path(new).display(),
+                "[store] path changed: it applies at the next restart; the rest of the config applies now"
+            );
+            new.store.path.clone_from(&old.store.path);
+        }
+        let listen = |c: &Config| c.api.as_ref().map(|a| a.listen);
+        if listen(new) != listen(old) {
+            tracing::warn!(
+                running = ?listen(old),
+                configured = ?listen(new),
+                "[api] listen changed: it applies at the next restart; the rest of the config applies now"
+            );
+            match (&mut new.api, &old.api) {
+                (Some(n), Some(o)) => n.listen = o.listen,
+                (n, o) => n.clone_from(o),
             }
         }
     }

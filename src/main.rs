@@ -461,7 +461,24 @@ async fn run_lab(
 async fn run_agent(c: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone()).context("cannot install signal handlers")?;
-    Ok(sonde::agent::run(c, Arc::new(SystemClock), shutdown).await?)
+    let (reload, requests) = sonde::agent::reload_channel();
+    spawn_reload_on_sighup(reload).context("cannot install signal handlers")?;
+    Ok(sonde::agent::run_reloadable(c, Arc::new(SystemClock), shutdown, requests, |_| {}).await?)
+}
+
+/// SIGHUP reloads the config; the agent logs the outcome.
+fn spawn_reload_on_sighup(reload: sonde::agent::ReloadHandle) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(signal = "SIGHUP", "reloading the configuration");
+            if reload.reload().await.is_none() {
+                return;
+            }
+        }
+    });
+    Ok(())
 }
 
 /// `sonde silence add|list|remove`: silences live in the store, where the

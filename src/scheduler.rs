@@ -2,11 +2,13 @@
 //! `Clock`. It bounds how many run at once (one global semaphore), never lets a
 //! probe overlap itself (a fire that finds the previous run still going is skipped
 //! and counted), and on shutdown stops firing, lets in-flight runs finish within
-//! the drain deadline, then aborts the rest.
+//! the drain deadline, then aborts the rest. `run_replaceable` also takes new
+//! probe sets while it runs (a config reload): unchanged probes keep their loop.
 //!
 //! Results leave through a channel, one `RunRecord` per run: what happens to them
 //! (logs, store, monitors, alerts) is not the scheduler's business.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,24 @@ use crate::telemetry::metrics::Metrics;
 pub struct Scheduled {
     pub target: Target,
     pub schedule: Schedule,
+}
+
+/// A new probe set for a running scheduler. A probe named in `unchanged` that
+/// already runs keeps its loop: its timing, its in-flight run, its skip count.
+/// Any other probe of `probes` is scheduled from now (a changed one still never
+/// overlaps its previous version's run); a running probe absent from `probes`
+/// stops being fired, and a run of it in flight finishes.
+pub struct Replace {
+    pub probes: Vec<Scheduled>,
+    pub unchanged: HashSet<String>,
+}
+
+/// What outlives one version of a probe's loop.
+struct Running {
+    /// Stops this loop only.
+    stop: CancellationToken,
+    busy: Arc<AtomicBool>,
+    skipped: Arc<AtomicU64>,
 }
 
 /// One finished run.
@@ -90,25 +110,78 @@ impl Scheduler {
         results: mpsc::Sender<RunRecord>,
         shutdown: CancellationToken,
     ) {
+        let (_keep, updates) = mpsc::channel(1);
+        self.run_replaceable(probes, updates, results, shutdown)
+            .await
+    }
+
+    /// `run`, replacing the probe set with each `Replace` received on `updates`
+    /// (see `Replace` for what is kept).
+    pub async fn run_replaceable(
+        &self,
+        probes: Vec<Scheduled>,
+        mut updates: mpsc::Receiver<Replace>,
+        results: mpsc::Sender<RunRecord>,
+        shutdown: CancellationToken,
+    ) {
         let permits = Arc::new(Semaphore::new(self.max_concurrent));
         let runs = TaskTracker::new();
         let abort = CancellationToken::new();
         let mut loops = JoinSet::new();
-        for p in probes {
-            let ctx = LoopCtx {
-                probe: Arc::new(p),
-                clock: self.clock.clone(),
-                permits: permits.clone(),
-                runs: runs.clone(),
-                results: results.clone(),
-                stats: self.stats.clone(),
-                metrics: self.metrics.clone(),
-                shutdown: shutdown.clone(),
-                abort: abort.clone(),
-                running: Arc::new(AtomicBool::new(false)),
-                skipped: Arc::new(AtomicU64::new(0)),
-            };
-            loops.spawn(probe_loop(ctx));
+        let mut running: HashMap<Arc<str>, Running> = HashMap::new();
+        let first = Replace {
+            probes,
+            unchanged: HashSet::new(),
+        };
+        let mut start = |update: Replace, loops: &mut JoinSet<()>| {
+            let mut next = HashMap::new();
+            for p in update.probes {
+                let name = p.target.name.clone();
+                let r = match running.remove(&name) {
+                    Some(old) if update.unchanged.contains(&*name) => {
+                        next.insert(name, old);
+                        continue;
+                    }
+                    // Changed: the old loop stops firing; its in-flight run, if
+                    // any, still holds the shared `busy` flag.
+                    Some(old) => {
+                        old.stop.cancel();
+                        Running {
+                            stop: shutdown.child_token(),
+                            busy: old.busy,
+                            skipped: old.skipped,
+                        }
+                    }
+                    None => Running {
+                        stop: shutdown.child_token(),
+                        busy: Arc::new(AtomicBool::new(false)),
+                        skipped: Arc::new(AtomicU64::new(0)),
+                    },
+                };
+                loops.spawn(probe_loop(
+                    self.ctx(p, &r, &permits, &runs, &results, &abort, &shutdown),
+                ));
+                next.insert(name, r);
+            }
+            // Removed probes stop firing; a run in flight may finish.
+            for (_, old) in running.drain() {
+                old.stop.cancel();
+            }
+            running = next;
+        };
+        start(first, &mut loops);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                update = updates.recv() => match update {
+                    Some(update) => start(update, &mut loops),
+                    None => {
+                        shutdown.cancelled().await;
+                        break;
+                    }
+                },
+                Some(_) = loops.join_next(), if !loops.is_empty() => {}
+            }
         }
         drop(results);
         shutdown.cancelled().await;
@@ -139,6 +212,8 @@ impl Scheduler {
 
 struct LoopCtx {
     probe: Arc<Scheduled>,
+    /// Stops firing this probe (shutdown, or a reload that removed or changed it).
+    stop: CancellationToken,
     clock: Arc<dyn Clock>,
     permits: Arc<Semaphore>,
     runs: TaskTracker,
@@ -149,6 +224,35 @@ struct LoopCtx {
     abort: CancellationToken,
     running: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
+}
+
+impl Scheduler {
+    #[allow(clippy::too_many_arguments)]
+    fn ctx(
+        &self,
+        p: Scheduled,
+        r: &Running,
+        permits: &Arc<Semaphore>,
+        runs: &TaskTracker,
+        results: &mpsc::Sender<RunRecord>,
+        abort: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) -> LoopCtx {
+        LoopCtx {
+            probe: Arc::new(p),
+            stop: r.stop.clone(),
+            clock: self.clock.clone(),
+            permits: permits.clone(),
+            runs: runs.clone(),
+            results: results.clone(),
+            stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: shutdown.clone(),
+            abort: abort.clone(),
+            running: r.busy.clone(),
+            skipped: r.skipped.clone(),
+        }
+    }
 }
 
 /// The longest single sleep: the wall clock is re-read at least this often, so
@@ -178,7 +282,7 @@ async fn probe_loop(ctx: LoopCtx) {
         let Some(due) = ctx.probe.schedule.next_after(after) else {
             return; // the schedule has no more fire times
         };
-        if !sleep_until(ctx.clock.as_ref(), due, &ctx.shutdown).await {
+        if !sleep_until(ctx.clock.as_ref(), due, &ctx.stop).await {
             return;
         }
         after = due;
@@ -608,5 +712,145 @@ mod tests {
         assert_eq!(rec.due, t("2026-03-02T00:00:00Z"));
         shutdown.cancel();
         handle.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replace_keeps_unchanged_loops_stops_removed_and_starts_new_ones() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let sched = Scheduler::new(clock, 4, Duration::from_secs(60));
+        let stats = sched.stats();
+        let (tx, mut rx) = mpsc::channel(10_000);
+        let (updates, updates_rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let every = |n: &str, secs| Schedule::every(Duration::from_secs(secs), n);
+        let quick = Duration::ZERO;
+        let five = Duration::from_secs(5);
+        let probes = vec![
+            scheduled("keep", every("keep", 10), quick, five, false),
+            scheduled("gone", every("gone", 10), quick, five, false),
+            // Runs 25 s: in flight when the swap comes.
+            scheduled(
+                "changed",
+                every("changed", 10),
+                Duration::from_secs(25),
+                Duration::from_secs(60),
+                false,
+            ),
+        ];
+        let stop = shutdown.clone();
+        let handle =
+            tokio::spawn(async move { sched.run_replaceable(probes, updates_rx, tx, stop).await });
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        let swap_at = t("2026-03-01T00:00:35Z");
+        updates
+            .send(Replace {
+                probes: vec![
+                    // Marked unchanged: the running loop (every 10 s) is kept,
+                    // this instance's schedule is never used.
+                    scheduled("keep", every("keep", 7), quick, five, false),
+                    scheduled("changed", every("changed", 10), quick, five, false),
+                    scheduled("new", every("new", 10), quick, five, false),
+                ],
+                unchanged: HashSet::from(["keep".to_string()]),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        shutdown.cancel();
+        handle.await.unwrap();
+        let mut recs = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            recs.push(r);
+        }
+        let of = |name: &str| {
+            recs.iter()
+                .filter(|r| &*r.probe == name)
+                .collect::<Vec<_>>()
+        };
+        let keep = of("keep");
+        assert!(keep.len() >= 9, "every 10 s through the swap");
+        for w in keep.windows(2) {
+            assert_eq!(w[1].due - w[0].due, chrono::Duration::seconds(10));
+        }
+        assert!(!of("gone").is_empty());
+        assert!(
+            of("gone").iter().all(|r| r.due < swap_at),
+            "removed: no fire after the swap"
+        );
+        let new = of("new");
+        assert!(new.len() >= 5);
+        assert!(new.iter().all(|r| r.due > swap_at));
+        // The changed probe's old run (started at a fire before the swap) finished
+        // and was recorded; the new version never overlapped it.
+        let changed = of("changed");
+        assert!(changed
+            .iter()
+            .any(|r| r.due < swap_at && r.outcome.duration >= Duration::from_secs(25)));
+        assert!(changed.iter().any(|r| r.due > swap_at));
+        let mut spans: Vec<_> = changed
+            .iter()
+            .map(|r| {
+                (
+                    r.outcome.started_at,
+                    r.outcome.started_at + r.outcome.duration,
+                )
+            })
+            .collect();
+        spans.sort();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "runs overlapped: {w:?}");
+        }
+        assert!(stats.skipped_overlap.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replace_keeps_the_global_concurrency_bound() {
+        let now = Arc::new(AtomicUsize::new(0));
+        let max = Arc::new(AtomicUsize::new(0));
+        let gauge = |name: String| Scheduled {
+            target: Target {
+                name: name.into(),
+                kind: "test",
+                health_set: "default".into(),
+                timeout: Duration::from_secs(30),
+                retries: 0,
+                probe: Arc::new(Gauge {
+                    now: now.clone(),
+                    max: max.clone(),
+                }),
+            },
+            schedule: Schedule::cron("* * * * *").unwrap(),
+        };
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(t("2026-03-01T00:00:30Z")));
+        let sched = Scheduler::new(clock, 3, Duration::from_secs(30));
+        let (tx, mut rx) = mpsc::channel(10_000);
+        let (updates, updates_rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let first = (0..10).map(|i| gauge(format!("a{i}"))).collect();
+        let handle =
+            tokio::spawn(async move { sched.run_replaceable(first, updates_rx, tx, stop).await });
+        // At 00:01:01 the first ten are running or queued; ten more join.
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        updates
+            .send(Replace {
+                probes: (0..10)
+                    .map(|i| gauge(format!("a{i}")))
+                    .chain((0..10).map(|i| gauge(format!("b{i}"))))
+                    .collect(),
+                unchanged: (0..10).map(|i| format!("a{i}")).collect(),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        shutdown.cancel();
+        handle.await.unwrap();
+        let mut n = 0;
+        while let Ok(r) = rx.try_recv() {
+            assert_eq!(r.outcome.summary, "counted");
+            n += 1;
+        }
+        assert_eq!(n, 30, "a* twice, b* once");
+        assert_eq!(max.load(Ordering::SeqCst), 3);
     }
 }

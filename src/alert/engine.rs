@@ -27,6 +27,7 @@ const SILENCES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 const OUTBOX_KEEP: chrono::Duration = chrono::Duration::days(7);
 
 /// What the engine knows of one configured probe.
+#[derive(Clone)]
 struct ProbeInfo {
     kind: String,
     health_set: String,
@@ -74,6 +75,67 @@ fn event_of(kind: NoticeKind) -> AlertEvent {
     }
 }
 
+/// What the engine needs of each configured probe, by name.
+fn probe_infos(config: &Config) -> HashMap<String, ProbeInfo> {
+    config
+        .probes
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                ProbeInfo {
+                    kind: p.kind().to_string(),
+                    health_set: p.health_set.clone(),
+                    depends_on: p.depends_on.clone(),
+                    channels: p.alert.clone(),
+                    policy: Policy::for_probe(p),
+                    enabled: p.enabled,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Reads the stored monitors of `probes` into `monitors` and reports their states.
+fn restore(
+    store: &Store,
+    probes: &HashMap<String, ProbeInfo>,
+    monitors: &mut HashMap<String, Monitor>,
+    metrics: &Metrics,
+) -> Result<(), StoreError> {
+    for (probe, json) in store.monitors()? {
+        if !probes.contains_key(&probe) {
+            continue;
+        }
+        match serde_json::from_str::<Monitor>(&json) {
+            Ok(m) => {
+                monitors.insert(probe, m);
+            }
+            Err(e) => {
+                tracing::warn!(%probe, error = %e, "stored monitor state unreadable; starting it afresh")
+            }
+        }
+    }
+    for (name, info) in probes {
+        // A disabled probe never runs: its stored state would stay stale.
+        let to = match monitors.get(name) {
+            _ if !info.enabled => MonitorState::Disabled,
+            Some(m) => m.state,
+            None => MonitorState::Unknown,
+        };
+        MonitorStateChanged {
+            probe: name,
+            kind: &info.kind,
+            health_set: &info.health_set,
+            from: to,
+            to,
+            restored: true,
+        }
+        .emit(metrics);
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Restores monitor states from `store`. `repost` names the channels whose
     /// firing alerts must be re-posted, and how often. State changes go to
@@ -85,54 +147,9 @@ impl Engine {
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
-        let probes = config
-            .probes
-            .iter()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    ProbeInfo {
-                        kind: p.kind().to_string(),
-                        health_set: p.health_set.clone(),
-                        depends_on: p.depends_on.clone(),
-                        channels: p.alert.clone(),
-                        policy: Policy::for_probe(p),
-                        enabled: p.enabled,
-                    },
-                )
-            })
-            .collect::<HashMap<_, _>>();
+        let probes = probe_infos(&config);
         let mut monitors = HashMap::new();
-        for (probe, json) in store.monitors()? {
-            if !probes.contains_key(&probe) {
-                continue;
-            }
-            match serde_json::from_str::<Monitor>(&json) {
-                Ok(m) => {
-                    monitors.insert(probe, m);
-                }
-                Err(e) => {
-                    tracing::warn!(%probe, error = %e, "stored monitor state unreadable; starting it afresh")
-                }
-            }
-        }
-        for (name, info) in &probes {
-            // A disabled probe never runs: its stored state would stay stale.
-            let to = match monitors.get(name) {
-                _ if !info.enabled => MonitorState::Disabled,
-                Some(m) => m.state,
-                None => MonitorState::Unknown,
-            };
-            MonitorStateChanged {
-                probe: name,
-                kind: &info.kind,
-                health_set: &info.health_set,
-                from: to,
-                to,
-                restored: true,
-            }
-            .emit(&metrics);
-        }
+        restore(&store, &probes, &mut monitors, &metrics)?;
         Ok(Engine {
             config,
             store,
@@ -145,6 +162,31 @@ impl Engine {
             wake,
             metrics,
         })
+    }
+
+    /// Takes a reloaded config: the monitors of probes still configured (by
+    /// name) are kept, those of removed probes dropped; new probes' states are
+    /// restored from the store like at start. Policies, routes, maintenance
+    /// windows and re-post intervals come from the new config.
+    pub fn reconfigure(
+        &mut self,
+        config: Arc<Config>,
+        repost: HashMap<String, std::time::Duration>,
+    ) -> Result<(), StoreError> {
+        let probes = probe_infos(&config);
+        self.monitors.retain(|name, _| probes.contains_key(name));
+        self.reposted
+            .retain(|(p, c), _| probes.get(p).is_some_and(|i| i.channels.contains(c)));
+        let fresh: HashMap<String, ProbeInfo> = probes
+            .iter()
+            .filter(|(name, _)| !self.probes.contains_key(*name))
+            .map(|(n, i)| (n.clone(), i.clone()))
+            .collect();
+        restore(&self.store, &fresh, &mut self.monitors, &self.metrics)?;
+        self.probes = probes;
+        self.config = config;
+        self.repost = repost;
+        Ok(())
     }
 
     fn in_maintenance(&mut self, probe: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -468,40 +510,52 @@ pub fn health_sets_of(views: &[MonitorView]) -> Vec<(String, MonitorState)> {
 /// consumes results; after each result that task replaces the one view that
 /// changed, so a publish costs one probe, not the whole config.
 pub struct SharedViews {
-    views: RwLock<Vec<MonitorView>>,
-    /// Probe name -> position in `views` (config order).
-    index: HashMap<String, usize>,
+    /// The views (config order), and probe name -> position in them.
+    inner: RwLock<(Vec<MonitorView>, HashMap<String, usize>)>,
+}
+
+fn indexed(views: Vec<MonitorView>) -> (Vec<MonitorView>, HashMap<String, usize>) {
+    let index = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.probe.clone(), i))
+        .collect();
+    (views, index)
 }
 
 impl SharedViews {
     pub fn new(views: Vec<MonitorView>) -> SharedViews {
-        let index = views
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.probe.clone(), i))
-            .collect();
         SharedViews {
-            views: RwLock::new(views),
-            index,
+            inner: RwLock::new(indexed(views)),
         }
     }
 
-    /// Replaces the view of `view.probe`; a probe not published at start is ignored.
+    /// Replaces the view of `view.probe`; a probe not published is ignored.
     pub fn publish(&self, view: MonitorView) {
-        if let Some(&i) = self.index.get(&view.probe) {
-            let mut views = self.views.write().unwrap_or_else(|e| e.into_inner());
-            views[i] = view;
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(&i) = inner.1.get(&view.probe) {
+            inner.0[i] = view;
         }
+    }
+
+    /// Replaces every view (a reload changed the probe set).
+    pub fn replace(&self, views: Vec<MonitorView>) {
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = indexed(views);
     }
 
     /// Every view, in config order.
     pub fn all(&self) -> Vec<MonitorView> {
-        self.views.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
     }
 
     pub fn get(&self, probe: &str) -> Option<MonitorView> {
-        let i = *self.index.get(probe)?;
-        Some(self.views.read().unwrap_or_else(|e| e.into_inner())[i].clone())
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let i = *inner.1.get(probe)?;
+        Some(inner.0[i].clone())
     }
 }
 
@@ -723,5 +777,52 @@ duration = "1h"
             vec![AlertEvent::Resolved]
         );
         assert!(r[0].ends_at.is_some());
+    }
+
+    #[test]
+    fn reconfigure_keeps_monitors_by_name_drops_removed_ones_and_takes_new_policies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
+        let mut e = setup(dir.path(), store.clone());
+        let t = at("2026-11-29T10:00:00Z");
+        for i in 0..2 {
+            let now = t + chrono::Duration::seconds(i);
+            e.on_outcome("token", &bad("ACS50008", now), now).unwrap();
+        }
+        assert_eq!(e.view("token").unwrap().state, MonitorState::Unhealthy);
+        let since = e.view("token").unwrap().since;
+        // `push` removed, `token` resolves after one success now, `extra` is new.
+        let path = dir.path().join("sonde.toml");
+        let new = CONFIG
+            .replace(
+                "name = \"push\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/p\"\nfailure_threshold = 2\ndepends_on = [\"token\"]\nalert = [\"hook\"]",
+                "name = \"extra\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/x\"",
+            )
+            .replace(
+                "url = \"http://127.0.0.1:9/t\"\n",
+                "url = \"http://127.0.0.1:9/t\"\nsuccess_threshold = 1\n",
+            );
+        assert_ne!(new, CONFIG);
+        std::fs::write(&path, new).unwrap();
+        let config = Loader { env: &|_| None }.load(&path).unwrap();
+        e.reconfigure(Arc::new(config), HashMap::new()).unwrap();
+        let names: Vec<String> = e.views().into_iter().map(|v| v.probe).collect();
+        assert_eq!(names, ["token", "extra", "cert"]);
+        assert!(e.view("push").is_none());
+        let token = e.view("token").unwrap();
+        assert_eq!(
+            token.state,
+            MonitorState::Unhealthy,
+            "kept across the reload"
+        );
+        assert_eq!(token.since, since);
+        assert_eq!(e.view("extra").unwrap().state, MonitorState::Unknown);
+        let now = t + chrono::Duration::seconds(10);
+        e.on_outcome("token", &good(now), now).unwrap();
+        assert_eq!(e.view("token").unwrap().state, MonitorState::Healthy);
+        let shared = SharedViews::new(Vec::new());
+        shared.replace(e.views());
+        assert_eq!(shared.get("extra").unwrap().state, MonitorState::Unknown);
+        assert!(shared.get("push").is_none());
     }
 }

@@ -55,27 +55,91 @@ pub struct Dispatcher {
     pub metrics: Arc<Metrics>,
 }
 
+/// A new channel set for a running dispatcher: a channel named in `unchanged`
+/// keeps its loop; others start afresh; a channel absent from `channels` stops
+/// after its in-flight attempt, its undelivered alerts staying in the store.
+pub struct ReplaceChannels {
+    pub channels: Vec<Arc<Channel>>,
+    pub unchanged: std::collections::HashSet<String>,
+}
+
 impl Dispatcher {
     /// Runs until `shutdown`; an attempt in flight is finished first.
     pub async fn run(self, shutdown: CancellationToken) {
-        let names: Vec<String> = self.channels.iter().map(|c| c.name().to_string()).collect();
+        let (_keep, updates) = tokio::sync::mpsc::channel(1);
+        self.run_replaceable(updates, shutdown).await
+    }
+
+    /// `run`, replacing the channel set with each `ReplaceChannels` received.
+    pub async fn run_replaceable(
+        self,
+        mut updates: tokio::sync::mpsc::Receiver<ReplaceChannels>,
+        shutdown: CancellationToken,
+    ) {
+        let names = Arc::new(std::sync::RwLock::new(Vec::<String>::new()));
         let mut tasks = tokio::task::JoinSet::new();
-        for channel in &self.channels {
-            let others: Vec<String> = names
+        let mut running: std::collections::HashMap<String, CancellationToken> =
+            std::collections::HashMap::new();
+        // One loop per channel name at a time: a changed channel's new loop waits
+        // for the old one's in-flight attempt, so no entry is sent twice at once.
+        let mut turns: std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>> =
+            std::collections::HashMap::new();
+        let mut start = |update: ReplaceChannels, tasks: &mut tokio::task::JoinSet<()>| {
+            *names.write().unwrap_or_else(|e| e.into_inner()) = update
+                .channels
                 .iter()
-                .filter(|n| *n != channel.name())
-                .cloned()
+                .map(|c| c.name().to_string())
                 .collect();
-            tasks.spawn(channel_loop(
-                channel.clone(),
-                others,
-                self.store.clone(),
-                self.clock.clone(),
-                self.wake.clone(),
-                self.unhealthy_after,
-                self.metrics.clone(),
-                shutdown.clone(),
-            ));
+            let mut next = std::collections::HashMap::new();
+            for channel in update.channels {
+                let name = channel.name().to_string();
+                if let Some(stop) = running.remove(&name) {
+                    if update.unchanged.contains(&name) {
+                        next.insert(name, stop);
+                        continue;
+                    }
+                    stop.cancel();
+                }
+                let stop = shutdown.child_token();
+                let turn = turns.entry(name.clone()).or_default().clone();
+                tasks.spawn(channel_loop(
+                    channel,
+                    turn,
+                    names.clone(),
+                    self.store.clone(),
+                    self.clock.clone(),
+                    self.wake.clone(),
+                    self.unhealthy_after,
+                    self.metrics.clone(),
+                    stop.clone(),
+                    shutdown.clone(),
+                ));
+                next.insert(name, stop);
+            }
+            for (_, stop) in running.drain() {
+                stop.cancel();
+            }
+            running = next;
+        };
+        start(
+            ReplaceChannels {
+                channels: self.channels.clone(),
+                unchanged: Default::default(),
+            },
+            &mut tasks,
+        );
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                update = updates.recv() => match update {
+                    Some(update) => start(update, &mut tasks),
+                    None => {
+                        shutdown.cancelled().await;
+                        break;
+                    }
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
         }
         while tasks.join_next().await.is_some() {}
     }
@@ -138,22 +202,38 @@ struct Health {
 #[allow(clippy::too_many_arguments)]
 async fn channel_loop(
     channel: Arc<Channel>,
-    others: Vec<String>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    names: Arc<std::sync::RwLock<Vec<String>>>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     unhealthy_after: Duration,
     metrics: Arc<Metrics>,
+    stop: CancellationToken,
     shutdown: CancellationToken,
 ) {
+    let _turn = tokio::select! {
+        t = turn.lock_owned() => t,
+        _ = stop.cancelled() => return,
+    };
     let name = channel.name().to_string();
+    // The other channels of the current set, where health alerts go.
+    let others = || -> Vec<String> {
+        names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|n| **n != name)
+            .cloned()
+            .collect()
+    };
     metrics.register_channel(&name);
     let mut health = Health {
         failing_since: None,
         announced: false,
         last_error: String::new(),
     };
-    while !shutdown.is_cancelled() {
+    while !stop.is_cancelled() {
         if let Ok((depth, _)) = store.pending(&name) {
             OutboxDepth {
                 channel: &name,
@@ -179,7 +259,7 @@ async fn channel_loop(
                 _ => IDLE_POLL,
             };
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -194,17 +274,17 @@ async fn channel_loop(
                 health.announced = false;
                 let now = clock.now();
                 let a = unhealthy_alert(&name, channel.kind(), now, now, true, 0, "");
-                enqueue_to(&store, &others, &a, now);
+                enqueue_to(&store, &others(), &a, now);
                 wake.notify_waiters();
             }
-            if !delivered {
+            if !delivered || stop.is_cancelled() {
                 // The rest of the batch waits behind the head, in order.
                 break;
             }
         }
         check_unhealthy(
             &channel,
-            &others,
+            &others(),
             &store,
             &clock,
             unhealthy_after,

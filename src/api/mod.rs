@@ -31,7 +31,8 @@ use crate::telemetry::metrics::{self, Metrics};
 /// What the routes share.
 pub struct ApiState {
     pub metrics: Arc<Metrics>,
-    pub config: Arc<Config>,
+    /// The config in force; a reload replaces it.
+    pub config: std::sync::RwLock<Arc<Config>>,
     pub store: Arc<Store>,
     /// The monitors' states, published by the engine after every result.
     pub views: Arc<SharedViews>,
@@ -43,16 +44,27 @@ pub struct ApiState {
     pub runs: RateLimiter,
     /// Probes built for on-demand runs, reused while their config is unchanged.
     pub built: BuiltProbes,
+    /// Where `POST /-/reload` asks the agent to reload its config.
+    pub reload: Option<crate::agent::ReloadHandle>,
 }
 
-/// Runnable probes for on-demand runs, built once per probe config: building
+impl ApiState {
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Runnable probes for on-demand runs, built once per probe config (and the
+/// configs of the probes it uses, such as a push probe's token probe): building
 /// one (an HTTP client, TLS roots) costs far more than a loopback run.
 #[derive(Default)]
-pub struct BuiltProbes(
-    std::sync::Mutex<
-        std::collections::HashMap<String, (crate::config::ProbeConfig, Arc<crate::runner::Target>)>,
-    >,
-);
+pub struct BuiltProbes(std::sync::Mutex<std::collections::HashMap<String, Built>>);
+
+type Built = (Vec<crate::config::ProbeConfig>, Arc<crate::runner::Target>);
 
 impl BuiltProbes {
     /// The target for `p`, built now if it was not, or if its config changed.
@@ -61,14 +73,18 @@ impl BuiltProbes {
         p: &crate::config::ProbeConfig,
         all: &[crate::config::ProbeConfig],
     ) -> Result<Arc<crate::runner::Target>, crate::config::ConfigError> {
+        let mut configs = vec![p.clone()];
+        for (_, name, _) in p.spec.references() {
+            configs.extend(all.iter().filter(|o| o.name == name).cloned());
+        }
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cfg, target)) = map.get(&p.name) {
-            if cfg == p {
+        if let Some((built_from, target)) = map.get(&p.name) {
+            if *built_from == configs {
                 return Ok(target.clone());
             }
         }
         let target = Arc::new(crate::agent::build_target(p, all)?);
-        map.insert(p.name.clone(), (p.clone(), target.clone()));
+        map.insert(p.name.clone(), (configs, target.clone()));
         Ok(target)
     }
 }
@@ -101,6 +117,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/probes", get(v1::probes))
         .route("/api/v1/probes/{name}", get(v1::probe))
         .route("/api/v1/probes/{name}/run", post(v1::run))
+        .route("/-/reload", post(v1::reload))
         .fallback(not_found)
         .with_state(state)
 }
@@ -206,13 +223,14 @@ mod tests {
             .collect();
         let state = Arc::new(ApiState {
             metrics,
-            config: Arc::new(config),
+            config: std::sync::RwLock::new(Arc::new(config)),
             store,
             views: Arc::new(SharedViews::new(views)),
             clock: Arc::new(crate::clock::SystemClock),
             token,
             built: BuiltProbes::default(),
             runs: RateLimiter::new(std::time::Duration::from_secs(10)),
+            reload: None,
         });
         let server = Server::bind(listen).await.unwrap();
         let addr = server.local_addr().unwrap();

@@ -228,7 +228,8 @@ fn probe_html(html: &mut String, p: &PageProbe<'_>, view: &MonitorView, now: Dat
 
 /// `GET /`
 pub async fn page(State(state): State<Arc<ApiState>>) -> Response {
-    let names = state.config.probes.iter().map(|p| p.name.clone()).collect();
+    let config = state.config();
+    let names = config.probes.iter().map(|p| p.name.clone()).collect();
     let results = match super::v1::recent(&state, names, HISTORY).await {
         Ok(r) => r,
         Err(_) => {
@@ -240,8 +241,7 @@ pub async fn page(State(state): State<Arc<ApiState>>) -> Response {
         }
     };
     let empty = Vec::new();
-    let probes: Vec<PageProbe<'_>> = state
-        .config
+    let probes: Vec<PageProbe<'_>> = config
         .probes
         .iter()
         .map(|p| PageProbe {

@@ -125,7 +125,8 @@ fn no_such_probe(name: &str) -> Response {
 
 /// `GET /api/v1/health`
 pub async fn health(State(state): State<Arc<ApiState>>) -> Response {
-    let names = state.config.probes.iter().map(|p| p.name.clone()).collect();
+    let config = state.config();
+    let names = config.probes.iter().map(|p| p.name.clone()).collect();
     let last = match recent(&state, names, 1).await {
         Ok(l) => l,
         Err(r) => return r,
@@ -138,8 +139,7 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Response {
     let health_sets: Vec<Value> = sets
         .iter()
         .map(|(set, set_state)| {
-            let probes: Vec<Value> = state
-                .config
+            let probes: Vec<Value> = config
                 .probes
                 .iter()
                 .filter(|p| &p.health_set == set)
@@ -172,14 +172,14 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Response {
 
 /// `GET /api/v1/probes`
 pub async fn probes(State(state): State<Arc<ApiState>>) -> Response {
-    let names = state.config.probes.iter().map(|p| p.name.clone()).collect();
+    let config = state.config();
+    let names = config.probes.iter().map(|p| p.name.clone()).collect();
     let last = match recent(&state, names, 1).await {
         Ok(l) => l,
         Err(r) => return r,
     };
     let now = state.clock.now();
-    let items: Vec<Value> = state
-        .config
+    let items: Vec<Value> = config
         .probes
         .iter()
         .map(|p| {
@@ -197,7 +197,8 @@ pub async fn probe(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(p) = state.config.probe(&name) else {
+    let config = state.config();
+    let Some(p) = config.probe(&name) else {
         return no_such_probe(&name);
     };
     let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
@@ -233,40 +234,13 @@ pub async fn run(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    let config = state.config();
     // Authentication first, so that an anonymous caller learns nothing, not
     // even which probes exist.
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match state.token.check(authorization) {
-        Verdict::Allowed => {}
-        Verdict::NotConfigured => return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "POST endpoints are off: no API token is configured; set [api] token_env or token_file",
-        ),
-        Verdict::Unavailable(reason) => {
-            tracing::error!(error = %reason, "api token unavailable");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "token_unavailable",
-                "the API token ([api] token_file) cannot be read; see the agent's log",
-            );
-        }
-        Verdict::Denied => {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid `Authorization: Bearer <token>` header is required",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"sonde\""),
-            );
-            return r;
-        }
+    if let Some(r) = refusal(&state, &headers) {
+        return r;
     }
-    let Some(p) = state.config.probe(&name) else {
+    let Some(p) = config.probe(&name) else {
         return no_such_probe(&name);
     };
     if let Err(wait) = state.runs.take(&p.name, tokio::time::Instant::now()) {
@@ -285,7 +259,7 @@ pub async fn run(
             .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         return r;
     }
-    let outcome = match state.built.get(p, &state.config.probes) {
+    let outcome = match state.built.get(p, &config.probes) {
         Ok(target) => crate::runner::run_once(&target, &state.clock).await,
         Err(e) => {
             return error(
@@ -302,4 +276,71 @@ pub async fn run(
         health_set: &p.health_set,
     };
     Json(output::json_value(&labels, &outcome)).into_response()
+}
+
+/// The bearer-token check of the POST endpoints: the answer when refused.
+fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.token.check(authorization) {
+        Verdict::Allowed => {}
+        Verdict::NotConfigured => return Some(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "POST endpoints are off: no API token is configured; set [api] token_env or token_file",
+        )),
+        Verdict::Unavailable(reason) => {
+            tracing::error!(error = %reason, "api token unavailable");
+            return Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token_unavailable",
+                "the API token ([api] token_file) cannot be read; see the agent's log",
+            ));
+        }
+        Verdict::Denied => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid `Authorization: Bearer <token>` header is required",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"sonde\""),
+            );
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// `POST /-/reload`: re-reads the config file and applies it, like SIGHUP.
+/// 200 `{"status":"reloaded","probes":N}`; 400 `{"error":"invalid_config",
+/// "errors":[...]}` when the new config is refused (the old one keeps running).
+pub async fn reload(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refusal(&state, &headers) {
+        return r;
+    }
+    let Some(handle) = &state.reload else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this server cannot reload its config",
+        );
+    };
+    match handle.reload().await {
+        Some(Ok(summary)) => {
+            Json(json!({ "status": "reloaded", "probes": summary.probes })).into_response()
+        }
+        Some(Err(errors)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "invalid_config", "errors": errors })),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the agent is shutting down",
+        ),
+    }
 }

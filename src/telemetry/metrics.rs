@@ -359,6 +359,20 @@ fn get_or_insert<T>(table: &RwLock<Table<T>>, name: &str, make: impl FnOnce() ->
     entry
 }
 
+fn retain<T>(table: &RwLock<Table<T>>, keep: impl Fn(&str) -> bool) {
+    let mut t = table.write().unwrap_or_else(|e| e.into_inner());
+    let old = std::mem::take(&mut *t);
+    let mut names: Vec<(Arc<str>, usize)> = old.index.into_iter().collect();
+    names.sort_by_key(|(_, i)| *i);
+    for (name, i) in names {
+        if keep(&name) {
+            let at = t.list.len();
+            t.index.insert(name, at);
+            t.list.push(old.list[i].clone());
+        }
+    }
+}
+
 fn snapshot<T>(table: &RwLock<Table<T>>) -> Vec<Arc<T>> {
     table.read().unwrap_or_else(|e| e.into_inner()).list.clone()
 }
@@ -442,6 +456,16 @@ impl Metrics {
     /// A probe's kind and health set are fixed at its first registration.
     pub fn register_probe(&self, probe: &str, kind: &str, health_set: &str) {
         self.probe(probe, kind, health_set);
+    }
+
+    /// Drops the series of every probe `keep` refuses (a reload removed them).
+    pub fn retain_probes(&self, keep: impl Fn(&str) -> bool) {
+        retain(&self.probes, keep);
+    }
+
+    /// Drops the series of every channel `keep` refuses.
+    pub fn retain_channels(&self, keep: impl Fn(&str) -> bool) {
+        retain(&self.channels, keep);
     }
 
     /// Makes a channel known before its first delivery (counters at 0).
@@ -1076,5 +1100,23 @@ mod tests {
         assert_eq!(u(7), "7");
         assert_eq!(u(1234567890), "1234567890");
         assert_eq!(u(u64::MAX), u64::MAX.to_string());
+    }
+
+    #[test]
+    fn retain_probes_drops_the_series_of_removed_probes() {
+        let m = Metrics::new();
+        for name in ["a", "gone", "c"] {
+            m.register_probe(name, "http", "default");
+            m.probe_run(name, "http", "default", &Outcome::ok("fine"));
+        }
+        m.retain_probes(|name| name != "gone");
+        let text = m.render();
+        assert!(!text.contains("probe=\"gone\""), "{text}");
+        assert!(text.contains("probe=\"a\""));
+        assert!(text.contains("probe=\"c\""));
+        // Still usable after: a new run of a kept probe updates its series.
+        m.probe_run("c", "http", "default", &Outcome::ok("fine"));
+        m.probe_run("d", "http", "default", &Outcome::ok("fine"));
+        assert!(m.render().contains("probe=\"d\""));
     }
 }

@@ -307,3 +307,110 @@ async fn a_dead_channel_is_announced_on_the_others() {
     stop.cancel();
     dispatcher.await.unwrap();
 }
+
+/// A reload's new channel set: an unchanged channel keeps delivering, a new one
+/// starts, a removed one stops and its undelivered alerts stay in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_channels_stop_and_keep_their_undelivered_alerts() {
+    use sonde::alert::outbox::{Dispatcher, ReplaceChannels};
+    use sonde::alert::{Alert, AlertEvent, Channel, Severity};
+    use sonde::clock::SystemClock;
+    use sonde::store::Store;
+    use sonde::telemetry::metrics::Metrics;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut got: Vec<Received> = Vec::new();
+    let mut lines = String::new();
+    for name in ["a", "b", "c"] {
+        let addr = free_port();
+        let r: Received = Arc::default();
+        receiver(addr, r.clone()).await;
+        got.push(r);
+        lines.push_str(&format!(
+            "[[channel]]\nname = \"{name}\"\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\n\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sonde.toml"), lines).unwrap();
+    let config = sonde::config::Loader { env: &|_| None }
+        .load(&dir.path().join("sonde.toml"))
+        .unwrap();
+    let built: Vec<Arc<Channel>> = config
+        .channels
+        .iter()
+        .map(|c| Arc::new(c.build().unwrap()))
+        .collect();
+    let store = Arc::new(Store::open(&dir.path().join("sonde.db")).unwrap());
+    let wake = Arc::new(Notify::new());
+    let enqueue = |key: &str, channels: &[&str]| {
+        let now = chrono::Utc::now();
+        let alert = Alert {
+            key: key.into(),
+            event: AlertEvent::Firing,
+            severity: Severity::Critical,
+            probe: "web".into(),
+            kind: "http".into(),
+            health_set: "default".into(),
+            state: "unhealthy".into(),
+            category: Some("network".into()),
+            summary: "HTTP 500".into(),
+            root_cause: None,
+            started_at: now,
+            ends_at: None,
+            created_at: now,
+            observations: Default::default(),
+        };
+        let json = serde_json::to_string(&alert).unwrap();
+        let rows: Vec<_> = channels
+            .iter()
+            .map(|c| (c.to_string(), key.to_string(), json.clone()))
+            .collect();
+        store.enqueue(&rows, now.timestamp()).unwrap();
+        wake.notify_waiters();
+    };
+    let keys = |r: &Received| -> Vec<String> {
+        r.lock().unwrap().iter().map(|(k, _)| k.clone()).collect()
+    };
+    let (updates, updates_rx) = tokio::sync::mpsc::channel(1);
+    let stop = CancellationToken::new();
+    let dispatcher = tokio::spawn(
+        Dispatcher {
+            store: store.clone(),
+            channels: built[..2].to_vec(),
+            clock: Arc::new(SystemClock),
+            wake: wake.clone(),
+            unhealthy_after: Duration::from_secs(60),
+            metrics: Arc::new(Metrics::new()),
+        }
+        .run_replaceable(updates_rx, stop.clone()),
+    );
+    enqueue("k1", &["a", "b"]);
+    wait_for("k1 on a and b", Duration::from_secs(20), || {
+        keys(&got[0]) == ["k1"] && keys(&got[1]) == ["k1"]
+    })
+    .await;
+    updates
+        .send(ReplaceChannels {
+            channels: vec![built[0].clone(), built[2].clone()],
+            unchanged: ["a".to_string()].into(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    enqueue("k2", &["a", "b", "c"]);
+    wait_for("k2 on a and c", Duration::from_secs(20), || {
+        keys(&got[0]) == ["k1", "k2"] && keys(&got[2]) == ["k2"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(keys(&got[1]), ["k1"], "the removed channel stopped");
+    assert_eq!(
+        store.pending("b").unwrap().0,
+        1,
+        "its alert waits in the store"
+    );
+    stop.cancel();
+    dispatcher.await.unwrap();
+}

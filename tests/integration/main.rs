@@ -10,5 +10,6 @@ mod cli;
 mod config_fixtures;
 mod hybrid;
 mod otel;
+mod reload;
 mod support;
 mod telemetry;

@@ -107,6 +107,11 @@ impl Proc {
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc { name, child, log }
     }
+
+    /// The process id (for signals).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Proc {
