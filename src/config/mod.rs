@@ -224,6 +224,18 @@ pub struct TelemetryConfig {
     /// A tracing filter directive such as `info` or `sonde=debug`; `RUST_LOG` wins.
     pub log_level: Option<String>,
     pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` or `grpc`; unset leaves it to `OTEL_EXPORTER_OTLP_*PROTOCOL`.
+    pub otlp_protocol: Option<OtlpProtocol>,
+}
+
+/// The OTLP transports this build speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 /// One probe, with the common keys resolved and the kind's keys in `spec`.

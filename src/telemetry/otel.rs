@@ -1,18 +1,28 @@
-//! OpenTelemetry export over OTLP/HTTP (protobuf): the tracer provider behind
-//! the `tracing` layer (so the runner's `probe_run` span and the probes' phase
-//! spans export) and the meter provider behind the OTel instruments that
+//! OpenTelemetry export over OTLP, HTTP/protobuf or gRPC: the tracer provider
+//! behind the `tracing` layer (so the runner's `probe_run` span and the probes'
+//! phase spans export) and the meter provider behind the OTel instruments that
 //! `super::metrics` records into. What is recorded lives there; this file only
-//! decides whether and where to export.
+//! decides whether, where and how to export.
 //!
 //! Nothing is built unless an endpoint is configured: `[telemetry]
-//! otlp_endpoint` (a base URL, `/v1/traces` and `/v1/metrics` are appended), or
-//! the standard `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
-//! and `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` (a signal-specific variable alone
-//! exports that signal alone). The SDK reads the other standard variables
-//! itself: `OTEL_EXPORTER_OTLP_*HEADERS`, `*_TIMEOUT`, `OTEL_BSP_*`,
+//! otlp_endpoint` (a base URL; over HTTP `/v1/traces` and `/v1/metrics` are
+//! appended, gRPC takes it as is), or the standard `OTEL_EXPORTER_OTLP_ENDPOINT`,
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` and `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`
+//! (a signal-specific variable alone exports that signal alone). The protocol
+//! is `[telemetry] otlp_protocol`, else `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` /
+//! `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`,
+//! else `http/protobuf`; a value other than `http/protobuf` or `grpc` is an
+//! error. The SDK reads the other standard variables itself:
+//! `OTEL_EXPORTER_OTLP_*HEADERS`, `*_TIMEOUT`, `OTEL_BSP_*`,
 //! `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`.
-//! gRPC is not built in: `OTEL_EXPORTER_OTLP_PROTOCOL` other than
-//! `http/protobuf` is an error.
+//!
+//! The SDK exports from its own threads by blocking on the exporter's future.
+//! The HTTP exporter is the blocking reqwest client; the gRPC one is a tonic
+//! channel whose connections are tokio tasks, so gRPC export gets a small
+//! runtime of its own, entered while the channels are built and shut down
+//! after the providers have flushed.
+
+use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
@@ -24,56 +34,121 @@ use opentelemetry_sdk::resource::{
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 
+pub use crate::config::OtlpProtocol;
 use crate::config::TelemetryConfig;
 
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 pub const OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
 pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+pub const OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
 const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 
-/// The one protocol this build speaks.
 pub const HTTP_PROTOBUF: &str = "http/protobuf";
+pub const GRPC: &str = "grpc";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtelError {
-    #[error("{OTEL_EXPORTER_OTLP_PROTOCOL}={0}: only {HTTP_PROTOBUF} is supported")]
-    Protocol(String),
+    #[error("{var}={value}: the OTLP protocol must be {HTTP_PROTOBUF} or {GRPC}")]
+    Protocol { var: &'static str, value: String },
     #[error("cannot build the OTLP {signal} exporter: {source}")]
     Exporter {
         signal: &'static str,
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    #[error("cannot start the OTLP/gRPC runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
-/// Where each signal goes; `None` for a signal that is not exported.
-/// `Some(None)` leaves the endpoint to the SDK's reading of the environment.
+/// Where and how one signal goes. `endpoint: None` leaves the endpoint to the
+/// SDK's reading of the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+}
+
+/// Each signal's target; `None` for a signal that is not exported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
-    pub traces: Option<Option<String>>,
-    pub metrics: Option<Option<String>>,
+    pub traces: Option<Target>,
+    pub metrics: Option<Target>,
+}
+
+/// The protocol for one signal: the config's, else the signal's variable, else
+/// the general one, else HTTP/protobuf.
+pub fn resolve_protocol(
+    cfg: &TelemetryConfig,
+    signal_var: &'static str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<OtlpProtocol, OtelError> {
+    if let Some(p) = cfg.otlp_protocol {
+        return Ok(p);
+    }
+    for var in [signal_var, OTEL_EXPORTER_OTLP_PROTOCOL] {
+        match env(var).as_deref().map(str::trim) {
+            None | Some("") => continue,
+            Some(HTTP_PROTOBUF) => return Ok(OtlpProtocol::HttpProtobuf),
+            Some(GRPC) => return Ok(OtlpProtocol::Grpc),
+            Some(other) => {
+                return Err(OtelError::Protocol {
+                    var,
+                    value: other.to_string(),
+                })
+            }
+        }
+    }
+    Ok(OtlpProtocol::HttpProtobuf)
 }
 
 impl Endpoints {
     /// The config's endpoint wins over the environment; `env` looks a variable up.
-    pub fn resolve(cfg: &TelemetryConfig, env: impl Fn(&str) -> Option<String>) -> Self {
-        if let Some(base) = cfg.otlp_endpoint.as_deref().filter(|s| !s.is_empty()) {
-            let base = base.trim_end_matches('/');
-            return Endpoints {
-                traces: Some(Some(format!("{base}/v1/traces"))),
-                metrics: Some(Some(format!("{base}/v1/metrics"))),
-            };
-        }
+    pub fn resolve(
+        cfg: &TelemetryConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, OtelError> {
         let set = |name: &str| env(name).is_some_and(|v| !v.is_empty());
+        let base = cfg
+            .otlp_endpoint
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|b| b.trim_end_matches('/'));
         let general = set(OTEL_EXPORTER_OTLP_ENDPOINT);
-        Endpoints {
-            traces: (general || set(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)).then_some(None),
-            metrics: (general || set(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)).then_some(None),
-        }
+        let target = |endpoint_var: &str, protocol_var: &'static str, path: &str| {
+            if base.is_none() && !general && !set(endpoint_var) {
+                return Ok(None);
+            }
+            let protocol = resolve_protocol(cfg, protocol_var, &env)?;
+            let endpoint = base.map(|b| match protocol {
+                OtlpProtocol::HttpProtobuf => format!("{b}{path}"),
+                OtlpProtocol::Grpc => b.to_string(),
+            });
+            Ok(Some(Target { endpoint, protocol }))
+        };
+        Ok(Endpoints {
+            traces: target(
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+                "/v1/traces",
+            )?,
+            metrics: target(
+                OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+                OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+                "/v1/metrics",
+            )?,
+        })
     }
 
     pub fn any(&self) -> bool {
         self.traces.is_some() || self.metrics.is_some()
+    }
+
+    fn grpc(&self) -> bool {
+        [&self.traces, &self.metrics]
+            .into_iter()
+            .flatten()
+            .any(|t| t.protocol == OtlpProtocol::Grpc)
     }
 }
 
@@ -82,6 +157,8 @@ impl Endpoints {
 pub struct Otel {
     pub tracer_provider: Option<SdkTracerProvider>,
     pub meter_provider: Option<SdkMeterProvider>,
+    /// Drives the gRPC channels' connections; `None` over HTTP.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Otel {
@@ -91,16 +168,29 @@ impl Otel {
     }
 
     /// Exports what is pending and stops the exporters' threads.
-    pub fn shutdown(self) {
-        if let Some(p) = self.tracer_provider {
+    pub fn shutdown(mut self) {
+        if let Some(p) = self.tracer_provider.take() {
             if let Err(e) = p.shutdown() {
                 tracing::warn!(error = %e, "OTLP traces: shutdown failed");
             }
         }
-        if let Some(p) = self.meter_provider {
+        if let Some(p) = self.meter_provider.take() {
             if let Err(e) = p.shutdown() {
                 tracing::warn!(error = %e, "OTLP metrics: shutdown failed");
             }
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Otel {
+    /// Without `shutdown` (an error path), the gRPC runtime must still not be
+    /// dropped the blocking way, which panics on an async worker.
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -118,62 +208,103 @@ pub fn init_with(
     cfg: &TelemetryConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Otel>, OtelError> {
-    let endpoints = Endpoints::resolve(cfg, &env);
+    let endpoints = Endpoints::resolve(cfg, &env)?;
     if !endpoints.any() {
         return Ok(None);
     }
-    if let Some(p) = env(OTEL_EXPORTER_OTLP_PROTOCOL).filter(|p| !p.is_empty()) {
-        if p != HTTP_PROTOBUF {
-            return Err(OtelError::Protocol(p));
-        }
-    }
+    let runtime = if endpoints.grpc() {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("sonde-otlp-grpc")
+                .enable_all()
+                .build()
+                .map_err(OtelError::Runtime)?,
+        )
+    } else {
+        None
+    };
+    let mut otel = Otel {
+        tracer_provider: None,
+        meter_provider: None,
+        runtime,
+    };
+    // tonic's channels spawn their workers on the runtime current at build
+    // time. On an error `otel` drops, shutting that runtime down in the background.
+    let _entered = otel.runtime.as_ref().map(|rt| rt.enter());
     let resource = resource(env(OTEL_SERVICE_NAME).is_some_and(|v| !v.is_empty()));
-    let tracer_provider = match &endpoints.traces {
-        None => None,
-        Some(endpoint) => {
+    if let Some(target) = &endpoints.traces {
+        let exporter = span_exporter(target).map_err(|source| OtelError::Exporter {
+            signal: "traces",
+            source,
+        })?;
+        otel.tracer_provider = Some(
+            SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource.clone())
+                .build(),
+        );
+    }
+    if let Some(target) = &endpoints.metrics {
+        let exporter = metric_exporter(target).map_err(|source| OtelError::Exporter {
+            signal: "metrics",
+            source,
+        })?;
+        let provider = SdkMeterProvider::builder()
+            .with_periodic_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        otel.meter_provider = Some(provider);
+    }
+    drop(_entered);
+    Ok(Some(otel))
+}
+
+fn span_exporter(t: &Target) -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    match t.protocol {
+        OtlpProtocol::HttpProtobuf => {
             let mut b = SpanExporter::builder()
                 .with_http()
                 .with_protocol(Protocol::HttpBinary);
-            if let Some(e) = endpoint {
+            if let Some(e) = &t.endpoint {
                 b = b.with_endpoint(e);
             }
-            let exporter = b.build().map_err(|source| OtelError::Exporter {
-                signal: "traces",
-                source,
-            })?;
-            Some(
-                SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(resource.clone())
-                    .build(),
-            )
+            b.build()
         }
-    };
-    let meter_provider = match &endpoints.metrics {
-        None => None,
-        Some(endpoint) => {
+        OtlpProtocol::Grpc => {
+            let mut b = SpanExporter::builder()
+                .with_tonic()
+                .with_protocol(Protocol::Grpc);
+            if let Some(e) = &t.endpoint {
+                b = b.with_endpoint(e);
+            }
+            b.build()
+        }
+    }
+}
+
+fn metric_exporter(t: &Target) -> Result<MetricExporter, opentelemetry_otlp::ExporterBuildError> {
+    match t.protocol {
+        OtlpProtocol::HttpProtobuf => {
             let mut b = MetricExporter::builder()
                 .with_http()
                 .with_protocol(Protocol::HttpBinary);
-            if let Some(e) = endpoint {
+            if let Some(e) = &t.endpoint {
                 b = b.with_endpoint(e);
             }
-            let exporter = b.build().map_err(|source| OtelError::Exporter {
-                signal: "metrics",
-                source,
-            })?;
-            let provider = SdkMeterProvider::builder()
-                .with_periodic_exporter(exporter)
-                .with_resource(resource)
-                .build();
-            opentelemetry::global::set_meter_provider(provider.clone());
-            Some(provider)
+            b.build()
         }
-    };
-    Ok(Some(Otel {
-        tracer_provider,
-        meter_provider,
-    }))
+        OtlpProtocol::Grpc => {
+            let mut b = MetricExporter::builder()
+                .with_tonic()
+                .with_protocol(Protocol::Grpc);
+            if let Some(e) = &t.endpoint {
+                b = b.with_endpoint(e);
+            }
+            b.build()
+        }
+    }
 }
 
 /// service.name=sonde unless `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`
@@ -214,11 +345,18 @@ mod tests {
         }
     }
 
+    fn http(endpoint: Option<&str>) -> Option<Target> {
+        Some(Target {
+            endpoint: endpoint.map(str::to_string),
+            protocol: OtlpProtocol::HttpProtobuf,
+        })
+    }
+
     #[test]
     fn nothing_configured_builds_no_exporter() {
-        let none = Endpoints::resolve(&cfg(None), |_| None);
+        let none = Endpoints::resolve(&cfg(None), |_| None).unwrap();
         assert!(!none.any());
-        let empty = Endpoints::resolve(&cfg(Some("")), |_| Some(String::new()));
+        let empty = Endpoints::resolve(&cfg(Some("")), |_| Some(String::new())).unwrap();
         assert!(!empty.any());
     }
 
@@ -228,10 +366,107 @@ mod tests {
     }
 
     #[test]
-    fn grpc_is_refused_rather_than_sent_over_http() {
-        let env = |name: &str| (name == OTEL_EXPORTER_OTLP_PROTOCOL).then(|| "grpc".to_string());
+    fn an_unknown_protocol_is_refused() {
+        let env = |name: &str| (name == OTEL_EXPORTER_OTLP_PROTOCOL).then(|| "http/json".into());
         let err = init_with(&cfg(Some("http://127.0.0.1:1")), env).err();
-        assert!(matches!(err, Some(OtelError::Protocol(p)) if p == "grpc"));
+        assert!(
+            matches!(&err, Some(OtelError::Protocol { var, value })
+                if *var == OTEL_EXPORTER_OTLP_PROTOCOL && value == "http/json"),
+            "{err:?}"
+        );
+        let env = |name: &str| (name == OTEL_EXPORTER_OTLP_METRICS_PROTOCOL).then(|| "h2".into());
+        let err = Endpoints::resolve(&cfg(Some("http://127.0.0.1:1")), env).err();
+        assert!(
+            matches!(&err, Some(OtelError::Protocol { var, .. })
+                if *var == OTEL_EXPORTER_OTLP_METRICS_PROTOCOL),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_protocol_comes_from_the_config_then_the_signal_then_the_general_variable() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let mut c = cfg(None);
+        let traces = OTEL_EXPORTER_OTLP_TRACES_PROTOCOL;
+        assert_eq!(
+            resolve_protocol(&c, traces, |_| None).unwrap(),
+            OtlpProtocol::HttpProtobuf
+        );
+        let general = vars(&[(OTEL_EXPORTER_OTLP_PROTOCOL, "grpc")]);
+        assert_eq!(
+            resolve_protocol(&c, traces, general).unwrap(),
+            OtlpProtocol::Grpc
+        );
+        let both = vars(&[
+            (OTEL_EXPORTER_OTLP_PROTOCOL, "grpc"),
+            (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, "http/protobuf"),
+        ]);
+        assert_eq!(
+            resolve_protocol(&c, traces, both).unwrap(),
+            OtlpProtocol::HttpProtobuf
+        );
+        c.otlp_protocol = Some(OtlpProtocol::Grpc);
+        let bad = vars(&[(OTEL_EXPORTER_OTLP_PROTOCOL, "bogus")]);
+        assert_eq!(
+            resolve_protocol(&c, traces, bad).unwrap(),
+            OtlpProtocol::Grpc
+        );
+    }
+
+    #[test]
+    fn over_grpc_the_config_endpoint_is_used_as_is() {
+        let mut c = cfg(Some("http://collector:4317/"));
+        c.otlp_protocol = Some(OtlpProtocol::Grpc);
+        let e = Endpoints::resolve(&c, |_| None).unwrap();
+        let want = Some(Target {
+            endpoint: Some("http://collector:4317".into()),
+            protocol: OtlpProtocol::Grpc,
+        });
+        assert_eq!((e.traces.clone(), e.metrics), (want.clone(), want));
+        // A signal can go over gRPC while the other stays on HTTP.
+        let e = Endpoints::resolve(&cfg(None), |name| match name {
+            OTEL_EXPORTER_OTLP_ENDPOINT => Some("http://x:4318".into()),
+            OTEL_EXPORTER_OTLP_METRICS_PROTOCOL => Some("grpc".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(e.traces, http(None));
+        assert_eq!(e.metrics.map(|t| t.protocol), Some(OtlpProtocol::Grpc));
+    }
+
+    #[test]
+    fn grpc_exporters_build_and_shut_down_without_a_collector() {
+        let mut c = cfg(Some("http://127.0.0.1:1"));
+        c.otlp_protocol = Some(OtlpProtocol::Grpc);
+        let otel = init_with(&c, |_| None).unwrap().expect("exporters");
+        assert!(otel.runtime.is_some());
+        let started = std::time::Instant::now();
+        otel.shutdown();
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_grpc_build_error_inside_the_agent_runtime_does_not_panic() {
+        let mut c = cfg(Some("https://127.0.0.1:1"));
+        c.otlp_protocol = Some(OtlpProtocol::Grpc);
+        let err = init_with(&c, |_| None).err();
+        assert!(
+            matches!(
+                err,
+                Some(OtelError::Exporter {
+                    signal: "traces",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -239,27 +474,30 @@ mod tests {
         let e = Endpoints::resolve(&cfg(Some("http://collector:4318/")), |_| {
             Some("http://elsewhere:4318".into())
         });
-        assert_eq!(
-            e.traces,
-            Some(Some("http://collector:4318/v1/traces".to_string()))
-        );
-        assert_eq!(
-            e.metrics,
-            Some(Some("http://collector:4318/v1/metrics".to_string()))
-        );
+        // Every variable reads "http://elsewhere:4318", an invalid protocol.
+        assert!(e.is_err());
+        let e = Endpoints::resolve(&cfg(Some("http://collector:4318/")), |name| {
+            name.ends_with("ENDPOINT")
+                .then(|| "http://elsewhere:4318".into())
+        })
+        .unwrap();
+        assert_eq!(e.traces, http(Some("http://collector:4318/v1/traces")));
+        assert_eq!(e.metrics, http(Some("http://collector:4318/v1/metrics")));
     }
 
     #[test]
     fn a_signal_specific_variable_exports_that_signal_alone() {
         let e = Endpoints::resolve(&cfg(None), |name| {
             (name == OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).then(|| "http://x:4318/v1/traces".into())
-        });
-        assert_eq!(e.traces, Some(None));
+        })
+        .unwrap();
+        assert_eq!(e.traces, http(None));
         assert_eq!(e.metrics, None);
         let e = Endpoints::resolve(&cfg(None), |name| {
             (name == OTEL_EXPORTER_OTLP_ENDPOINT).then(|| "http://x:4318".into())
-        });
-        assert_eq!((e.traces, e.metrics), (Some(None), Some(None)));
+        })
+        .unwrap();
+        assert_eq!((e.traces, e.metrics), (http(None), http(None)));
     }
 
     #[test]
