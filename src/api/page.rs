@@ -46,6 +46,8 @@ pub struct PageProbe<'a> {
     pub view: Option<MonitorView>,
     /// Newest first.
     pub results: &'a [ResultRow],
+    /// When the schedule fires it next (`None`: disabled).
+    pub next_run: Option<DateTime<Utc>>,
 }
 
 /// `3d 4h`, `5h 12m`, `42m`, `17s`: the two largest units.
@@ -188,6 +190,14 @@ fn probe_html(html: &mut String, p: &PageProbe<'_>, view: &MonitorView, now: Dat
                 iso = escape(&at.to_rfc3339_opts(SecondsFormat::Secs, true)),
                 ago = human_duration((now - at).num_seconds().max(0)),
             );
+            if let Some(next) = p.next_run {
+                let _ = write!(
+                    html,
+                    ", next in <time datetime=\"{}\">{}</time>",
+                    escape(&next.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                    human_duration((next - now).num_seconds().max(0)),
+                );
+            }
             if let Some(c) = countdown(r, now) {
                 let _ = write!(
                     html,
@@ -250,6 +260,10 @@ pub async fn page(State(state): State<Arc<ApiState>>) -> Response {
             health_set: &p.health_set,
             view: state.views.get(&p.name),
             results: results.get(&p.name).unwrap_or(&empty),
+            next_run: p
+                .enabled
+                .then(|| p.schedule.next_after(state.clock.now()))
+                .flatten(),
         })
         .collect();
     let html = render(&probes, state.clock.now());
@@ -316,6 +330,7 @@ mod tests {
                     suppressed_by: Some("<token>".into()),
                 }),
                 results: &results,
+                next_run: Some(now + chrono::Duration::seconds(42)),
             },
             PageProbe {
                 name: "web",
@@ -323,6 +338,7 @@ mod tests {
                 health_set: "site",
                 view: None,
                 results: &[],
+                next_run: None,
             },
         ];
         let html = render(&probes, now);
@@ -339,6 +355,8 @@ mod tests {
         // 21 days left at the run, a minute ago.
         assert!(html.contains("certificate expires in 21d 0h"), "{html}");
         assert!(html.contains("last run <time datetime=\""));
+        assert!(html.contains(", next in <time datetime=\""), "{html}");
+        assert!(html.contains(">42s</time>"), "{html}");
         // 17 padding cells and three results, oldest first.
         let strip = html
             .split("aria-label=\"last results, oldest first\">")
