@@ -493,7 +493,7 @@ fn silence(c: &Config, action: sonde::cli::SilenceAction) -> ExitCode {
             return ExitCode::from(EXIT_UNKNOWN);
         }
     };
-    let now = chrono::Utc::now();
+    let now = SystemClock.now();
     let at = |t: i64| {
         chrono::DateTime::from_timestamp(t, 0)
             .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
