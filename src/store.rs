@@ -328,6 +328,22 @@ impl Store {
         Ok(())
     }
 
+    /// Marks several entries delivered, in one transaction.
+    pub fn mark_delivered_many(&self, ids: &[i64], now: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+            )?;
+            for id in ids {
+                stmt.execute(params![id, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Records a failed attempt: retried at `retry_at`, or given up (`None`).
     pub fn mark_failed(
         &self,

@@ -264,12 +264,30 @@ async fn channel_loop(
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+        // Delivered entries are marked once per batch: one write instead of one
+        // per alert. A crash before the mark re-sends at most this batch, with the
+        // same idempotency keys.
+        let mut sent: Vec<i64> = Vec::new();
+        let mark = |sent: &[i64]| {
+            if !sent.is_empty() {
+                if let Err(e) = store.mark_delivered_many(sent, clock.now().timestamp()) {
+                    tracing::error!(channel = %name, error = %e, "cannot mark alerts delivered");
+                }
+            }
+        };
         for entry in batch {
             let delivered = tokio::select! {
                 ok = deliver_one(&channel, &store, &clock, &metrics, &entry, &mut health) => ok,
                 // An attempt cut short is not marked: it is sent again at the next start.
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    mark(&sent);
+                    return;
+                }
             };
+            if let Delivery::Sent = delivered {
+                sent.push(entry.id);
+            }
+            let delivered = !matches!(delivered, Delivery::Retry);
             if delivered && health.failing_since.take().is_some() && health.announced {
                 health.announced = false;
                 let now = clock.now();
@@ -282,6 +300,7 @@ async fn channel_loop(
                 break;
             }
         }
+        mark(&sent);
         check_unhealthy(
             &channel,
             &others(),
@@ -293,8 +312,17 @@ async fn channel_loop(
     }
 }
 
-/// One attempt at one entry; `true` when the queue may move on (delivered, or
-/// set aside for good).
+/// What one attempt did.
+enum Delivery {
+    /// Accepted by the channel; to be marked delivered.
+    Sent,
+    /// Set aside for good (unreadable, or refused): the queue moves on.
+    SetAside,
+    /// Failed; retried later. The rest of the queue waits behind it.
+    Retry,
+}
+
+/// One attempt at one entry.
 async fn deliver_one(
     channel: &Channel,
     store: &Store,
@@ -302,14 +330,14 @@ async fn deliver_one(
     metrics: &Metrics,
     entry: &OutboxEntry,
     health: &mut Health,
-) -> bool {
+) -> Delivery {
     let name = channel.name();
     let alert: Alert = match serde_json::from_str(&entry.alert_json) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(channel = %name, key = %entry.key, error = %e, "outbox entry unreadable; set aside");
             let _ = store.mark_failed(entry.id, &format!("unreadable: {e}"), None);
-            return true;
+            return Delivery::SetAside;
         }
     };
     let result = tokio::time::timeout(ATTEMPT_TIMEOUT, channel.deliver(&alert)).await;
@@ -328,10 +356,9 @@ async fn deliver_one(
     };
     match result {
         Ok(Ok(())) => {
-            let _ = store.mark_delivered(entry.id, now.timestamp());
             attempted(DeliveryResult::Delivered, "", None);
             health.last_error.clear();
-            true
+            Delivery::Sent
         }
         Ok(Err(e)) if e.is_retryable() => {
             let wait = e
@@ -341,12 +368,12 @@ async fn deliver_one(
             let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
             health.failing_since.get_or_insert(now);
             attempted(DeliveryResult::Failed, &health.last_error, Some(wait));
-            false
+            Delivery::Retry
         }
         Ok(Err(e)) => {
             let _ = store.mark_failed(entry.id, e.message(), None);
             attempted(DeliveryResult::Refused, e.message(), None);
-            true
+            Delivery::SetAside
         }
         Err(_) => {
             health.last_error = format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs());
@@ -354,7 +381,7 @@ async fn deliver_one(
             let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
             health.failing_since.get_or_insert(now);
             attempted(DeliveryResult::Timeout, &health.last_error, Some(wait));
-            false
+            Delivery::Retry
         }
     }
 }
