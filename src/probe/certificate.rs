@@ -1178,7 +1178,7 @@ mod tests {
     /// "Now" for fixtures made moments ago: a minute later, so that whole days left
     /// round down predictably (a fresh 400-day certificate has 399d and some left).
     fn now() -> i64 {
-        Utc::now().timestamp() + 60
+        crate::clock::Clock::now(&crate::clock::SystemClock).timestamp() + 60
     }
 
     async fn run_at(toml_text: &str, base: &Path, ts: i64) -> Outcome {

@@ -1787,7 +1787,7 @@ mod tests {
         .await;
         assert_eq!(outcome.status, Status::Ok, "{outcome:?}");
         let not_after = outcome.observations["not_after_timestamp_seconds"];
-        let now = chrono::Utc::now().timestamp() as f64;
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock).timestamp() as f64;
         assert!(
             not_after > now + 86_400.0 && not_after < now + 3.0 * 86_400.0,
             "{not_after} vs {now}"

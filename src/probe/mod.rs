@@ -163,7 +163,7 @@ impl Outcome {
 }
 
 /// What a probe may use while it runs. Time comes from `clock`, never from
-/// `SystemTime::now()`.
+/// the system clock directly.
 #[derive(Clone)]
 pub struct ProbeContext {
     pub clock: Arc<dyn Clock>,
