@@ -31,7 +31,7 @@ use sonde::alert::outbox::Dispatcher;
 use sonde::alert::Channel;
 use sonde::clock::SystemClock;
 use sonde::config::Loader;
-use sonde::probe::{Category, Outcome};
+use sonde::outcome::{Category, Outcome};
 use sonde::store::Store;
 use sonde::telemetry::metrics::Metrics;
 use tokio::sync::Notify;
@@ -121,7 +121,7 @@ async fn detection_to_delivery() -> (Vec<f64>, Vec<f64>) {
         Arc::new(SystemClock),
         shutdown.clone(),
         move |r| {
-            if r.outcome.status != sonde::probe::Status::Ok {
+            if r.outcome.status != sonde::outcome::Status::Ok {
                 let end =
                     r.outcome.started_at + chrono::Duration::from_std(r.outcome.duration).unwrap();
                 fb.lock().unwrap().entry(r.probe.to_string()).or_insert(end);

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sonde::clock::SystemClock;
+use sonde::outcome::{Probe, ProbeContext, Status};
 use sonde::probe::certificate::{CertificateConfig, CertificateProbe};
-use sonde::probe::{Probe, ProbeContext, Status};
 
 const ROUNDS: usize = 7;
 

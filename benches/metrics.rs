@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sonde::monitor::MonitorState;
-use sonde::probe::{Category, Outcome};
+use sonde::outcome::{Category, Outcome};
 use sonde::scheduler::RunRecord;
 use sonde::telemetry::events::{
     AlertDeliveryAttempted, MonitorStateChanged, OutboxDepth, ProbeRunRecorded,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use sonde::clock::{Clock, SystemClock};
-use sonde::probe::{Outcome, Probe, ProbeContext};
+use sonde::outcome::{Outcome, Probe, ProbeContext};
 use sonde::runner::Target;
 use sonde::schedule::Schedule;
 use sonde::scheduler::{Scheduled, Scheduler};

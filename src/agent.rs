@@ -20,7 +20,7 @@ use crate::api::auth::{RateLimiter, TokenSource};
 use crate::api::{ApiState, Server};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigErrors, ProbeConfig};
-use crate::probe::Outcome;
+use crate::outcome::Outcome;
 use crate::runner::{run_once, Target};
 use crate::scheduler::{Replace, RunRecord, Scheduled, Scheduler};
 use crate::store::Store;

@@ -518,7 +518,7 @@ fn silence(c: &Config, action: sonde::cli::SilenceAction) -> ExitCode {
                 );
                 return ExitCode::from(EXIT_INVALID_CONFIG);
             }
-            let length = match config::duration::parse(&duration) {
+            let length = match sonde::human::duration::parse(&duration) {
                 Ok(d) if !d.is_zero() => d,
                 Ok(_) => {
                     eprintln!("sonde: --for must be longer than 0s");

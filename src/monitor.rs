@@ -59,7 +59,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ProbeConfig;
-use crate::probe::Status;
+use crate::outcome::Status;
 use crate::schedule::Schedule;
 
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;

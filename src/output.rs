@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::probe::Outcome;
+use crate::outcome::Outcome;
 
 /// Which probe an outcome belongs to.
 pub struct Labels<'a> {
@@ -161,7 +161,7 @@ fn perf_unit(name: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::Category;
+    use crate::outcome::Category;
     use chrono::DateTime;
     use std::time::Duration;
 

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::probe::{Category, Outcome, Probe, ProbeContext, Status};
+use crate::outcome::{Category, Outcome, Probe, ProbeContext, Status};
 use crate::telemetry::events::ProbeRunFinished;
 
 /// What the runner needs to know about a probe.
@@ -125,7 +125,7 @@ fn panic_message(panic: &Box<dyn Any + Send>) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::probe::Status;
+    use crate::outcome::Status;
     use chrono::DateTime;
     use futures::future::BoxFuture;
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::probe::{Category, Outcome};
+use crate::outcome::{Category, Outcome};
 use crate::runner::{run_once, Target};
 use crate::schedule::Schedule;
 use crate::telemetry::events::{ProbeRunSkipped, ShutdownDrained};
@@ -380,7 +380,7 @@ impl Drop for DoneGuard<'_> {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::probe::{Probe, ProbeContext, Status};
+    use crate::outcome::{Probe, ProbeContext, Status};
     use crate::runner::tests::{target, TestProbe};
     use futures::future::BoxFuture;
 

@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 use super::webhook::{key_header, Poster};
 use super::{Alert, AlertEvent, DeliveryError};
 use crate::clock::Clock;
-use crate::probe::SpecProblem;
+use crate::spec::SpecProblem;
 
 /// The path of the v2 alerts API under the configured `url`.
 pub const ALERTS_PATH: &str = "/api/v2/alerts";
@@ -53,11 +53,11 @@ pub struct AlertmanagerConfig {
     /// Alertmanager's base URL, e.g. `http://127.0.0.1:9093` (a path prefix, as
     /// with `--web.route-prefix`, is kept).
     pub url: String,
-    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_timeout", with = "crate::human::duration")]
     pub timeout: Duration,
     /// How often a firing alert is posted again while it lasts (default `1m`,
     /// like Prometheus' `--rules.alert.resend-delay`).
-    #[serde(default = "default_repost", with = "crate::config::duration")]
+    #[serde(default = "default_repost", with = "crate::human::duration")]
     pub repost_every: Duration,
 }
 

@@ -23,7 +23,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
 use super::{Alert, DeliveryError, SecretSource};
-use crate::probe::SpecProblem;
+use crate::spec::SpecProblem;
 
 /// The names a template may use, each in braces.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -92,7 +92,7 @@ pub struct EmailConfig {
     /// PEM file with extra trust anchors for the server's certificate, relative
     /// to the defining file's directory (the system's roots stay trusted).
     pub ca_file: Option<String>,
-    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_timeout", with = "crate::human::duration")]
     pub timeout: Duration,
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use super::{Alert, AlertEvent};
 use crate::config::Config;
 use crate::monitor::{self, EvalContext, Monitor, MonitorState, Notice, NoticeKind, Policy};
-use crate::probe::Outcome;
+use crate::outcome::Outcome;
 use crate::store::{ResultRow, Store, StoreError};
 use crate::telemetry::events::MonitorStateChanged;
 use crate::telemetry::metrics::Metrics;
@@ -563,7 +563,7 @@ impl SharedViews {
 mod tests {
     use super::*;
     use crate::config::Loader;
-    use crate::probe::Category;
+    use crate::outcome::Category;
 
     const CONFIG: &str = r#"
 [[channel]]

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
-use crate::probe::SpecProblem;
+use crate::spec::SpecProblem;
 
 /// What every channel receives: one transition (or reminder) of a probe's
 /// monitor. It is stored as JSON in the outbox, so its fields only grow.

@@ -16,7 +16,7 @@ use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
 use super::{Alert, DeliveryError, SecretSource};
-use crate::probe::SpecProblem;
+use crate::spec::SpecProblem;
 
 /// The version of the webhook payload; it changes only when a field changes
 /// meaning or goes away (new fields may appear within a version).
@@ -57,7 +57,7 @@ pub struct WebhookConfig {
     pub secret_file: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_timeout", with = "crate::human::duration")]
     pub timeout: Duration,
 }
 
@@ -114,7 +114,7 @@ impl WebhookConfig {
 #[serde(deny_unknown_fields)]
 pub struct PresetConfig {
     pub url: String,
-    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_timeout", with = "crate::human::duration")]
     pub timeout: Duration,
 }
 

@@ -6,7 +6,6 @@
 //! through `Loader`. Each table is deserialized on its own from the spanned TOML
 //! tree, so one bad probe does not hide the errors of the next.
 
-pub mod duration;
 pub mod env;
 pub mod timestamp;
 
@@ -119,10 +118,13 @@ pub struct AgentConfig {
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent: usize,
     /// How long a shutdown waits for in-flight runs.
-    #[serde(default = "default_drain", with = "duration")]
+    #[serde(default = "default_drain", with = "crate::human::duration")]
     pub drain_timeout: Duration,
     /// A channel that has not delivered for this long raises an alert on the others.
-    #[serde(default = "default_channel_unhealthy_after", with = "duration")]
+    #[serde(
+        default = "default_channel_unhealthy_after",
+        with = "crate::human::duration"
+    )]
     pub channel_unhealthy_after: Duration,
 }
 
@@ -176,7 +178,7 @@ pub struct ApiConfig {
     pub token_file: Option<PathBuf>,
     /// On-demand runs (`POST /api/v1/probes/{name}/run`): at most one per probe
     /// per this interval; `0s` turns the limit off.
-    #[serde(default = "default_run_min_interval", with = "duration")]
+    #[serde(default = "default_run_min_interval", with = "crate::human::duration")]
     pub run_min_interval: Duration,
 }
 
@@ -282,9 +284,9 @@ struct CommonKeys {
     kind: String,
     health_set: Option<String>,
     schedule: Option<String>,
-    #[serde(default, with = "duration::option")]
+    #[serde(default, with = "crate::human::duration::option")]
     every: Option<Duration>,
-    #[serde(default, with = "duration::option")]
+    #[serde(default, with = "crate::human::duration::option")]
     timeout: Option<Duration>,
     #[serde(default)]
     alert: Vec<String>,
@@ -294,10 +296,10 @@ struct CommonKeys {
     retries: Option<u32>,
     failure_threshold: Option<u32>,
     success_threshold: Option<u32>,
-    #[serde(default, with = "duration::option")]
+    #[serde(default, with = "crate::human::duration::option")]
     remind_every: Option<Duration>,
     remind_backoff: Option<f64>,
-    #[serde(default, with = "duration::option")]
+    #[serde(default, with = "crate::human::duration::option")]
     remind_max: Option<Duration>,
     notify_resolved: Option<bool>,
     flap_low: Option<f64>,
@@ -1246,7 +1248,7 @@ struct MaintenanceKeys {
     #[serde(default)]
     health_sets: Vec<String>,
     schedule: Option<String>,
-    #[serde(default, with = "duration::option")]
+    #[serde(default, with = "crate::human::duration::option")]
     duration: Option<Duration>,
     #[serde(default, with = "timestamp::option")]
     from: Option<DateTime<Utc>>,

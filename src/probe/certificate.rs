@@ -22,7 +22,11 @@ use tokio::net::TcpStream;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use super::*;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::outcome::{Category, Outcome, Probe, ProbeContext, Status};
+use crate::spec::SpecProblem;
 
 fn default_verify() -> bool {
     true
@@ -68,9 +72,9 @@ pub struct CertificateConfig {
     /// File whose trimmed content is the PKCS#12 password.
     #[serde(default)]
     pub password_file: Option<String>,
-    #[serde(default = "default_critical_before", with = "crate::config::duration")]
+    #[serde(default = "default_critical_before", with = "crate::human::duration")]
     pub critical_before: Duration,
-    #[serde(default = "default_warn_before", with = "crate::config::duration")]
+    #[serde(default = "default_warn_before", with = "crate::human::duration")]
     pub warn_before: Duration,
     #[serde(default = "default_min_key_bits")]
     pub min_key_bits: u32,

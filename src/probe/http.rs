@@ -25,7 +25,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Category, Outcome, Probe, ProbeContext, SpecProblem};
+use crate::outcome::{Category, Outcome, Probe, ProbeContext};
+use crate::spec::SpecProblem;
 
 /// Redirects followed at most, like browsers and blackbox_exporter.
 const MAX_REDIRECTS: usize = 10;
@@ -887,7 +888,7 @@ fn json_eq(found: &Value, expected: &Value) -> bool {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
-    use crate::probe::Status;
+    use crate::outcome::Status;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     use std::net::SocketAddr;

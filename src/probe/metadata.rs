@@ -19,7 +19,10 @@ use serde_json::{Map, Value};
 
 use super::certificate::{human_duration, rfc3339};
 use super::http::ByteSize;
-use super::*;
+use futures::future::BoxFuture;
+
+use crate::outcome::{Category, Outcome, Probe, ProbeContext};
+use crate::spec::SpecProblem;
 
 fn default_critical_before() -> Duration {
     Duration::from_secs(7 * 86_400)
@@ -40,9 +43,9 @@ pub struct MetadataConfig {
     pub expect_realm: Option<String>,
     /// The issuer the document must name, exactly.
     pub expect_issuer: Option<String>,
-    #[serde(default = "default_warn_before", with = "crate::config::duration")]
+    #[serde(default = "default_warn_before", with = "crate::human::duration")]
     pub warn_before: Duration,
-    #[serde(default = "default_critical_before", with = "crate::config::duration")]
+    #[serde(default = "default_critical_before", with = "crate::human::duration")]
     pub critical_before: Duration,
     /// Larger documents (and key sets) are critical.
     #[serde(default)]

@@ -11,172 +11,13 @@ pub mod metadata;
 pub mod push;
 pub mod token;
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::clock::Clock;
-
-/// Nagios-compatible result status; `exit_code` is the plugin exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Warning,
-    Critical,
-    Unknown,
-}
-
-impl Status {
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Status::Ok => 0,
-            Status::Warning => 1,
-            Status::Critical => 2,
-            Status::Unknown => 3,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Warning => "warning",
-            Status::Critical => "critical",
-            Status::Unknown => "unknown",
-        }
-    }
-
-    /// Severity order used to combine checks: ok < warning < unknown < critical.
-    pub fn severity(self) -> u8 {
-        match self {
-            Status::Ok => 0,
-            Status::Warning => 1,
-            Status::Unknown => 2,
-            Status::Critical => 3,
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a run was not ok. Low-cardinality: it is a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    Config,
-    Network,
-    Tls,
-    Certificate,
-    Auth,
-    Protocol,
-    Timeout,
-    Push,
-    Internal,
-}
-
-impl Category {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Config => "config",
-            Category::Network => "network",
-            Category::Tls => "tls",
-            Category::Certificate => "certificate",
-            Category::Auth => "auth",
-            Category::Protocol => "protocol",
-            Category::Timeout => "timeout",
-            Category::Push => "push",
-            Category::Internal => "internal",
-        }
-    }
-}
-
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The result of one probe run. Failures are data: a bad target is an `Outcome`,
-/// never an `Err` or a panic.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub status: Status,
-    /// Set when `status` is not ok.
-    pub category: Option<Category>,
-    /// One line, safe to show anywhere: never a secret.
-    pub summary: String,
-    /// Named numbers, snake_case with a unit suffix (`seconds_left`, `key_bits`).
-    pub observations: BTreeMap<String, f64>,
-    /// Filled in by the runner.
-    pub started_at: DateTime<Utc>,
-    /// Filled in by the runner.
-    pub duration: Duration,
-}
-
-impl Outcome {
-    pub fn new(status: Status, category: Option<Category>, summary: impl Into<String>) -> Self {
-        Outcome {
-            status,
-            category: if status == Status::Ok { None } else { category },
-            summary: summary.into(),
-            observations: BTreeMap::new(),
-            started_at: DateTime::<Utc>::UNIX_EPOCH,
-            duration: Duration::ZERO,
-        }
-    }
-
-    pub fn ok(summary: impl Into<String>) -> Self {
-        Self::new(Status::Ok, None, summary)
-    }
-
-    pub fn warning(category: Category, summary: impl Into<String>) -> Self {
-        Self::new(Status::Warning, Some(category), summary)
-    }
-
-    pub fn critical(category: Category, summary: impl Into<String>) -> Self {
-        Self::new(Status::Critical, Some(category), summary)
-    }
-
-    pub fn unknown(category: Category, summary: impl Into<String>) -> Self {
-        Self::new(Status::Unknown, Some(category), summary)
-    }
-
-    /// Adds an observation (builder style).
-    pub fn with(mut self, name: &str, value: f64) -> Self {
-        self.observations.insert(name.to_string(), value);
-        self
-    }
-
-    pub fn observe(&mut self, name: &str, value: f64) {
-        self.observations.insert(name.to_string(), value);
-    }
-}
-
-/// What a probe may use while it runs. Time comes from `clock`, never from
-/// the system clock directly.
-#[derive(Clone)]
-pub struct ProbeContext {
-    pub clock: Arc<dyn Clock>,
-    /// The probe's configured timeout; the runner enforces it, probes may use it
-    /// to size their own inner deadlines (connect, read).
-    pub timeout: Duration,
-}
-
-/// A runnable probe. Implementations live one per file in this module.
-pub trait Probe: Send + Sync {
-    fn run<'a>(&'a self, ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome>;
-}
-
+use crate::outcome::Probe;
+use crate::spec::SpecProblem;
 /// Kind-specific configuration, one variant per kind. The config loader picks the
 /// variant from `kind` and deserializes the remaining keys into it (unknown keys are
 /// errors).
@@ -194,23 +35,6 @@ pub enum ProbeSpec {
 
 /// The kinds the config accepts, in the order the README documents them.
 pub const KINDS: &[&str] = &["certificate", "http", "metadata", "token", "push"];
-
-/// A problem found while validating a kind's settings: the key it concerns
-/// (empty for the table as a whole) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecProblem {
-    pub key: &'static str,
-    pub message: String,
-}
-
-impl SpecProblem {
-    pub fn new(key: &'static str, message: impl Into<String>) -> Self {
-        SpecProblem {
-            key,
-            message: message.into(),
-        }
-    }
-}
 
 impl ProbeSpec {
     pub fn kind(&self) -> &'static str {

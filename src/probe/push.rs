@@ -20,8 +20,11 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::token::{TokenClient, TokenConfig};
-use super::*;
+use futures::future::BoxFuture;
+
 use crate::alert::email::SmtpTls;
+use crate::outcome::{Category, Outcome, Probe, ProbeContext};
+use crate::spec::SpecProblem;
 
 pub const PUBLISH_PATH: &str = "/service.svc/PublishOnPremNotifications";
 const USER_AGENT: &str = "Exchange/15.00.0000.000/PushNotificationsOnPremProxy";
@@ -59,11 +62,11 @@ pub struct PushConfig {
     pub badge_url: Option<String>,
     #[serde(default = "default_pointer")]
     pub badge_pointer: String,
-    #[serde(default = "default_deadline", with = "crate::config::duration")]
+    #[serde(default = "default_deadline", with = "crate::human::duration")]
     pub deadline: Duration,
-    #[serde(default = "default_warn_latency", with = "crate::config::duration")]
+    #[serde(default = "default_warn_latency", with = "crate::human::duration")]
     pub warn_latency: Duration,
-    #[serde(default = "default_poll", with = "crate::config::duration")]
+    #[serde(default = "default_poll", with = "crate::human::duration")]
     pub poll_every: Duration,
     #[serde(default = "yes")]
     pub verify: bool,

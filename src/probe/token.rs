@@ -20,9 +20,12 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use super::metadata::{self, AuthMetadata};
-use super::*;
+use futures::future::BoxFuture;
+
 use crate::credential::{self, SigningCredential};
 use crate::jwt;
+use crate::outcome::{Category, Outcome, Probe, ProbeContext};
+use crate::spec::SpecProblem;
 
 pub const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
 pub const ACS_APP_ID: &str = "00000001-0000-0000-c000-000000000000";
@@ -60,10 +63,10 @@ pub struct TokenConfig {
     pub password_env: Option<String>,
     pub password_file: Option<String>,
     /// Clock skew against the server's `Date` header that is critical.
-    #[serde(default = "default_max_skew", with = "crate::config::duration")]
+    #[serde(default = "default_max_skew", with = "crate::human::duration")]
     pub max_skew: Duration,
     /// Clock skew that is a warning.
-    #[serde(default = "default_warn_skew", with = "crate::config::duration")]
+    #[serde(default = "default_warn_skew", with = "crate::human::duration")]
     pub warn_skew: Duration,
     #[serde(default = "yes")]
     pub verify: bool,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::metrics::{DeliveryResult, Metrics};
 use crate::monitor::MonitorState;
-use crate::probe::{Outcome, Status};
+use crate::outcome::{Outcome, Status};
 use crate::scheduler::RunRecord;
 
 /// A probe run finished (any status). Emitted by the runner inside the run's

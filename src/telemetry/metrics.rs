@@ -32,7 +32,7 @@ use opentelemetry::metrics::{self as otel_metrics, Counter, Gauge};
 use opentelemetry::KeyValue;
 
 use crate::monitor::MonitorState;
-use crate::probe::{Category, Outcome, Status};
+use crate::outcome::{Category, Outcome, Status};
 
 // blackbox_exporter-compatible, per probe: the latest run.
 pub const PROBE_SUCCESS: &str = "probe_success";

@@ -868,7 +868,7 @@ timeout = "10s"
     let o = sonde::agent::run_probe_now(p, &config.probes, clock)
         .await
         .unwrap();
-    assert_eq!(o.status, sonde::probe::Status::Ok, "{o:?}");
+    assert_eq!(o.status, sonde::outcome::Status::Ok, "{o:?}");
     assert!(o.summary.contains("badge rose from 0 to 1"), "{o:?}");
     let mail = server.message(1).await;
     let text = mail.to_string();

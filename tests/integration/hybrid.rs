@@ -11,7 +11,7 @@ use sonde::clock::{Clock, SystemClock};
 use sonde::config::Loader;
 use sonde::credential::{self, SigningCredential};
 use sonde::lab::{self, Lab, LabConfig, Running};
-use sonde::probe::{Category, Outcome, Status};
+use sonde::outcome::{Category, Outcome, Status};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::openssl;

@@ -1,6 +1,6 @@
 //! Serde helpers for humantime durations (`30s`, `10m`, `14d`) in config files.
-//! Use `#[serde(with = "crate::config::duration")]` on a `Duration` field, or
-//! `#[serde(default, with = "crate::config::duration::option")]` on an `Option<Duration>`.
+//! Use `#[serde(with = "crate::human::duration")]` on a `Duration` field, or
+//! `#[serde(default, with = "crate::human::duration::option")]` on an `Option<Duration>`.
 
 use std::time::Duration;
 
