@@ -28,7 +28,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use sonde::alert::engine::Engine;
 use sonde::alert::outbox::Dispatcher;
-use sonde::alert::Channel;
+use sonde::channel::Channel;
 use sonde::clock::SystemClock;
 use sonde::config::Loader;
 use sonde::outcome::{Category, Outcome};

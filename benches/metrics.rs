@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sonde::monitor::MonitorState;
+use sonde::outcome::RunRecord;
 use sonde::outcome::{Category, Outcome};
-use sonde::scheduler::RunRecord;
 use sonde::telemetry::events::{
     AlertDeliveryAttempted, MonitorStateChanged, OutboxDepth, ProbeRunRecorded,
 };

@@ -81,7 +81,7 @@ fn probes(schedule: impl Fn(&str) -> Schedule) -> Vec<Scheduled> {
 async fn busy(secs: u64) -> (Vec<Duration>, f64) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let sched = Scheduler::new(clock, 64, Duration::from_secs(5));
-    let (tx, mut rx) = mpsc::channel::<sonde::scheduler::RunRecord>(4096);
+    let (tx, mut rx) = mpsc::channel::<sonde::outcome::RunRecord>(4096);
     let shutdown = CancellationToken::new();
     let list = probes(|n| Schedule::every(Duration::from_secs(10), n));
     let stop = shutdown.clone();
@@ -148,7 +148,7 @@ async fn floor(secs: u64) -> Vec<Duration> {
 async fn idle(secs: u64) -> f64 {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let sched = Scheduler::new(clock, 64, Duration::from_secs(5));
-    let (tx, _rx) = mpsc::channel::<sonde::scheduler::RunRecord>(16);
+    let (tx, _rx) = mpsc::channel::<sonde::outcome::RunRecord>(16);
     let shutdown = CancellationToken::new();
     // Fires once a year: never during the window.
     let list = probes(|_| Schedule::cron("0 0 0 1 1 *").unwrap());

@@ -15,14 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::engine::{Engine, SharedViews};
 use crate::alert::outbox::{Dispatcher, ReplaceChannels};
-use crate::alert::Channel;
 use crate::api::auth::{RateLimiter, TokenSource};
 use crate::api::{ApiState, Server};
+use crate::channel::Channel;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigErrors, ProbeConfig};
 use crate::outcome::Outcome;
+use crate::outcome::RunRecord;
 use crate::runner::{run_once, Target};
-use crate::scheduler::{Replace, RunRecord, Scheduled, Scheduler};
+use crate::scheduler::{Replace, Scheduled, Scheduler};
 use crate::store::Store;
 use crate::telemetry::events::{ConfigLoaded, ProbeRunRecorded};
 use crate::telemetry::metrics::Metrics;

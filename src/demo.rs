@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::Loader;
 use crate::credential;
 use crate::lab::{self, Lab, LabConfig};
-use crate::scheduler::RunRecord;
+use crate::outcome::RunRecord;
 
 /// The shipped health set, built into the binary so that the demo runs from any
 /// directory.

@@ -168,3 +168,17 @@ pub struct ProbeContext {
 pub trait Probe: Send + Sync {
     fn run<'a>(&'a self, ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome>;
 }
+
+/// One finished run of a scheduled probe, as the scheduler hands it on to be
+/// recorded (store, telemetry, monitors).
+#[derive(Clone)]
+pub struct RunRecord {
+    pub probe: Arc<str>,
+    pub kind: &'static str,
+    pub health_set: Arc<str>,
+    /// The instant the schedule asked for.
+    pub due: DateTime<Utc>,
+    /// How late the run started against `due` (waiting for a concurrency slot included).
+    pub lateness: Duration,
+    pub outcome: Outcome,
+}

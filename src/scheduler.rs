@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::outcome::{Category, Outcome};
+use crate::outcome::{Category, Outcome, RunRecord};
 use crate::runner::{run_once, Target};
 use crate::schedule::Schedule;
 use crate::telemetry::events::{ProbeRunSkipped, ShutdownDrained};
@@ -48,19 +48,6 @@ struct Running {
     stop: CancellationToken,
     busy: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
-}
-
-/// One finished run.
-#[derive(Clone)]
-pub struct RunRecord {
-    pub probe: Arc<str>,
-    pub kind: &'static str,
-    pub health_set: Arc<str>,
-    /// The instant the schedule asked for.
-    pub due: DateTime<Utc>,
-    /// How late the run started against `due` (waiting for a concurrency slot included).
-    pub lateness: Duration,
-    pub outcome: Outcome,
 }
 
 /// Counters, readable while the scheduler runs.

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use super::{Alert, AlertEvent};
+use crate::channel::{Alert, AlertEvent};
 use crate::config::Config;
 use crate::monitor::{self, EvalContext, Monitor, MonitorState, Notice, NoticeKind, Policy};
 use crate::outcome::Outcome;

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Alert, AlertEvent, Channel, Severity};
+use crate::channel::{Alert, AlertEvent, Channel, Severity};
 use crate::clock::Clock;
 use crate::store::{OutboxEntry, Store};
 use crate::telemetry::events::{AlertDeliveryAttempted, OutboxDepth};

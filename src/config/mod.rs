@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::alert::{ChannelConfig, ChannelSpec, CHANNEL_KINDS};
+use crate::channel::{ChannelConfig, ChannelSpec, CHANNEL_KINDS};
 use crate::monitor::{
     MaintenanceWindow, DEFAULT_FAILURE_THRESHOLD, DEFAULT_FLAP_HIGH, DEFAULT_FLAP_LOW,
     DEFAULT_SUCCESS_THRESHOLD,

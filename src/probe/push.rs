@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::token::{TokenClient, TokenConfig};
 use futures::future::BoxFuture;
 
-use crate::alert::email::SmtpTls;
+use crate::channel::email::SmtpTls;
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::spec::SpecProblem;
 
@@ -395,7 +395,7 @@ impl EndToEnd {
         });
         // ca_file is trusted for the SMTP server too (a private CA's relay).
         let ca_file = cfg.ca_file.as_ref().map(|ca| base_dir.join(ca));
-        let tls = crate::alert::email::smtp_tls(&host, cfg.tls, ca_file.as_deref(), cfg.verify)?;
+        let tls = crate::channel::email::smtp_tls(&host, cfg.tls, ca_file.as_deref(), cfg.verify)?;
         let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port)
             .tls(tls)

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 
 use super::metrics::{DeliveryResult, Metrics};
 use crate::monitor::MonitorState;
+use crate::outcome::RunRecord;
 use crate::outcome::{Outcome, Status};
-use crate::scheduler::RunRecord;
 
 /// A probe run finished (any status). Emitted by the runner inside the run's
 /// span, which carries `probe` and `kind`. Log only: the runner also serves

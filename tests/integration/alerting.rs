@@ -198,7 +198,7 @@ alert = ["hook"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_channel_is_announced_on_the_others() {
     use sonde::alert::outbox::Dispatcher;
-    use sonde::alert::{Alert, AlertEvent, Channel, Severity};
+    use sonde::channel::{Alert, AlertEvent, Channel, Severity};
     use sonde::clock::SystemClock;
     use sonde::store::Store;
     use sonde::telemetry::metrics::Metrics;
@@ -313,7 +313,7 @@ async fn a_dead_channel_is_announced_on_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_channels_stop_and_keep_their_undelivered_alerts() {
     use sonde::alert::outbox::{Dispatcher, ReplaceChannels};
-    use sonde::alert::{Alert, AlertEvent, Channel, Severity};
+    use sonde::channel::{Alert, AlertEvent, Channel, Severity};
     use sonde::clock::SystemClock;
     use sonde::store::Store;
     use sonde::telemetry::metrics::Metrics;

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use chrono::Utc;
 use serde_json::Value;
-use sonde::alert::{Alert, AlertEvent, Channel, ChannelSpec, DeliveryError, Severity};
+use sonde::channel::{Alert, AlertEvent, Channel, ChannelSpec, DeliveryError, Severity};
 use tempfile::TempDir;
 
 use crate::support::{openssl, root};

@@ -394,7 +394,7 @@ async fn reply_excerpt(mut response: reqwest::Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::tests::sample;
+    use crate::channel::tests::sample;
     use serde_json::Value;
 
     fn config(url: &str) -> WebhookConfig {

@@ -87,8 +87,8 @@ pub fn payload(alert: &Alert) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::tests::sample;
-    use crate::alert::AlertEvent;
+    use crate::channel::tests::sample;
+    use crate::channel::AlertEvent;
 
     #[test]
     fn payload_is_a_message_with_one_adaptive_card() {

@@ -513,7 +513,7 @@ fn read_ca(path: &Path) -> Result<Certificate, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::tests::sample;
+    use crate::channel::tests::sample;
 
     fn config() -> EmailConfig {
         EmailConfig {

@@ -145,7 +145,7 @@ pub fn payload(alert: &Alert) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::tests::sample;
+    use crate::channel::tests::sample;
 
     #[test]
     fn payload_has_text_and_blocks() {

@@ -177,7 +177,7 @@ pub fn payload(alert: &Alert, now: DateTime<Utc>, repost_every: Duration) -> Val
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::tests::sample;
+    use crate::channel::tests::sample;
 
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-03-01T10:20:00Z")

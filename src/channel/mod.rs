@@ -1,0 +1,515 @@
+//! Alert channels: the alert every channel receives (`Alert`), the channels'
+//! configuration (one file per kind: `email`, `webhook`, `slack`, `teams`,
+//! `alertmanager`) and their delivery behind one closed enum (`Channel`).
+//!
+//! A channel is a named instance in `sonde.toml` (`[[channel]]`), routed to from
+//! probes with `alert = ["name"]`. Not here: deciding when to alert (the monitor)
+//! and retrying with backoff (`crate::alert::outbox`); a delivery is one attempt, and its
+//! `DeliveryError` says whether another attempt can help.
+//!
+//! Secrets (SMTP passwords, HMAC secrets, header values, Slack and Teams URLs,
+//! which carry their token in the path) are read at send time, so a rotated
+//! secret is used by the next delivery, and never appear in a `DeliveryError`.
+
+pub mod alertmanager;
+pub mod email;
+pub mod slack;
+pub mod teams;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Clock, SystemClock};
+use crate::spec::SpecProblem;
+
+/// What every channel receives: one transition (or reminder) of a probe's
+/// monitor. It is stored as JSON in the outbox, so its fields only grow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Idempotency key, stable across retries and restarts, e.g.
+    /// `token-issuance:17:firing`. Receivers may drop a key they have seen.
+    pub key: String,
+    pub event: AlertEvent,
+    pub severity: Severity,
+    pub probe: String,
+    pub kind: String,
+    pub health_set: String,
+    /// The monitor's state: `healthy`, `degraded`, `unhealthy`, ...
+    pub state: String,
+    pub category: Option<String>,
+    pub summary: String,
+    pub root_cause: Option<String>,
+    /// When the problem started (for a resolution: when the resolved problem started).
+    pub started_at: DateTime<Utc>,
+    /// When the problem ended; set on resolutions.
+    pub ends_at: Option<DateTime<Utc>>,
+    /// When this alert was created (not when it is sent: retries keep it).
+    pub created_at: DateTime<Utc>,
+    pub observations: BTreeMap<String, f64>,
+}
+
+/// Which kind of transition an alert announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertEvent {
+    Firing,
+    Resolved,
+    Reminder,
+    FlappingStarted,
+    FlappingStopped,
+    ChannelUnhealthy,
+}
+
+impl AlertEvent {
+    /// The name used in payloads and templates (`firing`, `flapping_started`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertEvent::Firing => "firing",
+            AlertEvent::Resolved => "resolved",
+            AlertEvent::Reminder => "reminder",
+            AlertEvent::FlappingStarted => "flapping_started",
+            AlertEvent::FlappingStopped => "flapping_stopped",
+            AlertEvent::ChannelUnhealthy => "channel_unhealthy",
+        }
+    }
+
+    /// A short upper-case title for chat messages.
+    pub fn title(self) -> &'static str {
+        match self {
+            AlertEvent::Firing => "FIRING",
+            AlertEvent::Resolved => "RESOLVED",
+            AlertEvent::Reminder => "STILL FIRING",
+            AlertEvent::FlappingStarted => "FLAPPING",
+            AlertEvent::FlappingStopped => "FLAPPING STOPPED",
+            AlertEvent::ChannelUnhealthy => "CHANNEL UNHEALTHY",
+        }
+    }
+
+    /// Whether the event ends a problem (used for colours and Alertmanager's `endsAt`).
+    pub fn is_resolution(self) -> bool {
+        matches!(self, AlertEvent::Resolved | AlertEvent::FlappingStopped)
+    }
+}
+
+impl fmt::Display for AlertEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent an alert is: the monitor's notice severity, one type for both.
+pub use crate::monitor::Severity;
+
+/// Why one delivery attempt failed. The message names the channel's host (never
+/// a URL path, query or userinfo) and never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Another attempt may succeed: network failure, timeout, HTTP 5xx, 408, 429,
+    /// SMTP 4xx. `retry_after` is the receiver's hint (HTTP `Retry-After`).
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help until the configuration or the receiver changes: HTTP
+    /// 4xx, SMTP 5xx (a rejected password, an unknown mailbox), a bad address, a
+    /// secret that cannot be read.
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl DeliveryError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        DeliveryError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        DeliveryError::Permanent {
+            message: message.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DeliveryError::Retryable { .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DeliveryError::Retryable { retry_after, .. } => *retry_after,
+            DeliveryError::Permanent { .. } => None,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            DeliveryError::Retryable { message, .. } | DeliveryError::Permanent { message } => {
+                message
+            }
+        }
+    }
+
+    /// The same error with every occurrence of each secret replaced, as a last
+    /// line of defence for text that comes from a peer (a server's reply may
+    /// echo what it was sent).
+    pub(crate) fn redacted(mut self, secrets: &[&str]) -> Self {
+        match &mut self {
+            DeliveryError::Retryable { message, .. } | DeliveryError::Permanent { message } => {
+                *message = redact(message, secrets);
+            }
+        }
+        self
+    }
+}
+
+/// `text` with every occurrence of each non-empty secret replaced by `<redacted>`.
+pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        if out.contains(s) {
+            out = out.replace(s, "<redacted>");
+        }
+    }
+    out
+}
+
+/// Where a channel reads a secret (`*_env` or `*_file`) at send time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// From a `*_env` / `*_file` pair (validation rejects both set); a relative
+    /// file is resolved against `base_dir`.
+    pub(crate) fn from_keys(
+        env: Option<&String>,
+        file: Option<&String>,
+        base_dir: &Path,
+    ) -> Option<Self> {
+        match (env, file) {
+            (Some(v), _) => Some(SecretSource::Env(v.clone())),
+            (None, Some(f)) => Some(SecretSource::File(base_dir.join(f))),
+            (None, None) => None,
+        }
+    }
+
+    /// Reads the secret. A file's trailing line break is dropped. An unset
+    /// variable, an unreadable file or an empty secret is a permanent error that
+    /// names where it looked, never what it found.
+    pub(crate) async fn read(&self, what: &str) -> Result<String, DeliveryError> {
+        let value = match self {
+            SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                DeliveryError::permanent(format!("{what} variable {var} is not set"))
+            })?,
+            SecretSource::File(path) => {
+                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                    DeliveryError::permanent(format!(
+                        "cannot read {what} file {}: {}",
+                        path.display(),
+                        e.kind()
+                    ))
+                })?;
+                text.trim_end_matches(['\r', '\n']).to_string()
+            }
+        };
+        if value.is_empty() {
+            let from = match self {
+                SecretSource::Env(var) => format!("variable {var}"),
+                SecretSource::File(path) => format!("file {}", path.display()),
+            };
+            return Err(DeliveryError::permanent(format!("{what} {from} is empty")));
+        }
+        Ok(value)
+    }
+}
+
+/// Kind-specific channel settings, one variant per kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelSpec {
+    Email(email::EmailConfig),
+    Webhook(webhook::WebhookConfig),
+    Slack(webhook::PresetConfig),
+    Teams(webhook::PresetConfig),
+    Alertmanager(alertmanager::AlertmanagerConfig),
+}
+
+pub const CHANNEL_KINDS: &[&str] = &["email", "webhook", "slack", "teams", "alertmanager"];
+
+impl ChannelSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChannelSpec::Email(_) => "email",
+            ChannelSpec::Webhook(_) => "webhook",
+            ChannelSpec::Slack(_) => "slack",
+            ChannelSpec::Teams(_) => "teams",
+            ChannelSpec::Alertmanager(_) => "alertmanager",
+        }
+    }
+
+    pub fn deserialize<'de, D>(kind: &str, de: D) -> Result<Option<Self>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        Ok(Some(match kind {
+            "email" => ChannelSpec::Email(Deserialize::deserialize(de)?),
+            "webhook" => ChannelSpec::Webhook(Deserialize::deserialize(de)?),
+            "slack" => ChannelSpec::Slack(Deserialize::deserialize(de)?),
+            "teams" => ChannelSpec::Teams(Deserialize::deserialize(de)?),
+            "alertmanager" => ChannelSpec::Alertmanager(Deserialize::deserialize(de)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    pub fn validate(&self) -> Vec<SpecProblem> {
+        match self {
+            ChannelSpec::Email(c) => c.validate(),
+            ChannelSpec::Webhook(c) => c.validate(),
+            ChannelSpec::Slack(c) | ChannelSpec::Teams(c) => c.validate(),
+            ChannelSpec::Alertmanager(c) => c.validate(),
+        }
+    }
+}
+
+/// A configured channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub spec: ChannelSpec,
+    /// Relative paths in `spec` (`*_file`, `ca_file`) resolve against this
+    /// directory: the one of the file that defines the channel.
+    pub base_dir: PathBuf,
+}
+
+impl ChannelConfig {
+    /// The channel ready to deliver (`Channel::new` with this config's directory).
+    pub fn build(&self) -> Result<Channel, String> {
+        Channel::new(&self.name, &self.spec, &self.base_dir)
+    }
+}
+
+/// A channel ready to deliver: built once from its spec, used for every alert.
+pub struct Channel {
+    name: String,
+    inner: Inner,
+}
+
+/// One variant per kind; each kind's delivery lives in its own file.
+enum Inner {
+    Email(email::EmailChannel),
+    Webhook(webhook::WebhookChannel),
+    Slack(slack::SlackChannel),
+    Teams(teams::TeamsChannel),
+    Alertmanager(alertmanager::AlertmanagerChannel),
+}
+
+impl Channel {
+    /// Builds the channel named `name`; `base_dir` (the directory of the file that
+    /// defines it) resolves relative `*_file` and `ca_file` paths. Fails on an
+    /// invalid spec (the first validation problem) or an unreadable `ca_file`.
+    /// Secrets are not read here but at each delivery.
+    pub fn new(name: &str, spec: &ChannelSpec, base_dir: &Path) -> Result<Channel, String> {
+        Channel::with_clock(name, spec, base_dir, Arc::new(SystemClock))
+    }
+
+    /// Like `new`, with the clock that dates what a channel computes at send time
+    /// (Alertmanager's `endsAt` for firing alerts).
+    pub fn with_clock(
+        name: &str,
+        spec: &ChannelSpec,
+        base_dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Channel, String> {
+        if let Some(p) = spec.validate().into_iter().next() {
+            return Err(format!("{}: {}", p.key, p.message));
+        }
+        let inner = match spec {
+            ChannelSpec::Email(c) => Inner::Email(email::EmailChannel::new(c, base_dir)?),
+            ChannelSpec::Webhook(c) => Inner::Webhook(webhook::WebhookChannel::new(c, base_dir)?),
+            ChannelSpec::Slack(c) => Inner::Slack(slack::SlackChannel::new(c)?),
+            ChannelSpec::Teams(c) => Inner::Teams(teams::TeamsChannel::new(c)?),
+            ChannelSpec::Alertmanager(c) => {
+                Inner::Alertmanager(alertmanager::AlertmanagerChannel::new(c, clock)?)
+            }
+        };
+        Ok(Channel {
+            name: name.to_string(),
+            inner,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.inner {
+            Inner::Email(_) => "email",
+            Inner::Webhook(_) => "webhook",
+            Inner::Slack(_) => "slack",
+            Inner::Teams(_) => "teams",
+            Inner::Alertmanager(_) => "alertmanager",
+        }
+    }
+
+    /// One delivery attempt. Safe to repeat with the same alert: every kind
+    /// carries `alert.key` so that the receiver can recognise a repeat.
+    pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        match &self.inner {
+            Inner::Email(c) => c.deliver(alert).await,
+            Inner::Webhook(c) => c.deliver(alert).await,
+            Inner::Slack(c) => c.deliver(alert).await,
+            Inner::Teams(c) => c.deliver(alert).await,
+            Inner::Alertmanager(c) => c.deliver(alert).await,
+        }
+    }
+
+    /// How often the outbox must deliver the latest firing alert of a problem
+    /// again while it lasts, or `None` when once is enough. Alertmanager forgets
+    /// an alert whose `endsAt` has passed, so its channel needs this (see
+    /// `alertmanager::AlertmanagerConfig::repost_every`).
+    pub fn repost_interval(&self) -> Option<Duration> {
+        match &self.inner {
+            Inner::Alertmanager(c) => Some(c.repost_interval()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only the name and kind: the rest holds URLs that may be secrets.
+        f.debug_struct("Channel")
+            .field("name", &self.name)
+            .field("kind", &self.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks that `url` is an absolute http(s) URL; shared by the HTTP-based channels.
+/// The message never echoes the URL (Slack and Teams URLs are secrets).
+pub(crate) fn check_http_url(key: &'static str, url: &str, problems: &mut Vec<SpecProblem>) {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        Ok(u) => problems.push(SpecProblem::new(
+            key,
+            format!("`{}` is not an http(s) URL", u.scheme()),
+        )),
+        Err(e) => problems.push(SpecProblem::new(key, format!("invalid URL: {e}"))),
+    }
+}
+
+/// Checks a channel's `timeout`.
+pub(crate) fn check_timeout(timeout: Duration, problems: &mut Vec<SpecProblem>) {
+    if timeout.is_zero() {
+        problems.push(SpecProblem::new("timeout", "must be more than 0s"));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An alert with every field set, for the kinds' tests.
+    pub(crate) fn sample() -> Alert {
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap()
+        };
+        Alert {
+            key: "token-issuance:17:firing".into(),
+            event: AlertEvent::Firing,
+            severity: Severity::Critical,
+            probe: "token-issuance".into(),
+            kind: "token".into(),
+            health_set: "PushNotifications.Proxy".into(),
+            state: "unhealthy".into(),
+            category: Some("auth".into()),
+            summary: "ACS rejected the assertion (HTTP 401): AADSTS700027".into(),
+            root_cause: Some("oauth-certificate".into()),
+            started_at: at("2026-03-01T10:00:00Z"),
+            ends_at: None,
+            created_at: at("2026-03-01T10:15:00Z"),
+            observations: BTreeMap::from([("latency_seconds".into(), 0.25)]),
+        }
+    }
+
+    #[test]
+    fn alert_round_trips_through_json_with_snake_case_names() {
+        let mut a = sample();
+        a.event = AlertEvent::FlappingStarted;
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(text.contains(r#""event":"flapping_started""#), "{text}");
+        assert!(text.contains(r#""severity":"critical""#), "{text}");
+        assert!(
+            text.contains(r#""started_at":"2026-03-01T10:00:00Z""#),
+            "{text}"
+        );
+        let back: Alert = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn event_names_match_their_serde_names() {
+        for e in [
+            AlertEvent::Firing,
+            AlertEvent::Resolved,
+            AlertEvent::Reminder,
+            AlertEvent::FlappingStarted,
+            AlertEvent::FlappingStopped,
+            AlertEvent::ChannelUnhealthy,
+        ] {
+            assert_eq!(
+                serde_json::to_value(e).unwrap(),
+                serde_json::Value::String(e.as_str().into())
+            );
+        }
+    }
+
+    #[test]
+    fn redact_replaces_every_occurrence_and_ignores_empty_secrets() {
+        assert_eq!(
+            redact("pw=hunter2, again hunter2", &["hunter2", ""]),
+            "pw=<redacted>, again <redacted>"
+        );
+        let e = DeliveryError::permanent("535 bad password hunter2").redacted(&["hunter2"]);
+        assert_eq!(e.to_string(), "535 bad password <redacted>");
+        assert!(!e.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn secret_errors_name_the_source_not_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = SecretSource::File(dir.path().join("nope"));
+        let e = missing.read("password").await.unwrap_err();
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains("cannot read password file"), "{e}");
+
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "s3cr3t-value\n").unwrap();
+        let file = SecretSource::File(path.clone());
+        assert_eq!(file.read("secret").await.unwrap(), "s3cr3t-value");
+
+        std::fs::write(&path, "\n").unwrap();
+        let e = file.read("secret").await.unwrap_err();
+        assert!(e.to_string().ends_with("is empty"), "{e}");
+
+        let env = SecretSource::Env("SONDE_TEST_SURELY_UNSET_VARIABLE".into());
+        let e = env.read("password").await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "password variable SONDE_TEST_SURELY_UNSET_VARIABLE is not set"
+        );
+    }
+}
