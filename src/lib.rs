@@ -31,4 +31,3 @@ pub mod secret;
 pub mod spec;
 pub mod store;
 pub mod telemetry;
-pub mod tls;

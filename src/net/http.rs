@@ -47,17 +47,17 @@ pub fn client_with_pool(
 /// roots plus `ca_file` when `verify`, any chain (handshake signatures still
 /// checked) otherwise; ALPN offers h2 and http/1.1.
 pub fn tls_config(verify: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    let provider = crate::tls::provider();
+    let provider = crate::net::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
     let mut config = if verify {
-        let roots = crate::tls::roots(ca_file)?;
+        let roots = crate::net::tls::roots(ca_file)?;
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::tls::AcceptAnyServerCert::new(
+            .with_custom_certificate_verifier(Arc::new(crate::net::tls::AcceptAnyServerCert::new(
                 &provider,
             )))
             .with_no_client_auth()

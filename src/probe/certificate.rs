@@ -532,7 +532,7 @@ impl CertificateProbe {
                 let name = cfg.server_name.clone().unwrap_or_else(|| host.clone());
                 let server_name =
                     ServerName::try_from(name).map_err(|e| format!("server_name: {e}"))?;
-                let provider = crate::tls::provider();
+                let provider = crate::net::tls::provider();
                 let verifier = if cfg.verify {
                     let ca_file = cfg.ca_file.as_deref().map(|f| resolve(base_dir, f));
                     build_verifier(ca_file.as_deref(), &provider)?
@@ -546,7 +546,7 @@ impl CertificateProbe {
                     // Let the handshake finish whatever the chain; it is verified
                     // afterwards, so that a bad chain's dates are still reported.
                     .with_custom_certificate_verifier(Arc::new(
-                        crate::tls::AcceptAnyServerCert::new(&provider),
+                        crate::net::tls::AcceptAnyServerCert::new(&provider),
                     ))
                     .with_no_client_auth();
                 Source::Endpoint(Box::new(Endpoint {
@@ -568,7 +568,7 @@ impl CertificateProbe {
 /// certificates that fail to load are skipped. With no anchors at all, every run
 /// reports that the chain cannot be verified (the inner `Err`).
 fn build_verifier(ca_file: Option<&Path>, provider: &Arc<CryptoProvider>) -> Result<Trust, String> {
-    let roots = crate::tls::roots(ca_file)?;
+    let roots = crate::net::tls::roots(ca_file)?;
     if roots.is_empty() {
         return Ok(Err(
             "no trust anchors (no system roots and no ca_file)".to_string()

@@ -2,11 +2,12 @@
 //! codes, body substrings, JSON pointer assertions and a cap on the body size.
 //!
 //! Lives here: the kind's settings (`HttpConfig`) and their pure validation, the
-//! client built once per probe (its own rustls config with an explicit ring provider,
-//! so no process-wide provider is needed; no connection reuse between runs, so every
-//! run measures a fresh connection like blackbox_exporter), the run, and how request
-//! errors map to categories. Not here: timeouts, timing, spans and shared metrics,
-//! which the runner owns.
+//! client built once per probe (the TLS settings of `crate::net::http`, plus
+//! redirects and no connection reuse between runs, so every run measures a fresh
+//! connection like blackbox_exporter), the run, and how request errors map to
+//! categories. Not here: the shared HTTP pieces (`crate::net::http`: TLS config,
+//! capped body reads, error classes) and timeouts, timing, spans and shared
+//! metrics, which the runner owns.
 //!
 //! Summaries never carry request headers, the request body or the URL's userinfo:
 //! those may hold credentials.
