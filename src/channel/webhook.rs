@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Alert, DeliveryError};
 use crate::clock::{Clock, SystemClock};
-use crate::net::http::{check_url_key, error_chain, origin as shown_url, read_prefix, retry_after};
+use crate::net::http::{check_url_key, error_chain, origin, read_prefix, retry_after};
 use crate::secret::SecretSource;
 use crate::spec::SpecProblem;
 
@@ -68,7 +68,7 @@ impl fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let headers: Vec<&str> = self.headers.keys().map(String::as_str).collect();
         f.debug_struct("WebhookConfig")
-            .field("url", &shown_url(&self.url))
+            .field("url", &origin(&self.url))
             .field("secret_env", &self.secret_env)
             .field("secret_file", &self.secret_file)
             .field("headers", &headers)
@@ -124,7 +124,7 @@ pub struct PresetConfig {
 impl fmt::Debug for PresetConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PresetConfig")
-            .field("url", &shown_url(&self.url))
+            .field("url", &origin(&self.url))
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -227,8 +227,8 @@ pub(crate) fn key_header(alert: &Alert) -> Result<HeaderValue, DeliveryError> {
 /// One JSON POST to a fixed URL with sonde's HTTP client (its rustls setup, no
 /// proxies from the environment, no redirects), and the reply mapped to a
 /// `DeliveryError`: 2xx is delivered; 408, 425, 429 and 5xx are retryable (with
-/// `Retry-After`, in seconds or as an HTTP-date); anything else, redirects included, is
-/// permanent. Errors name `scheme://host[:port]` only.
+/// `Retry-After`, in seconds or as an HTTP-date); anything else, redirects
+/// included, is permanent. Errors name `scheme://host[:port]` only.
 pub(crate) struct Poster {
     what: &'static str,
     client: reqwest::Client,
@@ -258,7 +258,7 @@ impl Poster {
         Ok(Poster {
             what,
             client,
-            shown: shown_url(url.as_str()),
+            shown: origin(url.as_str()),
             url,
             timeout,
             url_secrets,

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use futures::future::BoxFuture;
 
 use crate::human::{format_duration, rfc3339, ByteSize};
-use crate::net::http::{read_capped, without_userinfo as shown, BodyError};
+use crate::net::http::{read_capped, without_userinfo, BodyError};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::spec::SpecProblem;
 
@@ -318,12 +318,16 @@ async fn get_document(
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| Outcome::request_failure(&e, &format!("GET {}", shown(&parsed))))?;
+        .map_err(|e| Outcome::request_failure(&e, &format!("GET {}", without_userinfo(&parsed))))?;
     let status = response.status();
     if !status.is_success() {
         return Err(Outcome::critical(
             Category::Protocol,
-            format!("GET {} answered HTTP {}", shown(&parsed), status.as_u16()),
+            format!(
+                "GET {} answered HTTP {}",
+                without_userinfo(&parsed),
+                status.as_u16()
+            ),
         ));
     }
     let body = read_capped(&mut response, max_body)
@@ -331,7 +335,7 @@ async fn get_document(
         .map_err(|e| match e {
             BodyError::TooLarge(_) => too_large(&parsed, max_body),
             BodyError::Read(e) => {
-                Outcome::request_failure(&e, &format!("reading {}", shown(&parsed)))
+                Outcome::request_failure(&e, &format!("reading {}", without_userinfo(&parsed)))
             }
         })?;
     stats.latency += start.elapsed();
@@ -342,7 +346,11 @@ async fn get_document(
 fn too_large(url: &reqwest::Url, max: u64) -> Outcome {
     Outcome::critical(
         Category::Protocol,
-        format!("{} is larger than max_body ({})", shown(url), ByteSize(max)),
+        format!(
+            "{} is larger than max_body ({})",
+            without_userinfo(url),
+            ByteSize(max)
+        ),
     )
 }
 

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::token::{TokenClient, TokenConfig};
 use futures::future::BoxFuture;
 
-use crate::net::http::{check_url_key as check_url, read_prefix};
+use crate::net::http::{check_url_key, read_prefix};
 use crate::net::smtp::{lettre_tls, SmtpTls};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::secret::SecretSource;
@@ -100,7 +100,7 @@ fn yes() -> bool {
 impl PushConfig {
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
-        check_url("proxy_url", &self.proxy_url, &mut p);
+        check_url_key("proxy_url", &self.proxy_url, &mut p);
         match self.mode {
             Mode::Connectivity => {
                 if self.token_probe.is_none() {
@@ -144,7 +144,7 @@ impl PushConfig {
                     }
                 }
                 if let Some(u) = &self.badge_url {
-                    check_url("badge_url", u, &mut p);
+                    check_url_key("badge_url", u, &mut p);
                 }
                 if !self.badge_pointer.is_empty() && !self.badge_pointer.starts_with('/') {
                     p.push(SpecProblem::new(

@@ -25,7 +25,7 @@ use futures::future::BoxFuture;
 use crate::credential::{self, SigningCredential};
 use crate::human::format_duration;
 use crate::jwt;
-use crate::net::http::{read_capped, without_credentials as shown, BodyError};
+use crate::net::http::{read_capped, without_credentials, BodyError};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::secret::SecretSource;
 use crate::spec::SpecProblem;
@@ -383,7 +383,10 @@ impl TokenClient {
             .instrument(request.clone())
             .await
             .map_err(|e| {
-                Outcome::request_failure(&e, &format!("token request to {}", shown(&endpoint_url)))
+                Outcome::request_failure(
+                    &e,
+                    &format!("token request to {}", without_credentials(&endpoint_url)),
+                )
             })?;
         let status = response.status();
         let server_date = response
