@@ -243,6 +243,20 @@ mod tests {
     }
 
     #[test]
+    fn variables_follow_the_same_rule() {
+        // Names of their own: tests run in parallel in one process.
+        std::env::set_var("SONDE_TEST_SECRET_SPACED", " pw word \r\n");
+        std::env::set_var("SONDE_TEST_SECRET_EMPTY", "\n");
+        let spaced = SecretSource::Env("SONDE_TEST_SECRET_SPACED".into());
+        assert_eq!(spaced.read_blocking("password").unwrap(), " pw word ");
+        let empty = SecretSource::Env("SONDE_TEST_SECRET_EMPTY".into());
+        assert_eq!(
+            empty.read_blocking("secret").unwrap_err().to_string(),
+            "secret variable SONDE_TEST_SECRET_EMPTY is empty"
+        );
+    }
+
+    #[test]
     fn redact_replaces_every_occurrence_and_ignores_empty_secrets() {
         assert_eq!(
             redact("pw=hunter2, again hunter2", &["hunter2", ""]),

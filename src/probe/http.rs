@@ -26,8 +26,8 @@ use tokio::time::Instant;
 
 use crate::human::ByteSize;
 use crate::net::http::{
-    classify, error_chain, read_capped, tls_config, without_userinfo, BodyError, ErrorClass,
-    RedirectError, USER_AGENT,
+    check_url, classify, error_chain, read_capped, tls_config, without_userinfo, BodyError,
+    ErrorClass, RedirectError, UrlError, USER_AGENT,
 };
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::spec::SpecProblem;
@@ -114,19 +114,13 @@ impl HttpConfig {
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut problems = Vec::new();
 
-        match Url::parse(&self.url) {
-            Err(e) => problems.push(SpecProblem::new("url", format!("invalid URL: {e}"))),
-            Ok(url) => {
-                if url.scheme() != "http" && url.scheme() != "https" {
-                    problems.push(SpecProblem::new(
-                        "url",
-                        format!(
-                            "scheme `{}` is not supported: use http or https",
-                            url.scheme()
-                        ),
-                    ));
-                }
-            }
+        match check_url(&self.url) {
+            Ok(_) => {}
+            Err(UrlError::NotHttp { scheme }) => problems.push(SpecProblem::new(
+                "url",
+                format!("scheme `{scheme}` is not supported: use http or https"),
+            )),
+            Err(e) => problems.push(SpecProblem::new("url", e.to_string())),
         }
 
         match Method::from_bytes(self.method.as_bytes()) {
