@@ -135,9 +135,8 @@ impl Schedule {
         let schedule = Schedule::cron(text)?;
         if schedule.next_after(now).is_none() {
             return Err(format!(
-                "cron `{}` never fires after now ({}): its last instant has passed",
-                text.trim(),
-                now.format("%Y-%m-%d %H:%M:%S UTC")
+                "cron `{}` never fires after now: all its instants have passed",
+                text.trim()
             ));
         }
         Ok(schedule)
@@ -427,7 +426,6 @@ mod tests {
         let now = t("2026-03-01T10:00:00Z");
         let err = Schedule::cron_after("0 0 0 1 1 * 1980", now).unwrap_err();
         assert!(err.contains("never fires after now"), "{err}");
-        assert!(err.contains("2026-03-01 10:00:00 UTC"), "{err}");
         // The same expression with a year still to come is fine.
         assert!(Schedule::cron_after("0 0 0 1 1 * 2030", now).is_ok());
         assert!(Schedule::cron_after("@daily", now).is_ok());
