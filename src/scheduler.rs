@@ -302,7 +302,14 @@ async fn probe_loop(ctx: LoopCtx) {
                 ctx.running.clone(),
             ));
         }
-        let Some(next) = schedule.next_after(due) else {
+        // Instants already past (the wall clock stepped forward, the host was
+        // suspended) are not replayed: firing through them would busy-loop
+        // without yielding, one skipped fire each.
+        let next = schedule
+            .next_after(due)
+            .filter(|next| *next >= ctx.clock.now())
+            .or_else(|| schedule.next_after(ctx.clock.now()));
+        let Some(next) = next else {
             return; // the schedule has no more fire times
         };
         due = next;
@@ -963,5 +970,42 @@ mod tests {
             edited[1] >= swap_at && edited[1] - swap_at < minute,
             "{edited:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_step_forward_does_not_replay_the_missed_fires() {
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let sched = Scheduler::new(dyn_clock, 2, Duration::from_secs(1));
+        let stats = sched.stats();
+        let (tx, mut rx) = mpsc::channel(100_000);
+        let shutdown = CancellationToken::new();
+        let s = Schedule::every(Duration::from_secs(1), "tick");
+        let probes = vec![scheduled(
+            "tick",
+            s,
+            Duration::ZERO,
+            Duration::from_secs(5),
+            false,
+        )];
+        let stop = shutdown.clone();
+        let handle = tokio::spawn(async move { sched.run(probes, tx, stop).await });
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        // A day passes in an instant (a suspended VM resumes).
+        clock.set(t("2026-03-02T00:00:10Z"));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        shutdown.cancel();
+        handle.await.unwrap();
+        let mut recs = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            recs.push(r);
+        }
+        let fired = stats.fired.load(Ordering::Relaxed);
+        assert!(fired <= 23, "a day of 1 s fires replayed: {fired}");
+        let after_step = recs
+            .iter()
+            .filter(|r| r.due >= t("2026-03-02T00:00:00Z"))
+            .count();
+        assert!((9..=11).contains(&after_step), "{after_step}");
     }
 }
