@@ -182,13 +182,21 @@ async fn sighup_applies_a_new_config_and_post_reload_refuses_an_invalid_one() {
     assert!(log.contains("configuration reloaded"), "{log}");
 }
 
-/// `n` probe names whose first run comes within `within` of their start (the
-/// splay inside the first-run minute derives from the name), so that the test
-/// waits seconds rather than a minute.
+/// `n` names of hourly probes whose first run comes within `within` of their
+/// start, so that the test waits seconds rather than a minute: the splay inside
+/// the first-run minute derives from the name, and a name whose own hourly
+/// instant falls within the next minutes (it would be the first run) is left out.
 fn names_with_an_early_first_run(n: usize, within: Duration) -> Vec<String> {
+    use sonde::clock::Clock;
+    use sonde::schedule::{first_run_splay, Schedule};
+    let now = sonde::clock::SystemClock.now();
+    let clear = now + chrono::Duration::minutes(3);
     (0..)
         .map(|i| format!("hourly-{i}"))
-        .filter(|name| sonde::schedule::first_run_splay(name) < within)
+        .filter(|name| {
+            let hourly = Schedule::every(Duration::from_secs(3600), name);
+            first_run_splay(name) < within && hourly.next_after(now).is_some_and(|t| t > clear)
+        })
         .take(n)
         .collect()
 }
