@@ -87,6 +87,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
         },
         Command::Validate => match loaded {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 let enabled = c.probes.iter().filter(|p| p.enabled).count();
                 println!(
                     "{}: valid: {} probe{} ({enabled} enabled), {} channel{}",
@@ -173,6 +176,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
                     None
                 }
             };
+            for w in &c.warnings {
+                tracing::warn!(warning = %w, "configuration warning");
+            }
             let result = run_agent(c).await;
             if let Some(o) = otel {
                 // Flushing blocks on the exporters' threads.
