@@ -360,21 +360,47 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 struct Source {
     path: PathBuf,
     text: String,
+    lines: LineIndex,
 }
 
 impl Source {
+    fn new(path: PathBuf, text: String) -> Self {
+        let lines = LineIndex::new(&text);
+        Source { path, text, lines }
+    }
+
     fn position(&self, offset: usize) -> (usize, usize) {
-        position_in(&self.text, offset)
+        self.lines.position(&self.text, offset)
     }
 }
 
-fn position_in(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..floor_char_boundary(text, offset)];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |p| p + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
+/// Where each line of a text starts, computed once per file: turning an offset
+/// into line:column is then a binary search and a walk along one line, so that
+/// locating every table of a large file stays linear in its size.
+struct LineIndex {
+    /// Byte offset of the first character of each line; `starts[0]` is 0.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset` of `text`, the
+    /// text this index was made from. An offset inside a character counts as
+    /// that character; one past the end is the position after the last character.
+    fn position(&self, text: &str, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(text, offset.min(text.len()));
+        // starts[0] == 0 <= offset, so at least one line starts at or before it.
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        let column = text[start..offset].chars().count() + 1;
+        (line, column)
+    }
 }
 
 fn floor_char_boundary(text: &str, mut i: usize) -> usize {
@@ -619,9 +645,10 @@ impl Loader<'_> {
             }
         };
         let (text, subst_errors) = env::substitute(&raw, self.env);
+        let raw_lines = LineIndex::new(if subst_errors.is_empty() { "" } else { &raw });
         let mut subst_lines = HashSet::new();
         for e in subst_errors {
-            let (line, column) = position_in(&raw, e.offset);
+            let (line, column) = raw_lines.position(&raw, e.offset);
             subst_lines.insert(line);
             errors.push(ConfigError {
                 file: path.to_path_buf(),
@@ -631,10 +658,7 @@ impl Loader<'_> {
                 message: e.message,
             });
         }
-        let src = Source {
-            path: path.to_path_buf(),
-            text,
-        };
+        let src = Source::new(path.to_path_buf(), text);
         let first = errors.len();
         self.parse_source(&src, main, parts, errors);
         // A failed substitution leaves a hole in the text; what the parser then
@@ -1718,6 +1742,31 @@ notify_resolved = false
 flap_low = 10
 flap_high = 45.5
 "#;
+
+    #[test]
+    fn positions_count_characters_and_find_the_last_line() {
+        // "é" is two bytes, "€" three: columns count characters, not bytes.
+        let text = "a = 1\nné = \"€x\"\n\nlast = 2";
+        let lines = LineIndex::new(text);
+        let at = |needle: &str| lines.position(text, text.find(needle).unwrap());
+        assert_eq!(at("a ="), (1, 1));
+        assert_eq!(at("\nné"), (1, 6), "the line break belongs to its line");
+        assert_eq!(at("né"), (2, 1));
+        assert_eq!(at("= \""), (2, 4));
+        assert_eq!(at("x\""), (2, 8));
+        assert_eq!(at("\nlast"), (3, 1), "an empty line");
+        assert_eq!(at("last"), (4, 1));
+        // The last line has no line break; the end is just past its last character.
+        assert_eq!(lines.position(text, text.len()), (4, 9));
+        assert_eq!(lines.position(text, text.len() + 10), (4, 9));
+        // An offset inside "€" counts as "€" itself.
+        let euro = text.find('€').unwrap();
+        assert_eq!(lines.position(text, euro + 1), (2, 7));
+        // A text that ends with a line break has an empty last line.
+        let text = "x = 1\n";
+        assert_eq!(LineIndex::new(text).position(text, text.len()), (2, 1));
+        assert_eq!(LineIndex::new("").position("", 0), (1, 1));
+    }
 
     #[test]
     fn monitor_keys_have_defaults_and_are_read() {
