@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod alert;
 pub mod api;
+pub mod build;
 pub mod channel;
 pub mod cli;
 pub mod clock;

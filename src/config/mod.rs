@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::channel::{ChannelConfig, ChannelSpec, CHANNEL_KINDS};
+use crate::channel::{ChannelSpec, CHANNEL_KINDS};
 use crate::monitor::{
     MaintenanceWindow, DEFAULT_FAILURE_THRESHOLD, DEFAULT_FLAP_HIGH, DEFAULT_FLAP_LOW,
     DEFAULT_SUCCESS_THRESHOLD,
@@ -263,11 +263,90 @@ pub struct ProbeConfig {
     pub flap_low: f64,
     pub flap_high: f64,
     pub spec: ProbeSpec,
-    /// The file that defines the probe, and the line of its table.
-    pub file: PathBuf,
-    pub line: usize,
+    /// Where the probe's table and its keys sit.
+    pub site: Site,
     /// Relative paths in `spec` resolve against this directory.
     pub base_dir: PathBuf,
+}
+
+/// A configured channel (`[[channel]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub spec: ChannelSpec,
+    /// Where the channel's table and its keys sit.
+    pub site: Site,
+    /// Relative paths in `spec` (`*_file`, `ca_file`) resolve against this
+    /// directory: the one of the file that defines the channel.
+    pub base_dir: PathBuf,
+}
+
+impl ChannelConfig {
+    /// The channel ready to deliver (`Channel::new` with this config's directory).
+    pub fn build(&self) -> Result<crate::channel::Channel, crate::spec::BuildError> {
+        crate::channel::Channel::new(&self.name, &self.spec, &self.base_dir)
+    }
+}
+
+/// Where a `[[probe]]` or `[[channel]]` table sits: its file, its key path and
+/// the position of the table and of each of its keys, so that a problem found
+/// after loading (when building) points at the key it concerns, in the file
+/// that defines the table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Site {
+    pub file: PathBuf,
+    /// The table's key path within its file, e.g. `probe[3]`.
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+    /// Each key of the table with the line and column of its value.
+    keys: Vec<(Box<str>, u32, u32)>,
+}
+
+impl Site {
+    fn new(src: &Source, path: &str, table: &Spanned<DeValue<'_>>) -> Self {
+        let (line, column) = src.position(table.span().start);
+        let keys = match table.get_ref() {
+            DeValue::Table(t) => t
+                .iter()
+                .map(|(k, v)| {
+                    let (line, column) = src.position(v.span().start);
+                    let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                    (k.get_ref().as_ref().into(), narrow(line), narrow(column))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Site {
+            file: src.path.clone(),
+            path: path.to_string(),
+            line,
+            column,
+            keys,
+        }
+    }
+
+    /// A problem with `key` of this table (empty: the table as a whole), placed
+    /// at the key's value when the table sets it, at the table otherwise.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let at = self
+            .keys
+            .iter()
+            .find(|(k, _, _)| !key.is_empty() && &**k == key)
+            .map(|&(_, line, column)| (line as usize, column as usize));
+        let (line, column) = at.unwrap_or((self.line, self.column));
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key: if key.is_empty() {
+                self.path.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            },
+            message: message.into(),
+        }
+    }
 }
 
 impl ProbeConfig {
@@ -1035,7 +1114,7 @@ fn parse_probe(
     if !ok {
         return None;
     }
-    let (line, _) = report.src.position(table.span().start);
+    let site = Site::new(report.src, prefix, &table);
     let at = |key: &str| -> Vec<Located> {
         item_spans(&table, key)
             .into_iter()
@@ -1087,8 +1166,7 @@ fn parse_probe(
             flap_low,
             flap_high,
             spec,
-            file: report.src.path.clone(),
-            line,
+            site,
             base_dir: base_dir.to_path_buf(),
         },
     })
@@ -1450,25 +1528,24 @@ fn parse_channel(
             return None;
         }
     };
-    let spec = match ChannelSpec::deserialize(&common.kind, kind_v.clone().into_deserializer()) {
-        Ok(Some(spec)) => spec,
-        Ok(None) => {
-            report.at(
-                value_span(&table, "kind"),
-                format!("{prefix}.kind"),
-                format!(
-                    "unknown channel kind `{}`; expected one of {}",
-                    common.kind,
-                    CHANNEL_KINDS.join(", ")
-                ),
-            );
-            return None;
-        }
-        Err(e) => {
-            report.de_error(e, prefix, &kind_v);
-            return None;
-        }
-    };
+    if !CHANNEL_KINDS.contains(&common.kind.as_str()) {
+        report.at(
+            value_span(&table, "kind"),
+            format!("{prefix}.kind"),
+            format!(
+                "unknown channel kind `{}`; expected one of {}",
+                common.kind,
+                CHANNEL_KINDS.join(", ")
+            ),
+        );
+        return None;
+    }
+    // Every unknown or bad key of the kind, not only the first.
+    let kind = common.kind.as_str();
+    let spec = deserialize_all(report, prefix, &kind_v, |v| {
+        ChannelSpec::deserialize(kind, v.into_deserializer())?
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown channel kind `{kind}`")))
+    })?;
     let mut ok = true;
     for problem in spec.validate() {
         report.at(
@@ -1495,6 +1572,7 @@ fn parse_channel(
         ChannelConfig {
             name: common.name,
             spec,
+            site: Site::new(report.src, prefix, &table),
             base_dir: base_dir.to_path_buf(),
         },
         at,

@@ -21,8 +21,9 @@ use super::certificate::{human_duration, rfc3339};
 use super::http::ByteSize;
 use futures::future::BoxFuture;
 
+use super::{BuildContext, ProbeKind};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 fn default_critical_before() -> Duration {
     Duration::from_secs(7 * 86_400)
@@ -55,8 +56,8 @@ pub struct MetadataConfig {
     pub ca_file: Option<String>,
 }
 
-impl MetadataConfig {
-    pub fn validate(&self) -> Vec<SpecProblem> {
+impl ProbeKind for MetadataConfig {
+    fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         match reqwest::Url::parse(&self.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -79,6 +80,18 @@ impl MetadataConfig {
             ));
         }
         p
+    }
+
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<std::sync::Arc<dyn Probe>, BuildError> {
+        Ok(std::sync::Arc::new(MetadataProbe::new(self, ctx.base_dir)?))
+    }
+
+    fn perf_thresholds(&self) -> Vec<crate::output::Threshold> {
+        vec![crate::output::Threshold {
+            observation: "seconds_left",
+            warn: Some(format!("{}:", self.warn_before.as_secs())),
+            crit: Some(format!("{}:", self.critical_before.as_secs())),
+        }]
     }
 }
 
@@ -413,9 +426,9 @@ pub struct MetadataProbe {
 }
 
 impl MetadataProbe {
-    pub fn new(cfg: &MetadataConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &MetadataConfig, base_dir: &Path) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
-            return Err(format!("{}: {}", p.key, p.message));
+            return Err(p.into());
         }
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
         Ok(MetadataProbe {
@@ -425,7 +438,8 @@ impl MetadataProbe {
             warn_before: cfg.warn_before.as_secs() as i64,
             critical_before: cfg.critical_before.as_secs() as i64,
             max_body: cfg.max_body.0,
-            http: super::http::client(cfg.verify, ca_file.as_deref())?,
+            http: super::http::client(cfg.verify, ca_file.as_deref())
+                .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?,
         })
     }
 

@@ -22,9 +22,10 @@ use tracing::Instrument;
 use super::token::{TokenClient, TokenConfig};
 use futures::future::BoxFuture;
 
+use super::{BuildContext, ProbeKind};
 use crate::channel::email::SmtpTls;
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 pub const PUBLISH_PATH: &str = "/service.svc/PublishOnPremNotifications";
 const USER_AGENT: &str = "Exchange/15.00.0000.000/PushNotificationsOnPremProxy";
@@ -103,8 +104,8 @@ fn check_url(key: &'static str, url: &str, p: &mut Vec<SpecProblem>) {
     }
 }
 
-impl PushConfig {
-    pub fn validate(&self) -> Vec<SpecProblem> {
+impl ProbeKind for PushConfig {
+    fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         check_url("proxy_url", &self.proxy_url, &mut p);
         match self.mode {
@@ -187,8 +188,34 @@ impl PushConfig {
     }
 
     /// The probe needs this much time per run: the runner's timeout must exceed it.
-    pub fn min_timeout(&self) -> Option<Duration> {
+    fn min_timeout(&self) -> Option<Duration> {
         (self.mode == Mode::EndToEnd).then_some(self.deadline)
+    }
+
+    /// The token probe's settings come through `ctx.lookup`; the loader has
+    /// checked that `token_probe` names a `token` probe.
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<std::sync::Arc<dyn Probe>, BuildError> {
+        let token = self
+            .token_probe
+            .as_deref()
+            .and_then(|name| (ctx.lookup)(name))
+            .and_then(|(spec, dir)| match spec {
+                super::ProbeSpec::Token(t) => Some((t, dir)),
+                _ => None,
+            });
+        Ok(std::sync::Arc::new(PushProbe::new(
+            self,
+            ctx.base_dir,
+            token,
+        )?))
+    }
+
+    fn references(&self) -> Vec<(&'static str, &str, &'static str)> {
+        self.token_probe
+            .as_deref()
+            .map(|name| ("token_probe", name, "token"))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -225,21 +252,36 @@ impl PushProbe {
         cfg: &PushConfig,
         base_dir: &Path,
         token: Option<(&TokenConfig, &Path)>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
-            return Err(format!("{}: {}", p.key, p.message));
+            return Err(p.into());
         }
         let base = cfg.proxy_url.trim_end_matches('/');
         let publish_url = reqwest::Url::parse(&format!("{base}{PUBLISH_PATH}"))
-            .map_err(|e| format!("proxy_url: {e}"))?;
+            .map_err(|e| BuildError::new("proxy_url", e.to_string()))?;
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
-        let http = super::http::client(cfg.verify, ca_file.as_deref())?;
+        let http = super::http::client(cfg.verify, ca_file.as_deref())
+            .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?;
         let token = match (cfg.mode, token) {
-            (Mode::Connectivity, Some((tc, dir))) => Some(TokenClient::new(tc, dir)?),
+            (Mode::Connectivity, Some((tc, dir))) => {
+                // The token probe's own problems are reported at its table.
+                Some(TokenClient::new(tc, dir).map_err(|e| {
+                    BuildError::new(
+                        "token_probe",
+                        format!(
+                            "token probe `{}` cannot be built: {e}",
+                            cfg.token_probe.as_deref().unwrap_or("")
+                        ),
+                    )
+                })?)
+            }
             (Mode::Connectivity, None) => {
-                return Err(format!(
-                    "token_probe `{}` is not a `token` probe",
-                    cfg.token_probe.as_deref().unwrap_or("")
+                return Err(BuildError::new(
+                    "token_probe",
+                    format!(
+                        "`{}` is not a `token` probe",
+                        cfg.token_probe.as_deref().unwrap_or("")
+                    ),
                 ))
             }
             (Mode::EndToEnd, _) => None,
@@ -386,7 +428,7 @@ async fn read_capped(mut response: reqwest::Response) -> Vec<u8> {
 }
 
 impl EndToEnd {
-    fn new(cfg: &PushConfig, base_dir: &Path) -> Result<Self, String> {
+    fn new(cfg: &PushConfig, base_dir: &Path) -> Result<Self, BuildError> {
         let host = cfg.smtp_host.clone().unwrap_or_default();
         let port = cfg.smtp_port.unwrap_or(match cfg.tls {
             SmtpTls::Starttls => 587,
@@ -395,16 +437,19 @@ impl EndToEnd {
         });
         // ca_file is trusted for the SMTP server too (a private CA's relay).
         let ca_file = cfg.ca_file.as_ref().map(|ca| base_dir.join(ca));
-        let tls = crate::channel::email::smtp_tls(&host, cfg.tls, ca_file.as_deref(), cfg.verify)?;
+        let tls = crate::channel::email::smtp_tls(&host, cfg.tls, ca_file.as_deref(), cfg.verify)
+            .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?;
         let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port)
             .tls(tls)
             .timeout(Some(Duration::from_secs(30)));
-        let parse = |key: &str, v: &Option<String>| -> Result<lettre::message::Mailbox, String> {
+        let parse = |key: &'static str,
+                     v: &Option<String>|
+         -> Result<lettre::message::Mailbox, BuildError> {
             v.as_deref()
                 .unwrap_or_default()
                 .parse()
-                .map_err(|e| format!("{key}: {e}"))
+                .map_err(|e| BuildError::new(key, format!("{e}")))
         };
         let password = match (&cfg.password_env, &cfg.password_file) {
             (Some(v), _) => PasswordSource::Env(v.clone()),
@@ -416,7 +461,7 @@ impl EndToEnd {
             from: parse("from", &cfg.from)?,
             to: parse("to", &cfg.to)?,
             badge_url: reqwest::Url::parse(cfg.badge_url.as_deref().unwrap_or_default())
-                .map_err(|e| format!("badge_url: {e}"))?,
+                .map_err(|e| BuildError::new("badge_url", e.to_string()))?,
             badge_pointer: cfg.badge_pointer.clone(),
             deadline: cfg.deadline,
             warn_latency: cfg.warn_latency,

@@ -22,10 +22,11 @@ use tracing::Instrument;
 use super::metadata::{self, AuthMetadata};
 use futures::future::BoxFuture;
 
+use super::{BuildContext, ProbeKind};
 use crate::credential::{self, SigningCredential};
 use crate::jwt;
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 pub const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
 pub const ACS_APP_ID: &str = "00000001-0000-0000-c000-000000000000";
@@ -88,8 +89,8 @@ fn is_pkcs12(path: &str) -> bool {
     lower.ends_with(".pfx") || lower.ends_with(".p12")
 }
 
-impl TokenConfig {
-    pub fn validate(&self) -> Vec<SpecProblem> {
+impl ProbeKind for TokenConfig {
+    fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         if self.tenant.trim().is_empty() {
             p.push(SpecProblem::new("tenant", "must not be empty"));
@@ -166,6 +167,10 @@ impl TokenConfig {
         }
         p
     }
+
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<std::sync::Arc<dyn Probe>, BuildError> {
+        Ok(std::sync::Arc::new(TokenProbe::new(self, ctx.base_dir)?))
+    }
 }
 
 /// A token obtained and checked.
@@ -217,9 +222,9 @@ pub struct TokenClient {
 }
 
 impl TokenClient {
-    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
-            return Err(format!("{}: {}", p.key, p.message));
+            return Err(p.into());
         }
         let key = if is_pkcs12(&cfg.key_path) {
             KeySource::Pkcs12 {
@@ -244,7 +249,8 @@ impl TokenClient {
             password_file: cfg.password_file.as_ref().map(|f| base_dir.join(f)),
             max_skew: cfg.max_skew.as_secs() as i64,
             warn_skew: cfg.warn_skew.as_secs() as i64,
-            http: super::http::client(cfg.verify, ca_file.as_deref())?,
+            http: super::http::client(cfg.verify, ca_file.as_deref())
+                .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?,
         })
     }
 
@@ -763,7 +769,7 @@ pub struct TokenProbe {
 }
 
 impl TokenProbe {
-    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, BuildError> {
         Ok(TokenProbe {
             client: TokenClient::new(cfg, base_dir)?,
         })
