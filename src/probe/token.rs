@@ -237,7 +237,7 @@ impl TokenClient {
             }
         };
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
-        Ok(TokenClient {
+        let client = TokenClient {
             mode: cfg.mode,
             tenant: cfg.tenant.trim().to_string(),
             resource: cfg.resource.clone(),
@@ -251,7 +251,64 @@ impl TokenClient {
             warn_skew: cfg.warn_skew.as_secs() as i64,
             http: super::http::client(cfg.verify, ca_file.as_deref())
                 .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?,
-        })
+        };
+        client.open_credential_now()?;
+        Ok(client)
+    }
+
+    /// Opens the signing credential once while building, so that a key file
+    /// that does not read, a PEM key that is encrypted or a PKCS#12 that does not
+    /// open with its password stops `sonde validate` and a start instead of
+    /// failing every run. Runs still read it again (`credential`), so that a
+    /// renewed certificate on disk is picked up without a restart.
+    fn open_credential_now(&self) -> Result<(), BuildError> {
+        let read = |key: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                BuildError::new(
+                    key,
+                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
+                )
+            })
+        };
+        let opened = match &self.key {
+            KeySource::Pem { key, cert } => {
+                let k = read("key_path", key)?;
+                let c = match cert {
+                    Some(cert) => read("cert_path", cert)?,
+                    None => Vec::new(),
+                };
+                credential::from_pem(&k, &c)
+            }
+            KeySource::Pkcs12 { path } => {
+                let data = read("key_path", path)?;
+                let password = match (&self.password_env, &self.password_file) {
+                    (Some(var), _) => std::env::var(var).map_err(|_| {
+                        BuildError::new(
+                            "password_env",
+                            format!("password variable {var} is not set"),
+                        )
+                    })?,
+                    (None, Some(file)) => std::fs::read_to_string(file)
+                        .map_err(|e| {
+                            BuildError::new(
+                                "password_file",
+                                format!(
+                                    "cannot read password file {}: {}",
+                                    file.display(),
+                                    io_reason(&e)
+                                ),
+                            )
+                        })?
+                        .trim()
+                        .to_string(),
+                    (None, None) => String::new(),
+                };
+                credential::from_pkcs12(&data, &password)
+            }
+        };
+        opened
+            .map(drop)
+            .map_err(|e| BuildError::new("key_path", format!("signing credential: {e}")))
     }
 
     /// Reads the credential on every run, so a renewed certificate on disk is
