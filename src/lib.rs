@@ -20,6 +20,7 @@ pub mod human;
 pub mod jwt;
 pub mod lab;
 pub mod monitor;
+pub mod names;
 pub mod outcome;
 pub mod output;
 pub mod probe;
