@@ -80,3 +80,103 @@ pub fn build_target(p: &ProbeConfig, all: &[ProbeConfig]) -> Result<Target, Conf
         probe,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::AlertEvent;
+    use crate::clock::ManualClock;
+    use crate::config::Loader;
+    use crate::outcome::{Category, Status};
+    use crate::runner::run_once;
+
+    /// Loads `sonde.toml` from `files` (name, text) written to a new directory.
+    fn load(files: &[(&str, &str)]) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let config = Loader { env: &|_| None }
+            .load(&dir.path().join("sonde.toml"))
+            .unwrap();
+        (dir, config)
+    }
+
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(ManualClock::new(
+            chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+                .unwrap()
+                .to_utc(),
+        ))
+    }
+
+    /// The `test` kinds are one file and one declaration line each: the loader,
+    /// the build and the runner take them like any other kind.
+    #[tokio::test]
+    async fn a_kind_declared_in_one_line_loads_builds_and_runs() {
+        let (_dir, config) = load(&[(
+            "sonde.toml",
+            r#"
+[[channel]]
+name = "sink"
+kind = "test"
+
+[[probe]]
+name = "fine"
+kind = "test"
+alert = ["sink"]
+
+[[probe]]
+name = "bad"
+kind = "test"
+status = "critical"
+
+[[probe]]
+name = "boom"
+kind = "test"
+panic = true
+"#,
+        )]);
+        let built = build(&config, clock()).unwrap();
+        let mut outcomes = Vec::new();
+        for (target, _) in &built.probes {
+            assert_eq!(target.kind, "test");
+            outcomes.push(run_once(target, &clock()).await);
+        }
+        assert_eq!(outcomes[0].status, Status::Ok);
+        assert_eq!(outcomes[1].status, Status::Critical);
+        // The runner isolates the panic: an unknown outcome, not a crash.
+        assert_eq!(outcomes[2].status, Status::Unknown);
+        assert_eq!(outcomes[2].category, Some(Category::Internal));
+
+        let [sink] = &built.channels[..] else {
+            panic!("one channel expected");
+        };
+        assert_eq!(sink.kind(), "test");
+        let mut alert = crate::channel::tests::sample();
+        alert.event = AlertEvent::Firing;
+        sink.deliver(&alert).await.unwrap();
+    }
+
+    #[test]
+    fn build_errors_point_at_their_key_in_the_file_that_defines_the_table() {
+        let (dir, config) = load(&[
+            (
+                "sonde.toml",
+                "include = [\"more.toml\"]\n\n[[probe]]\nname = \"fine\"\nkind = \"test\"\n",
+            ),
+            (
+                "more.toml",
+                "# another file\n\n[[probe]]\nname = \"broken\"\nkind = \"test\"\nfail_build = true\n",
+            ),
+        ]);
+        let errors = build(&config, clock()).err().unwrap().0;
+        let [e] = &errors[..] else {
+            panic!("{errors:?}")
+        };
+        assert_eq!(e.file, dir.path().join("more.toml"));
+        assert_eq!((e.line, e.column), (6, 14));
+        assert_eq!(e.key, "probe[0].fail_build");
+        assert_eq!(e.message, "told to fail");
+    }
+}

@@ -281,8 +281,48 @@ pub struct ChannelContext<'a> {
 /// `Built` enum of runnable channels and their dispatch. A line may carry
 /// attributes, such as `#[cfg(test)]`.
 ///
-/// ```compile_fail
-/// // A channel type that does not implement `ChannelKind`.
+/// ```
+/// use sonde::channel::{Alert, ChannelContext, ChannelKind, DeliveryError};
+/// use sonde::spec::{BuildError, SpecProblem};
+///
+/// #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+/// pub struct PigeonConfig {
+///     loft: String,
+/// }
+///
+/// pub struct Pigeon;
+///
+/// impl ChannelKind for Pigeon {
+///     type Config = PigeonConfig;
+///     fn validate(_: &PigeonConfig) -> Vec<SpecProblem> {
+///         Vec::new()
+///     }
+///     fn build(_: &PigeonConfig, _: &ChannelContext<'_>) -> Result<Self, BuildError> {
+///         Ok(Pigeon)
+///     }
+///     async fn deliver(&self, _: &Alert) -> Result<(), DeliveryError> {
+///         Ok(())
+///     }
+/// }
+///
+/// sonde::channel_kinds! {
+///     pigeon: Pigeon(Pigeon),
+/// }
+///
+/// assert_eq!(CHANNEL_KINDS, ["pigeon"]);
+/// let spec = ChannelSpec::Pigeon(PigeonConfig { loft: "roof".into() });
+/// assert_eq!(spec.kind(), "pigeon");
+/// ```
+///
+/// A kind declared without its implementation does not compile:
+///
+/// ```compile_fail,E0277
+/// #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+/// pub struct PigeonConfig {
+///     loft: String,
+/// }
+///
+/// // No `impl ChannelKind for Pigeon`.
 /// pub struct Pigeon;
 ///
 /// sonde::channel_kinds! {

@@ -99,7 +99,7 @@ pub struct BuildContext<'a> {
 ///
 /// A kind declared without its implementation does not compile:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// use std::sync::Arc;
 ///
 /// #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
