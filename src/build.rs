@@ -26,33 +26,52 @@ pub struct Built {
 /// config order (probes, then channels). `clock` dates what channels compute at
 /// send time.
 pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Built, ConfigErrors> {
-    let mut errors = Vec::new();
     let mut probes = Vec::new();
+    let mut channels = Vec::new();
+    build_each(
+        config,
+        clock,
+        |target, schedule| probes.push((target, schedule)),
+        |channel| channels.push(channel),
+    )?;
+    Ok(Built { probes, channels })
+}
+
+/// `sonde validate`: the loaded `config` if it also builds as a start would
+/// build it (nothing runs, nothing is sent), or every problem. Each probe and
+/// channel is dropped once built, so that checking a large config does not hold
+/// all of them at once.
+pub fn validated(config: Config) -> Result<Config, ConfigErrors> {
+    build_each(&config, Arc::new(SystemClock), |_, _| {}, |_| {})?;
+    Ok(config)
+}
+
+/// The one build path of `build` and `validated`: hands each built probe and
+/// channel on, and collects every failure.
+fn build_each(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    mut on_probe: impl FnMut(Target, Schedule),
+    mut on_channel: impl FnMut(Arc<Channel>),
+) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
     for p in config.probes.iter().filter(|p| p.enabled) {
         match build_target(p, &config.probes) {
-            Ok(target) => probes.push((target, p.schedule.clone())),
+            Ok(target) => on_probe(target, p.schedule.clone()),
             Err(e) => errors.push(e),
         }
     }
-    let mut channels = Vec::new();
     for c in &config.channels {
         match Channel::with_clock(&c.name, &c.spec, &c.base_dir, clock.clone()) {
-            Ok(ch) => channels.push(Arc::new(ch)),
+            Ok(ch) => on_channel(Arc::new(ch)),
             Err(e) => errors.push(c.site.error(e.key, e.message)),
         }
     }
     if errors.is_empty() {
-        Ok(Built { probes, channels })
+        Ok(())
     } else {
         Err(ConfigErrors(errors))
     }
-}
-
-/// `sonde validate`: the loaded `config` if it also builds as a start would
-/// build it (nothing runs, nothing is sent), or every problem.
-pub fn validated(config: Config) -> Result<Config, ConfigErrors> {
-    build(&config, Arc::new(SystemClock))?;
-    Ok(config)
 }
 
 /// Builds the runnable probe of one config entry (`all` holds the probes it
