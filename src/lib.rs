@@ -1,6 +1,6 @@
 //! sonde — a health-monitoring probe agent.
 //!
-//! Data flows one way: config -> validate -> scheduler -> runner -> `Probe::run` ->
+//! Data flows one way: config -> validate -> build -> scheduler -> runner -> `Probe::run` ->
 //! `Outcome` -> record (logs, and later metrics, store, monitors and alerts).
 //! `main.rs` only parses the command line and maps errors to exit codes; everything
 //! testable lives in this library.
