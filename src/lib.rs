@@ -1,6 +1,6 @@
 //! sonde — a health-monitoring probe agent.
 //!
-//! Data flows one way: config -> validate -> scheduler -> runner -> `Probe::run` ->
+//! Data flows one way: config -> validate -> build -> scheduler -> runner -> `Probe::run` ->
 //! `Outcome` -> record (logs, and later metrics, store, monitors and alerts).
 //! `main.rs` only parses the command line and maps errors to exit codes; everything
 //! testable lives in this library.
@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod alert;
 pub mod api;
+pub mod build;
 pub mod channel;
 pub mod cli;
 pub mod clock;
@@ -19,6 +20,7 @@ pub mod human;
 pub mod jwt;
 pub mod lab;
 pub mod monitor;
+pub mod names;
 pub mod net;
 pub mod outcome;
 pub mod output;

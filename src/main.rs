@@ -85,7 +85,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_INVALID_CONFIG)
             }
         },
-        Command::Validate => match loaded {
+        Command::Validate => match loaded.and_then(sonde::build::validated) {
             Ok(c) => {
                 for w in &c.warnings {
                     eprintln!("warning: {w}");

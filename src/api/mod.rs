@@ -83,7 +83,7 @@ impl BuiltProbes {
                 return Ok(target.clone());
             }
         }
-        let target = Arc::new(crate::agent::build_target(p, all)?);
+        let target = Arc::new(crate::build::build_target(p, all)?);
         map.insert(p.name.clone(), (configs, target.clone()));
         Ok(target)
     }

@@ -19,10 +19,11 @@ use serde_json::{Map, Value};
 
 use futures::future::BoxFuture;
 
+use super::{BuildContext, ProbeKind};
 use crate::human::{format_duration, rfc3339, ByteSize};
 use crate::net::http::{read_capped, without_userinfo, BodyError};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 fn default_critical_before() -> Duration {
     Duration::from_secs(7 * 86_400)
@@ -55,8 +56,8 @@ pub struct MetadataConfig {
     pub ca_file: Option<String>,
 }
 
-impl MetadataConfig {
-    pub fn validate(&self) -> Vec<SpecProblem> {
+impl ProbeKind for MetadataConfig {
+    fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         crate::net::http::check_url_key("url", &self.url, &mut p);
         if self.warn_before < self.critical_before {
@@ -75,6 +76,18 @@ impl MetadataConfig {
             ));
         }
         p
+    }
+
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<std::sync::Arc<dyn Probe>, BuildError> {
+        Ok(std::sync::Arc::new(MetadataProbe::new(self, ctx.base_dir)?))
+    }
+
+    fn perf_thresholds(&self) -> Vec<crate::output::Threshold> {
+        vec![crate::output::Threshold {
+            observation: "seconds_left",
+            warn: Some(format!("{}:", self.warn_before.as_secs())),
+            crit: Some(format!("{}:", self.critical_before.as_secs())),
+        }]
     }
 }
 
@@ -404,9 +417,9 @@ pub struct MetadataProbe {
 }
 
 impl MetadataProbe {
-    pub fn new(cfg: &MetadataConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &MetadataConfig, base_dir: &Path) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
-            return Err(format!("{}: {}", p.key, p.message));
+            return Err(p.into());
         }
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
         Ok(MetadataProbe {
@@ -416,7 +429,8 @@ impl MetadataProbe {
             warn_before: cfg.warn_before.as_secs() as i64,
             critical_before: cfg.critical_before.as_secs() as i64,
             max_body: cfg.max_body.0,
-            http: crate::net::http::client(cfg.verify, ca_file.as_deref())?,
+            http: crate::net::http::client(cfg.verify, ca_file.as_deref())
+                .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?,
         })
     }
 

@@ -22,13 +22,14 @@ use tracing::Instrument;
 use super::metadata::{self, AuthMetadata};
 use futures::future::BoxFuture;
 
+use super::{BuildContext, ProbeKind};
 use crate::credential::{self, SigningCredential};
 use crate::human::format_duration;
 use crate::jwt;
 use crate::net::http::{read_capped, without_credentials, BodyError};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::secret::SecretSource;
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 pub const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
 pub const ACS_APP_ID: &str = "00000001-0000-0000-c000-000000000000";
@@ -91,8 +92,8 @@ fn is_pkcs12(path: &str) -> bool {
     lower.ends_with(".pfx") || lower.ends_with(".p12")
 }
 
-impl TokenConfig {
-    pub fn validate(&self) -> Vec<SpecProblem> {
+impl ProbeKind for TokenConfig {
+    fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         if self.tenant.trim().is_empty() {
             p.push(SpecProblem::new("tenant", "must not be empty"));
@@ -165,6 +166,10 @@ impl TokenConfig {
         }
         p
     }
+
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<std::sync::Arc<dyn Probe>, BuildError> {
+        Ok(std::sync::Arc::new(TokenProbe::new(self, ctx.base_dir)?))
+    }
 }
 
 /// A token obtained and checked.
@@ -215,9 +220,9 @@ pub struct TokenClient {
 }
 
 impl TokenClient {
-    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
-            return Err(format!("{}: {}", p.key, p.message));
+            return Err(p.into());
         }
         let key = if is_pkcs12(&cfg.key_path) {
             KeySource::Pkcs12 {
@@ -230,7 +235,7 @@ impl TokenClient {
             }
         };
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
-        Ok(TokenClient {
+        let client = TokenClient {
             mode: cfg.mode,
             tenant: cfg.tenant.trim().to_string(),
             resource: cfg.resource.clone(),
@@ -245,8 +250,54 @@ impl TokenClient {
             ),
             max_skew: cfg.max_skew.as_secs() as i64,
             warn_skew: cfg.warn_skew.as_secs() as i64,
-            http: crate::net::http::client(cfg.verify, ca_file.as_deref())?,
-        })
+            http: crate::net::http::client(cfg.verify, ca_file.as_deref())
+                .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?,
+        };
+        client.open_credential_now()?;
+        Ok(client)
+    }
+
+    /// Opens the signing credential once while building, so that a key file
+    /// that does not read, a PEM key that is encrypted or a PKCS#12 that does not
+    /// open with its password stops `sonde validate` and a start instead of
+    /// failing every run. Runs still read it again (`credential`), so that a
+    /// renewed certificate on disk is picked up without a restart.
+    fn open_credential_now(&self) -> Result<(), BuildError> {
+        let read = |key: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                BuildError::new(
+                    key,
+                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
+                )
+            })
+        };
+        let opened = match &self.key {
+            KeySource::Pem { key, cert } => {
+                let k = read("key_path", key)?;
+                let c = match cert {
+                    Some(cert) => read("cert_path", cert)?,
+                    None => Vec::new(),
+                };
+                credential::from_pem(&k, &c)
+            }
+            KeySource::Pkcs12 { path } => {
+                let data = read("key_path", path)?;
+                let password = match &self.password {
+                    Some(source) => source.read_blocking("password").map_err(|e| {
+                        let key = match source {
+                            SecretSource::Env(_) => "password_env",
+                            SecretSource::File(_) => "password_file",
+                        };
+                        BuildError::new(key, e.to_string())
+                    })?,
+                    None => String::new(),
+                };
+                credential::from_pkcs12(&data, &password)
+            }
+        };
+        opened
+            .map(drop)
+            .map_err(|e| BuildError::new("key_path", format!("signing credential: {e}")))
     }
 
     /// Reads the credential on every run, so a renewed certificate on disk is
@@ -735,7 +786,7 @@ pub struct TokenProbe {
 }
 
 impl TokenProbe {
-    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, BuildError> {
         Ok(TokenProbe {
             client: TokenClient::new(cfg, base_dir)?,
         })
