@@ -4,13 +4,17 @@
 //! Every peer is on 127.0.0.1.
 
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use axum::extract::State;
 use base64::Engine;
 use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::channels::{smtp_certificates, SmtpServer, SMTP_USER};
-use crate::support::{free_port, Proc};
+use crate::support::{eventually, free_port, Proc};
 
 // ------------------------------------------------------- secrets in logs
 
@@ -129,4 +133,171 @@ async fn the_smtp_password_is_in_no_log_even_when_rust_log_asks_for_lettre() {
         agent_log_with_an_email_alert("log_format = \"json\"", Some("trace,lettre=trace")).await;
     assert_no_password(&log, "json, RUST_LOG=trace");
     assert!(log.contains("\"level\":\"TRACE\""), "{log}");
+}
+
+// ------------------------------------------- idle sockets against the API
+
+/// A target that counts the requests it answers (the probe's runs).
+async fn counting_target() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            axum::routing::get(|State(hits): State<Arc<AtomicUsize>>| async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            }),
+        )
+        .with_state(hits.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+/// `GET path` over a fresh connection: the status line, or `None` if no
+/// answer came within `within`.
+async fn status_line(api: std::net::SocketAddr, path: &str, within: Duration) -> Option<String> {
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(api).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        // A refused connection may be reset after its 503: keep what came.
+        let _ = s.read_to_end(&mut raw).await;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        Some(text.lines().next().unwrap_or("").to_string())
+    };
+    tokio::time::timeout(within, exchange).await.ok().flatten()
+}
+
+/// Waits until the server closes `s` (end of stream or reset), at most `within`.
+async fn server_closes(mut s: tokio::net::TcpStream, within: Duration) -> bool {
+    let drain = async {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(within, drain).await.is_ok()
+}
+
+/// Issue 11, item 1: about 1,010 idle sockets used to exhaust a 1,024
+/// descriptor limit; then every probe failed with "Too many open files" and
+/// `/healthz` hung. Here the limit is 256 (soft and hard, so the agent cannot
+/// raise it) and 400 idle or half-sent connections come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_cannot_starve_the_probes_of_descriptors() {
+    let (target, hits) = counting_target().await;
+    let api = free_port();
+    let dir = TempDir::new().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        format!(
+            r#"[api]
+listen = "{api}"
+
+[store]
+path = "sonde.db"
+
+[[probe]]
+name = "web"
+kind = "http"
+url = "http://{target}/health"
+every = "1s"
+timeout = "2s"
+"#
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("prlimit");
+    cmd.current_dir(dir.path())
+        .arg("--nofile=256:256")
+        .arg(env!("CARGO_BIN_EXE_sonde"))
+        .args(["run", "--config", "sonde.toml"])
+        .env_remove("SONDE_CONFIG")
+        .env_remove("RUST_LOG");
+    let _agent = Proc::spawn("sonde", cmd, dir.path());
+    let log = || std::fs::read_to_string(dir.path().join("sonde.log")).unwrap_or_default();
+    eventually("the api", Duration::from_secs(20), || async {
+        let s = status_line(api, "/healthz", Duration::from_secs(1)).await?;
+        s.contains("200").then_some(())
+    })
+    .await;
+    let started = log();
+    assert!(
+        started.contains("descriptor_limit=256") && started.contains("max_connections=64"),
+        "{started}"
+    );
+
+    // 300 connections that send nothing and 100 that send half a request head.
+    let attack_start = Instant::now();
+    let mut attackers = Vec::new();
+    for i in 0..400 {
+        let Ok(mut s) = tokio::net::TcpStream::connect(api).await else {
+            continue;
+        };
+        if i % 4 == 0 {
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await;
+        }
+        attackers.push(s);
+    }
+    assert!(attackers.len() >= 390, "{} connected", attackers.len());
+    let before = hits.load(Ordering::SeqCst);
+
+    // While they hold every slot, /healthz answers at once (a 503 while the
+    // cap is reached), and the probe keeps running.
+    for _ in 0..5 {
+        let status = status_line(api, "/healthz", Duration::from_secs(2))
+            .await
+            .expect("/healthz answers within 2 s during the attack");
+        assert!(
+            status.contains(" 200 ") || status.contains(" 503 ") || status.is_empty(),
+            "{status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = hits.load(Ordering::SeqCst) - before;
+    assert!(
+        during >= 3,
+        "the probe ran {during} times in 3.5 s of attack"
+    );
+
+    // The header-read timeout (10 s) closes every attacking connection.
+    let closing: Vec<_> = attackers
+        .into_iter()
+        .map(|s| tokio::spawn(server_closes(s, Duration::from_secs(16))))
+        .collect();
+    let mut open = 0;
+    for c in closing {
+        if !c.await.unwrap() {
+            open += 1;
+        }
+    }
+    assert_eq!(
+        open,
+        0,
+        "connections still open after {:?}",
+        attack_start.elapsed()
+    );
+    assert!(
+        attack_start.elapsed() < Duration::from_secs(17),
+        "{:?}",
+        attack_start.elapsed()
+    );
+    assert_eq!(
+        status_line(api, "/healthz", Duration::from_secs(2))
+            .await
+            .as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let probes = status_line(api, "/api/v1/probes", Duration::from_secs(2)).await;
+    assert_eq!(probes.as_deref(), Some("HTTP/1.1 200 OK"));
+    let text = log();
+    assert!(!text.contains("Too many open files"), "{text}");
+    assert!(!text.contains("critical"), "a probe failed:\n{text}");
+    assert!(text.contains("api connection cap reached"), "{text}");
 }
