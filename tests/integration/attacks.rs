@@ -301,3 +301,71 @@ timeout = "2s"
     assert!(!text.contains("critical"), "a probe failed:\n{text}");
     assert!(text.contains("api connection cap reached"), "{text}");
 }
+
+// ------------------------------------------------- documents naming hosts
+
+/// A server answering every request with `body`, counting the requests.
+async fn counting_server(body: String) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { ([("content-type", "application/json")], body) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+/// Issue 11, item 4: an OpenID document's `jwks_uri` pointing anywhere was
+/// fetched. Another origin (here: another port) is refused unless `jwks_hosts`
+/// names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_uri_on_another_origin_is_not_fetched_unless_allowed() {
+    let cert = rcgen::generate_simple_self_signed(vec!["keys.example".into()]).unwrap();
+    let der = base64::engine::general_purpose::STANDARD.encode(cert.cert.der());
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "use": "sig", "x5c": [der]}]});
+    let (keys, fetched) = counting_server(jwks.to_string()).await;
+    let discovery = serde_json::json!({
+        "issuer": "https://login.example/3f2b6a4e-0000-4000-8000-000000000001/v2.0",
+        "token_endpoint": "https://login.example/token",
+        "jwks_uri": format!("http://{keys}/keys"),
+    });
+    let (doc, _) = counting_server(discovery.to_string()).await;
+    let dir = TempDir::new().unwrap();
+    let probe = |extra: &str| {
+        std::fs::write(
+            dir.path().join("sonde.toml"),
+            format!(
+                "[[probe]]\nname = \"meta\"\nkind = \"metadata\"\n\
+                 url = \"http://{doc}/.well-known/openid-configuration\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        let out = crate::support::sonde_in(dir.path(), &["probe", "meta", "-f", "json"], &[]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", crate::support::stderr(&out)));
+        (out.status.code(), v)
+    };
+    let (code, v) = probe("");
+    assert_eq!(code, Some(2), "{v}");
+    assert_eq!(v["category"], "protocol", "{v}");
+    let summary = v["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!("jwks_uri is on http://{keys}")),
+        "{summary}"
+    );
+    assert!(summary.contains("jwks_hosts"), "{summary}");
+    assert_eq!(
+        fetched.load(Ordering::SeqCst),
+        0,
+        "the other origin was contacted"
+    );
+
+    let (code, v) = probe(&format!("jwks_hosts = [\"http://{keys}\"]"));
+    assert_eq!(fetched.load(Ordering::SeqCst), 1);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["status"], "ok", "{v}");
+}
