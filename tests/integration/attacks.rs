@@ -369,3 +369,46 @@ async fn a_jwks_uri_on_another_origin_is_not_fetched_unless_allowed() {
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["status"], "ok", "{v}");
 }
+
+// ------------------------------------------------------------ closed pipes
+
+/// Issue 11, item 9: `sonde list | head -1` panicked on the broken pipe
+/// (exit 101). The reader here takes 100 bytes and closes the pipe, with more
+/// output to come than a pipe holds (64 KiB).
+#[test]
+fn list_into_a_reader_that_leaves_ends_quietly() {
+    use std::io::Read;
+    let dir = TempDir::new().unwrap();
+    let mut config = String::new();
+    for i in 0..1000 {
+        config.push_str(&format!(
+            "[[probe]]\nname = \"probe-{i:04}-with-a-long-name\"\nkind = \"http\"\n\
+             url = \"http://127.0.0.1:9/{i}\"\nevery = \"1h\"\n\n"
+        ));
+    }
+    std::fs::write(dir.path().join("sonde.toml"), config).unwrap();
+    for format in ["text", "json"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .current_dir(dir.path())
+            .args(["list", "--config", "sonde.toml", "--format", format])
+            .env_remove("SONDE_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 100];
+        let mut stdout = child.stdout.take().unwrap();
+        stdout.read_exact(&mut first).unwrap();
+        drop(stdout);
+        let first = String::from_utf8_lossy(&first);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{format}: {stderr}");
+        assert_eq!(stderr, "", "{format}");
+        assert!(
+            first.starts_with("PROBE") || first.starts_with('['),
+            "{format}: {first}"
+        );
+    }
+}
