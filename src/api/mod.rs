@@ -5,6 +5,9 @@
 //! what they need from `ApiState`; the POST endpoints are guarded by `auth`.
 //! What the routes show is computed elsewhere (`telemetry::metrics`, the
 //! engine's views, the store): these files only map HTTP to it.
+//! `Server::serve` runs its own accept loop, bounded by `limits` (connection
+//! cap, header-read and idle timeout, connection age), so that no client can
+//! take the descriptors the probes need.
 
 pub mod auth;
 pub mod limits;
