@@ -13,7 +13,9 @@ use sonde::cli::{Cli, Command, ListFormat, ProbeFormat};
 use sonde::clock::{Clock, SystemClock};
 use sonde::config::{self, Config, ConfigErrors};
 use sonde::output::{self, Labels};
+// Command output that ends quietly on a closed pipe (see `output::write_stdout`).
 use sonde::telemetry;
+use sonde::{print, println};
 
 /// Exit codes besides the Nagios ones of `sonde probe`.
 const EXIT_INVALID_CONFIG: u8 = 2;

@@ -75,6 +75,10 @@ pub struct TokenConfig {
     #[serde(default = "yes")]
     pub verify: bool,
     pub ca_file: Option<String>,
+    /// Origins besides the metadata document's own from which an OpenID
+    /// document's `jwks_uri` may be fetched (as for `kind = "metadata"`).
+    #[serde(default)]
+    pub jwks_hosts: Vec<String>,
 }
 
 fn default_max_skew() -> Duration {
@@ -117,6 +121,13 @@ impl ProbeKind for TokenConfig {
                 crate::net::http::check_url_key(key, u, &mut p);
             }
         }
+        if !self.jwks_hosts.is_empty() && self.metadata_url.is_none() {
+            p.push(SpecProblem::new(
+                "jwks_hosts",
+                "only used with metadata_url",
+            ));
+        }
+        p.extend(metadata::validate_jwks_hosts(&self.jwks_hosts));
         if self.mode == Mode::Acs
             && self.token_url.is_some()
             && self.metadata_url.is_none()
@@ -210,6 +221,7 @@ pub struct TokenClient {
     tenant: String,
     resource: Option<String>,
     metadata_url: Option<String>,
+    jwks_hosts: Vec<String>,
     token_url: Option<String>,
     client_id: Option<String>,
     key: KeySource,
@@ -240,6 +252,7 @@ impl TokenClient {
             tenant: cfg.tenant.trim().to_string(),
             resource: cfg.resource.clone(),
             metadata_url: cfg.metadata_url.clone(),
+            jwks_hosts: cfg.jwks_hosts.clone(),
             token_url: cfg.token_url.clone(),
             client_id: cfg.client_id.clone(),
             key,
@@ -350,10 +363,11 @@ impl TokenClient {
         // Where to ask, for which tenant, and which keys sign the answer.
         let (endpoint, tenant_id, signing_keys) = match &self.metadata_url {
             Some(url) => {
-                let (doc, stats) = metadata::fetch(&self.http, url, MAX_RESPONSE * 4)
-                    .instrument(tracing::info_span!("metadata_fetch"))
-                    .await
-                    .map_err(|o| prefixed(o, "metadata"))?;
+                let (doc, stats) =
+                    metadata::fetch(&self.http, url, MAX_RESPONSE * 4, &self.jwks_hosts)
+                        .instrument(tracing::info_span!("metadata_fetch"))
+                        .await
+                        .map_err(|o| prefixed(o, "metadata"))?;
                 observations.push(("metadata_latency_seconds", stats.latency.as_secs_f64()));
                 let tenant = tenant_of(&doc, &self.tenant);
                 (
