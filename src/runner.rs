@@ -11,7 +11,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::outcome::{Category, Outcome, Probe, ProbeContext, Status};
+use crate::outcome::{Category, Outcome, Probe, ProbeContext, Progress, Status};
 use crate::telemetry::events::ProbeRunFinished;
 
 /// What the runner needs to know about a probe.
@@ -31,6 +31,7 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
     let ctx = ProbeContext {
         clock: clock.clone(),
         timeout: target.timeout,
+        progress: Progress::default(),
     };
     let started_at = clock.now();
     let start = tokio::time::Instant::now();
@@ -81,26 +82,39 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
 /// Pause between a failed attempt and its retry.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// One attempt, cut off at `deadline`; a panic becomes `unknown`/`internal`.
+/// One attempt, cut off at `deadline`; a panic becomes `unknown`/`internal`. A
+/// timed-out attempt names the phase the probe was in and keeps the
+/// observations it had gathered.
 async fn attempt_once(
     target: &Target,
     ctx: &ProbeContext,
     deadline: tokio::time::Instant,
 ) -> Outcome {
-    let run = AssertUnwindSafe(target.probe.run(ctx)).catch_unwind();
+    // A fresh record per attempt: a retry starts from nothing.
+    let ctx = ProbeContext {
+        progress: Progress::default(),
+        ..ctx.clone()
+    };
+    let run = AssertUnwindSafe(target.probe.run(&ctx)).catch_unwind();
     match tokio::time::timeout_at(deadline, run).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => Outcome::unknown(
             Category::Internal,
             format!("probe panicked: {}", panic_message(&panic)),
         ),
-        Err(_) => Outcome::critical(
-            Category::Timeout,
-            format!(
+        Err(_) => {
+            let (phase, observations) = ctx.progress.snapshot();
+            let mut summary = format!(
                 "timed out after {}",
                 humantime::format_duration(target.timeout)
-            ),
-        ),
+            );
+            if let Some(phase) = phase {
+                summary.push_str(&format!(" while {phase}"));
+            }
+            let mut o = Outcome::critical(Category::Timeout, summary);
+            o.observations = observations;
+            o
+        }
     }
 }
 

@@ -97,8 +97,87 @@ pub struct AuthMetadata {
     pub realm: String,
     /// Where tokens are requested.
     pub issuing_endpoint: String,
-    /// DER certificates whose keys sign the STS's tokens.
-    pub signing_certs: Vec<Vec<u8>>,
+    /// The keys that sign the STS's tokens.
+    pub signing_keys: Vec<SigningKey>,
+}
+
+/// A key that signs the STS's tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigningKey {
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// JWKS only: the issuer the key is bound to, when the key says so: the
+    /// `…/{tenantid}/v2.0` template (any tenant) or one tenant's issuer.
+    pub issuer: Option<String>,
+}
+
+/// The template Entra's multi-tenant documents put where the tenant id goes.
+pub const TENANT_TEMPLATE: &str = "{tenantid}";
+
+/// What the metadata probe and the token probe say about a realm-less ACS document.
+pub const NO_REALM: &str =
+    "the metadata names no tenant: AuthMetadataUrl must end with ?realm=<tenant>";
+
+fn has_template(s: &str) -> bool {
+    s.to_ascii_lowercase().contains(TENANT_TEMPLATE)
+}
+
+/// `s` with every `{tenantid}` (any case) replaced by `tenant_id`.
+pub fn substitute_tenant(s: &str, tenant_id: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    let mut out = String::with_capacity(s.len());
+    let mut rest = 0;
+    while let Some(at) = lower[rest..].find(TENANT_TEMPLATE) {
+        out.push_str(&s[rest..rest + at]);
+        out.push_str(tenant_id);
+        rest += at + TENANT_TEMPLATE.len();
+    }
+    out.push_str(&s[rest..]);
+    out
+}
+
+impl AuthMetadata {
+    /// The certificates of the signing keys, DER.
+    pub fn signing_certs(&self) -> Vec<Vec<u8>> {
+        self.signing_keys.iter().map(|k| k.der.clone()).collect()
+    }
+
+    /// True when the document names no tenant: an ACS document fetched without
+    /// `?realm=` (realm empty or `*`), or multi-tenant OpenID discovery whose
+    /// issuer still holds `{tenantid}`.
+    pub fn names_no_tenant(&self) -> bool {
+        let realm = self.realm.trim();
+        match self.source {
+            Source::Acs => realm.is_empty() || realm == "*",
+            Source::OpenId => has_template(&self.issuer) || realm.is_empty(),
+        }
+    }
+
+    /// The document as it applies to `tenant_id`: `{tenantid}` replaced in the
+    /// issuer, the realm set, and the keys bound to another tenant dropped (a
+    /// key whose issuer names another tenant does not sign this one's tokens).
+    /// Returns the document and how many keys were dropped.
+    pub fn for_tenant(mut self, tenant_id: &str) -> (AuthMetadata, usize) {
+        if self.source == Source::Acs {
+            return (self, 0);
+        }
+        if has_template(&self.issuer) {
+            self.issuer = substitute_tenant(&self.issuer, tenant_id);
+        }
+        if self.realm.is_empty() {
+            self.realm = realm_of_issuer_url(&self.issuer);
+        }
+        let before = self.signing_keys.len();
+        self.signing_keys.retain(|k| match &k.issuer {
+            Some(i) if !has_template(i) => {
+                let bound = realm_of_issuer_url(i);
+                bound.is_empty() || bound.eq_ignore_ascii_case(tenant_id)
+            }
+            _ => true,
+        });
+        let dropped = before - self.signing_keys.len();
+        (self, dropped)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,7 +259,7 @@ fn acs_from(doc: &Map<String, Value>) -> Result<AuthMetadata, MetadataError> {
     if get(doc, "keys").is_none() && get(doc, "endpoints").is_none() {
         return Err(MetadataError::UnknownShape);
     }
-    let mut signing_certs = Vec::new();
+    let mut signing_keys = Vec::new();
     let keys = get(doc, "keys")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
@@ -195,10 +274,13 @@ fn acs_from(doc: &Map<String, Value>) -> Result<AuthMetadata, MetadataError> {
             && eq_ci(get_str(value, "type"), "x509Certificate")
             && !text.is_empty()
         {
-            signing_certs.push(certificate(i + 1, text)?);
+            signing_keys.push(SigningKey {
+                der: certificate(i + 1, text)?,
+                issuer: None,
+            });
         }
     }
-    if signing_certs.is_empty() {
+    if signing_keys.is_empty() {
         return Err(MetadataError::NoSigningKey);
     }
     let endpoints = get(doc, "endpoints")
@@ -228,7 +310,7 @@ fn acs_from(doc: &Map<String, Value>) -> Result<AuthMetadata, MetadataError> {
         service_name,
         realm,
         issuing_endpoint,
-        signing_certs,
+        signing_keys,
     })
 }
 
@@ -252,8 +334,9 @@ fn openid_from(doc: &Map<String, Value>) -> Result<(String, String, String), Met
     Ok((issuer, token.to_string(), jwks.to_string()))
 }
 
-/// Signing certificates of a JWKS: keys with `use` `sig` (or none) and an `x5c`.
-pub fn parse_jwks(body: &[u8]) -> Result<Vec<Vec<u8>>, MetadataError> {
+/// Signing keys of a JWKS: keys with `use` `sig` (or none) and an `x5c`, each
+/// with the `issuer` it carries, if any.
+pub fn parse_jwks(body: &[u8]) -> Result<Vec<SigningKey>, MetadataError> {
     let doc = object(body)?;
     let keys = get(&doc, "keys")
         .and_then(Value::as_array)
@@ -271,7 +354,13 @@ pub fn parse_jwks(body: &[u8]) -> Result<Vec<Vec<u8>>, MetadataError> {
             .and_then(|a| a.first())
             .and_then(Value::as_str)
         {
-            certs.push(certificate(i + 1, first)?);
+            certs.push(SigningKey {
+                der: certificate(i + 1, first)?,
+                issuer: get_str(key, "issuer")
+                    .map(str::trim)
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_string),
+            });
         }
     }
     if certs.is_empty() {
@@ -379,7 +468,7 @@ pub async fn fetch(
         .map(|u| u.to_string())
         .unwrap_or(jwks_uri);
     let keys = get_document(http, &jwks_url, max_body, &mut stats).await?;
-    let signing_certs = parse_jwks(&keys).map_err(|e| bad_document(&jwks_url, e))?;
+    let signing_keys = parse_jwks(&keys).map_err(|e| bad_document(&jwks_url, e))?;
     Ok((
         AuthMetadata {
             source: Source::OpenId,
@@ -387,7 +476,7 @@ pub async fn fetch(
             service_name: String::new(),
             issuer,
             issuing_endpoint: token_endpoint,
-            signing_certs,
+            signing_keys,
         },
         stats,
     ))
@@ -426,87 +515,159 @@ impl MetadataProbe {
             Err(o) => return o,
         };
         let now = ctx.clock.now().timestamp();
-        judge(&doc, stats, now, self)
+        judge(doc, stats, now, &self.expect())
     }
 }
 
-fn judge(doc: &AuthMetadata, stats: FetchStats, now: i64, p: &MetadataProbe) -> Outcome {
+/// What the metadata probe compares a document with.
+struct Expect<'a> {
+    realm: Option<&'a str>,
+    issuer: Option<&'a str>,
+    warn_before: i64,
+    critical_before: i64,
+}
+
+impl MetadataProbe {
+    fn expect(&self) -> Expect<'_> {
+        Expect {
+            realm: self.expect_realm.as_deref().map(str::trim),
+            issuer: self.expect_issuer.as_deref().map(str::trim),
+            warn_before: self.warn_before,
+            critical_before: self.critical_before,
+        }
+    }
+}
+
+/// A signing key's validity, for judging.
+struct KeyDates {
+    not_before: i64,
+    not_after: i64,
+    x5t: String,
+}
+
+fn judge(doc: AuthMetadata, stats: FetchStats, now: i64, p: &Expect<'_>) -> Outcome {
     let mut findings: Vec<Outcome> = Vec::new();
-    if let Some(want) = &p.expect_realm {
-        if !doc.realm.eq_ignore_ascii_case(want.trim()) {
+    // Multi-tenant discovery is read for the expected tenant, if one is named;
+    // a tenant's own discovery binds its keys to that tenant.
+    let tenant = match (doc.source, p.realm) {
+        (Source::OpenId, Some(want)) if crate::guid::is_guid(want) && has_template(&doc.issuer) => {
+            Some(want.to_string())
+        }
+        (Source::OpenId, _) if crate::guid::is_guid(&doc.realm) => Some(doc.realm.clone()),
+        _ => None,
+    };
+    let (doc, foreign) = match tenant {
+        Some(t) => doc.for_tenant(&t),
+        None => (doc, 0),
+    };
+    if doc.names_no_tenant() {
+        findings.push(Outcome::warning(
+            Category::Config,
+            match doc.source {
+                Source::Acs => NO_REALM.to_string(),
+                Source::OpenId => format!(
+                    "the discovery document names no tenant (issuer `{}`): use the tenant's own …/<tenant>/v2.0/.well-known/openid-configuration, or set expect_realm to the tenant id",
+                    clip(&doc.issuer)
+                ),
+            },
+        ));
+    } else if let Some(want) = p.realm {
+        if !doc.realm.eq_ignore_ascii_case(want) {
             findings.push(Outcome::critical(
                 Category::Protocol,
                 format!("realm is `{}`, expected `{want}`", clip(&doc.realm)),
             ));
         }
     }
-    if let Some(want) = &p.expect_issuer {
-        if doc.issuer != want.trim() {
+    if let Some(want) = p.issuer {
+        if doc.issuer != want {
             findings.push(Outcome::critical(
                 Category::Protocol,
                 format!("issuer is `{}`, expected `{want}`", clip(&doc.issuer)),
             ));
         }
     }
-    // The signing certificate that expires first decides, as in a chain.
-    let mut earliest: Option<(i64, i64, String)> = None;
-    for der in &doc.signing_certs {
-        if let Ok((_, c)) = x509_parser::parse_x509_certificate(der) {
-            let (nb, na) = (
-                c.validity().not_before.timestamp(),
-                c.validity().not_after.timestamp(),
-            );
-            if earliest.as_ref().is_none_or(|(_, e, _)| na < *e) {
-                earliest = Some((nb, na, crate::jwt::x5t(der)));
+    if doc.signing_keys.is_empty() {
+        findings.push(Outcome::critical(
+            Category::Protocol,
+            format!(
+                "no signing key for tenant {}: the document's {foreign} key{} bound to other tenants",
+                doc.realm,
+                if foreign == 1 { " is" } else { "s are" }
+            ),
+        ));
+    }
+    let dates: Vec<KeyDates> = doc
+        .signing_keys
+        .iter()
+        .filter_map(|k| {
+            let (_, c) = x509_parser::parse_x509_certificate(&k.der).ok()?;
+            Some(KeyDates {
+                not_before: c.validity().not_before.timestamp(),
+                not_after: c.validity().not_after.timestamp(),
+                x5t: crate::jwt::x5t(&k.der),
+            })
+        })
+        .collect();
+    // The STS rolls its keys: one expiring among several valid ones is normal.
+    // The newest usable key decides; without one, the newest key says why.
+    let usable = dates
+        .iter()
+        .filter(|k| k.not_before <= now && now < k.not_after)
+        .max_by_key(|k| k.not_after);
+    let mut left = None;
+    match usable {
+        Some(k) => {
+            let secs = k.not_after - now;
+            left = Some(secs);
+            let text = || {
+                format!(
+                    "the STS's signing key {} expires in {} ({}){}",
+                    k.x5t,
+                    format_duration(secs),
+                    rfc3339(k.not_after),
+                    if dates.len() > 1 {
+                        " and it is the newest of its keys"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            if secs <= p.critical_before {
+                findings.push(Outcome::critical(Category::Certificate, text()));
+            } else if secs <= p.warn_before {
+                findings.push(Outcome::warning(Category::Certificate, text()));
             }
         }
-    }
-    let mut left = None;
-    if let Some((nb, na, x5t)) = earliest {
-        let secs = na - now;
-        left = Some(secs);
-        if now < nb {
-            findings.push(Outcome::critical(
-                Category::Certificate,
-                format!(
-                    "signing certificate {x5t} is not valid until {}",
-                    rfc3339(nb)
-                ),
-            ));
-        } else if secs <= 0 {
-            findings.push(Outcome::critical(
-                Category::Certificate,
-                format!(
-                    "signing certificate {x5t} expired {} ago ({})",
-                    format_duration(-secs),
-                    rfc3339(na)
-                ),
-            ));
-        } else if secs <= p.critical_before {
-            findings.push(Outcome::critical(
-                Category::Certificate,
-                format!(
-                    "signing certificate {x5t} expires in {} ({})",
-                    format_duration(secs),
-                    rfc3339(na)
-                ),
-            ));
-        } else if secs <= p.warn_before {
-            findings.push(Outcome::warning(
-                Category::Certificate,
-                format!(
-                    "signing certificate {x5t} expires in {} ({})",
-                    format_duration(secs),
-                    rfc3339(na)
-                ),
-            ));
+        None => {
+            if let Some(k) = dates.iter().max_by_key(|k| k.not_after) {
+                let secs = k.not_after - now;
+                left = Some(secs);
+                findings.push(Outcome::critical(
+                    Category::Certificate,
+                    if now < k.not_before {
+                        format!(
+                            "the STS's signing key {} is not valid until {}",
+                            k.x5t,
+                            rfc3339(k.not_before)
+                        )
+                    } else {
+                        format!(
+                            "every signing key of the STS has expired: the newest, {}, {} ago ({})",
+                            k.x5t,
+                            format_duration(-secs),
+                            rfc3339(k.not_after)
+                        )
+                    },
+                ));
+            }
         }
     }
     let kind = match doc.source {
         Source::Acs => "ACS metadata",
         Source::OpenId => "OpenID metadata",
     };
-    let keys = doc.signing_certs.len();
+    let keys = doc.signing_keys.len();
     let mut outcome = match findings.into_iter().max_by_key(|o| o.status.severity()) {
         Some(o) => o,
         None => Outcome::ok(format!(
@@ -519,7 +680,7 @@ fn judge(doc: &AuthMetadata, stats: FetchStats, now: i64, p: &MetadataProbe) -> 
             stats.latency.as_millis(),
             if keys == 1 { "" } else { "s" },
             clip(&doc.issuing_endpoint),
-            left.map(|s| format!(", first key expires in {}", format_duration(s)))
+            left.map(|s| format!(", newest key expires in {}", format_duration(s)))
                 .unwrap_or_default(),
         )),
     };
@@ -578,7 +739,7 @@ mod tests {
             json!({"issuer": "00000001-0000-0000-c000-000000000000@3f2b6a4e-0000-4000-8000-000000000001", "realm": "ignored"}),
         );
         let m = parse_acs(&body).unwrap();
-        assert_eq!(m.signing_certs.len(), 1);
+        assert_eq!(m.signing_keys.len(), 1);
         assert_eq!(m.issuing_endpoint, "https://sts/t/tokens/OAuth/2");
         assert_eq!(m.service_name, "00000001-0000-0000-c000-000000000000");
         assert_eq!(m.realm, "3f2b6a4e-0000-4000-8000-000000000001");

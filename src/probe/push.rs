@@ -256,16 +256,12 @@ impl PushProbe {
                 return o;
             }
         };
-        let now_ms = ctx.clock.now().timestamp_millis();
-        let batch = json!({"notifications": [{
-            "payload": {"tenantId": "", "unseenEmailCount": 1, "isMonitoring": true},
-            "recipients": [{
-                "appId": "MonitoringProbeAppId",
-                "deviceId": "0000000000000000000000000000000000000000000000000000000000000000",
-                "lastSubscriptionUpdate": format!("/Date({now_ms})/"),
-            }],
-        }]});
+        for (k, v) in &token.observations {
+            ctx.progress.observe(token_observation(k), *v);
+        }
+        let batch = monitoring_batch(ctx.clock.now().timestamp_millis());
         // The span lasts until the whole answer is read.
+        ctx.progress.phase("posting the monitoring batch");
         let post = tracing::info_span!("push_post");
         let start = tokio::time::Instant::now();
         let sent = self
@@ -280,7 +276,7 @@ impl PushProbe {
             .header("return-client-request-id", "True")
             .header(reqwest::header::USER_AGENT, USER_AGENT)
             .header("X-ProbeType", "X-MS-ClientAccess-LocalProbe")
-            .body(batch.to_string())
+            .body(batch)
             .send()
             .instrument(post.clone())
             .await;
@@ -293,8 +289,7 @@ impl PushProbe {
         let challenge = response
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(300).collect::<String>());
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let body = read_prefix(response, MAX_RESPONSE).instrument(post).await;
         let latency = start.elapsed();
         let fault: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -315,10 +310,15 @@ impl PushProbe {
         } else if status.as_u16() == 401 {
             let mut s = "push proxy rejected the token (HTTP 401)".to_string();
             if let Some(m) = &message {
-                s.push_str(&format!(": {m}"));
+                s.push_str(&format!(": {}", m.trim_end_matches('.')));
             }
-            if let Some(c) = challenge.as_deref().and_then(trusted_issuers) {
-                s.push_str(&format!("; it trusts {c}"));
+            match challenge.as_deref().map(parse_challenge) {
+                Some(Ok(c)) => {
+                    s.push_str("; ");
+                    s.push_str(&compare_challenge(&c, &token.issuer, &token.audience));
+                }
+                Some(Err(e)) => s.push_str(&format!("; its WWW-Authenticate is malformed: {e}")),
+                None => s.push_str("; it sent no WWW-Authenticate challenge"),
             }
             Outcome::critical(Category::Auth, s)
         } else {
@@ -345,21 +345,274 @@ impl PushProbe {
         o.observe("latency_seconds", latency.as_secs_f64());
         o.observe("status_code", f64::from(status.as_u16()));
         for (k, v) in &token.observations {
-            let name = match *k {
-                "latency_seconds" => "token_latency_seconds",
-                other => other,
-            };
-            o.observe(name, *v);
+            o.observe(token_observation(k), *v);
         }
         o
     }
 }
 
-/// `trusted_issuers="…"` out of a Bearer challenge.
-fn trusted_issuers(challenge: &str) -> Option<String> {
-    let at = challenge.find("trusted_issuers=\"")? + "trusted_issuers=\"".len();
-    let end = challenge[at..].find('"')? + at;
-    Some(challenge[at..end].to_string())
+/// A token observation's name in the push probe's outcome.
+fn token_observation(name: &str) -> &str {
+    match name {
+        "latency_seconds" => "token_latency_seconds",
+        other => other,
+    }
+}
+
+/// The monitoring batch as JSON text. The proxy is a WCF endpoint, whose JSON
+/// reader takes a DateTime only from the escaped form `"\/Date(ms)\/"` (the
+/// backslashes are in the text; without them it is a plain string and the batch
+/// is refused). The date is a day back, so that an agent clock ahead of the
+/// service cannot put it in the future.
+pub fn monitoring_batch(now_ms: i64) -> String {
+    const PLACEHOLDER: &str = "\"lastSubscriptionUpdate-placeholder\"";
+    let batch = json!({"notifications": [{
+        "payload": {"tenantId": "", "unseenEmailCount": 1, "isMonitoring": true},
+        "recipients": [{
+            "appId": "MonitoringProbeAppId",
+            "deviceId": "0000000000000000000000000000000000000000000000000000000000000000",
+            "lastSubscriptionUpdate": "lastSubscriptionUpdate-placeholder",
+        }],
+    }]});
+    let past = now_ms.saturating_sub(86_400_000).max(0);
+    batch
+        .to_string()
+        .replace(PLACEHOLDER, &format!("\"\\/Date({past})\\/\""))
+}
+
+/// The longest `WWW-Authenticate` value parsed; real ones are about 300 bytes.
+pub const MAX_CHALLENGE_BYTES: usize = 4096;
+const MAX_CHALLENGE_PARAMS: usize = 32;
+
+/// A Bearer challenge (RFC 6750 §3): parameter names lower-cased, values unquoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub params: Vec<(String, String)>,
+}
+
+impl Challenge {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChallengeError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it is longer than {MAX_CHALLENGE_BYTES} bytes")]
+    TooLong,
+    #[error("it has a control character")]
+    Control,
+    #[error("its scheme is `{0}`, not Bearer")]
+    NotBearer(String),
+    #[error("a parameter has no name")]
+    NoName,
+    #[error("parameter `{0}` has no `=`")]
+    NoEquals(String),
+    #[error("parameter `{0}` has no value")]
+    NoValue(String),
+    #[error("parameter `{0}` has an unterminated quoted string")]
+    Unterminated(String),
+    #[error("parameter `{0}` is followed by `{1}` instead of a comma")]
+    Trailing(String, char),
+    #[error("parameter `{0}` appears twice")]
+    Duplicate(String),
+    #[error("it has more than {MAX_CHALLENGE_PARAMS} parameters")]
+    TooMany,
+}
+
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// Parses the first challenge of a `WWW-Authenticate` value, which must be
+/// Bearer: `Bearer name="quoted, with commas", name=token, …`. Quoted strings
+/// may hold commas and `\`-escapes; names are matched without regard to case.
+/// A second challenge after the first (`…, Basic realm="x"`) ends the parse.
+pub fn parse_challenge(header: &str) -> Result<Challenge, ChallengeError> {
+    if header.len() > MAX_CHALLENGE_BYTES {
+        return Err(ChallengeError::TooLong);
+    }
+    if header.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(ChallengeError::Control);
+    }
+    let text = header.trim();
+    if text.is_empty() {
+        return Err(ChallengeError::Empty);
+    }
+    let scheme_end = text.find(|c: char| !is_tchar(c)).unwrap_or(text.len());
+    let scheme = &text[..scheme_end];
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ChallengeError::NotBearer(scheme.chars().take(32).collect()));
+    }
+    let mut rest = text[scheme_end..].chars().peekable();
+    let mut params: Vec<(String, String)> = Vec::new();
+    let skip_ws = |it: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while it.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            it.next();
+        }
+    };
+    loop {
+        // Separators: any run of spaces and commas.
+        while rest.peek().is_some_and(|c| matches!(c, ' ' | '\t' | ',')) {
+            rest.next();
+        }
+        if rest.peek().is_none() {
+            break;
+        }
+        let mut name = String::new();
+        while let Some(&c) = rest.peek() {
+            if !is_tchar(c) {
+                break;
+            }
+            name.push(c);
+            rest.next();
+        }
+        if name.is_empty() {
+            return Err(ChallengeError::NoName);
+        }
+        skip_ws(&mut rest);
+        match rest.peek() {
+            Some('=') => {
+                rest.next();
+            }
+            // `, Basic realm=…`: the next challenge begins; Bearer's ends here.
+            Some(c) if is_tchar(*c) && !params.is_empty() => break,
+            _ => return Err(ChallengeError::NoEquals(name)),
+        }
+        skip_ws(&mut rest);
+        let value = match rest.peek() {
+            Some('"') => {
+                rest.next();
+                let mut v = String::new();
+                loop {
+                    match rest.next() {
+                        None => return Err(ChallengeError::Unterminated(name)),
+                        Some('"') => break,
+                        Some('\\') => match rest.next() {
+                            Some(c) => v.push(c),
+                            None => return Err(ChallengeError::Unterminated(name)),
+                        },
+                        Some(c) => v.push(c),
+                    }
+                }
+                v
+            }
+            _ => {
+                let mut v = String::new();
+                while let Some(&c) = rest.peek() {
+                    if !(is_tchar(c) || c == '/' || c == '=') {
+                        break;
+                    }
+                    v.push(c);
+                    rest.next();
+                }
+                if v.is_empty() {
+                    return Err(ChallengeError::NoValue(name));
+                }
+                v
+            }
+        };
+        skip_ws(&mut rest);
+        match rest.peek() {
+            None | Some(',') => {}
+            Some(&c) => return Err(ChallengeError::Trailing(name, c)),
+        }
+        let name = name.to_ascii_lowercase();
+        if params.iter().any(|(n, _)| *n == name) {
+            return Err(ChallengeError::Duplicate(name));
+        }
+        if params.len() == MAX_CHALLENGE_PARAMS {
+            return Err(ChallengeError::TooMany);
+        }
+        params.push((name, value));
+    }
+    Ok(Challenge { params })
+}
+
+/// Says how the refused token compares with what the proxy's challenge asks
+/// for: its trusted issuers (service and realm) and its own id (the audience).
+pub fn compare_challenge(c: &Challenge, issuer: &str, audience: &str) -> String {
+    let shown = |s: &str| s.chars().take(120).collect::<String>();
+    let trusted: Vec<&str> = c
+        .param("trusted_issuers")
+        .map(|t| {
+            t.split([',', ' '])
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (service, realm) = issuer.split_once('@').unwrap_or((issuer, ""));
+    let mut findings = Vec::new();
+    if let Some(client_id) = c.param("client_id") {
+        // An ACS audience is `<client id>/<host>@<realm>`; an Entra one is a URI.
+        let acs_style = audience.contains('@');
+        let for_it = audience
+            .get(..client_id.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(client_id));
+        if acs_style && !for_it {
+            findings.push(format!(
+                "the proxy is {}, but the token's audience is {}",
+                shown(client_id),
+                shown(audience)
+            ));
+        }
+    }
+    if trusted.is_empty() {
+        findings.push(format!(
+            "the challenge names no trusted issuers; the token's issuer is {}",
+            shown(issuer)
+        ));
+    } else {
+        let same_service: Vec<&str> = trusted
+            .iter()
+            .copied()
+            .filter(|t| {
+                t.split_once('@')
+                    .is_some_and(|(s, _)| s.eq_ignore_ascii_case(service))
+            })
+            .collect();
+        let matching = same_service.iter().copied().find(|t| {
+            t.split_once('@')
+                .is_some_and(|(_, r)| r == "*" || r.eq_ignore_ascii_case(realm))
+        });
+        match (same_service.is_empty(), matching) {
+            (true, _) => findings.push(format!(
+                "the proxy trusts {}, not the token's issuer {}",
+                shown(&trusted.join(" ")),
+                shown(issuer)
+            )),
+            (false, None) => findings.push(format!(
+                "the proxy trusts the realm{} of {} only; the token's issuer {} names realm {}",
+                if same_service.len() == 1 { "" } else { "s" },
+                shown(&same_service.join(" ")),
+                shown(issuer),
+                shown(realm)
+            )),
+            (false, Some(t)) if findings.is_empty() => {
+                let which = if t.ends_with("@*") {
+                    format!("any ACS realm ({t})")
+                } else {
+                    t.to_string()
+                };
+                findings.push(format!(
+                    "the proxy trusts {}; the token's issuer {} matches: check that the OnPrem-Proxy partner application is enabled",
+                    shown(&which),
+                    shown(issuer)
+                ));
+            }
+            (false, Some(_)) => {}
+        }
+    }
+    if let Some(d) = c.param("error_description") {
+        findings.push(format!("it says: {}", shown(d)));
+    }
+    findings.join("; ")
 }
 
 impl EndToEnd {
@@ -431,7 +684,17 @@ impl EndToEnd {
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| Outcome::critical(Category::Protocol, format!("{what}: not JSON: {e}")))?;
         match v.pointer(&self.badge_pointer) {
-            None | Some(Value::Null) => Ok(0),
+            None => Err(Outcome::critical(
+                Category::Config,
+                format!(
+                    "badge_pointer `{}` does not resolve in the document at {}{}",
+                    self.badge_pointer,
+                    crate::net::http::without_credentials(&self.badge_url),
+                    members(&v)
+                ),
+            )),
+            // The device has had no badge yet.
+            Some(Value::Null) => Ok(0),
             Some(x) => x.as_u64().ok_or_else(|| {
                 Outcome::critical(
                     Category::Protocol,
@@ -442,10 +705,12 @@ impl EndToEnd {
     }
 
     async fn run(&self, http: &reqwest::Client, ctx: &ProbeContext) -> Outcome {
+        ctx.progress.phase("reading the badge before the test mail");
         let before = match self.badge(http).await {
             Ok(b) => b,
             Err(o) => return o,
         };
+        ctx.progress.observe("badge_before", before as f64);
         let tag = crate::guid::random();
         let mail = Message::builder()
             .from(self.from.clone())
@@ -471,6 +736,7 @@ impl EndToEnd {
             Ok(None) => self.mailer.clone().build(),
             Err(o) => return o,
         };
+        ctx.progress.phase("sending the test mail");
         let sent_at = tokio::time::Instant::now();
         if let Err(e) = mailer.send(mail).await {
             let text = e.to_string();
@@ -489,7 +755,9 @@ impl EndToEnd {
                 ),
             );
         }
-        self.wait_for_badge(http, before, sent_at)
+        ctx.progress
+            .phase("waiting for the badge to rise after the test mail");
+        self.wait_for_badge(http, before, sent_at, ctx)
             .instrument(tracing::info_span!("end_to_end_wait"))
             .await
     }
@@ -500,6 +768,7 @@ impl EndToEnd {
         http: &reqwest::Client,
         before: u64,
         sent_at: tokio::time::Instant,
+        ctx: &ProbeContext,
     ) -> Outcome {
         let mut last = before;
         loop {
@@ -521,6 +790,9 @@ impl EndToEnd {
                 Ok(b) => last = b,
                 Err(o) => return o,
             }
+            ctx.progress.observe("badge_after", last as f64);
+            ctx.progress
+                .observe("waited_seconds", sent_at.elapsed().as_secs_f64());
             if last > before {
                 let took = sent_at.elapsed();
                 let text = format!(
@@ -544,6 +816,21 @@ impl EndToEnd {
                 return o;
             }
         }
+    }
+}
+
+/// `: its members are a, b, c` for an object, to help fix a pointer.
+fn members(v: &Value) -> String {
+    match v.as_object() {
+        Some(o) if !o.is_empty() => format!(
+            " (its members are {})",
+            o.keys()
+                .take(12)
+                .map(|k| format!("/{}", k.chars().take(40).collect::<String>()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => String::new(),
     }
 }
 

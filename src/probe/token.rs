@@ -19,11 +19,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::metadata::{self, AuthMetadata};
+use super::metadata::{self, AuthMetadata, Source};
 use futures::future::BoxFuture;
 
 use crate::credential::{self, SigningCredential};
-use crate::human::format_duration;
+use crate::human::{format_duration, rfc3339};
 use crate::jwt;
 use crate::net::http::{read_capped, without_credentials, BodyError};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
@@ -116,6 +116,30 @@ impl TokenConfig {
                 crate::net::http::check_url_key(key, u, &mut p);
             }
         }
+        if self.mode == Mode::Entra {
+            for (key, url, want) in [
+                ("token_url", &self.token_url, "token endpoint"),
+                ("metadata_url", &self.metadata_url, "discovery document"),
+            ] {
+                let segment = url
+                    .as_deref()
+                    .and_then(|u| reqwest::Url::parse(u).ok())
+                    .and_then(|u| multi_tenant_segment(&u));
+                if let Some(segment) = segment {
+                    p.push(SpecProblem::new(
+                        key,
+                        format!(
+                            "`{segment}` is Entra's multi-tenant {want}, where client credentials are refused: use the tenant's own (https://login.microsoftonline.com/<tenant>/{})",
+                            if key == "token_url" {
+                                "oauth2/v2.0/token"
+                            } else {
+                                "v2.0/.well-known/openid-configuration"
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
         if self.mode == Mode::Acs
             && self.token_url.is_some()
             && self.metadata_url.is_none()
@@ -172,6 +196,9 @@ pub struct IssuedToken {
     /// The bearer token; never printed.
     access_token: String,
     pub resource: String,
+    /// The access token's `iss` and `aud` (not secret: they name services).
+    pub issuer: String,
+    pub audience: String,
     pub expires_at: i64,
     /// Measurements and non-fatal findings for the caller's outcome.
     pub observations: Vec<(&'static str, f64)>,
@@ -294,26 +321,34 @@ impl TokenClient {
 
     /// Obtains a token and checks it; a failure is the outcome to report.
     pub async fn acquire(&self, ctx: &ProbeContext) -> Result<IssuedToken, Outcome> {
+        ctx.progress.phase("reading the signing credential");
         let cred = self.credential().await?;
         let mut observations: Vec<(&'static str, f64)> = Vec::new();
         // Where to ask, for which tenant, and which keys sign the answer.
-        let (endpoint, tenant_id, signing_keys) = match &self.metadata_url {
+        let (endpoint, tenant_id, signing_keys, discovery_issuer) = match &self.metadata_url {
             Some(url) => {
+                ctx.progress.phase("fetching the metadata");
                 let (doc, stats) = metadata::fetch(&self.http, url, MAX_RESPONSE * 4)
                     .instrument(tracing::info_span!("metadata_fetch"))
                     .await
                     .map_err(|o| prefixed(o, "metadata"))?;
                 observations.push(("metadata_latency_seconds", stats.latency.as_secs_f64()));
-                let tenant = tenant_of(&doc, &self.tenant);
+                ctx.progress
+                    .observe("metadata_latency_seconds", stats.latency.as_secs_f64());
+                let doc = bind_tenant(doc, &self.tenant)
+                    .map_err(|o| with_observations(o, &observations))?;
+                let discovery_issuer = (doc.source == Source::OpenId).then(|| doc.issuer.clone());
                 (
                     doc.issuing_endpoint.clone(),
-                    tenant,
-                    Some(doc.signing_certs),
+                    doc.realm.clone(),
+                    Some(doc.signing_certs()),
+                    discovery_issuer,
                 )
             }
             None => (
                 self.token_url.clone().unwrap_or_default(),
                 self.tenant.clone(),
+                None,
                 None,
             ),
         };
@@ -323,6 +358,17 @@ impl TokenClient {
                 format!("issuing endpoint `{endpoint}` is not a URL: {e}"),
             )
         })?;
+        if self.mode == Mode::Entra {
+            if let Some(segment) = multi_tenant_segment(&endpoint_url) {
+                return Err(with_observations(
+                    Outcome::critical(
+                        Category::Config,
+                        multi_tenant_text(segment, "token endpoint"),
+                    ),
+                    &observations,
+                ));
+            }
+        }
         let now = ctx.clock.now().timestamp();
         let resource = self.resource_for(&tenant_id);
         let x5t = cred.x5t();
@@ -371,6 +417,7 @@ impl TokenClient {
         };
         drop(signing);
         // The span lasts until the whole answer is read.
+        ctx.progress.phase("requesting a token");
         let request = tracing::info_span!("token_request");
         let start = tokio::time::Instant::now();
         let response = self
@@ -407,30 +454,29 @@ impl TokenClient {
             observations.push(("clock_skew_seconds", s as f64));
         }
         let skew_text = skew.map(|s| format!("clock skew {}", skew_words(s)));
-        if let Some(s) = skew {
-            if s.abs() > self.max_skew {
-                let mut o = Outcome::critical(
-                    Category::Auth,
-                    format!(
-                        "{}: this server's clock differs from the STS's by more than {}",
-                        skew_text.clone().unwrap_or_default(),
-                        skew_words(self.max_skew)
-                    ),
-                );
-                if !status.is_success() {
-                    o.summary.push_str(&format!("; {}", error_text(&body).1));
-                }
-                return Err(with_observations(o, &observations));
-            }
-        }
+        let too_skewed = skew.filter(|s| s.abs() > self.max_skew).map(|s| {
+            format!(
+                "clock skew {}: this server's clock differs from the STS's by more than {}",
+                skew_words(s),
+                skew_words(self.max_skew)
+            )
+        });
         if !status.is_success() {
+            // The STS's own reason first; a large skew is said beside it, as
+            // it may be the cause but the STS names what it refused.
             let (category, text) = error_text(&body);
             let mut summary = format!("token request refused (HTTP {}): {text}", status.as_u16());
-            if let Some(s) = &skew_text {
+            if let Some(s) = too_skewed.as_ref().or(skew_text.as_ref()) {
                 summary.push_str(&format!("; {s}"));
             }
             return Err(with_observations(
                 Outcome::critical(category, summary),
+                &observations,
+            ));
+        }
+        if let Some(text) = too_skewed {
+            return Err(with_observations(
+                Outcome::critical(Category::Auth, text),
                 &observations,
             ));
         }
@@ -443,12 +489,18 @@ impl TokenClient {
                 &observations,
             )
         })?;
+        ctx.progress.phase("checking the token");
+        let issuers = self.issuers_for(&tenant_id, discovery_issuer.as_deref());
         let checked = check_answer(
             &answer,
-            &resource,
-            signing_keys.as_deref(),
-            local,
-            self.mode,
+            &Expected {
+                resource: &resource,
+                issuers: &issuers,
+                signing_keys: signing_keys.as_deref(),
+                now: local,
+                max_skew: self.max_skew,
+                mode: self.mode,
+            },
         )
         .map_err(|o| with_observations(o, &observations))?;
         observations.push(("token_lifetime_seconds", (checked.exp - checked.nbf) as f64));
@@ -475,11 +527,33 @@ impl TokenClient {
         Ok(IssuedToken {
             access_token: checked.token,
             resource,
+            issuer: checked.issuer,
+            audience: checked.audience,
             expires_at: checked.exp,
             observations,
             warning,
             summary,
         })
+    }
+
+    /// ACS tokens come from `00000001-…@<tenant id>`. Exchange Online and Graph
+    /// get v1 tokens even from the v2 endpoint, so Entra's are from
+    /// `https://sts.windows.net/<tenant id>/` or the discovery's issuer.
+    fn issuers_for(&self, tenant_id: &str, discovery_issuer: Option<&str>) -> Issuers {
+        match self.mode {
+            Mode::Acs => Issuers::Exact(vec![format!("{ACS_APP_ID}@{tenant_id}")]),
+            Mode::Entra if crate::guid::is_guid(tenant_id) => {
+                let mut list = vec![format!("https://sts.windows.net/{tenant_id}/")];
+                match discovery_issuer {
+                    Some(i) => list.push(metadata::substitute_tenant(i, tenant_id)),
+                    None => list.push(format!(
+                        "https://login.microsoftonline.com/{tenant_id}/v2.0"
+                    )),
+                }
+                Issuers::Exact(list)
+            }
+            Mode::Entra => Issuers::AnyEntraTenant,
+        }
     }
 
     fn resource_for(&self, tenant_id: &str) -> String {
@@ -503,12 +577,115 @@ impl TokenClient {
     }
 }
 
-/// The tenant id: the realm the metadata names, else what the config says.
-fn tenant_of(doc: &AuthMetadata, configured: &str) -> String {
-    if crate::guid::is_guid(&doc.realm) {
-        doc.realm.clone()
-    } else {
-        configured.to_string()
+/// The metadata as it applies to the configured tenant, whose id it must name:
+/// the token probe never guesses a tenant (a realm-less document, the domain in
+/// place of the id, or another tenant's document are configuration errors).
+fn bind_tenant(doc: AuthMetadata, configured: &str) -> Result<AuthMetadata, Outcome> {
+    let configured_id = crate::guid::is_guid(configured).then_some(configured);
+    let tenant_id = match doc.source {
+        Source::Acs => {
+            if doc.names_no_tenant() {
+                return Err(Outcome::critical(Category::Config, metadata::NO_REALM));
+            }
+            if !crate::guid::is_guid(&doc.realm) {
+                return Err(Outcome::critical(
+                    Category::Protocol,
+                    format!(
+                        "metadata: the realm `{}` is not a tenant id",
+                        clip(&doc.realm, 64)
+                    ),
+                ));
+            }
+            doc.realm.clone()
+        }
+        Source::OpenId if crate::guid::is_guid(&doc.realm) => doc.realm.clone(),
+        Source::OpenId => match configured_id {
+            Some(id) if doc.names_no_tenant() => id.to_string(),
+            _ => {
+                return Err(Outcome::critical(
+                    Category::Config,
+                    format!(
+                        "the discovery document names no tenant (issuer `{}`): use the tenant's own …/<tenant>/v2.0/.well-known/openid-configuration",
+                        clip(&doc.issuer, 120)
+                    ),
+                ))
+            }
+        },
+    };
+    if let Some(id) = configured_id {
+        if !id.eq_ignore_ascii_case(&tenant_id) {
+            return Err(Outcome::critical(
+                Category::Config,
+                format!("the metadata names tenant {tenant_id}, but tenant is {id}"),
+            ));
+        }
+    }
+    let (doc, foreign) = doc.for_tenant(&tenant_id);
+    if doc.signing_keys.is_empty() {
+        return Err(Outcome::critical(
+            Category::Protocol,
+            format!(
+                "metadata: no signing key for tenant {tenant_id} ({foreign} bound to other tenants)"
+            ),
+        ));
+    }
+    Ok(doc)
+}
+
+/// `common`, `organizations` or `consumers` when `url`'s first path segment is
+/// one of Entra's multi-tenant names, where client credentials are refused.
+pub fn multi_tenant_segment(url: &reqwest::Url) -> Option<&'static str> {
+    let first = url.path_segments()?.next()?;
+    ["common", "organizations", "consumers"]
+        .into_iter()
+        .find(|m| first.eq_ignore_ascii_case(m))
+}
+
+fn multi_tenant_text(segment: &str, what: &str) -> String {
+    format!(
+        "the {what} is on `{segment}`, where Entra refuses client credentials: use the tenant's own (https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token)"
+    )
+}
+
+fn clip(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// The issuers an access token may name.
+#[derive(Debug, Clone, PartialEq)]
+enum Issuers {
+    /// One of these, compared without regard to case.
+    Exact(Vec<String>),
+    /// Entra for a tenant known only by its domain: `https://sts.windows.net/<GUID>/`
+    /// or `https://login.microsoftonline.com/<GUID>/v2.0`.
+    AnyEntraTenant,
+}
+
+impl Issuers {
+    fn accepts(&self, iss: &str) -> bool {
+        match self {
+            Issuers::Exact(list) => list.iter().any(|i| i.eq_ignore_ascii_case(iss)),
+            Issuers::AnyEntraTenant => {
+                let guid_between = |prefix: &str, suffix: &str| {
+                    iss.strip_prefix(prefix)
+                        .and_then(|r| r.strip_suffix(suffix))
+                        .is_some_and(crate::guid::is_guid)
+                };
+                guid_between("https://sts.windows.net/", "/")
+                    || guid_between("https://login.microsoftonline.com/", "/v2.0")
+            }
+        }
+    }
+
+    fn words(&self) -> String {
+        match self {
+            Issuers::Exact(list) => list
+                .iter()
+                .map(|i| format!("`{i}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            Issuers::AnyEntraTenant => "an Entra issuer".into(),
+        }
     }
 }
 
@@ -584,12 +761,20 @@ pub fn error_text(body: &[u8]) -> (Category, String) {
         .unwrap_or("");
     // First line only: the rest is Trace ID / Correlation ID / Timestamp.
     let first = description.lines().next().unwrap_or("").trim();
+    // Entra also lists its codes as numbers; the description usually leads with one.
+    let listed = v
+        .get("error_codes")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .and_then(Value::as_u64)
+        .map(|n| format!("AADSTS{n}"));
     let code: String = first
         .split(':')
         .next()
         .filter(|c| c.starts_with("ACS") || c.starts_with("AADSTS"))
-        .unwrap_or("")
-        .to_string();
+        .map(str::to_string)
+        .or(listed)
+        .unwrap_or_default();
     let lower = first.to_ascii_lowercase();
     let (category, meaning) = match code.as_str() {
         "ACS50006" | "ACS50008" => (
@@ -618,6 +803,30 @@ pub fn error_text(body: &[u8]) -> (Category, String) {
             Category::Auth,
             "the assertion is outside its valid time range: check this server's clock",
         ),
+        "AADSTS50194" => (
+            Category::Config,
+            "the token endpoint is multi-tenant (`common`/`organizations`): use the tenant's own …/<tenant>/oauth2/v2.0/token",
+        ),
+        "AADSTS700016" => (
+            Category::Config,
+            "the application (client_id) is not found in the tenant: check client_id, and that the app is registered in this tenant",
+        ),
+        "AADSTS90002" => (
+            Category::Config,
+            "the tenant is not found: check tenant (its id, or a verified domain)",
+        ),
+        "AADSTS500011" => (
+            Category::Config,
+            "the resource is not found in the tenant: check resource (e.g. https://outlook.office365.com)",
+        ),
+        "AADSTS70011" => (
+            Category::Config,
+            "the scope is invalid: resource must be the application id URI whose /.default is asked",
+        ),
+        "AADSTS7000215" => (
+            Category::Config,
+            "the client secret is invalid: use the secret's value (not its id), or a new one if it expired",
+        ),
         _ if code.is_empty() && error.is_empty() => {
             (Category::Protocol, "the STS answered with no error code")
         }
@@ -641,19 +850,28 @@ pub fn error_text(body: &[u8]) -> (Category, String) {
 
 struct Checked {
     token: String,
+    issuer: String,
+    audience: String,
     nbf: i64,
     exp: i64,
 }
 
-/// Checks a success answer: Bearer, a JWT access token whose RS256 signature
-/// verifies against one of `signing_keys` (when known), audience, times.
-fn check_answer(
-    answer: &Value,
-    resource: &str,
-    signing_keys: Option<&[Vec<u8>]>,
+/// What a success answer is checked against.
+struct Expected<'a> {
+    resource: &'a str,
+    issuers: &'a Issuers,
+    /// The metadata's signing keys, when known.
+    signing_keys: Option<&'a [Vec<u8>]>,
     now: i64,
+    /// How far `nbf` may be ahead of `now`.
+    max_skew: i64,
     mode: Mode,
-) -> Result<Checked, Outcome> {
+}
+
+/// Checks a success answer: Bearer, a JWT access token whose RS256 signature
+/// verifies against one of the signing keys (when known), issuer, audience, times.
+fn check_answer(answer: &Value, want: &Expected<'_>) -> Result<Checked, Outcome> {
+    let (resource, now, mode) = (want.resource, want.now, want.mode);
     let bad = |s: String| Outcome::critical(Category::Auth, s);
     let token_type = answer
         .get("token_type")
@@ -689,7 +907,7 @@ fn check_answer(
     if decoded.alg() != Some("RS256") {
         return Err(bad("access token is not signed with RS256".into()));
     }
-    if let Some(keys) = signing_keys {
+    if let Some(keys) = want.signing_keys {
         if !keys.iter().any(|k| decoded.verify_rs256(k).is_ok()) {
             return Err(bad(
                 "access token signature does not verify against the metadata's signing keys".into(),
@@ -709,12 +927,27 @@ fn check_answer(
             aud.chars().take(120).collect::<String>()
         )));
     }
+    let iss = decoded.claim_str("iss").unwrap_or("");
+    if !want.issuers.accepts(iss) {
+        return Err(bad(format!(
+            "access token issuer is `{}`, expected {} (a token for another tenant, or from another STS)",
+            clip(iss, 120),
+            want.issuers.words()
+        )));
+    }
     let (nbf, exp) = match (decoded.claim_i64("nbf"), decoded.claim_i64("exp")) {
         (Some(n), Some(e)) => (n, e),
         _ => return Err(bad("access token has no nbf/exp".into())),
     };
     if exp <= now {
         return Err(bad("access token is already expired".into()));
+    }
+    if nbf > now + want.max_skew {
+        return Err(bad(format!(
+            "access token is not valid until {} ({} ahead of this server's clock)",
+            rfc3339(nbf),
+            skew_words(nbf - now)
+        )));
     }
     let lifetime = exp - nbf;
     if !(300..=48 * 3600).contains(&lifetime) {
@@ -725,6 +958,8 @@ fn check_answer(
     }
     Ok(Checked {
         token: token.to_string(),
+        issuer: iss.to_string(),
+        audience: aud.to_string(),
         nbf,
         exp,
     })

@@ -498,7 +498,8 @@ async fn the_push_proxy_rejects_a_foreign_token_with_401() {
         Some(Category::Auth),
         &[
             "rejected the token (HTTP 401)",
-            "it trusts 00000001-0000-0000-c000-000000000000@",
+            "the proxy trusts any ACS realm (00000001-0000-0000-c000-000000000000@*)",
+            "matches: check that the OnPrem-Proxy partner application is enabled",
         ],
     );
     stop.cancel();
