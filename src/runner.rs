@@ -283,6 +283,45 @@ pub(crate) mod tests {
         assert_eq!(o.duration, Duration::from_secs(3));
     }
 
+    /// Gathers an observation, enters a phase, then hangs.
+    struct HangingInPhase;
+
+    impl Probe for HangingInPhase {
+        fn run<'a>(&'a self, ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                ctx.progress.phase("sending the test mail");
+                ctx.progress.observe("badge_before", 3.0);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                ctx.progress.phase("waiting for the badge to rise");
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Outcome::ok("never")
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_run_names_its_phase_and_keeps_its_observations() {
+        let t = Target {
+            probe: Arc::new(HangingInPhase),
+            ..target(
+                "hung",
+                Duration::from_secs(5),
+                TestProbe {
+                    sleep: Duration::ZERO,
+                    panic: false,
+                },
+            )
+        };
+        let o = run_once(&t, &clock()).await;
+        assert_eq!(o.status, Status::Critical);
+        assert_eq!(o.category, Some(Category::Timeout));
+        assert_eq!(
+            o.summary,
+            "timed out after 5s while waiting for the badge to rise"
+        );
+        assert_eq!(o.observations.get("badge_before"), Some(&3.0));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn panicking_probe_is_unknown_internal() {
         let clock = clock();

@@ -510,6 +510,7 @@ impl MetadataProbe {
     }
 
     async fn check(&self, ctx: &ProbeContext) -> Outcome {
+        ctx.progress.phase("fetching the metadata");
         let (doc, stats) = match fetch(&self.http, &self.url, self.max_body).await {
             Ok(x) => x,
             Err(o) => return o,
@@ -828,6 +829,170 @@ mod tests {
             parse_jwks(br#"{"keys": []}"#).unwrap_err(),
             MetadataError::NoSigningKey
         );
+    }
+
+    /// Recorded real shapes (tests/fixtures/exchange), judged at 2026-05-28.
+    const NOW: i64 = 1_779_926_400;
+    const TENANT: &str = "3f2b6a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+    const OTHER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+    const ACS_NO_REALM: &[u8] =
+        include_bytes!("../../tests/fixtures/exchange/acs-metadata-no-realm.json");
+    const ACS_WITH_REALM: &[u8] = include_bytes!("../../tests/fixtures/exchange/acs-metadata.json");
+    const COMMON_DISCOVERY: &[u8] =
+        include_bytes!("../../tests/fixtures/exchange/entra-common-openid-configuration.json");
+    const TENANT_DISCOVERY: &[u8] =
+        include_bytes!("../../tests/fixtures/exchange/entra-tenant-openid-configuration.json");
+    const JWKS_PER_KEY_ISSUERS: &[u8] =
+        include_bytes!("../../tests/fixtures/exchange/entra-jwks-per-key-issuers.json");
+
+    fn expect(realm: Option<&str>) -> Expect<'_> {
+        Expect {
+            realm,
+            issuer: None,
+            warn_before: 30 * 86_400,
+            critical_before: 7 * 86_400,
+        }
+    }
+
+    /// What `fetch` makes of a discovery document and its JWKS.
+    fn openid(discovery: &[u8], jwks: &[u8]) -> AuthMetadata {
+        let (issuer, token, _) = parse_openid_discovery(discovery).unwrap();
+        AuthMetadata {
+            source: Source::OpenId,
+            realm: realm_of_issuer_url(&issuer),
+            service_name: String::new(),
+            issuer,
+            issuing_endpoint: token,
+            signing_keys: parse_jwks(jwks).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_realm_less_acs_document_is_a_configuration_warning() {
+        let doc = parse_acs(ACS_NO_REALM).unwrap();
+        assert_eq!(doc.realm, "*");
+        assert_eq!(doc.signing_keys.len(), 3);
+        assert_eq!(
+            doc.issuing_endpoint,
+            "https://accounts.accesscontrol.windows.net/tokens/OAuth/2"
+        );
+        assert!(doc.names_no_tenant());
+        for want in [None, Some(TENANT)] {
+            let o = judge(doc.clone(), FetchStats::default(), NOW, &expect(want));
+            assert_eq!(o.status, Status::Warning, "{o:?}");
+            assert_eq!(o.category, Some(Category::Config), "{o:?}");
+            assert_eq!(
+                o.summary,
+                "the metadata names no tenant: AuthMetadataUrl must end with ?realm=<tenant>"
+            );
+        }
+        // With the realm the same keys and endpoints are healthy.
+        let doc = parse_acs(ACS_WITH_REALM).unwrap();
+        assert!(!doc.names_no_tenant());
+        let o = judge(doc, FetchStats::default(), NOW, &expect(Some(TENANT)));
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        assert!(o.summary.contains(&format!("realm {TENANT}")), "{o:?}");
+    }
+
+    use crate::outcome::Status;
+
+    #[test]
+    fn the_newest_usable_sts_key_decides_not_the_first_to_expire() {
+        // Key 1 expires in 13 days, keys 2 and 3 in 2028: the STS is rolling its keys.
+        let doc = parse_acs(ACS_WITH_REALM).unwrap();
+        let o = judge(doc.clone(), FetchStats::default(), NOW, &expect(None));
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        assert!(o.summary.contains("3 signing keys"), "{o:?}");
+        assert!(o.summary.contains("newest key expires in"), "{o:?}");
+        assert!(o.observations["seconds_left"] > 800.0 * 86_400.0, "{o:?}");
+        // 2028-08-20: keys 1 and 2 have expired, the newest has 12 days left.
+        let o = judge(
+            doc.clone(),
+            FetchStats::default(),
+            1_850_342_400,
+            &expect(None),
+        );
+        assert_eq!(o.status, Status::Warning, "{o:?}");
+        assert_eq!(o.category, Some(Category::Certificate));
+        assert!(o.summary.starts_with("the STS's signing key "), "{o:?}");
+        assert!(o.summary.contains("expires in 12d"), "{o:?}");
+        assert!(o.summary.contains("newest of its keys"), "{o:?}");
+        // 2028-10-01: every key has expired.
+        let o = judge(doc, FetchStats::default(), 1_853_971_200, &expect(None));
+        assert_eq!(o.status, Status::Critical, "{o:?}");
+        assert_eq!(o.category, Some(Category::Certificate));
+        assert!(
+            o.summary
+                .starts_with("every signing key of the STS has expired: the newest, "),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn common_discovery_is_read_for_the_expected_tenant_only() {
+        let doc = openid(COMMON_DISCOVERY, JWKS_PER_KEY_ISSUERS);
+        assert_eq!(
+            doc.issuer,
+            "https://login.microsoftonline.com/{tenantid}/v2.0"
+        );
+        assert!(doc.names_no_tenant());
+        assert_eq!(doc.signing_keys.len(), 4);
+        // No tenant to read it for: a configuration warning.
+        let o = judge(doc.clone(), FetchStats::default(), NOW, &expect(None));
+        assert_eq!(o.status, Status::Warning, "{o:?}");
+        assert_eq!(o.category, Some(Category::Config), "{o:?}");
+        assert!(o.summary.starts_with("the discovery document names no tenant (issuer `https://login.microsoftonline.com/{tenantid}/v2.0`)"), "{o:?}");
+        // For the tenant: {tenantid} substituted, another tenant's key dropped.
+        let (bound, dropped) = doc.clone().for_tenant(TENANT);
+        assert_eq!(
+            bound.issuer,
+            format!("https://login.microsoftonline.com/{TENANT}/v2.0")
+        );
+        assert_eq!((bound.signing_keys.len(), dropped), (3, 1));
+        assert!(!bound.names_no_tenant());
+        let o = judge(
+            doc.clone(),
+            FetchStats::default(),
+            NOW,
+            &expect(Some(TENANT)),
+        );
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        assert!(o.summary.contains("3 signing keys"), "{o:?}");
+        // The other tenant keeps its own key and the template ones.
+        let (other, dropped) = doc.for_tenant(OTHER_TENANT);
+        assert_eq!((other.signing_keys.len(), dropped), (4, 0));
+    }
+
+    #[test]
+    fn a_tenant_s_discovery_binds_its_keys_to_that_tenant() {
+        let doc = openid(TENANT_DISCOVERY, JWKS_PER_KEY_ISSUERS);
+        assert_eq!(doc.realm, TENANT);
+        let o = judge(doc, FetchStats::default(), NOW, &expect(Some(TENANT)));
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        assert!(o.summary.contains("3 signing keys"), "{o:?}");
+        // A key set whose keys all belong to another tenant signs nothing here.
+        let foreign = json!({"keys": [{"kty": "RSA", "use": "sig", "x5c": [cert_b64()],
+            "issuer": format!("https://login.microsoftonline.com/{OTHER_TENANT}/v2.0")}]});
+        let doc = openid(TENANT_DISCOVERY, foreign.to_string().as_bytes());
+        let o = judge(doc, FetchStats::default(), NOW, &expect(Some(TENANT)));
+        assert_eq!(o.status, Status::Critical, "{o:?}");
+        assert_eq!(o.category, Some(Category::Protocol), "{o:?}");
+        assert!(
+            o.summary.contains(&format!(
+                "no signing key for tenant {TENANT}: the document's 1 key is bound to other tenants"
+            )),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn the_tenant_template_is_substituted_in_any_case() {
+        assert_eq!(
+            substitute_tenant("https://x/{TenantId}/v2.0", "t"),
+            "https://x/t/v2.0"
+        );
+        assert_eq!(substitute_tenant("{tenantid}{tenantid}", "a"), "aa");
+        assert_eq!(substitute_tenant("no template", "a"), "no template");
     }
 
     proptest::proptest! {

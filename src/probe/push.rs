@@ -852,3 +852,157 @@ impl Probe for PushProbe {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real push endpoint's 401 challenge (tests/fixtures/exchange).
+    const REAL_CHALLENGE: &str =
+        include_str!("../../tests/fixtures/exchange/push-401-www-authenticate.txt");
+    const TENANT: &str = "3f2b6a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+
+    #[test]
+    fn the_batch_carries_the_escaped_wcf_date_a_day_back() {
+        let text = monitoring_batch(1_700_000_000_000);
+        assert!(
+            text.contains(r#""lastSubscriptionUpdate":"\/Date(1699913600000)\/""#),
+            "{text}"
+        );
+        // Still JSON, and the escape reads back as the plain text.
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v.pointer("/notifications/0/recipients/0/lastSubscriptionUpdate"),
+            Some(&json!("/Date(1699913600000)/"))
+        );
+        assert_eq!(
+            v.pointer("/notifications/0/payload/isMonitoring"),
+            Some(&json!(true))
+        );
+    }
+
+    #[test]
+    fn the_real_challenge_parses() {
+        let c = parse_challenge(REAL_CHALLENGE.trim()).unwrap();
+        assert_eq!(c.param("client_id"), Some(EXCHANGE_ID));
+        assert_eq!(
+            c.param("trusted_issuers"),
+            Some("00000001-0000-0000-c000-000000000000@*")
+        );
+        assert_eq!(
+            c.param("token_types"),
+            Some("app_asserted_user_v1 service_asserted_app_v1")
+        );
+        assert_eq!(
+            c.param("authorization_uri"),
+            Some("https://login.microsoftonline.com/common/oauth2/authorize")
+        );
+        assert_eq!(c.param("ERROR"), Some("invalid_token"));
+        assert_eq!(c.params.len(), 5);
+    }
+
+    const EXCHANGE_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
+
+    #[test]
+    fn challenges_are_read_robustly() {
+        let c = parse_challenge(
+            r#"bearer Realm="a, b", error=invalid_token ,, Error_Description="say \"no\"", x=a/b=="#,
+        )
+        .unwrap();
+        assert_eq!(c.param("realm"), Some("a, b"));
+        assert_eq!(c.param("error"), Some("invalid_token"));
+        assert_eq!(c.param("error_description"), Some(r#"say "no""#));
+        assert_eq!(c.param("x"), Some("a/b=="));
+        // A second challenge ends the Bearer one.
+        let c = parse_challenge(r#"Bearer a="1", Basic realm="x""#).unwrap();
+        assert_eq!(c.params, vec![("a".to_string(), "1".to_string())]);
+        assert_eq!(parse_challenge("Bearer").unwrap().params, vec![]);
+    }
+
+    #[test]
+    fn each_malformed_challenge_has_its_own_error() {
+        use ChallengeError::*;
+        let long = format!("Bearer a=\"{}\"", "x".repeat(MAX_CHALLENGE_BYTES));
+        let many = format!(
+            "Bearer {}",
+            (0..=MAX_CHALLENGE_PARAMS)
+                .map(|i| format!("p{i}=1"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (text, want) in [
+            ("", Empty),
+            ("   ", Empty),
+            (long.as_str(), TooLong),
+            ("Bearer a=\"x\ny\"", Control),
+            ("Basic realm=\"x\"", NotBearer("Basic".into())),
+            ("Bearer =x", NoName),
+            ("Bearer \"x\"", NoName),
+            ("Bearer realm", NoEquals("realm".into())),
+            ("Bearer realm x", NoEquals("realm".into())),
+            ("Bearer realm=", NoValue("realm".into())),
+            ("Bearer realm=, a=b", NoValue("realm".into())),
+            ("Bearer realm=\"abc", Unterminated("realm".into())),
+            ("Bearer realm=\"abc\\", Unterminated("realm".into())),
+            ("Bearer realm=\"a\" b", Trailing("realm".into(), 'b')),
+            ("Bearer realm=a;b", Trailing("realm".into(), ';')),
+            ("Bearer a=1, A=2", Duplicate("a".into())),
+            (many.as_str(), TooMany),
+        ] {
+            assert_eq!(parse_challenge(text), Err(want), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_challenge_is_compared_with_the_token() {
+        let real = parse_challenge(REAL_CHALLENGE.trim()).unwrap();
+        let iss = format!("00000001-0000-0000-c000-000000000000@{TENANT}");
+        let aud = format!("{EXCHANGE_ID}/outlook.office365.com@{TENANT}");
+        assert_eq!(
+            compare_challenge(&real, &iss, &aud),
+            format!("the proxy trusts any ACS realm (00000001-0000-0000-c000-000000000000@*); the token's issuer {iss} matches: check that the OnPrem-Proxy partner application is enabled")
+        );
+        let t = compare_challenge(&real, &format!("https://sts.windows.net/{TENANT}/"), &aud);
+        assert!(t.starts_with("the proxy trusts 00000001-0000-0000-c000-000000000000@*, not the token's issuer https://sts.windows.net/"), "{t}");
+        let t = compare_challenge(
+            &real,
+            &iss,
+            &format!("00000003-0000-0000-c000-000000000000/graph@{TENANT}"),
+        );
+        assert!(
+            t.starts_with(&format!(
+                "the proxy is {EXCHANGE_ID}, but the token's audience is 00000003-"
+            )),
+            "{t}"
+        );
+        let one_realm = parse_challenge(
+            "Bearer client_id=\"00000002-0000-0ff1-ce00-000000000000\", trusted_issuers=\"00000001-0000-0000-c000-000000000000@9188040d-6c67-4c5b-b112-36a304b66dad\"",
+        )
+        .unwrap();
+        let t = compare_challenge(&one_realm, &iss, &aud);
+        assert!(t.contains("the proxy trusts the realm of 00000001-0000-0000-c000-000000000000@9188040d-6c67-4c5b-b112-36a304b66dad only"), "{t}");
+        assert!(t.ends_with(&format!("names realm {TENANT}")), "{t}");
+        let none = parse_challenge("Bearer error=\"invalid_token\", error_description=\"expired\"")
+            .unwrap();
+        let t = compare_challenge(&none, &iss, &aud);
+        assert!(
+            t.starts_with("the challenge names no trusted issuers"),
+            "{t}"
+        );
+        assert!(t.ends_with("it says: expired"), "{t}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn challenge_parsing_never_panics(s in "\\PC{0,300}") {
+            let _ = parse_challenge(&s);
+        }
+
+        #[test]
+        fn challenge_shaped_text_never_panics(s in "(Bearer|bearer|Basic)?[ ,=\"\\\\a-zA-Z_@*/.-]{0,200}") {
+            if let Ok(c) = parse_challenge(&s) {
+                let _ = compare_challenge(&c, "a@b", "c/d@b");
+            }
+        }
+    }
+}

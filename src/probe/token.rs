@@ -1049,6 +1049,273 @@ mod tests {
         assert!(t.contains("no error code"), "{t}");
     }
 
+    #[test]
+    fn configuration_codes_of_entra_are_config_with_advice() {
+        let aad = |code: &str, text: &str| {
+            error_text(
+                json!({"error": "invalid_client", "error_description": format!("{code}: {text}\r\nTrace ID: x"), "error_codes": [0]})
+                    .to_string()
+                    .as_bytes(),
+            )
+        };
+        for (code, words) in [
+            ("AADSTS700016", "check client_id"),
+            ("AADSTS90002", "check tenant"),
+            ("AADSTS500011", "check resource"),
+            ("AADSTS70011", "the scope is invalid"),
+            ("AADSTS7000215", "the client secret is invalid"),
+            ("AADSTS50194", "use the tenant's own"),
+        ] {
+            let (c, t) = aad(code, "Something went wrong.");
+            assert_eq!(c, Category::Config, "{code}: {t}");
+            assert!(t.contains(words), "{code}: {t}");
+            assert!(t.contains(code), "{code}: {t}");
+        }
+        // The numeric list alone names the code too.
+        let (c, t) = error_text(
+            json!({"error": "unauthorized_client", "error_description": "Application not found.", "error_codes": [700016]})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(c, Category::Config, "{t}");
+    }
+
+    fn acs_issuers() -> Issuers {
+        Issuers::Exact(vec![format!("{ACS_APP_ID}@{TENANT}")])
+    }
+
+    const TENANT: &str = "3f2b6a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+    const OTHER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+    const NOW: i64 = 1_779_926_400;
+
+    /// An STS key, made once.
+    fn sts() -> &'static credential::Generated {
+        static STS: std::sync::OnceLock<credential::Generated> = std::sync::OnceLock::new();
+        STS.get_or_init(|| {
+            credential::generate_self_signed("sts", 2048, NOW - 86_400, NOW + 86_400 * 365).unwrap()
+        })
+    }
+
+    fn answer(claims: Value) -> Value {
+        let token = sts()
+            .credential
+            .sign_rs256(&json!({"typ": "JWT", "alg": "RS256"}), &claims)
+            .unwrap();
+        json!({"token_type": "Bearer", "expires_in": "86399", "access_token": token})
+    }
+
+    fn check(
+        claims: Value,
+        issuers: &Issuers,
+        mode: Mode,
+        resource: &str,
+    ) -> Result<Checked, Outcome> {
+        let keys = vec![sts().credential.cert_der().to_vec()];
+        check_answer(
+            &answer(claims),
+            &Expected {
+                resource,
+                issuers,
+                signing_keys: Some(&keys),
+                now: NOW,
+                max_skew: 300,
+                mode,
+            },
+        )
+    }
+
+    #[test]
+    fn access_tokens_must_come_from_the_tenant_s_sts() {
+        let resource = format!("{EXCHANGE_APP_ID}/outlook.office365.com@{TENANT}");
+        let claims = |iss: &str, nbf: i64| json!({"aud": resource, "iss": iss, "nbf": nbf, "exp": nbf + 86_399});
+        let ok = check(
+            claims(&format!("{ACS_APP_ID}@{TENANT}"), NOW),
+            &acs_issuers(),
+            Mode::Acs,
+            &resource,
+        )
+        .unwrap();
+        assert_eq!(ok.issuer, format!("{ACS_APP_ID}@{TENANT}"));
+        let Err(o) = check(
+            claims(&format!("{ACS_APP_ID}@{OTHER_TENANT}"), NOW),
+            &acs_issuers(),
+            Mode::Acs,
+            &resource,
+        ) else {
+            panic!("another tenant's token was accepted");
+        };
+        assert_eq!(o.category, Some(Category::Auth));
+        assert!(o.summary.starts_with(&format!("access token issuer is `{ACS_APP_ID}@{OTHER_TENANT}`, expected `{ACS_APP_ID}@{TENANT}`")), "{o:?}");
+        // nbf within max_skew is fine; beyond it the token is not valid yet.
+        assert!(check(
+            claims(&format!("{ACS_APP_ID}@{TENANT}"), NOW + 200),
+            &acs_issuers(),
+            Mode::Acs,
+            &resource
+        )
+        .is_ok());
+        let Err(o) = check(
+            claims(&format!("{ACS_APP_ID}@{TENANT}"), NOW + 900),
+            &acs_issuers(),
+            Mode::Acs,
+            &resource,
+        ) else {
+            panic!("a token from the future was accepted");
+        };
+        assert!(
+            o.summary.contains("access token is not valid until"),
+            "{o:?}"
+        );
+        assert!(
+            o.summary.contains("15m ahead of this server's clock"),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn entra_tokens_are_v1_or_from_the_discovery_issuer() {
+        let client = TokenClient::new(
+            &toml::from_str::<TokenConfig>(&format!(
+                "mode = \"entra\"\ntenant = \"{TENANT}\"\nclient_id = \"c\"\ntoken_url = \"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token\"\nkey_path = \"k.pem\"\ncert_path = \"c.pem\""
+            ))
+            .unwrap(),
+            Path::new("/"),
+        )
+        .unwrap();
+        let issuers = client.issuers_for(
+            TENANT,
+            Some("https://login.microsoftonline.com/{tenantid}/v2.0"),
+        );
+        let resource = "https://outlook.office365.com";
+        let claims =
+            |iss: String| json!({"aud": resource, "iss": iss, "nbf": NOW, "exp": NOW + 3600});
+        for iss in [
+            format!("https://sts.windows.net/{TENANT}/"),
+            format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+        ] {
+            assert!(
+                check(claims(iss.clone()), &issuers, Mode::Entra, resource).is_ok(),
+                "{iss}"
+            );
+        }
+        for iss in [
+            format!("https://sts.windows.net/{OTHER_TENANT}/"),
+            format!("https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"),
+            "https://login.microsoftonline.com/{tenantid}/v2.0".to_string(),
+        ] {
+            let Err(o) = check(claims(iss.clone()), &issuers, Mode::Entra, resource) else {
+                panic!("{iss} was accepted");
+            };
+            assert!(o.summary.contains("access token issuer is"), "{o:?}");
+        }
+        // A tenant named by its domain only: any tenant's Entra issuer, nothing else.
+        let any = Issuers::AnyEntraTenant;
+        assert!(any.accepts(&format!("https://sts.windows.net/{OTHER_TENANT}/")));
+        assert!(!any.accepts("https://sts.windows.net/contoso.onmicrosoft.com/"));
+        assert!(!any.accepts(&format!("{ACS_APP_ID}@{TENANT}")));
+    }
+
+    fn doc(file: &[u8]) -> AuthMetadata {
+        metadata::parse_acs(file).unwrap()
+    }
+
+    #[test]
+    fn the_token_probe_never_guesses_the_tenant() {
+        let no_realm = doc(include_bytes!(
+            "../../tests/fixtures/exchange/acs-metadata-no-realm.json"
+        ));
+        for configured in ["contoso.onmicrosoft.com", TENANT] {
+            let o = bind_tenant(no_realm.clone(), configured).unwrap_err();
+            assert_eq!(o.status, crate::outcome::Status::Critical);
+            assert_eq!(o.category, Some(Category::Config));
+            assert_eq!(
+                o.summary,
+                "the metadata names no tenant: AuthMetadataUrl must end with ?realm=<tenant>"
+            );
+        }
+        let with_realm = doc(include_bytes!(
+            "../../tests/fixtures/exchange/acs-metadata.json"
+        ));
+        assert_eq!(
+            bind_tenant(with_realm.clone(), "contoso.onmicrosoft.com")
+                .unwrap()
+                .realm,
+            TENANT
+        );
+        let o = bind_tenant(with_realm, OTHER_TENANT).unwrap_err();
+        assert_eq!(o.category, Some(Category::Config));
+        assert!(
+            o.summary.contains(&format!(
+                "names tenant {TENANT}, but tenant is {OTHER_TENANT}"
+            )),
+            "{o:?}"
+        );
+        // Multi-tenant discovery: read for a configured tenant id, refused for a domain.
+        let (issuer, token, _) = metadata::parse_openid_discovery(include_bytes!(
+            "../../tests/fixtures/exchange/entra-common-openid-configuration.json"
+        ))
+        .unwrap();
+        let common = AuthMetadata {
+            source: Source::OpenId,
+            realm: String::new(),
+            service_name: String::new(),
+            issuer,
+            issuing_endpoint: token,
+            signing_keys: metadata::parse_jwks(include_bytes!(
+                "../../tests/fixtures/exchange/entra-jwks-per-key-issuers.json"
+            ))
+            .unwrap(),
+        };
+        let o = bind_tenant(common.clone(), "contoso.onmicrosoft.com").unwrap_err();
+        assert_eq!(o.category, Some(Category::Config));
+        assert!(
+            o.summary
+                .starts_with("the discovery document names no tenant"),
+            "{o:?}"
+        );
+        let bound = bind_tenant(common, TENANT).unwrap();
+        assert_eq!(
+            bound.issuer,
+            format!("https://login.microsoftonline.com/{TENANT}/v2.0")
+        );
+        assert_eq!(
+            bound.signing_keys.len(),
+            3,
+            "the other tenant's key is not ours"
+        );
+    }
+
+    #[test]
+    fn entra_on_common_or_organizations_is_a_config_error() {
+        let problems = |extra: &str| {
+            cfg(&format!("mode = \"entra\"\nclient_id = \"c\"\n{extra}"))
+                .validate()
+                .into_iter()
+                .map(|p| (p.key, p.message))
+                .collect::<Vec<_>>()
+        };
+        let p =
+            problems("token_url = \"https://login.microsoftonline.com/common/oauth2/v2.0/token\"");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "token_url");
+        assert!(p[0].1.starts_with("`common` is Entra's multi-tenant token endpoint, where client credentials are refused"), "{p:?}");
+        let p = problems("metadata_url = \"https://login.microsoftonline.com/Organizations/v2.0/.well-known/openid-configuration\"");
+        assert_eq!(p[0].0, "metadata_url");
+        assert!(
+            p[0].1
+                .contains("`organizations` is Entra's multi-tenant discovery document"),
+            "{p:?}"
+        );
+        assert!(problems(&format!(
+            "token_url = \"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token\""
+        ))
+        .is_empty());
+        // ACS mode is not concerned.
+        assert!(cfg("metadata_url = \"https://x/common/m\"")
+            .validate()
+            .is_empty());
+    }
+
     fn cfg(extra: &str) -> TokenConfig {
         toml::from_str(&format!("tenant = \"contoso.onmicrosoft.com\"\nkey_path = \"k.pem\"\ncert_path = \"c.cer\"\n{extra}")).unwrap()
     }
