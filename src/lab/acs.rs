@@ -1,8 +1,9 @@
-//! The lab's ACS: the auth-metadata document (ACS JSON, and the OpenID Connect
-//! discovery + JWKS variant) and the token endpoints (ACS S2S jwt-bearer, and
-//! Entra v2 client credentials), which verify the client assertion's RS256
-//! signature against the registered credentials and answer with the real
-//! services' error codes.
+//! The lab's ACS: the auth-metadata document (ACS JSON, realm-less when `realm`
+//! is missing, and the OpenID Connect discovery + JWKS variant, multi-tenant on
+//! `common`/`organizations`) and the token endpoints (ACS S2S jwt-bearer, and
+//! Entra v2 client credentials, refused on `common`), which verify the client
+//! assertion's RS256 signature against the registered credentials and answer
+//! with the real services' error codes.
 
 use std::collections::HashMap;
 

@@ -1,5 +1,6 @@
 //! The lab's push side: the `OnPrem-Proxy` endpoint (bearer token and batch
-//! validated, faults and latency injectable), an APNs-shaped device endpoint
+//! validated, the batch's raw JSON text read as WCF reads it, the real 401
+//! challenge, faults and latency injectable), an APNs-shaped device endpoint
 //! that records badges, and read-only views of devices and mailboxes (what a
 //! phone would show), used by end-to-end probes as their `badge_url`.
 

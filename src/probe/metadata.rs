@@ -7,8 +7,12 @@
 //! regard to case, signing keys are `x509Certificate` values with usage
 //! `signing`, the issuing endpoint is the first `OAuth2` `issuance` endpoint,
 //! service name and realm come from `issuer`. Then it checks the expected realm
-//! and issuer and the signing certificates' validity. `fetch` is shared with the
-//! `token` kind, which reads the same document to find where to ask.
+//! and issuer and the validity of the newest usable signing key (the STS rolls
+//! its keys). A document that names no tenant (ACS without `?realm=`: realm
+//! `*`; Entra's multi-tenant discovery, whose issuer holds `{tenantid}`) is a
+//! configuration finding; `for_tenant` reads a document for one tenant and drops
+//! the JWKS keys bound to another. `fetch` is shared with the `token` kind, which
+//! reads the same document to find where to ask.
 
 use std::path::Path;
 use std::time::Duration;

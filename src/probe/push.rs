@@ -5,6 +5,8 @@
 //! credential of the `token_probe`, post the monitoring batch to the
 //! `OnPrem-Proxy` with the probe's headers, and call any 2xx a success
 //! (categories `auth` for a rejected token, `push` for a proxy fault, `network`).
+//! The batch's date is WCF's escaped `"\/Date(ms)\/"` text; a 401's Bearer
+//! challenge is parsed and compared with the refused token's issuer and audience.
 //! `mode = "end_to_end"` sends a uniquely tagged mail to the test mailbox through
 //! SMTP, then watches the device side (`badge_url` + `badge_pointer`) until the
 //! badge rises, reporting how long it took.

@@ -4,11 +4,13 @@
 //! `mode = "acs"` (default) builds the S2S assertion of the hybrid push chain
 //! (x5t header; iss `00000002-…@<tenant>`, aud `00000001-…/<authority>@<tenant>`,
 //! ten minutes) and posts the jwt-bearer grant; `mode = "entra"` does the Entra ID
-//! v2 client-credentials grant with a certificate assertion (RFC 7523). The access
-//! token is checked (RS256 signature against the metadata's signing keys,
-//! audience, expiry, lifetime) and the clock skew is measured against the
-//! server's `Date` header. Error codes (ACS…, AADSTS…) become categories and a
-//! summary an operator can act on. Neither the key nor any token is ever shown.
+//! v2 client-credentials grant with a certificate assertion (RFC 7523), never on
+//! `common`/`organizations`. The tenant id comes from the metadata and is never
+//! guessed. The access token is checked (RS256 signature against the metadata's
+//! signing keys, issuer, audience, nbf, expiry, lifetime) and the clock skew is
+//! measured against the server's `Date` header. Error codes (ACS…, AADSTS…)
+//! become categories and a summary an operator can act on; a large skew is said
+//! beside the STS's reason. Neither the key nor any token is ever shown.
 //!
 //! `TokenClient` is the reusable part: the `push` kind gets its tokens from it.
 
