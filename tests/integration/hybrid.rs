@@ -916,3 +916,27 @@ async fn a_badge_pointer_that_does_not_resolve_is_named() {
     expect(&o, Status::Ok, None, &["badge rose from 0 to 1"]);
     stop.cancel();
 }
+
+/// A run cut off by its timeout says where it was and keeps what it measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_token_run_names_its_phase() {
+    install_provider();
+    let c = Chain::with(
+        "lab",
+        "oauth",
+        "[[probe]]\nname = \"t-slow\"\nkind = \"token\"\ntimeout = \"1s\"\ntenant = \"${SONDE_TENANT}\"\nmetadata_url = \"${SONDE_ACS_BASE}/metadata/json/1/?realm=${SONDE_TENANT}\"\nkey_path = \"${SONDE_OAUTH_KEY}\"\n",
+    )
+    .await;
+    c.faults(json!({"token_latency_ms": 3000})).await;
+    let o = c.run("t-slow").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Timeout),
+        &["timed out after 1s while requesting a token"],
+    );
+    assert!(
+        o.observations.contains_key("metadata_latency_seconds"),
+        "{o:?}"
+    );
+}
