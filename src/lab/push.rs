@@ -130,8 +130,9 @@ struct RawRecipient<'a> {
 fn validate_batch(body: &[u8], now_ms: i64) -> Result<Vec<Delivery>, String> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
-    let raw: RawBatch<'_> = serde_json::from_slice(body)
-        .map_err(|e| format!("There was an error deserializing the batch: {e}"))?;
+    // Read once; its error matters only once the shape checks below have passed.
+    let raw = serde_json::from_slice::<RawBatch<'_>>(body)
+        .map_err(|e| format!("There was an error deserializing the batch: {e}"));
     let notes = v
         .get("notifications")
         .and_then(Value::as_array)
@@ -172,6 +173,8 @@ fn validate_batch(body: &[u8], now_ms: i64) -> Result<Vec<Delivery>, String> {
                 ));
             }
             let update = raw
+                .as_ref()
+                .map_err(Clone::clone)?
                 .notifications
                 .get(i)
                 .and_then(|n| n.recipients.get(j))
@@ -433,6 +436,9 @@ mod tests {
         assert!(validate_batch(b"{", now)
             .unwrap_err()
             .contains("not valid JSON"));
+        assert!(validate_batch(br#"{"notifications":5}"#, now)
+            .unwrap_err()
+            .contains("no 'notifications' array"));
         let monitoring = json!({"notifications": [{"payload": {"tenantId": "", "unseenEmailCount": 1, "isMonitoring": true},
             "recipients": [{"appId": "MonitoringProbeAppId", "deviceId": "0000"}]}]});
         assert!(validate_batch(monitoring.to_string().as_bytes(), now)
