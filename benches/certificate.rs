@@ -57,6 +57,7 @@ fn main() {
     let ctx = ProbeContext {
         clock: Arc::new(SystemClock),
         timeout: Duration::from_secs(5),
+        progress: Default::default(),
     };
     let n = 20_000;
     let sonde_rates: Vec<f64> = (0..ROUNDS)

@@ -141,6 +141,52 @@ pub struct ProbeContext {
     /// The probe's configured timeout; the runner enforces it, probes may use it
     /// to size their own inner deadlines (connect, read).
     pub timeout: Duration,
+    /// Where the run is and what it has measured so far: a run cut off by its
+    /// timeout still names its phase and keeps these observations.
+    pub progress: Progress,
+}
+
+/// The phase a run is in and the observations it has gathered, shared with the
+/// runner so that a timeout can say where it struck. Cheap to clone; one per run.
+#[derive(Clone, Default)]
+pub struct Progress(Arc<std::sync::Mutex<ProgressState>>);
+
+#[derive(Default)]
+struct ProgressState {
+    phase: Option<&'static str>,
+    observations: BTreeMap<String, f64>,
+}
+
+impl Progress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Enters a phase, named as a person would say it ("waiting for the badge").
+    pub fn phase(&self, phase: &'static str) {
+        self.lock().phase = Some(phase);
+    }
+
+    /// Records an observation now, so that it survives a timeout.
+    pub fn observe(&self, name: &str, value: f64) {
+        self.lock().observations.insert(name.to_string(), value);
+    }
+
+    /// The current phase and the observations so far.
+    pub fn snapshot(&self) -> (Option<&'static str>, BTreeMap<String, f64>) {
+        let s = self.lock();
+        (s.phase, s.observations.clone())
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (phase, observations) = self.snapshot();
+        f.debug_struct("Progress")
+            .field("phase", &phase)
+            .field("observations", &observations)
+            .finish()
+    }
 }
 
 /// A runnable probe. Implementations live one per file in this module.

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::outcome::{Category, Outcome, Probe, ProbeContext, Status};
+use crate::outcome::{Category, Outcome, Probe, ProbeContext, Progress, Status};
 use crate::telemetry::events::ProbeRunFinished;
 
 /// What the runner needs to know about a probe.
@@ -31,6 +31,7 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
     let ctx = ProbeContext {
         clock: clock.clone(),
         timeout: target.timeout,
+        progress: Progress::default(),
     };
     let started_at = clock.now();
     let start = tokio::time::Instant::now();
@@ -83,26 +84,39 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
 /// Pause between a failed attempt and its retry.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// One attempt, cut off at `deadline`; a panic becomes `unknown`/`internal`.
+/// One attempt, cut off at `deadline`; a panic becomes `unknown`/`internal`. A
+/// timed-out attempt names the phase the probe was in and keeps the
+/// observations it had gathered.
 async fn attempt_once(
     target: &Target,
     ctx: &ProbeContext,
     deadline: tokio::time::Instant,
 ) -> Outcome {
-    let run = AssertUnwindSafe(target.probe.run(ctx)).catch_unwind();
+    // A fresh record per attempt: a retry starts from nothing.
+    let ctx = ProbeContext {
+        progress: Progress::default(),
+        ..ctx.clone()
+    };
+    let run = AssertUnwindSafe(target.probe.run(&ctx)).catch_unwind();
     match tokio::time::timeout_at(deadline, run).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => Outcome::unknown(
             Category::Internal,
             format!("probe panicked: {}", panic_message(&panic)),
         ),
-        Err(_) => Outcome::critical(
-            Category::Timeout,
-            format!(
+        Err(_) => {
+            let (phase, observations) = ctx.progress.snapshot();
+            let mut summary = format!(
                 "timed out after {}",
                 humantime::format_duration(target.timeout)
-            ),
-        ),
+            );
+            if let Some(phase) = phase {
+                summary.push_str(&format!(" while {phase}"));
+            }
+            let mut o = Outcome::critical(Category::Timeout, summary);
+            o.observations = observations;
+            o
+        }
     }
 }
 
@@ -269,6 +283,45 @@ pub(crate) mod tests {
         assert_eq!(o.category, Some(Category::Timeout));
         assert_eq!(o.summary, "timed out after 3s");
         assert_eq!(o.duration, Duration::from_secs(3));
+    }
+
+    /// Gathers an observation, enters a phase, then hangs.
+    struct HangingInPhase;
+
+    impl Probe for HangingInPhase {
+        fn run<'a>(&'a self, ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                ctx.progress.phase("sending the test mail");
+                ctx.progress.observe("badge_before", 3.0);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                ctx.progress.phase("waiting for the badge to rise");
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Outcome::ok("never")
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_run_names_its_phase_and_keeps_its_observations() {
+        let t = Target {
+            probe: Arc::new(HangingInPhase),
+            ..target(
+                "hung",
+                Duration::from_secs(5),
+                TestProbe {
+                    sleep: Duration::ZERO,
+                    panic: false,
+                },
+            )
+        };
+        let o = run_once(&t, &clock()).await;
+        assert_eq!(o.status, Status::Critical);
+        assert_eq!(o.category, Some(Category::Timeout));
+        assert_eq!(
+            o.summary,
+            "timed out after 5s while waiting for the badge to rise"
+        );
+        assert_eq!(o.observations.get("badge_before"), Some(&3.0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,8 +1,9 @@
-//! The lab's ACS: the auth-metadata document (ACS JSON, and the OpenID Connect
-//! discovery + JWKS variant) and the token endpoints (ACS S2S jwt-bearer, and
-//! Entra v2 client credentials), which verify the client assertion's RS256
-//! signature against the registered credentials and answer with the real
-//! services' error codes.
+//! The lab's ACS: the auth-metadata document (ACS JSON, realm-less when `realm`
+//! is missing, and the OpenID Connect discovery + JWKS variant, multi-tenant on
+//! `common`/`organizations`) and the token endpoints (ACS S2S jwt-bearer, and
+//! Entra v2 client credentials, refused on `common`), which verify the client
+//! assertion's RS256 signature against the registered credentials and answer
+//! with the real services' error codes.
 
 use std::collections::HashMap;
 
@@ -31,6 +32,7 @@ pub fn routes() -> Router<Lab> {
         )
         .route("/{tenant}/discovery/v2.0/keys", get(jwks))
         .route("/{tenant}/tokens/OAuth/2", post(acs_token))
+        .route("/tokens/OAuth/2", post(acs_token_without_realm))
         .route("/{tenant}/oauth2/v2.0/token", post(entra_token))
 }
 
@@ -96,8 +98,17 @@ fn metadata_response(lab: &Lab, doc: Value) -> Response {
         .into_response()
 }
 
+/// The ACS document. Without a realm it is the shape ACS serves when `?realm=`
+/// is missing: `"realm":""`, the issuer `00000001-…@*`, and issuing endpoints
+/// without a tenant, where every token request fails.
 fn acs_document(lab: &Lab, base: &str, with_realm: bool) -> Value {
-    let tenant = lab.tenant_id();
+    let (realm, prefix) = if with_realm {
+        let t = lab.tenant_id();
+        (t.clone(), format!("{t}/"))
+    } else {
+        (String::new(), String::new())
+    };
+    let issuer_realm = if with_realm { realm.as_str() } else { "*" };
     let der = lab.signer.cert_der();
     let mut doc = json!({
         "version": "1.0",
@@ -111,21 +122,19 @@ fn acs_document(lab: &Lab, base: &str, with_realm: bool) -> Value {
             }
         }],
         "endpoints": [
-            {"location": format!("{base}/{tenant}/tokens/OAuth/2"), "protocol": "OAuth2", "usage": "issuance"},
-            {"location": format!("{base}/{tenant}/tokens/delegation/1"), "protocol": "DelegationIssuance1.0", "usage": "issuance"},
-            {"location": format!("{base}/{tenant}/mgmt/delegation/1"), "protocol": "DelegationManagement1.0", "usage": "management"},
+            {"location": format!("{base}/{prefix}tokens/OAuth/2"), "protocol": "OAuth2", "usage": "issuance"},
+            {"location": format!("{base}/{prefix}tokens/delegation/1"), "protocol": "DelegationIssuance1.0", "usage": "issuance"},
+            {"location": format!("{base}/{prefix}mgmt/delegation/1"), "protocol": "DelegationManagement1.0", "usage": "management"},
         ],
     });
-    if with_realm {
-        doc["realm"] = json!(tenant);
-        doc["issuer"] = json!(format!("{ACS_APP_ID}@{tenant}"));
-        doc["allowedAudiences"] = json!([format!("{ACS_APP_ID}@{tenant}")]);
-    }
+    doc["realm"] = json!(realm);
+    doc["issuer"] = json!(format!("{ACS_APP_ID}@{issuer_realm}"));
+    doc["allowedAudiences"] = json!([format!("{ACS_APP_ID}@{issuer_realm}")]);
     doc
 }
 
-/// `GET /metadata/json/1/?realm=<tenant id or domain>`. Without a realm the
-/// document has no issuer, as ACS serves it.
+/// `GET /metadata/json/1/?realm=<tenant id or domain>`. Without a realm: the
+/// realm-less document, as ACS serves it.
 async fn acs_metadata(
     State(lab): State<Lab>,
     headers: HeaderMap,
@@ -168,13 +177,18 @@ async fn openid_configuration(
     headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Response {
-    if !is_our_realm(&lab, &tenant) {
-        return not_found_realm(&tenant);
-    }
     let base = base_url(&headers);
-    let id = lab.tenant_id();
+    // Multi-tenant discovery names no tenant: its issuer holds `{tenantid}`.
+    let (id, issuer) = match multi_tenant(&tenant) {
+        Some(m) => (m.to_string(), format!("{base}/{{tenantid}}/v2.0")),
+        None if is_our_realm(&lab, &tenant) => {
+            let id = lab.tenant_id();
+            (id.clone(), format!("{base}/{id}/v2.0"))
+        }
+        None => return not_found_realm(&tenant),
+    };
     let mut doc = json!({
-        "issuer": format!("{base}/{id}/v2.0"),
+        "issuer": issuer,
         "token_endpoint": format!("{base}/{id}/oauth2/v2.0/token"),
         "jwks_uri": format!("{base}/{id}/discovery/v2.0/keys"),
         "authorization_endpoint": format!("{base}/{id}/oauth2/v2.0/authorize"),
@@ -192,8 +206,17 @@ async fn openid_configuration(
     metadata_response(&lab, doc)
 }
 
-async fn jwks(State(lab): State<Lab>, Path(tenant): Path<String>) -> Response {
-    if !is_our_realm(&lab, &tenant) {
+/// `common`, `organizations` or `consumers`: Entra's multi-tenant names.
+fn multi_tenant(tenant: &str) -> Option<&'static str> {
+    ["common", "organizations", "consumers"]
+        .into_iter()
+        .find(|m| tenant.eq_ignore_ascii_case(m))
+}
+
+/// The JWKS. Each key carries its `issuer`, as Entra's do: the `{tenantid}`
+/// template (it signs for every tenant).
+async fn jwks(State(lab): State<Lab>, headers: HeaderMap, Path(tenant): Path<String>) -> Response {
+    if multi_tenant(&tenant).is_none() && !is_our_realm(&lab, &tenant) {
         return not_found_realm(&tenant);
     }
     let der = lab.signer.cert_der();
@@ -201,6 +224,7 @@ async fn jwks(State(lab): State<Lab>, Path(tenant): Path<String>) -> Response {
     let mut doc = json!({"keys": [{
         "kty": "RSA", "use": "sig", "kid": x5t, "x5t": x5t,
         "x5c": [base64::engine::general_purpose::STANDARD.encode(der)],
+        "issuer": format!("{}/{{tenantid}}/v2.0", base_url(&headers)),
     }]});
     if lab.state().faults.metadata == Some(MetadataFault::NoKeys) {
         doc["keys"] = json!([]);
@@ -230,6 +254,12 @@ pub enum Reject {
     Claims(String),
     /// alg is not RS256 (`none` included).
     Alg(String),
+    /// Entra: client credentials on `common`/`organizations`.
+    MultiTenant,
+    /// Entra: the tenant in the path is not this lab's.
+    TenantNotFound,
+    /// ACS: the token endpoint without a realm (from a realm-less document).
+    NoRealm,
 }
 
 impl Reject {
@@ -243,6 +273,7 @@ impl Reject {
             Reject::TimeRange(why) => (StatusCode::UNAUTHORIZED, "invalid_client", format!("ACS50012: Authentication failed. {why}")),
             Reject::Claims(why) => (StatusCode::UNAUTHORIZED, "invalid_client", format!("ACS50012: Authentication failed. {why}")),
             Reject::Alg(alg) => (StatusCode::UNAUTHORIZED, "invalid_client", format!("ACS50012: Authentication failed. Unsupported signing algorithm '{alg}'.")),
+            Reject::NoRealm | Reject::MultiTenant | Reject::TenantNotFound => (StatusCode::BAD_REQUEST, "invalid_request", "ACS90004: The request is not properly formatted. The token endpoint names no realm.".into()),
         }
     }
 
@@ -256,6 +287,8 @@ impl Reject {
             Reject::TimeRange(why) => (StatusCode::UNAUTHORIZED, "invalid_client", 700024, format!("AADSTS700024: Client assertion is not within its valid time range. {why}")),
             Reject::Claims(why) => (StatusCode::UNAUTHORIZED, "invalid_client", 700021, format!("AADSTS700021: Client assertion claims are invalid. {why}")),
             Reject::Alg(alg) => (StatusCode::UNAUTHORIZED, "invalid_client", 5002738, format!("AADSTS5002738: Invalid JWT token. '{alg}' is not a supported signature algorithm.")),
+            Reject::MultiTenant => (StatusCode::BAD_REQUEST, "invalid_request", 50194, "AADSTS50194: Application is not configured as a multi-tenant application. Usage of the /common endpoint is not supported. Use a tenant-specific endpoint.".into()),
+            Reject::TenantNotFound | Reject::NoRealm => (StatusCode::BAD_REQUEST, "invalid_request", 90002, "AADSTS90002: Tenant not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud.".into()),
         }
     }
 }
@@ -342,13 +375,26 @@ fn claim<'a>(d: &'a jwt::Decoded, name: &str) -> &'a str {
     d.claims.get(name).and_then(Value::as_str).unwrap_or("")
 }
 
+/// Who issued a token: ACS (`00000001-…@<tenant id>`) or Entra, whose tokens
+/// for Exchange Online and Graph are v1 (`https://sts.windows.net/<tenant id>/`)
+/// even from the v2 endpoint.
+#[derive(Clone, Copy)]
+enum Issuer {
+    Acs,
+    Entra,
+}
+
 /// Issues an access token for `resource`, signed by the lab's key.
-fn issue(lab: &Lab, resource: &str, now: i64) -> Result<String, StatusCode> {
+fn issue(lab: &Lab, issuer: Issuer, resource: &str, now: i64) -> Result<String, StatusCode> {
     let tenant = lab.tenant_id();
     let header = json!({"typ": "JWT", "alg": "RS256", "x5t": lab.signer.x5t()});
+    let iss = match issuer {
+        Issuer::Acs => format!("{ACS_APP_ID}@{tenant}"),
+        Issuer::Entra => format!("https://sts.windows.net/{tenant}/"),
+    };
     let claims = json!({
         "aud": resource,
-        "iss": format!("{ACS_APP_ID}@{tenant}"),
+        "iss": iss,
         "nbf": now,
         "exp": now + ACCESS_TOKEN_SECONDS,
         "nameid": format!("{EXCHANGE_APP_ID}@{tenant}"),
@@ -427,7 +473,7 @@ async fn acs_token(
     if let Err(r) = checked {
         return reply(r);
     }
-    let token = match issue(&lab, resource, now) {
+    let token = match issue(&lab, Issuer::Acs, resource, now) {
         Ok(t) => t,
         Err(status) => return status.into_response(),
     };
@@ -444,6 +490,22 @@ async fn acs_token(
             "access_token": token,
         }))
         .into_response(),
+    )
+}
+
+/// `POST /tokens/OAuth/2`: the realm-less document's issuing endpoint, where
+/// every request fails as malformed.
+async fn acs_token_without_realm(State(lab): State<Lab>) -> Response {
+    let now = lab.now();
+    let (status, error, text) = Reject::NoRealm.acs();
+    with_date(
+        &lab,
+        now,
+        (
+            status,
+            Json(json!({"error": error, "error_description": format!("{text}{}", trace_suffix(now))})),
+        )
+            .into_response(),
     )
 }
 
@@ -477,8 +539,11 @@ async fn entra_token(
                 .into_response(),
         )
     };
+    if multi_tenant(&tenant).is_some() {
+        return reply(Reject::MultiTenant);
+    }
     if !is_our_realm(&lab, &tenant) {
-        return reply(Reject::Malformed("unknown tenant.".into()));
+        return reply(Reject::TenantNotFound);
     }
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     if get("grant_type") != "client_credentials"
@@ -513,7 +578,7 @@ async fn entra_token(
         return reply(r);
     }
     let resource = scope.trim_end_matches("/.default");
-    let token = match issue(&lab, resource, now) {
+    let token = match issue(&lab, Issuer::Entra, resource, now) {
         Ok(t) => t,
         Err(status) => return status.into_response(),
     };

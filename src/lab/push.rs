@@ -1,5 +1,6 @@
 //! The lab's push side: the `OnPrem-Proxy` endpoint (bearer token and batch
-//! validated, faults and latency injectable), an APNs-shaped device endpoint
+//! validated, the batch's raw JSON text read as WCF reads it, the real 401
+//! challenge, faults and latency injectable), an APNs-shaped device endpoint
 //! that records badges, and read-only views of devices and mailboxes (what a
 //! phone would show), used by end-to-end probes as their `badge_url`.
 
@@ -9,6 +10,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::{delay, is_guid, Lab, PushFault, ACS_APP_ID, ALLOWED_SKEW_SECONDS, EXCHANGE_APP_ID};
@@ -41,14 +44,22 @@ fn fault(status: StatusCode, message: &str, can_retry: bool, backoff_ms: u64) ->
         .into_response()
 }
 
-fn unauthorized(lab: &Lab, why: &str) -> Response {
-    let tenant = lab.tenant_id();
+/// The challenge the real push endpoint sends with a 401: it trusts ACS for
+/// any realm (`@*`).
+pub const CHALLENGE: &str = concat!(
+    "Bearer client_id=\"00000002-0000-0ff1-ce00-000000000000\", ",
+    "trusted_issuers=\"00000001-0000-0000-c000-000000000000@*\", ",
+    "token_types=\"app_asserted_user_v1 service_asserted_app_v1\", ",
+    "authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", ",
+    "error=\"invalid_token\""
+);
+
+fn unauthorized(why: &str) -> Response {
     let mut resp = fault(StatusCode::UNAUTHORIZED, why, false, 0);
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "Bearer client_id=\"{EXCHANGE_APP_ID}\", trusted_issuers=\"{ACS_APP_ID}@{tenant}\""
-    )) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(CHALLENGE),
+    );
     resp
 }
 
@@ -94,11 +105,34 @@ struct Delivery {
     badge: u32,
 }
 
+/// The batch as WCF's JSON reader sees it: `lastSubscriptionUpdate` kept as
+/// raw JSON text, because WCF decides from the text whether it is a DateTime.
+#[derive(Deserialize)]
+struct RawBatch<'a> {
+    #[serde(borrow, default)]
+    notifications: Vec<RawNotification<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawNotification<'a> {
+    #[serde(borrow, default)]
+    recipients: Vec<RawRecipient<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawRecipient<'a> {
+    #[serde(rename = "lastSubscriptionUpdate", borrow, default)]
+    last_subscription_update: Option<&'a RawValue>,
+}
+
 /// Validates a notification batch as the proxy does; returns the badge updates of
 /// the non-monitoring notifications.
 fn validate_batch(body: &[u8], now_ms: i64) -> Result<Vec<Delivery>, String> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| format!("The request body is not valid JSON: {e}"))?;
+    // Read once; its error matters only once the shape checks below have passed.
+    let raw = serde_json::from_slice::<RawBatch<'_>>(body)
+        .map_err(|e| format!("There was an error deserializing the batch: {e}"));
     let notes = v
         .get("notifications")
         .and_then(Value::as_array)
@@ -138,9 +172,22 @@ fn validate_batch(body: &[u8], now_ms: i64) -> Result<Vec<Delivery>, String> {
                     "Notification {i}, recipient {j}: appId and deviceId are required."
                 ));
             }
-            if let Some(update) = r.get("lastSubscriptionUpdate").and_then(Value::as_str) {
-                let ms = parse_wcf_date(update)
-                    .ok_or(format!("Notification {i}, recipient {j}: lastSubscriptionUpdate is not a /Date(ms)/ value."))?;
+            let update = raw
+                .as_ref()
+                .map_err(Clone::clone)?
+                .notifications
+                .get(i)
+                .and_then(|n| n.recipients.get(j))
+                .and_then(|r| r.last_subscription_update)
+                .map(RawValue::get)
+                .filter(|t| *t != "null");
+            if let Some(update) = update {
+                let ms = parse_wcf_date(update).ok_or_else(|| {
+                    format!(
+                        "Notification {i}, recipient {j}: DateTime content '{}' does not start with '\\/Date(' and end with ')\\/' as required for JSON.",
+                        update.trim_matches('"').chars().take(64).collect::<String>()
+                    )
+                })?;
                 if ms > now_ms + ALLOWED_SKEW_SECONDS * 1000 {
                     return Err(format!(
                         "Notification {i}, recipient {j}: lastSubscriptionUpdate is in the future."
@@ -160,14 +207,27 @@ fn validate_batch(body: &[u8], now_ms: i64) -> Result<Vec<Delivery>, String> {
     Ok(out)
 }
 
-/// `\/Date(1700000000000)\/` (the JSON escape is already undone) -> milliseconds.
-fn parse_wcf_date(s: &str) -> Option<i64> {
-    let inner = s
-        .trim_matches('/')
-        .strip_prefix("Date(")?
-        .strip_suffix(')')?;
-    let digits = inner.split(['+', '-']).next().filter(|d| !d.is_empty())?;
-    digits.parse().ok()
+/// The raw JSON text `"\/Date(1700000000000)\/"` (with an optional `+hhmm`
+/// offset) -> milliseconds, as WCF reads a DateTime: only the escaped form is one;
+/// `"/Date(…)/"` is a plain string.
+fn parse_wcf_date(raw: &str) -> Option<i64> {
+    let inner = raw.strip_prefix("\"\\/Date(")?.strip_suffix(")\\/\"")?;
+    let (sign, unsigned) = match inner.strip_prefix('-') {
+        Some(r) => (-1, r),
+        None => (1, inner),
+    };
+    let digits_end = unsigned
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(unsigned.len());
+    let (digits, offset) = unsigned.split_at(digits_end);
+    let offset_ok = offset.is_empty()
+        || (offset.len() == 5
+            && offset.starts_with(['+', '-'])
+            && offset[1..].chars().all(|c| c.is_ascii_digit()));
+    if digits.is_empty() || digits.len() > 15 || !offset_ok {
+        return None;
+    }
+    digits.parse::<i64>().ok().map(|ms| sign * ms)
 }
 
 async fn publish(State(lab): State<Lab>, headers: HeaderMap, body: Bytes) -> Response {
@@ -177,7 +237,7 @@ async fn publish(State(lab): State<Lab>, headers: HeaderMap, body: Bytes) -> Res
     };
     delay(latency).await;
     if let Err(why) = check_bearer(&lab, &headers) {
-        return unauthorized(&lab, why);
+        return unauthorized(why);
     }
     if body.len() > MAX_BATCH_BYTES {
         return fault(
@@ -331,39 +391,54 @@ pub async fn mail_arrived(lab: &Lab, address: &str) {
 mod tests {
     use super::*;
 
+    /// A batch whose `lastSubscriptionUpdate` is `update` as raw JSON text.
     fn batch(tenant: &str, device: &str, update: &str) -> Vec<u8> {
         json!({"notifications": [{"payload": {"tenantId": tenant, "unseenEmailCount": 4, "isMonitoring": false},
-            "recipients": [{"appId": "MonitoringProbeAppId", "deviceId": device, "lastSubscriptionUpdate": update}]}]})
+            "recipients": [{"appId": "MonitoringProbeAppId", "deviceId": device, "lastSubscriptionUpdate": "@@"}]}]})
         .to_string()
+        .replace("\"@@\"", update)
         .into_bytes()
     }
 
     #[test]
     fn batches_are_validated_like_the_proxy() {
         let now = 1_700_000_000_000;
-        let ok = validate_batch(&batch("", "ab", "/Date(1690000000000)/"), now).unwrap();
+        let ok = validate_batch(&batch("", "ab", r#""\/Date(1690000000000)\/""#), now).unwrap();
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].badge, 4);
-        assert!(validate_batch(&batch("nope", "ab", "/Date(1)/"), now)
-            .unwrap_err()
-            .contains("GUID"));
-        assert!(validate_batch(&batch("", "", "/Date(1)/"), now)
+        assert!(
+            validate_batch(&batch("nope", "ab", r#""\/Date(1)\/""#), now)
+                .unwrap_err()
+                .contains("GUID")
+        );
+        assert!(validate_batch(&batch("", "", r#""\/Date(1)\/""#), now)
             .unwrap_err()
             .contains("deviceId"));
         assert!(
-            validate_batch(&batch("", "ab", "/Date(1800000000000)/"), now)
+            validate_batch(&batch("", "ab", r#""\/Date(1800000000000)\/""#), now)
                 .unwrap_err()
                 .contains("future")
         );
-        assert!(validate_batch(&batch("", "ab", "yesterday"), now)
+        assert!(validate_batch(&batch("", "ab", r#""yesterday""#), now)
             .unwrap_err()
             .contains("/Date("));
+        // WCF reads a DateTime only from the escaped text; the plain string is refused.
+        let e = validate_batch(&batch("", "ab", r#""/Date(1690000000000)/""#), now).unwrap_err();
+        assert!(
+            e.contains("DateTime content '/Date(1690000000000)/' does not start with"),
+            "{e}"
+        );
+        assert!(validate_batch(&batch("", "ab", "1690000000000"), now).is_err());
+        assert!(validate_batch(&batch("", "ab", "null"), now).is_ok());
         assert!(validate_batch(br#"{"notifications":[]}"#, now)
             .unwrap_err()
             .contains("no notifications"));
         assert!(validate_batch(b"{", now)
             .unwrap_err()
             .contains("not valid JSON"));
+        assert!(validate_batch(br#"{"notifications":5}"#, now)
+            .unwrap_err()
+            .contains("no 'notifications' array"));
         let monitoring = json!({"notifications": [{"payload": {"tenantId": "", "unseenEmailCount": 1, "isMonitoring": true},
             "recipients": [{"appId": "MonitoringProbeAppId", "deviceId": "0000"}]}]});
         assert!(validate_batch(monitoring.to_string().as_bytes(), now)
@@ -372,16 +447,28 @@ mod tests {
     }
 
     #[test]
-    fn wcf_dates_parse() {
+    fn wcf_dates_parse_only_from_the_escaped_text() {
         assert_eq!(
-            parse_wcf_date("/Date(1700000000000)/"),
+            parse_wcf_date(r#""\/Date(1700000000000)\/""#),
             Some(1_700_000_000_000)
         );
         assert_eq!(
-            parse_wcf_date("/Date(1700000000000+0100)/"),
+            parse_wcf_date(r#""\/Date(1700000000000+0100)\/""#),
             Some(1_700_000_000_000)
         );
-        assert_eq!(parse_wcf_date("/Date()/"), None);
+        assert_eq!(parse_wcf_date(r#""\/Date(-1000)\/""#), Some(-1000));
+        assert_eq!(parse_wcf_date(r#""/Date(1700000000000)/""#), None);
+        assert_eq!(parse_wcf_date(r#""\/Date()\/""#), None);
+        assert_eq!(parse_wcf_date(r#""\/Date(1+01)\/""#), None);
+        assert_eq!(parse_wcf_date(r#""\/Date(99999999999999999999)\/""#), None);
         assert_eq!(parse_wcf_date("1700000000000"), None);
+    }
+
+    #[test]
+    fn the_monitoring_batch_as_the_probe_writes_it_is_accepted() {
+        let text = r#"{"notifications":[{"payload":{"isMonitoring":true,"tenantId":"","unseenEmailCount":1},"recipients":[{"appId":"MonitoringProbeAppId","deviceId":"0000000000000000000000000000000000000000000000000000000000000000","lastSubscriptionUpdate":"\/Date(1699913600000)\/"}]}]}"#;
+        assert!(validate_batch(text.as_bytes(), 1_700_000_000_000)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -1041,6 +1041,7 @@ mod tests {
         ProbeContext {
             clock: Arc::new(ManualClock::new(DateTime::from_timestamp(ts, 0).unwrap())),
             timeout: Duration::from_secs(10),
+            progress: Default::default(),
         }
     }
 

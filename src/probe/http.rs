@@ -880,6 +880,7 @@ mod tests {
         let ctx = ProbeContext {
             clock: Arc::new(SystemClock),
             timeout: Duration::from_secs(10),
+            progress: Default::default(),
         };
         tokio::time::timeout(Duration::from_secs(10), probe.run(&ctx))
             .await
@@ -1094,6 +1095,7 @@ mod tests {
         let ctx = ProbeContext {
             clock: Arc::new(SystemClock),
             timeout: Duration::from_secs(10),
+            progress: Default::default(),
         };
         for _ in 0..3 {
             assert_eq!(probe.run(&ctx).await.status, Status::Ok);

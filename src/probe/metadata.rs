@@ -7,8 +7,12 @@
 //! regard to case, signing keys are `x509Certificate` values with usage
 //! `signing`, the issuing endpoint is the first `OAuth2` `issuance` endpoint,
 //! service name and realm come from `issuer`. Then it checks the expected realm
-//! and issuer and the signing certificates' validity. `fetch` is shared with the
-//! `token` kind, which reads the same document to find where to ask.
+//! and issuer and the validity of the newest usable signing key (the STS rolls
+//! its keys). A document that names no tenant (ACS without `?realm=`: realm
+//! `*`; Entra's multi-tenant discovery, whose issuer holds `{tenantid}`) is a
+//! configuration finding; `for_tenant` reads a document for one tenant and drops
+//! the JWKS keys bound to another. `fetch` is shared with the `token` kind, which
+//! reads the same document to find where to ask.
 
 use std::path::Path;
 use std::time::Duration;
@@ -160,8 +164,87 @@ pub struct AuthMetadata {
     pub realm: String,
     /// Where tokens are requested.
     pub issuing_endpoint: String,
-    /// DER certificates whose keys sign the STS's tokens.
-    pub signing_certs: Vec<Vec<u8>>,
+    /// The keys that sign the STS's tokens.
+    pub signing_keys: Vec<SigningKey>,
+}
+
+/// A key that signs the STS's tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigningKey {
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// JWKS only: the issuer the key is bound to, when the key says so: the
+    /// `…/{tenantid}/v2.0` template (any tenant) or one tenant's issuer.
+    pub issuer: Option<String>,
+}
+
+/// The template Entra's multi-tenant documents put where the tenant id goes.
+pub const TENANT_TEMPLATE: &str = "{tenantid}";
+
+/// What the metadata probe and the token probe say about a realm-less ACS document.
+pub const NO_REALM: &str =
+    "the metadata names no tenant: AuthMetadataUrl must end with ?realm=<tenant>";
+
+fn has_template(s: &str) -> bool {
+    s.to_ascii_lowercase().contains(TENANT_TEMPLATE)
+}
+
+/// `s` with every `{tenantid}` (any case) replaced by `tenant_id`.
+pub fn substitute_tenant(s: &str, tenant_id: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    let mut out = String::with_capacity(s.len());
+    let mut rest = 0;
+    while let Some(at) = lower[rest..].find(TENANT_TEMPLATE) {
+        out.push_str(&s[rest..rest + at]);
+        out.push_str(tenant_id);
+        rest += at + TENANT_TEMPLATE.len();
+    }
+    out.push_str(&s[rest..]);
+    out
+}
+
+impl AuthMetadata {
+    /// The certificates of the signing keys, DER.
+    pub fn signing_certs(&self) -> Vec<Vec<u8>> {
+        self.signing_keys.iter().map(|k| k.der.clone()).collect()
+    }
+
+    /// True when the document names no tenant: an ACS document fetched without
+    /// `?realm=` (realm empty or `*`), or multi-tenant OpenID discovery whose
+    /// issuer still holds `{tenantid}`.
+    pub fn names_no_tenant(&self) -> bool {
+        let realm = self.realm.trim();
+        match self.source {
+            Source::Acs => realm.is_empty() || realm == "*",
+            Source::OpenId => has_template(&self.issuer) || realm.is_empty(),
+        }
+    }
+
+    /// The document as it applies to `tenant_id`: `{tenantid}` replaced in the
+    /// issuer, the realm set, and the keys bound to another tenant dropped (a
+    /// key whose issuer names another tenant does not sign this one's tokens).
+    /// Returns the document and how many keys were dropped.
+    pub fn for_tenant(mut self, tenant_id: &str) -> (AuthMetadata, usize) {
+        if self.source == Source::Acs {
+            return (self, 0);
+        }
+        if has_template(&self.issuer) {
+            self.issuer = substitute_tenant(&self.issuer, tenant_id);
+        }
+        if self.realm.is_empty() {
+            self.realm = realm_of_issuer_url(&self.issuer);
+        }
+        let before = self.signing_keys.len();
+        self.signing_keys.retain(|k| match &k.issuer {
+            Some(i) if !has_template(i) => {
+                let bound = realm_of_issuer_url(i);
+                bound.is_empty() || bound.eq_ignore_ascii_case(tenant_id)
+            }
+            _ => true,
+        });
+        let dropped = before - self.signing_keys.len();
+        (self, dropped)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -243,7 +326,7 @@ fn acs_from(doc: &Map<String, Value>) -> Result<AuthMetadata, MetadataError> {
     if get(doc, "keys").is_none() && get(doc, "endpoints").is_none() {
         return Err(MetadataError::UnknownShape);
     }
-    let mut signing_certs = Vec::new();
+    let mut signing_keys = Vec::new();
     let keys = get(doc, "keys")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
@@ -258,10 +341,13 @@ fn acs_from(doc: &Map<String, Value>) -> Result<AuthMetadata, MetadataError> {
             && eq_ci(get_str(value, "type"), "x509Certificate")
             && !text.is_empty()
         {
-            signing_certs.push(certificate(i + 1, text)?);
+            signing_keys.push(SigningKey {
+                der: certificate(i + 1, text)?,
+                issuer: None,
+            });
         }
     }
-    if signing_certs.is_empty() {
+    if signing_keys.is_empty() {
         return Err(MetadataError::NoSigningKey);
     }
     let endpoints = get(doc, "endpoints")
@@ -291,7 +377,7 @@ fn acs_from(doc: &Map<String, Value>) -> Result<AuthMetadata, MetadataError> {
         service_name,
         realm,
         issuing_endpoint,
-        signing_certs,
+        signing_keys,
     })
 }
 
@@ -315,8 +401,9 @@ fn openid_from(doc: &Map<String, Value>) -> Result<(String, String, String), Met
     Ok((issuer, token.to_string(), jwks.to_string()))
 }
 
-/// Signing certificates of a JWKS: keys with `use` `sig` (or none) and an `x5c`.
-pub fn parse_jwks(body: &[u8]) -> Result<Vec<Vec<u8>>, MetadataError> {
+/// Signing keys of a JWKS: keys with `use` `sig` (or none) and an `x5c`, each
+/// with the `issuer` it carries, if any.
+pub fn parse_jwks(body: &[u8]) -> Result<Vec<SigningKey>, MetadataError> {
     let doc = object(body)?;
     let keys = get(&doc, "keys")
         .and_then(Value::as_array)
@@ -334,7 +421,13 @@ pub fn parse_jwks(body: &[u8]) -> Result<Vec<Vec<u8>>, MetadataError> {
             .and_then(|a| a.first())
             .and_then(Value::as_str)
         {
-            certs.push(certificate(i + 1, first)?);
+            certs.push(SigningKey {
+                der: certificate(i + 1, first)?,
+                issuer: get_str(key, "issuer")
+                    .map(str::trim)
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_string),
+            });
         }
     }
     if certs.is_empty() {
@@ -463,7 +556,7 @@ pub async fn fetch(
             ))
         })?;
     let keys = get_document(http, &jwks_url, max_body, &mut stats).await?;
-    let signing_certs = parse_jwks(&keys).map_err(|e| bad_document(&jwks_url, e))?;
+    let signing_keys = parse_jwks(&keys).map_err(|e| bad_document(&jwks_url, e))?;
     Ok((
         AuthMetadata {
             source: Source::OpenId,
@@ -471,7 +564,7 @@ pub async fn fetch(
             service_name: String::new(),
             issuer,
             issuing_endpoint: token_endpoint,
-            signing_certs,
+            signing_keys,
         },
         stats,
     ))
@@ -508,93 +601,166 @@ impl MetadataProbe {
     }
 
     async fn check(&self, ctx: &ProbeContext) -> Outcome {
+        ctx.progress.phase("fetching the metadata");
         let (doc, stats) = match fetch(&self.http, &self.url, self.max_body, &self.jwks_hosts).await
         {
             Ok(x) => x,
             Err(o) => return o,
         };
         let now = ctx.clock.now().timestamp();
-        judge(&doc, stats, now, self)
+        judge(doc, stats, now, &self.expect())
     }
 }
 
-fn judge(doc: &AuthMetadata, stats: FetchStats, now: i64, p: &MetadataProbe) -> Outcome {
+/// What the metadata probe compares a document with.
+struct Expect<'a> {
+    realm: Option<&'a str>,
+    issuer: Option<&'a str>,
+    warn_before: i64,
+    critical_before: i64,
+}
+
+impl MetadataProbe {
+    fn expect(&self) -> Expect<'_> {
+        Expect {
+            realm: self.expect_realm.as_deref().map(str::trim),
+            issuer: self.expect_issuer.as_deref().map(str::trim),
+            warn_before: self.warn_before,
+            critical_before: self.critical_before,
+        }
+    }
+}
+
+/// A signing key's validity, for judging.
+struct KeyDates {
+    not_before: i64,
+    not_after: i64,
+    x5t: String,
+}
+
+fn judge(doc: AuthMetadata, stats: FetchStats, now: i64, p: &Expect<'_>) -> Outcome {
     let mut findings: Vec<Outcome> = Vec::new();
-    if let Some(want) = &p.expect_realm {
-        if !doc.realm.eq_ignore_ascii_case(want.trim()) {
+    // Multi-tenant discovery is read for the expected tenant, if one is named;
+    // a tenant's own discovery binds its keys to that tenant.
+    let tenant = match (doc.source, p.realm) {
+        (Source::OpenId, Some(want)) if crate::guid::is_guid(want) && has_template(&doc.issuer) => {
+            Some(want.to_string())
+        }
+        (Source::OpenId, _) if crate::guid::is_guid(&doc.realm) => Some(doc.realm.clone()),
+        _ => None,
+    };
+    let (doc, foreign) = match tenant {
+        Some(t) => doc.for_tenant(&t),
+        None => (doc, 0),
+    };
+    if doc.names_no_tenant() {
+        findings.push(Outcome::warning(
+            Category::Config,
+            match doc.source {
+                Source::Acs => NO_REALM.to_string(),
+                Source::OpenId => format!(
+                    "the discovery document names no tenant (issuer `{}`): use the tenant's own …/<tenant>/v2.0/.well-known/openid-configuration, or set expect_realm to the tenant id",
+                    clip(&doc.issuer)
+                ),
+            },
+        ));
+    } else if let Some(want) = p.realm {
+        if !doc.realm.eq_ignore_ascii_case(want) {
             findings.push(Outcome::critical(
                 Category::Protocol,
                 format!("realm is `{}`, expected `{want}`", clip(&doc.realm)),
             ));
         }
     }
-    if let Some(want) = &p.expect_issuer {
-        if doc.issuer != want.trim() {
+    if let Some(want) = p.issuer {
+        if doc.issuer != want {
             findings.push(Outcome::critical(
                 Category::Protocol,
                 format!("issuer is `{}`, expected `{want}`", clip(&doc.issuer)),
             ));
         }
     }
-    // The signing certificate that expires first decides, as in a chain.
-    let mut earliest: Option<(i64, i64, String)> = None;
-    for der in &doc.signing_certs {
-        if let Ok((_, c)) = x509_parser::parse_x509_certificate(der) {
-            let (nb, na) = (
-                c.validity().not_before.timestamp(),
-                c.validity().not_after.timestamp(),
-            );
-            if earliest.as_ref().is_none_or(|(_, e, _)| na < *e) {
-                earliest = Some((nb, na, crate::jwt::x5t(der)));
+    if doc.signing_keys.is_empty() {
+        findings.push(Outcome::critical(
+            Category::Protocol,
+            format!(
+                "no signing key for tenant {}: the document's {foreign} key{} bound to other tenants",
+                doc.realm,
+                if foreign == 1 { " is" } else { "s are" }
+            ),
+        ));
+    }
+    let dates: Vec<KeyDates> = doc
+        .signing_keys
+        .iter()
+        .filter_map(|k| {
+            let (_, c) = x509_parser::parse_x509_certificate(&k.der).ok()?;
+            Some(KeyDates {
+                not_before: c.validity().not_before.timestamp(),
+                not_after: c.validity().not_after.timestamp(),
+                x5t: crate::jwt::x5t(&k.der),
+            })
+        })
+        .collect();
+    // The STS rolls its keys: one expiring among several valid ones is normal.
+    // The newest usable key decides; without one, the newest key says why.
+    let usable = dates
+        .iter()
+        .filter(|k| k.not_before <= now && now < k.not_after)
+        .max_by_key(|k| k.not_after);
+    let mut left = None;
+    match usable {
+        Some(k) => {
+            let secs = k.not_after - now;
+            left = Some(secs);
+            let text = || {
+                format!(
+                    "the STS's signing key {} expires in {} ({}){}",
+                    k.x5t,
+                    format_duration(secs),
+                    rfc3339(k.not_after),
+                    if dates.len() > 1 {
+                        " and it is the newest of its keys"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            if secs <= p.critical_before {
+                findings.push(Outcome::critical(Category::Certificate, text()));
+            } else if secs <= p.warn_before {
+                findings.push(Outcome::warning(Category::Certificate, text()));
             }
         }
-    }
-    let mut left = None;
-    if let Some((nb, na, x5t)) = earliest {
-        let secs = na - now;
-        left = Some(secs);
-        if now < nb {
-            findings.push(Outcome::critical(
-                Category::Certificate,
-                format!(
-                    "signing certificate {x5t} is not valid until {}",
-                    rfc3339(nb)
-                ),
-            ));
-        } else if secs <= 0 {
-            findings.push(Outcome::critical(
-                Category::Certificate,
-                format!(
-                    "signing certificate {x5t} expired {} ago ({})",
-                    format_duration(-secs),
-                    rfc3339(na)
-                ),
-            ));
-        } else if secs <= p.critical_before {
-            findings.push(Outcome::critical(
-                Category::Certificate,
-                format!(
-                    "signing certificate {x5t} expires in {} ({})",
-                    format_duration(secs),
-                    rfc3339(na)
-                ),
-            ));
-        } else if secs <= p.warn_before {
-            findings.push(Outcome::warning(
-                Category::Certificate,
-                format!(
-                    "signing certificate {x5t} expires in {} ({})",
-                    format_duration(secs),
-                    rfc3339(na)
-                ),
-            ));
+        None => {
+            if let Some(k) = dates.iter().max_by_key(|k| k.not_after) {
+                let secs = k.not_after - now;
+                left = Some(secs);
+                findings.push(Outcome::critical(
+                    Category::Certificate,
+                    if now < k.not_before {
+                        format!(
+                            "the STS's signing key {} is not valid until {}",
+                            k.x5t,
+                            rfc3339(k.not_before)
+                        )
+                    } else {
+                        format!(
+                            "every signing key of the STS has expired: the newest, {}, {} ago ({})",
+                            k.x5t,
+                            format_duration(-secs),
+                            rfc3339(k.not_after)
+                        )
+                    },
+                ));
+            }
         }
     }
     let kind = match doc.source {
         Source::Acs => "ACS metadata",
         Source::OpenId => "OpenID metadata",
     };
-    let keys = doc.signing_certs.len();
+    let keys = doc.signing_keys.len();
     let mut outcome = match findings.into_iter().max_by_key(|o| o.status.severity()) {
         Some(o) => o,
         None => Outcome::ok(format!(
@@ -607,7 +773,7 @@ fn judge(doc: &AuthMetadata, stats: FetchStats, now: i64, p: &MetadataProbe) -> 
             stats.latency.as_millis(),
             if keys == 1 { "" } else { "s" },
             clip(&doc.issuing_endpoint),
-            left.map(|s| format!(", first key expires in {}", format_duration(s)))
+            left.map(|s| format!(", newest key expires in {}", format_duration(s)))
                 .unwrap_or_default(),
         )),
     };
@@ -666,7 +832,7 @@ mod tests {
             json!({"issuer": "00000001-0000-0000-c000-000000000000@3f2b6a4e-0000-4000-8000-000000000001", "realm": "ignored"}),
         );
         let m = parse_acs(&body).unwrap();
-        assert_eq!(m.signing_certs.len(), 1);
+        assert_eq!(m.signing_keys.len(), 1);
         assert_eq!(m.issuing_endpoint, "https://sts/t/tokens/OAuth/2");
         assert_eq!(m.service_name, "00000001-0000-0000-c000-000000000000");
         assert_eq!(m.realm, "3f2b6a4e-0000-4000-8000-000000000001");
@@ -864,6 +1030,170 @@ mod tests {
             parse_jwks(br#"{"keys": []}"#).unwrap_err(),
             MetadataError::NoSigningKey
         );
+    }
+
+    /// Recorded real shapes (tests/fixtures/exchange), judged at 2026-05-28.
+    const NOW: i64 = 1_779_926_400;
+    const TENANT: &str = "3f2b6a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+    const OTHER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+    const ACS_NO_REALM: &[u8] =
+        include_bytes!("../../tests/fixtures/exchange/acs-metadata-no-realm.json");
+    const ACS_WITH_REALM: &[u8] = include_bytes!("../../tests/fixtures/exchange/acs-metadata.json");
+    const COMMON_DISCOVERY: &[u8] =
+        include_bytes!("../../tests/fixtures/exchange/entra-common-openid-configuration.json");
+    const TENANT_DISCOVERY: &[u8] =
+        include_bytes!("../../tests/fixtures/exchange/entra-tenant-openid-configuration.json");
+    const JWKS_PER_KEY_ISSUERS: &[u8] =
+        include_bytes!("../../tests/fixtures/exchange/entra-jwks-per-key-issuers.json");
+
+    fn expect(realm: Option<&str>) -> Expect<'_> {
+        Expect {
+            realm,
+            issuer: None,
+            warn_before: 30 * 86_400,
+            critical_before: 7 * 86_400,
+        }
+    }
+
+    /// What `fetch` makes of a discovery document and its JWKS.
+    fn openid(discovery: &[u8], jwks: &[u8]) -> AuthMetadata {
+        let (issuer, token, _) = parse_openid_discovery(discovery).unwrap();
+        AuthMetadata {
+            source: Source::OpenId,
+            realm: realm_of_issuer_url(&issuer),
+            service_name: String::new(),
+            issuer,
+            issuing_endpoint: token,
+            signing_keys: parse_jwks(jwks).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_realm_less_acs_document_is_a_configuration_warning() {
+        let doc = parse_acs(ACS_NO_REALM).unwrap();
+        assert_eq!(doc.realm, "*");
+        assert_eq!(doc.signing_keys.len(), 3);
+        assert_eq!(
+            doc.issuing_endpoint,
+            "https://accounts.accesscontrol.windows.net/tokens/OAuth/2"
+        );
+        assert!(doc.names_no_tenant());
+        for want in [None, Some(TENANT)] {
+            let o = judge(doc.clone(), FetchStats::default(), NOW, &expect(want));
+            assert_eq!(o.status, Status::Warning, "{o:?}");
+            assert_eq!(o.category, Some(Category::Config), "{o:?}");
+            assert_eq!(
+                o.summary,
+                "the metadata names no tenant: AuthMetadataUrl must end with ?realm=<tenant>"
+            );
+        }
+        // With the realm the same keys and endpoints are healthy.
+        let doc = parse_acs(ACS_WITH_REALM).unwrap();
+        assert!(!doc.names_no_tenant());
+        let o = judge(doc, FetchStats::default(), NOW, &expect(Some(TENANT)));
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        assert!(o.summary.contains(&format!("realm {TENANT}")), "{o:?}");
+    }
+
+    use crate::outcome::Status;
+
+    #[test]
+    fn the_newest_usable_sts_key_decides_not_the_first_to_expire() {
+        // Key 1 expires in 13 days, keys 2 and 3 in 2028: the STS is rolling its keys.
+        let doc = parse_acs(ACS_WITH_REALM).unwrap();
+        let o = judge(doc.clone(), FetchStats::default(), NOW, &expect(None));
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        assert!(o.summary.contains("3 signing keys"), "{o:?}");
+        assert!(o.summary.contains("newest key expires in"), "{o:?}");
+        assert!(o.observations["seconds_left"] > 800.0 * 86_400.0, "{o:?}");
+        // 2028-08-20: keys 1 and 2 have expired, the newest has 12 days left.
+        let o = judge(
+            doc.clone(),
+            FetchStats::default(),
+            1_850_342_400,
+            &expect(None),
+        );
+        assert_eq!(o.status, Status::Warning, "{o:?}");
+        assert_eq!(o.category, Some(Category::Certificate));
+        assert!(o.summary.starts_with("the STS's signing key "), "{o:?}");
+        assert!(o.summary.contains("expires in 12d"), "{o:?}");
+        assert!(o.summary.contains("newest of its keys"), "{o:?}");
+        // 2028-10-01: every key has expired.
+        let o = judge(doc, FetchStats::default(), 1_853_971_200, &expect(None));
+        assert_eq!(o.status, Status::Critical, "{o:?}");
+        assert_eq!(o.category, Some(Category::Certificate));
+        assert!(
+            o.summary
+                .starts_with("every signing key of the STS has expired: the newest, "),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn common_discovery_is_read_for_the_expected_tenant_only() {
+        let doc = openid(COMMON_DISCOVERY, JWKS_PER_KEY_ISSUERS);
+        assert_eq!(
+            doc.issuer,
+            "https://login.microsoftonline.com/{tenantid}/v2.0"
+        );
+        assert!(doc.names_no_tenant());
+        assert_eq!(doc.signing_keys.len(), 4);
+        // No tenant to read it for: a configuration warning.
+        let o = judge(doc.clone(), FetchStats::default(), NOW, &expect(None));
+        assert_eq!(o.status, Status::Warning, "{o:?}");
+        assert_eq!(o.category, Some(Category::Config), "{o:?}");
+        assert!(o.summary.starts_with("the discovery document names no tenant (issuer `https://login.microsoftonline.com/{tenantid}/v2.0`)"), "{o:?}");
+        // For the tenant: {tenantid} substituted, another tenant's key dropped.
+        let (bound, dropped) = doc.clone().for_tenant(TENANT);
+        assert_eq!(
+            bound.issuer,
+            format!("https://login.microsoftonline.com/{TENANT}/v2.0")
+        );
+        assert_eq!((bound.signing_keys.len(), dropped), (3, 1));
+        assert!(!bound.names_no_tenant());
+        let o = judge(
+            doc.clone(),
+            FetchStats::default(),
+            NOW,
+            &expect(Some(TENANT)),
+        );
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        assert!(o.summary.contains("3 signing keys"), "{o:?}");
+        // The other tenant keeps its own key and the template ones.
+        let (other, dropped) = doc.for_tenant(OTHER_TENANT);
+        assert_eq!((other.signing_keys.len(), dropped), (4, 0));
+    }
+
+    #[test]
+    fn a_tenant_s_discovery_binds_its_keys_to_that_tenant() {
+        let doc = openid(TENANT_DISCOVERY, JWKS_PER_KEY_ISSUERS);
+        assert_eq!(doc.realm, TENANT);
+        let o = judge(doc, FetchStats::default(), NOW, &expect(Some(TENANT)));
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        assert!(o.summary.contains("3 signing keys"), "{o:?}");
+        // A key set whose keys all belong to another tenant signs nothing here.
+        let foreign = json!({"keys": [{"kty": "RSA", "use": "sig", "x5c": [cert_b64()],
+            "issuer": format!("https://login.microsoftonline.com/{OTHER_TENANT}/v2.0")}]});
+        let doc = openid(TENANT_DISCOVERY, foreign.to_string().as_bytes());
+        let o = judge(doc, FetchStats::default(), NOW, &expect(Some(TENANT)));
+        assert_eq!(o.status, Status::Critical, "{o:?}");
+        assert_eq!(o.category, Some(Category::Protocol), "{o:?}");
+        assert!(
+            o.summary.contains(&format!(
+                "no signing key for tenant {TENANT}: the document's 1 key is bound to other tenants"
+            )),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn the_tenant_template_is_substituted_in_any_case() {
+        assert_eq!(
+            substitute_tenant("https://x/{TenantId}/v2.0", "t"),
+            "https://x/t/v2.0"
+        );
+        assert_eq!(substitute_tenant("{tenantid}{tenantid}", "a"), "aa");
+        assert_eq!(substitute_tenant("no template", "a"), "no template");
     }
 
     proptest::proptest! {

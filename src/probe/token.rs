@@ -4,11 +4,13 @@
 //! `mode = "acs"` (default) builds the S2S assertion of the hybrid push chain
 //! (x5t header; iss `00000002-…@<tenant>`, aud `00000001-…/<authority>@<tenant>`,
 //! ten minutes) and posts the jwt-bearer grant; `mode = "entra"` does the Entra ID
-//! v2 client-credentials grant with a certificate assertion (RFC 7523). The access
-//! token is checked (RS256 signature against the metadata's signing keys,
-//! audience, expiry, lifetime) and the clock skew is measured against the
-//! server's `Date` header. Error codes (ACS…, AADSTS…) become categories and a
-//! summary an operator can act on. Neither the key nor any token is ever shown.
+//! v2 client-credentials grant with a certificate assertion (RFC 7523), never on
+//! `common`/`organizations`. The tenant id comes from the metadata and is never
+//! guessed. The access token is checked (RS256 signature against the metadata's
+//! signing keys, issuer, audience, nbf, expiry, lifetime) and the clock skew is
+//! measured against the server's `Date` header. Error codes (ACS…, AADSTS…)
+//! become categories and a summary an operator can act on; a large skew is said
+//! beside the STS's reason. Neither the key nor any token is ever shown.
 //!
 //! `TokenClient` is the reusable part: the `push` kind gets its tokens from it.
 
@@ -19,12 +21,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
-use super::metadata::{self, AuthMetadata};
+use super::metadata::{self, AuthMetadata, Source};
 use futures::future::BoxFuture;
 
 use super::{BuildContext, ProbeKind};
 use crate::credential::{self, SigningCredential};
-use crate::human::format_duration;
+use crate::human::{format_duration, rfc3339};
 use crate::jwt;
 use crate::net::http::{read_capped, without_credentials, BodyError};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
@@ -128,6 +130,30 @@ impl ProbeKind for TokenConfig {
             ));
         }
         p.extend(metadata::validate_jwks_hosts(&self.jwks_hosts));
+        if self.mode == Mode::Entra {
+            for (key, url, want) in [
+                ("token_url", &self.token_url, "token endpoint"),
+                ("metadata_url", &self.metadata_url, "discovery document"),
+            ] {
+                let segment = url
+                    .as_deref()
+                    .and_then(|u| reqwest::Url::parse(u).ok())
+                    .and_then(|u| multi_tenant_segment(&u));
+                if let Some(segment) = segment {
+                    p.push(SpecProblem::new(
+                        key,
+                        format!(
+                            "`{segment}` is Entra's multi-tenant {want}, where client credentials are refused: use the tenant's own (https://login.microsoftonline.com/<tenant>/{})",
+                            if key == "token_url" {
+                                "oauth2/v2.0/token"
+                            } else {
+                                "v2.0/.well-known/openid-configuration"
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
         if self.mode == Mode::Acs
             && self.token_url.is_some()
             && self.metadata_url.is_none()
@@ -188,6 +214,9 @@ pub struct IssuedToken {
     /// The bearer token; never printed.
     access_token: String,
     pub resource: String,
+    /// The access token's `iss` and `aud` (not secret: they name services).
+    pub issuer: String,
+    pub audience: String,
     pub expires_at: i64,
     /// Measurements and non-fatal findings for the caller's outcome.
     pub observations: Vec<(&'static str, f64)>,
@@ -358,27 +387,35 @@ impl TokenClient {
 
     /// Obtains a token and checks it; a failure is the outcome to report.
     pub async fn acquire(&self, ctx: &ProbeContext) -> Result<IssuedToken, Outcome> {
+        ctx.progress.phase("reading the signing credential");
         let cred = self.credential().await?;
         let mut observations: Vec<(&'static str, f64)> = Vec::new();
         // Where to ask, for which tenant, and which keys sign the answer.
-        let (endpoint, tenant_id, signing_keys) = match &self.metadata_url {
+        let (endpoint, tenant_id, signing_keys, discovery_issuer) = match &self.metadata_url {
             Some(url) => {
+                ctx.progress.phase("fetching the metadata");
                 let (doc, stats) =
                     metadata::fetch(&self.http, url, MAX_RESPONSE * 4, &self.jwks_hosts)
                         .instrument(tracing::info_span!("metadata_fetch"))
                         .await
                         .map_err(|o| prefixed(o, "metadata"))?;
                 observations.push(("metadata_latency_seconds", stats.latency.as_secs_f64()));
-                let tenant = tenant_of(&doc, &self.tenant);
+                ctx.progress
+                    .observe("metadata_latency_seconds", stats.latency.as_secs_f64());
+                let doc = bind_tenant(doc, &self.tenant)
+                    .map_err(|o| with_observations(o, &observations))?;
+                let discovery_issuer = (doc.source == Source::OpenId).then(|| doc.issuer.clone());
                 (
                     doc.issuing_endpoint.clone(),
-                    tenant,
-                    Some(doc.signing_certs),
+                    doc.realm.clone(),
+                    Some(doc.signing_certs()),
+                    discovery_issuer,
                 )
             }
             None => (
                 self.token_url.clone().unwrap_or_default(),
                 self.tenant.clone(),
+                None,
                 None,
             ),
         };
@@ -388,6 +425,17 @@ impl TokenClient {
                 format!("issuing endpoint `{endpoint}` is not a URL: {e}"),
             )
         })?;
+        if self.mode == Mode::Entra {
+            if let Some(segment) = multi_tenant_segment(&endpoint_url) {
+                return Err(with_observations(
+                    Outcome::critical(
+                        Category::Config,
+                        multi_tenant_text(segment, "token endpoint"),
+                    ),
+                    &observations,
+                ));
+            }
+        }
         let now = ctx.clock.now().timestamp();
         let resource = self.resource_for(&tenant_id);
         let x5t = cred.x5t();
@@ -436,6 +484,7 @@ impl TokenClient {
         };
         drop(signing);
         // The span lasts until the whole answer is read.
+        ctx.progress.phase("requesting a token");
         let request = tracing::info_span!("token_request");
         let start = tokio::time::Instant::now();
         let response = self
@@ -472,30 +521,29 @@ impl TokenClient {
             observations.push(("clock_skew_seconds", s as f64));
         }
         let skew_text = skew.map(|s| format!("clock skew {}", skew_words(s)));
-        if let Some(s) = skew {
-            if s.abs() > self.max_skew {
-                let mut o = Outcome::critical(
-                    Category::Auth,
-                    format!(
-                        "{}: this server's clock differs from the STS's by more than {}",
-                        skew_text.clone().unwrap_or_default(),
-                        skew_words(self.max_skew)
-                    ),
-                );
-                if !status.is_success() {
-                    o.summary.push_str(&format!("; {}", error_text(&body).1));
-                }
-                return Err(with_observations(o, &observations));
-            }
-        }
+        let too_skewed = skew.filter(|s| s.abs() > self.max_skew).map(|s| {
+            format!(
+                "clock skew {}: this server's clock differs from the STS's by more than {}",
+                skew_words(s),
+                skew_words(self.max_skew)
+            )
+        });
         if !status.is_success() {
+            // The STS's own reason first; a large skew is said beside it, as
+            // it may be the cause but the STS names what it refused.
             let (category, text) = error_text(&body);
             let mut summary = format!("token request refused (HTTP {}): {text}", status.as_u16());
-            if let Some(s) = &skew_text {
+            if let Some(s) = too_skewed.as_ref().or(skew_text.as_ref()) {
                 summary.push_str(&format!("; {s}"));
             }
             return Err(with_observations(
                 Outcome::critical(category, summary),
+                &observations,
+            ));
+        }
+        if let Some(text) = too_skewed {
+            return Err(with_observations(
+                Outcome::critical(Category::Auth, text),
                 &observations,
             ));
         }
@@ -508,12 +556,18 @@ impl TokenClient {
                 &observations,
             )
         })?;
+        ctx.progress.phase("checking the token");
+        let issuers = self.issuers_for(&tenant_id, discovery_issuer.as_deref());
         let checked = check_answer(
             &answer,
-            &resource,
-            signing_keys.as_deref(),
-            local,
-            self.mode,
+            &Expected {
+                resource: &resource,
+                issuers: &issuers,
+                signing_keys: signing_keys.as_deref(),
+                now: local,
+                max_skew: self.max_skew,
+                mode: self.mode,
+            },
         )
         .map_err(|o| with_observations(o, &observations))?;
         observations.push(("token_lifetime_seconds", (checked.exp - checked.nbf) as f64));
@@ -540,11 +594,33 @@ impl TokenClient {
         Ok(IssuedToken {
             access_token: checked.token,
             resource,
+            issuer: checked.issuer,
+            audience: checked.audience,
             expires_at: checked.exp,
             observations,
             warning,
             summary,
         })
+    }
+
+    /// ACS tokens come from `00000001-…@<tenant id>`. Exchange Online and Graph
+    /// get v1 tokens even from the v2 endpoint, so Entra's are from
+    /// `https://sts.windows.net/<tenant id>/` or the discovery's issuer.
+    fn issuers_for(&self, tenant_id: &str, discovery_issuer: Option<&str>) -> Issuers {
+        match self.mode {
+            Mode::Acs => Issuers::Exact(vec![format!("{ACS_APP_ID}@{tenant_id}")]),
+            Mode::Entra if crate::guid::is_guid(tenant_id) => {
+                let mut list = vec![format!("https://sts.windows.net/{tenant_id}/")];
+                match discovery_issuer {
+                    Some(i) => list.push(metadata::substitute_tenant(i, tenant_id)),
+                    None => list.push(format!(
+                        "https://login.microsoftonline.com/{tenant_id}/v2.0"
+                    )),
+                }
+                Issuers::Exact(list)
+            }
+            Mode::Entra => Issuers::AnyEntraTenant,
+        }
     }
 
     fn resource_for(&self, tenant_id: &str) -> String {
@@ -568,12 +644,115 @@ impl TokenClient {
     }
 }
 
-/// The tenant id: the realm the metadata names, else what the config says.
-fn tenant_of(doc: &AuthMetadata, configured: &str) -> String {
-    if crate::guid::is_guid(&doc.realm) {
-        doc.realm.clone()
-    } else {
-        configured.to_string()
+/// The metadata as it applies to the configured tenant, whose id it must name:
+/// the token probe never guesses a tenant (a realm-less document, the domain in
+/// place of the id, or another tenant's document are configuration errors).
+fn bind_tenant(doc: AuthMetadata, configured: &str) -> Result<AuthMetadata, Outcome> {
+    let configured_id = crate::guid::is_guid(configured).then_some(configured);
+    let tenant_id = match doc.source {
+        Source::Acs => {
+            if doc.names_no_tenant() {
+                return Err(Outcome::critical(Category::Config, metadata::NO_REALM));
+            }
+            if !crate::guid::is_guid(&doc.realm) {
+                return Err(Outcome::critical(
+                    Category::Protocol,
+                    format!(
+                        "metadata: the realm `{}` is not a tenant id",
+                        clip(&doc.realm, 64)
+                    ),
+                ));
+            }
+            doc.realm.clone()
+        }
+        Source::OpenId if crate::guid::is_guid(&doc.realm) => doc.realm.clone(),
+        Source::OpenId => match configured_id {
+            Some(id) if doc.names_no_tenant() => id.to_string(),
+            _ => {
+                return Err(Outcome::critical(
+                    Category::Config,
+                    format!(
+                        "the discovery document names no tenant (issuer `{}`): use the tenant's own …/<tenant>/v2.0/.well-known/openid-configuration",
+                        clip(&doc.issuer, 120)
+                    ),
+                ))
+            }
+        },
+    };
+    if let Some(id) = configured_id {
+        if !id.eq_ignore_ascii_case(&tenant_id) {
+            return Err(Outcome::critical(
+                Category::Config,
+                format!("the metadata names tenant {tenant_id}, but tenant is {id}"),
+            ));
+        }
+    }
+    let (doc, foreign) = doc.for_tenant(&tenant_id);
+    if doc.signing_keys.is_empty() {
+        return Err(Outcome::critical(
+            Category::Protocol,
+            format!(
+                "metadata: no signing key for tenant {tenant_id} ({foreign} bound to other tenants)"
+            ),
+        ));
+    }
+    Ok(doc)
+}
+
+/// `common`, `organizations` or `consumers` when `url`'s first path segment is
+/// one of Entra's multi-tenant names, where client credentials are refused.
+pub fn multi_tenant_segment(url: &reqwest::Url) -> Option<&'static str> {
+    let first = url.path_segments()?.next()?;
+    ["common", "organizations", "consumers"]
+        .into_iter()
+        .find(|m| first.eq_ignore_ascii_case(m))
+}
+
+fn multi_tenant_text(segment: &str, what: &str) -> String {
+    format!(
+        "the {what} is on `{segment}`, where Entra refuses client credentials: use the tenant's own (https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token)"
+    )
+}
+
+fn clip(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// The issuers an access token may name.
+#[derive(Debug, Clone, PartialEq)]
+enum Issuers {
+    /// One of these, compared without regard to case.
+    Exact(Vec<String>),
+    /// Entra for a tenant known only by its domain: `https://sts.windows.net/<GUID>/`
+    /// or `https://login.microsoftonline.com/<GUID>/v2.0`.
+    AnyEntraTenant,
+}
+
+impl Issuers {
+    fn accepts(&self, iss: &str) -> bool {
+        match self {
+            Issuers::Exact(list) => list.iter().any(|i| i.eq_ignore_ascii_case(iss)),
+            Issuers::AnyEntraTenant => {
+                let guid_between = |prefix: &str, suffix: &str| {
+                    iss.strip_prefix(prefix)
+                        .and_then(|r| r.strip_suffix(suffix))
+                        .is_some_and(crate::guid::is_guid)
+                };
+                guid_between("https://sts.windows.net/", "/")
+                    || guid_between("https://login.microsoftonline.com/", "/v2.0")
+            }
+        }
+    }
+
+    fn words(&self) -> String {
+        match self {
+            Issuers::Exact(list) => list
+                .iter()
+                .map(|i| format!("`{i}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            Issuers::AnyEntraTenant => "an Entra issuer".into(),
+        }
     }
 }
 
@@ -649,12 +828,20 @@ pub fn error_text(body: &[u8]) -> (Category, String) {
         .unwrap_or("");
     // First line only: the rest is Trace ID / Correlation ID / Timestamp.
     let first = description.lines().next().unwrap_or("").trim();
+    // Entra also lists its codes as numbers; the description usually leads with one.
+    let listed = v
+        .get("error_codes")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .and_then(Value::as_u64)
+        .map(|n| format!("AADSTS{n}"));
     let code: String = first
         .split(':')
         .next()
         .filter(|c| c.starts_with("ACS") || c.starts_with("AADSTS"))
-        .unwrap_or("")
-        .to_string();
+        .map(str::to_string)
+        .or(listed)
+        .unwrap_or_default();
     let lower = first.to_ascii_lowercase();
     let (category, meaning) = match code.as_str() {
         "ACS50006" | "ACS50008" => (
@@ -683,6 +870,30 @@ pub fn error_text(body: &[u8]) -> (Category, String) {
             Category::Auth,
             "the assertion is outside its valid time range: check this server's clock",
         ),
+        "AADSTS50194" => (
+            Category::Config,
+            "the token endpoint is multi-tenant (`common`/`organizations`): use the tenant's own …/<tenant>/oauth2/v2.0/token",
+        ),
+        "AADSTS700016" => (
+            Category::Config,
+            "the application (client_id) is not found in the tenant: check client_id, and that the app is registered in this tenant",
+        ),
+        "AADSTS90002" => (
+            Category::Config,
+            "the tenant is not found: check tenant (its id, or a verified domain)",
+        ),
+        "AADSTS500011" => (
+            Category::Config,
+            "the resource is not found in the tenant: check resource (e.g. https://outlook.office365.com)",
+        ),
+        "AADSTS70011" => (
+            Category::Config,
+            "the scope is invalid: resource must be the application id URI whose /.default is asked",
+        ),
+        "AADSTS7000215" => (
+            Category::Config,
+            "the client secret is invalid: use the secret's value (not its id), or a new one if it expired",
+        ),
         _ if code.is_empty() && error.is_empty() => {
             (Category::Protocol, "the STS answered with no error code")
         }
@@ -706,19 +917,28 @@ pub fn error_text(body: &[u8]) -> (Category, String) {
 
 struct Checked {
     token: String,
+    issuer: String,
+    audience: String,
     nbf: i64,
     exp: i64,
 }
 
-/// Checks a success answer: Bearer, a JWT access token whose RS256 signature
-/// verifies against one of `signing_keys` (when known), audience, times.
-fn check_answer(
-    answer: &Value,
-    resource: &str,
-    signing_keys: Option<&[Vec<u8>]>,
+/// What a success answer is checked against.
+struct Expected<'a> {
+    resource: &'a str,
+    issuers: &'a Issuers,
+    /// The metadata's signing keys, when known.
+    signing_keys: Option<&'a [Vec<u8>]>,
     now: i64,
+    /// How far `nbf` may be ahead of `now`.
+    max_skew: i64,
     mode: Mode,
-) -> Result<Checked, Outcome> {
+}
+
+/// Checks a success answer: Bearer, a JWT access token whose RS256 signature
+/// verifies against one of the signing keys (when known), issuer, audience, times.
+fn check_answer(answer: &Value, want: &Expected<'_>) -> Result<Checked, Outcome> {
+    let (resource, now, mode) = (want.resource, want.now, want.mode);
     let bad = |s: String| Outcome::critical(Category::Auth, s);
     let token_type = answer
         .get("token_type")
@@ -754,7 +974,7 @@ fn check_answer(
     if decoded.alg() != Some("RS256") {
         return Err(bad("access token is not signed with RS256".into()));
     }
-    if let Some(keys) = signing_keys {
+    if let Some(keys) = want.signing_keys {
         if !keys.iter().any(|k| decoded.verify_rs256(k).is_ok()) {
             return Err(bad(
                 "access token signature does not verify against the metadata's signing keys".into(),
@@ -774,12 +994,27 @@ fn check_answer(
             aud.chars().take(120).collect::<String>()
         )));
     }
+    let iss = decoded.claim_str("iss").unwrap_or("");
+    if !want.issuers.accepts(iss) {
+        return Err(bad(format!(
+            "access token issuer is `{}`, expected {} (a token for another tenant, or from another STS)",
+            clip(iss, 120),
+            want.issuers.words()
+        )));
+    }
     let (nbf, exp) = match (decoded.claim_i64("nbf"), decoded.claim_i64("exp")) {
         (Some(n), Some(e)) => (n, e),
         _ => return Err(bad("access token has no nbf/exp".into())),
     };
     if exp <= now {
         return Err(bad("access token is already expired".into()));
+    }
+    if nbf > now + want.max_skew {
+        return Err(bad(format!(
+            "access token is not valid until {} ({} ahead of this server's clock)",
+            rfc3339(nbf),
+            skew_words(nbf - now)
+        )));
     }
     let lifetime = exp - nbf;
     if !(300..=48 * 3600).contains(&lifetime) {
@@ -790,6 +1025,8 @@ fn check_answer(
     }
     Ok(Checked {
         token: token.to_string(),
+        issuer: iss.to_string(),
+        audience: aud.to_string(),
         nbf,
         exp,
     })
@@ -877,6 +1114,273 @@ mod tests {
         let (c, t) = error_text(b"<html>oops</html>");
         assert_eq!(c, Category::Protocol);
         assert!(t.contains("no error code"), "{t}");
+    }
+
+    #[test]
+    fn configuration_codes_of_entra_are_config_with_advice() {
+        let aad = |code: &str, text: &str| {
+            error_text(
+                json!({"error": "invalid_client", "error_description": format!("{code}: {text}\r\nTrace ID: x"), "error_codes": [0]})
+                    .to_string()
+                    .as_bytes(),
+            )
+        };
+        for (code, words) in [
+            ("AADSTS700016", "check client_id"),
+            ("AADSTS90002", "check tenant"),
+            ("AADSTS500011", "check resource"),
+            ("AADSTS70011", "the scope is invalid"),
+            ("AADSTS7000215", "the client secret is invalid"),
+            ("AADSTS50194", "use the tenant's own"),
+        ] {
+            let (c, t) = aad(code, "Something went wrong.");
+            assert_eq!(c, Category::Config, "{code}: {t}");
+            assert!(t.contains(words), "{code}: {t}");
+            assert!(t.contains(code), "{code}: {t}");
+        }
+        // The numeric list alone names the code too.
+        let (c, t) = error_text(
+            json!({"error": "unauthorized_client", "error_description": "Application not found.", "error_codes": [700016]})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(c, Category::Config, "{t}");
+    }
+
+    fn acs_issuers() -> Issuers {
+        Issuers::Exact(vec![format!("{ACS_APP_ID}@{TENANT}")])
+    }
+
+    const TENANT: &str = "3f2b6a4e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+    const OTHER_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+    const NOW: i64 = 1_779_926_400;
+
+    /// An STS key, made once.
+    fn sts() -> &'static credential::Generated {
+        static STS: std::sync::OnceLock<credential::Generated> = std::sync::OnceLock::new();
+        STS.get_or_init(|| {
+            credential::generate_self_signed("sts", 2048, NOW - 86_400, NOW + 86_400 * 365).unwrap()
+        })
+    }
+
+    fn answer(claims: Value) -> Value {
+        let token = sts()
+            .credential
+            .sign_rs256(&json!({"typ": "JWT", "alg": "RS256"}), &claims)
+            .unwrap();
+        json!({"token_type": "Bearer", "expires_in": "86399", "access_token": token})
+    }
+
+    fn check(
+        claims: Value,
+        issuers: &Issuers,
+        mode: Mode,
+        resource: &str,
+    ) -> Result<Checked, Outcome> {
+        let keys = vec![sts().credential.cert_der().to_vec()];
+        check_answer(
+            &answer(claims),
+            &Expected {
+                resource,
+                issuers,
+                signing_keys: Some(&keys),
+                now: NOW,
+                max_skew: 300,
+                mode,
+            },
+        )
+    }
+
+    #[test]
+    fn access_tokens_must_come_from_the_tenant_s_sts() {
+        let resource = format!("{EXCHANGE_APP_ID}/outlook.office365.com@{TENANT}");
+        let claims = |iss: &str, nbf: i64| json!({"aud": resource, "iss": iss, "nbf": nbf, "exp": nbf + 86_399});
+        let ok = check(
+            claims(&format!("{ACS_APP_ID}@{TENANT}"), NOW),
+            &acs_issuers(),
+            Mode::Acs,
+            &resource,
+        )
+        .unwrap();
+        assert_eq!(ok.issuer, format!("{ACS_APP_ID}@{TENANT}"));
+        let Err(o) = check(
+            claims(&format!("{ACS_APP_ID}@{OTHER_TENANT}"), NOW),
+            &acs_issuers(),
+            Mode::Acs,
+            &resource,
+        ) else {
+            panic!("another tenant's token was accepted");
+        };
+        assert_eq!(o.category, Some(Category::Auth));
+        assert!(o.summary.starts_with(&format!("access token issuer is `{ACS_APP_ID}@{OTHER_TENANT}`, expected `{ACS_APP_ID}@{TENANT}`")), "{o:?}");
+        // nbf within max_skew is fine; beyond it the token is not valid yet.
+        assert!(check(
+            claims(&format!("{ACS_APP_ID}@{TENANT}"), NOW + 200),
+            &acs_issuers(),
+            Mode::Acs,
+            &resource
+        )
+        .is_ok());
+        let Err(o) = check(
+            claims(&format!("{ACS_APP_ID}@{TENANT}"), NOW + 900),
+            &acs_issuers(),
+            Mode::Acs,
+            &resource,
+        ) else {
+            panic!("a token from the future was accepted");
+        };
+        assert!(
+            o.summary.contains("access token is not valid until"),
+            "{o:?}"
+        );
+        assert!(
+            o.summary.contains("15m ahead of this server's clock"),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn entra_tokens_are_v1_or_from_the_discovery_issuer() {
+        let client = TokenClient::new(
+            &toml::from_str::<TokenConfig>(&format!(
+                "mode = \"entra\"\ntenant = \"{TENANT}\"\nclient_id = \"c\"\ntoken_url = \"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token\"\nkey_path = \"k.pem\"\ncert_path = \"c.pem\""
+            ))
+            .unwrap(),
+            Path::new("/"),
+        )
+        .unwrap();
+        let issuers = client.issuers_for(
+            TENANT,
+            Some("https://login.microsoftonline.com/{tenantid}/v2.0"),
+        );
+        let resource = "https://outlook.office365.com";
+        let claims =
+            |iss: String| json!({"aud": resource, "iss": iss, "nbf": NOW, "exp": NOW + 3600});
+        for iss in [
+            format!("https://sts.windows.net/{TENANT}/"),
+            format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+        ] {
+            assert!(
+                check(claims(iss.clone()), &issuers, Mode::Entra, resource).is_ok(),
+                "{iss}"
+            );
+        }
+        for iss in [
+            format!("https://sts.windows.net/{OTHER_TENANT}/"),
+            format!("https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"),
+            "https://login.microsoftonline.com/{tenantid}/v2.0".to_string(),
+        ] {
+            let Err(o) = check(claims(iss.clone()), &issuers, Mode::Entra, resource) else {
+                panic!("{iss} was accepted");
+            };
+            assert!(o.summary.contains("access token issuer is"), "{o:?}");
+        }
+        // A tenant named by its domain only: any tenant's Entra issuer, nothing else.
+        let any = Issuers::AnyEntraTenant;
+        assert!(any.accepts(&format!("https://sts.windows.net/{OTHER_TENANT}/")));
+        assert!(!any.accepts("https://sts.windows.net/contoso.onmicrosoft.com/"));
+        assert!(!any.accepts(&format!("{ACS_APP_ID}@{TENANT}")));
+    }
+
+    fn doc(file: &[u8]) -> AuthMetadata {
+        metadata::parse_acs(file).unwrap()
+    }
+
+    #[test]
+    fn the_token_probe_never_guesses_the_tenant() {
+        let no_realm = doc(include_bytes!(
+            "../../tests/fixtures/exchange/acs-metadata-no-realm.json"
+        ));
+        for configured in ["contoso.onmicrosoft.com", TENANT] {
+            let o = bind_tenant(no_realm.clone(), configured).unwrap_err();
+            assert_eq!(o.status, crate::outcome::Status::Critical);
+            assert_eq!(o.category, Some(Category::Config));
+            assert_eq!(
+                o.summary,
+                "the metadata names no tenant: AuthMetadataUrl must end with ?realm=<tenant>"
+            );
+        }
+        let with_realm = doc(include_bytes!(
+            "../../tests/fixtures/exchange/acs-metadata.json"
+        ));
+        assert_eq!(
+            bind_tenant(with_realm.clone(), "contoso.onmicrosoft.com")
+                .unwrap()
+                .realm,
+            TENANT
+        );
+        let o = bind_tenant(with_realm, OTHER_TENANT).unwrap_err();
+        assert_eq!(o.category, Some(Category::Config));
+        assert!(
+            o.summary.contains(&format!(
+                "names tenant {TENANT}, but tenant is {OTHER_TENANT}"
+            )),
+            "{o:?}"
+        );
+        // Multi-tenant discovery: read for a configured tenant id, refused for a domain.
+        let (issuer, token, _) = metadata::parse_openid_discovery(include_bytes!(
+            "../../tests/fixtures/exchange/entra-common-openid-configuration.json"
+        ))
+        .unwrap();
+        let common = AuthMetadata {
+            source: Source::OpenId,
+            realm: String::new(),
+            service_name: String::new(),
+            issuer,
+            issuing_endpoint: token,
+            signing_keys: metadata::parse_jwks(include_bytes!(
+                "../../tests/fixtures/exchange/entra-jwks-per-key-issuers.json"
+            ))
+            .unwrap(),
+        };
+        let o = bind_tenant(common.clone(), "contoso.onmicrosoft.com").unwrap_err();
+        assert_eq!(o.category, Some(Category::Config));
+        assert!(
+            o.summary
+                .starts_with("the discovery document names no tenant"),
+            "{o:?}"
+        );
+        let bound = bind_tenant(common, TENANT).unwrap();
+        assert_eq!(
+            bound.issuer,
+            format!("https://login.microsoftonline.com/{TENANT}/v2.0")
+        );
+        assert_eq!(
+            bound.signing_keys.len(),
+            3,
+            "the other tenant's key is not ours"
+        );
+    }
+
+    #[test]
+    fn entra_on_common_or_organizations_is_a_config_error() {
+        let problems = |extra: &str| {
+            cfg(&format!("mode = \"entra\"\nclient_id = \"c\"\n{extra}"))
+                .validate()
+                .into_iter()
+                .map(|p| (p.key, p.message))
+                .collect::<Vec<_>>()
+        };
+        let p =
+            problems("token_url = \"https://login.microsoftonline.com/common/oauth2/v2.0/token\"");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "token_url");
+        assert!(p[0].1.starts_with("`common` is Entra's multi-tenant token endpoint, where client credentials are refused"), "{p:?}");
+        let p = problems("metadata_url = \"https://login.microsoftonline.com/Organizations/v2.0/.well-known/openid-configuration\"");
+        assert_eq!(p[0].0, "metadata_url");
+        assert!(
+            p[0].1
+                .contains("`organizations` is Entra's multi-tenant discovery document"),
+            "{p:?}"
+        );
+        assert!(problems(&format!(
+            "token_url = \"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token\""
+        ))
+        .is_empty());
+        // ACS mode is not concerned.
+        assert!(cfg("metadata_url = \"https://x/common/m\"")
+            .validate()
+            .is_empty());
     }
 
     fn cfg(extra: &str) -> TokenConfig {

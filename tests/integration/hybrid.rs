@@ -498,7 +498,8 @@ async fn the_push_proxy_rejects_a_foreign_token_with_401() {
         Some(Category::Auth),
         &[
             "rejected the token (HTTP 401)",
-            "it trusts 00000001-0000-0000-c000-000000000000@",
+            "the proxy trusts any ACS realm (00000001-0000-0000-c000-000000000000@*)",
+            "matches: check that the OnPrem-Proxy partner application is enabled",
         ],
     );
     stop.cancel();
@@ -696,4 +697,246 @@ async fn metadata_of_another_realm_or_too_large_is_refused() {
     let ok = c.run("auth-metadata").await;
     expect(&ok, Status::Ok, None, &["1 signing key"]);
     assert!(ok.observations["seconds_left"] > 0.0);
+}
+
+/// A `?realm=` forgotten in AuthMetadataUrl: the lab serves ACS's realm-less
+/// document, which looks healthy; both probes name the missing realm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_realm_is_named_by_both_probes() {
+    install_provider();
+    let c = Chain::with(
+        "lab",
+        "oauth",
+        "[[probe]]\nname = \"m-no-realm\"\nkind = \"metadata\"\nurl = \"${SONDE_ACS_BASE}/metadata/json/1/\"\n\n[[probe]]\nname = \"t-no-realm\"\nkind = \"token\"\ntenant = \"${SONDE_TENANT}\"\nmetadata_url = \"${SONDE_ACS_BASE}/metadata/json/1/\"\nkey_path = \"${SONDE_OAUTH_KEY}\"\n",
+    )
+    .await;
+    let doc: Value = reqwest::get(format!("{}/metadata/json/1/", c.lab.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["realm"], "");
+    assert_eq!(doc["issuer"], "00000001-0000-0000-c000-000000000000@*");
+    assert_eq!(
+        doc["endpoints"][0]["location"],
+        format!("{}/tokens/OAuth/2", c.lab.base_url())
+    );
+    let words = ["the metadata names no tenant: AuthMetadataUrl must end with ?realm=<tenant>"];
+    let o = c.run("m-no-realm").await;
+    expect(&o, Status::Warning, Some(Category::Config), &words);
+    let o = c.run("t-no-realm").await;
+    expect(&o, Status::Critical, Some(Category::Config), &words);
+    assert_eq!(c.lab().state().tokens_issued, 0);
+    // The realm-less issuing endpoint refuses every request, as ACS does.
+    let r = reqwest::Client::new()
+        .post(format!("{}/tokens/OAuth/2", c.lab.base_url()))
+        .form(&[("grant_type", "http://oauth.net/grant_type/jwt/1.0/bearer")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("ACS90004"));
+}
+
+/// The push proxy is WCF: only the escaped `"\/Date(ms)\/"` text is a DateTime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lab_refuses_an_unescaped_wcf_date_as_the_proxy_does() {
+    install_provider();
+    let c = Chain::new().await;
+    let tenant = c.lab().tenant_id();
+    let now = chrono::Utc::now().timestamp();
+    let token = c
+        .lab()
+        .signer
+        .sign_rs256(
+            &json!({"typ": "JWT", "alg": "RS256"}),
+            &json!({
+                "aud": format!("00000002-0000-0ff1-ce00-000000000000/outlook.office365.com@{tenant}"),
+                "iss": format!("00000001-0000-0000-c000-000000000000@{tenant}"),
+                "nbf": now, "exp": now + 3600,
+            }),
+        )
+        .unwrap();
+    let post = |date: &str| {
+        let body = format!(
+            r#"{{"notifications":[{{"payload":{{"tenantId":"","unseenEmailCount":1,"isMonitoring":true}},"recipients":[{{"appId":"MonitoringProbeAppId","deviceId":"00","lastSubscriptionUpdate":{date}}}]}}]}}"#
+        );
+        reqwest::Client::new()
+            .post(format!(
+                "{}/PushNotifications/service.svc/PublishOnPremNotifications",
+                c.lab.base_url()
+            ))
+            .header("content-type", "application/json")
+            .bearer_auth(&token)
+            .body(body)
+            .send()
+    };
+    let ms = (now - 86_400) * 1000;
+    let r = post(&format!(r#""/Date({ms})/""#)).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let fault: Value = r.json().await.unwrap();
+    assert!(
+        fault["Message"]
+            .as_str()
+            .unwrap()
+            .contains("does not start with '\\/Date(' and end with ')\\/'"),
+        "{fault}"
+    );
+    let r = post(&format!(r#""\/Date({ms})\/""#)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // And the probe's own batch passes.
+    let o = c.run("push-connectivity").await;
+    expect(&o, Status::Ok, None, &["accepted the monitoring batch"]);
+}
+
+/// Entra's multi-tenant discovery names no tenant; read for the tenant, its
+/// keys bound to the template sign; a token probe on `common` does not load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn common_discovery_is_read_for_a_tenant_and_refused_for_tokens() {
+    install_provider();
+    let tenant_id = lab::tenant_id_for(TENANT);
+    let c = Chain::with(
+        "lab",
+        "oauth",
+        &format!("[[probe]]\nname = \"m-common\"\nkind = \"metadata\"\nurl = \"${{SONDE_ACS_BASE}}/common/v2.0/.well-known/openid-configuration\"\n\n[[probe]]\nname = \"m-common-tenant\"\nkind = \"metadata\"\nurl = \"${{SONDE_ACS_BASE}}/common/v2.0/.well-known/openid-configuration\"\nexpect_realm = \"{tenant_id}\"\n"),
+    )
+    .await;
+    let o = c.run("m-common").await;
+    expect(
+        &o,
+        Status::Warning,
+        Some(Category::Config),
+        &["the discovery document names no tenant", "{tenantid}"],
+    );
+    let o = c.run("m-common-tenant").await;
+    expect(
+        &o,
+        Status::Ok,
+        None,
+        &[&format!("realm {tenant_id}"), "1 signing key"],
+    );
+    // The Entra token probe against the lab: v1 issuer accepted.
+    let o = c.run("token-entra").await;
+    expect(&o, Status::Ok, None, &["token issued by"]);
+    // On `common` it is a configuration error, said at load.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        "[[probe]]\nname = \"t\"\nkind = \"token\"\nmode = \"entra\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"c\"\ntoken_url = \"https://login.microsoftonline.com/common/oauth2/v2.0/token\"\nkey_path = \"k.pfx\"\n",
+    )
+    .unwrap();
+    let err = match sonde::config::load(&dir.path().join("sonde.toml")) {
+        Ok(_) => panic!("a token probe on common must not load"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("token_url"), "{err}");
+    assert!(
+        err.contains(
+            "`common` is Entra's multi-tenant token endpoint, where client credentials are refused"
+        ),
+        "{err}"
+    );
+    // And the lab refuses client credentials there, as Entra does.
+    let r = reqwest::Client::new()
+        .post(format!("{}/common/oauth2/v2.0/token", c.lab.base_url()))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("AADSTS50194"));
+}
+
+/// A skew beyond max_skew is said beside the STS's own reason for refusing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_keeps_the_sts_reason_beside_the_clock_skew() {
+    install_provider();
+    let c = Chain::new().await;
+    let id = c.lab().state().credentials[0].id;
+    assert!(c.lab().state().revoke(id));
+    c.faults(json!({"clock_skew_seconds": 432})).await;
+    let o = c.run("token-issuance").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Certificate),
+        &[
+            "token request refused (HTTP 401): the signing key is not registered",
+            "ACS50008",
+            "; clock skew 7m1",
+            "differs from the STS's by more than 5m",
+        ],
+    );
+}
+
+/// The badge document must hold the pointer: a pointer that does not resolve
+/// is the configuration's fault, not a badge that did not rise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_badge_pointer_that_does_not_resolve_is_named() {
+    install_provider();
+    let extra = |name: &str, pointer: &str| {
+        format!(
+            "[[probe]]\nname = \"{name}\"\nkind = \"push\"\ntimeout = \"20s\"\nmode = \"end_to_end\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = ${{SONDE_SMTP_PORT}}\ntls = \"none\"\nfrom = \"sonde@{TENANT}\"\nto = \"{mailbox}\"\nbadge_url = \"${{SONDE_ACS_BASE}}/mailboxes/{mailbox}\"\nbadge_pointer = \"{pointer}\"\ndeadline = \"3s\"\nwarn_latency = \"2s\"\npoll_every = \"100ms\"\n",
+            mailbox = lab::default_mailbox(TENANT)
+        )
+    };
+    let (lab, stop) = start_lab("lab").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "{}\n{}",
+        extra("e2e-wrong", "/badge"),
+        extra("e2e-unseen", "/devices/0/badge")
+    )
+    .replace("${SONDE_SMTP_PORT}", &lab.smtp.port().to_string())
+    .replace("${SONDE_ACS_BASE}", &lab.base_url());
+    std::fs::write(dir.path().join("sonde.toml"), cfg).unwrap();
+    let config = sonde::config::load(&dir.path().join("sonde.toml")).unwrap();
+    let run = |name: &str| {
+        let p = config.probe(name).unwrap();
+        sonde::agent::run_probe_now(p, &config.probes, Arc::new(SystemClock))
+    };
+    let o = run("e2e-wrong").await.unwrap();
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Config),
+        &[
+            "badge_pointer `/badge` does not resolve in the document at",
+            "/mailboxes/monitoring@",
+            "its members are /address, /devices, /unseen",
+        ],
+    );
+    assert!(
+        lab.lab.state().mails.is_empty(),
+        "no mail before the pointer works"
+    );
+    // The mailbox document as README describes it: the device's badge rises.
+    let o = run("e2e-unseen").await.unwrap();
+    expect(&o, Status::Ok, None, &["badge rose from 0 to 1"]);
+    stop.cancel();
+}
+
+/// A run cut off by its timeout says where it was and keeps what it measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_token_run_names_its_phase() {
+    install_provider();
+    let c = Chain::with(
+        "lab",
+        "oauth",
+        "[[probe]]\nname = \"t-slow\"\nkind = \"token\"\ntimeout = \"1s\"\ntenant = \"${SONDE_TENANT}\"\nmetadata_url = \"${SONDE_ACS_BASE}/metadata/json/1/?realm=${SONDE_TENANT}\"\nkey_path = \"${SONDE_OAUTH_KEY}\"\n",
+    )
+    .await;
+    c.faults(json!({"token_latency_ms": 3000})).await;
+    let o = c.run("t-slow").await;
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Timeout),
+        &["timed out after 1s while requesting a token"],
+    );
+    assert!(
+        o.observations.contains_key("metadata_latency_seconds"),
+        "{o:?}"
+    );
 }
