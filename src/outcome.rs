@@ -73,6 +73,8 @@ pub enum Category {
     Protocol,
     Timeout,
     Push,
+    /// A finding that exposes the tenant (e.g. CVE-2025-53786's shared key).
+    Security,
     Internal,
 }
 
@@ -87,6 +89,7 @@ impl Category {
             Category::Protocol => "protocol",
             Category::Timeout => "timeout",
             Category::Push => "push",
+            Category::Security => "security",
             Category::Internal => "internal",
         }
     }

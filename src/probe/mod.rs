@@ -76,6 +76,14 @@ impl ProbeSpec {
     /// Nagios warn/crit ranges for the perfdata of `sonde probe --format nagios`.
     pub fn perf_thresholds(&self) -> Vec<crate::output::Threshold> {
         match self {
+            // The Auth role's rotation rules warn at 60 days and are critical once expired.
+            ProbeSpec::Certificate(c) if c.role == Some(certificate::Role::ExchangeAuth) => {
+                vec![crate::output::Threshold {
+                    observation: "seconds_left",
+                    warn: Some(format!("{}:", certificate::AUTH_RENEW_DAYS * 86_400)),
+                    crit: Some("0:".to_string()),
+                }]
+            }
             ProbeSpec::Certificate(c) => vec![crate::output::Threshold {
                 observation: "seconds_left",
                 warn: Some(format!("{}:", c.warn_before.as_secs())),

@@ -84,7 +84,7 @@ const STATUSES: [Status; 4] = [
     Status::Critical,
     Status::Unknown,
 ];
-const CATEGORIES: [Category; 9] = [
+const CATEGORIES: [Category; 10] = [
     Category::Config,
     Category::Network,
     Category::Tls,
@@ -93,6 +93,7 @@ const CATEGORIES: [Category; 9] = [
     Category::Protocol,
     Category::Timeout,
     Category::Push,
+    Category::Security,
     Category::Internal,
 ];
 const STATES: [MonitorState; 6] = [
