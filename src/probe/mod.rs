@@ -9,6 +9,7 @@ pub mod certificate;
 pub mod http;
 pub mod metadata;
 pub mod push;
+pub mod registration;
 pub mod token;
 
 use std::path::Path;
@@ -31,10 +32,18 @@ pub enum ProbeSpec {
     Metadata(metadata::MetadataConfig),
     Token(token::TokenConfig),
     Push(push::PushConfig),
+    Registration(registration::RegistrationConfig),
 }
 
 /// The kinds the config accepts, in the order the README documents them.
-pub const KINDS: &[&str] = &["certificate", "http", "metadata", "token", "push"];
+pub const KINDS: &[&str] = &[
+    "certificate",
+    "http",
+    "metadata",
+    "token",
+    "push",
+    "registration",
+];
 
 impl ProbeSpec {
     pub fn kind(&self) -> &'static str {
@@ -44,6 +53,7 @@ impl ProbeSpec {
             ProbeSpec::Metadata(_) => "metadata",
             ProbeSpec::Token(_) => "token",
             ProbeSpec::Push(_) => "push",
+            ProbeSpec::Registration(_) => "registration",
         }
     }
 
@@ -58,6 +68,7 @@ impl ProbeSpec {
             "metadata" => ProbeSpec::Metadata(Deserialize::deserialize(de)?),
             "token" => ProbeSpec::Token(Deserialize::deserialize(de)?),
             "push" => ProbeSpec::Push(Deserialize::deserialize(de)?),
+            "registration" => ProbeSpec::Registration(Deserialize::deserialize(de)?),
             _ => return Ok(None),
         }))
     }
@@ -70,6 +81,7 @@ impl ProbeSpec {
             ProbeSpec::Metadata(c) => c.validate(),
             ProbeSpec::Token(c) => c.validate(),
             ProbeSpec::Push(c) => c.validate(),
+            ProbeSpec::Registration(c) => c.validate(),
         }
     }
 
@@ -94,7 +106,10 @@ impl ProbeSpec {
                 warn: Some(format!("{}:", c.warn_before.as_secs())),
                 crit: Some(format!("{}:", c.critical_before.as_secs())),
             }],
-            ProbeSpec::Http(_) | ProbeSpec::Token(_) | ProbeSpec::Push(_) => Vec::new(),
+            ProbeSpec::Http(_)
+            | ProbeSpec::Token(_)
+            | ProbeSpec::Push(_)
+            | ProbeSpec::Registration(_) => Vec::new(),
         }
     }
 
@@ -132,6 +147,9 @@ impl ProbeSpec {
             ProbeSpec::Http(c) => Arc::new(http::HttpProbe::new(c, base_dir)?),
             ProbeSpec::Metadata(c) => Arc::new(metadata::MetadataProbe::new(c, base_dir)?),
             ProbeSpec::Token(c) => Arc::new(token::TokenProbe::new(c, base_dir)?),
+            ProbeSpec::Registration(c) => {
+                Arc::new(registration::RegistrationProbe::new(c, base_dir)?)
+            }
             ProbeSpec::Push(c) => {
                 let token = c
                     .token_probe
