@@ -688,3 +688,78 @@ async fn clear_fault(State(lab): State<Lab>) -> Response {
     lab.state().graph.fault = None;
     StatusCode::NO_CONTENT.into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::generate_self_signed;
+
+    const NOW: i64 = 1_800_000_000;
+    const APP: &str = "6f2a4c31-8d3e-4b7a-9c15-2e0d8f4b1a77";
+    const AUD: &str = "http://127.0.0.1:1/contoso.onmicrosoft.com/oauth2/v2.0/token";
+
+    #[test]
+    fn object_paths_parse_as_graph_writes_them() {
+        assert_eq!(
+            parse_object("applications(appId='6f2a4c31-8d3e-4b7a-9c15-2e0d8f4b1a77')"),
+            Some(("applications", APP))
+        );
+        assert_eq!(
+            parse_object("servicePrincipals(appId='x')"),
+            Some(("servicePrincipals", "x"))
+        );
+        assert_eq!(parse_object("applications"), None);
+        assert_eq!(parse_object("applications(appId='x'"), None);
+    }
+
+    #[test]
+    fn assertions_are_checked_against_the_apps_own_credentials() {
+        let g = generate_self_signed("app", 2048, NOW - 86_400, NOW + 86_400).unwrap();
+        let c = &g.credential;
+        let mut app = Application {
+            app_id: APP.into(),
+            ..Application::default()
+        };
+        let sign = |claims: Value| {
+            c.sign_rs256(
+                &json!({"typ": "JWT", "alg": "RS256", "x5t": c.x5t()}),
+                &claims,
+            )
+            .unwrap()
+        };
+        let good =
+            json!({"iss": APP, "sub": APP, "aud": AUD, "jti": "j", "nbf": NOW, "exp": NOW + 600});
+        let code =
+            |app: &Application, a: &str| check_assertion(app, a, AUD, NOW).err().map(|e| e.0);
+        // Not registered on this app (the certificate is unknown to it).
+        assert_eq!(code(&app, &sign(good.clone())), Some(700027));
+        app.key_credentials
+            .push(KeyCredential::new(c.cert_der(), NOW - 86_400, NOW + 86_400).unwrap());
+        assert_eq!(code(&app, &sign(good.clone())), None);
+        let mut claims = good.clone();
+        claims["aud"] = json!("http://elsewhere/token");
+        assert_eq!(code(&app, &sign(claims)), Some(700021));
+        let mut claims = good.clone();
+        claims["exp"] = json!(NOW - 3600);
+        claims["nbf"] = json!(NOW - 4200);
+        assert_eq!(code(&app, &sign(claims)), Some(700024));
+        let none = format!(
+            "{}.{}.",
+            jwt::b64url(br#"{"alg":"none"}"#),
+            jwt::b64url(good.to_string().as_bytes())
+        );
+        assert_eq!(code(&app, &none), Some(5002738));
+        assert_eq!(code(&app, "garbage"), Some(50027));
+        // The key credential's own end date, as Entra keeps it.
+        app.key_credentials[0].end = NOW - 1;
+        let err = check_assertion(&app, &sign(good), AUD, NOW).unwrap_err();
+        assert_eq!(err.0, 700027);
+        assert!(err.1.contains("expired"), "{}", err.1);
+        // What Graph shows of it.
+        let shown = app.key_credentials[0].graph_json();
+        assert_eq!(shown["customKeyIdentifier"], json!(c.thumbprint_hex()));
+        assert_eq!(shown["type"], "AsymmetricX509Cert");
+        assert_eq!(shown["usage"], "Verify");
+        assert_eq!(shown["endDateTime"], "2027-01-15T07:59:59Z");
+    }
+}

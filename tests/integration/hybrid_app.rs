@@ -328,8 +328,7 @@ async fn the_next_certificate_and_lingering_credentials_are_warnings() {
 
     // An old certificate's credential left behind after a rotation.
     let now = SystemClock.now().timestamp();
-    let old =
-        json!({"cert_pem": pem("lab"), "start": "2019-01-01T00:00:00Z", "end": now - 86_400});
+    let old = json!({"cert_pem": pem("lab"), "start": "2019-01-01T00:00:00Z", "end": now - 86_400});
     assert_eq!(s.admin(reqwest::Method::POST, &path, Some(old)).await, 201);
     let o = s.run("registration-secret").await;
     expect(
