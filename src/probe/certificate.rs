@@ -232,6 +232,21 @@ impl CertificateConfig {
     /// certificate's own keys only with `next_path`.
     fn validate_role(&self, problems: &mut Vec<SpecProblem>) {
         let auth = self.role == Some(Role::ExchangeAuth);
+        // Only values other than the defaults can be told apart from unset ones.
+        for (key, set) in [
+            ("warn_before", self.warn_before != default_warn_before()),
+            (
+                "critical_before",
+                self.critical_before != default_critical_before(),
+            ),
+        ] {
+            if auth && set {
+                problems.push(SpecProblem::new(
+                    key,
+                    "not used with role = \"exchange-auth\": the rotation rules decide (60 days without a next certificate, critical once expired)",
+                ));
+            }
+        }
         if auth && self.endpoint.is_some() {
             problems.push(SpecProblem::new(
                 "role",
@@ -2292,6 +2307,10 @@ mod tests {
         assert_eq!(
             keys("path = \"a\"\nrole = \"exchange-auth\"\nnext_path = \"b\"\nnext_expected_thumbprint = \"xyz\"\n"),
             ["next_expected_thumbprint"]
+        );
+        assert_eq!(
+            keys("path = \"a\"\nrole = \"exchange-auth\"\nwarn_before = \"60d\"\ncritical_before = \"14d\"\n"),
+            ["warn_before", "critical_before"]
         );
         assert!(
             toml::from_str::<CertificateConfig>("path = \"a\"\nrole = \"exchange\"\n").is_err()
