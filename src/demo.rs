@@ -1,6 +1,8 @@
-//! `sonde demo`: the lab, a freshly made OAuth certificate registered with it, and
-//! the agent running the shipped PushNotifications.Proxy health set against it,
-//! printing each result as it comes. Everything lives in a temporary directory
+//! `sonde demo`: the lab, a freshly made OAuth certificate registered with it (on
+//! the Exchange Online principal for ACS, and on a dedicated hybrid app in the
+//! lab's directory), and the agent running the shipped PushNotifications.Proxy
+//! and Exchange.HybridApp health sets against it, printing each result as it
+//! comes. Everything lives in a temporary directory
 //! that is removed on exit.
 
 use std::collections::HashMap;
@@ -21,6 +23,13 @@ use crate::outcome::RunRecord;
 /// The shipped health set, built into the binary so that the demo runs from any
 /// directory.
 pub const HEALTH_SET: &str = include_str!("../probes/exchange-push-proxy.toml");
+
+/// The shipped Exchange.HybridApp health set.
+pub const HYBRID_APP_SET: &str = include_str!("../probes/exchange-hybrid-app.toml");
+
+/// The demo's dedicated Exchange hybrid app and read-only monitoring app.
+pub const HYBRID_APP_NAME: &str = "ExchangeServerApp-sonde-demo";
+pub const MONITORING_APP_NAME: &str = "sonde monitoring (Application.Read.All)";
 
 /// The demo's tenant.
 pub const TENANT: &str = "contoso.onmicrosoft.com";
@@ -68,14 +77,54 @@ pub fn prepare(
         .map_err(|e| anyhow::anyhow!("cannot register the OAuth certificate: {e}"))?;
     std::fs::write(dir.join("exchange-push-proxy.toml"), HEALTH_SET)
         .context("cannot write the health set")?;
+    std::fs::write(dir.join("exchange-hybrid-app.toml"), HYBRID_APP_SET)
+        .context("cannot write the hybrid app health set")?;
+    // The directory as a tenant looks after the CVE-2025-53786 clean-up: the Auth
+    // certificate on a dedicated hybrid app (not on the shared principal), and a
+    // monitoring app allowed to read app registrations.
+    let monitoring =
+        credential::generate_self_signed("sonde monitoring", 2048, now - 60, now + 365 * 86_400)
+            .context("cannot make the monitoring app's certificate")?;
+    let graph_key_path = dir.join("graph-credential.pem");
+    std::fs::write(
+        &graph_key_path,
+        format!("{}{}", monitoring.key_pkcs8_pem, monitoring.cert_pem),
+    )
+    .context("cannot write the monitoring app's credential")?;
+    restrict(&graph_key_path);
+    let hybrid_app_id = crate::guid::from_name(HYBRID_APP_NAME);
+    let monitoring_app_id = crate::guid::from_name(MONITORING_APP_NAME);
+    {
+        let auth = lab::graph::KeyCredential::new(
+            oauth.credential.cert_der(),
+            oauth.credential.not_before(),
+            oauth.credential.not_after(),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot upload the Auth certificate: {e}"))?;
+        let reader = lab::graph::KeyCredential::new(
+            monitoring.credential.cert_der(),
+            monitoring.credential.not_before(),
+            monitoring.credential.not_after(),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot register the monitoring certificate: {e}"))?;
+        let mut state = lab.state();
+        state
+            .graph
+            .app(&hybrid_app_id, HYBRID_APP_NAME)
+            .key_credentials
+            .push(auth);
+        let app = state.graph.app(&monitoring_app_id, MONITORING_APP_NAME);
+        app.key_credentials.push(reader);
+        app.roles = vec![lab::graph::READ_ALL.to_string()];
+    }
     let base = format!("http://{http}");
     let mailbox = lab::default_mailbox(TENANT);
     let config = dir.join("sonde.toml");
     std::fs::write(
         &config,
         format!(
-            r#"# Written by `sonde demo`: the shipped health set, pointed at the lab.
-include = ["exchange-push-proxy.toml"]
+            r#"# Written by `sonde demo`: the shipped health sets, pointed at the lab.
+include = ["exchange-push-proxy.toml", "exchange-hybrid-app.toml"]
 
 [agent]
 drain_timeout = "5s"
@@ -114,6 +163,11 @@ poll_every = "250ms"
         ("SONDE_OAUTH_KEY", key_path.display().to_string()),
         ("SONDE_ACS_BASE", base.clone()),
         ("SONDE_PUSH_PROXY_URL", format!("{base}/PushNotifications")),
+        ("SONDE_HYBRID_APP_ID", hybrid_app_id),
+        ("SONDE_GRAPH_CLIENT_ID", monitoring_app_id),
+        ("SONDE_GRAPH_KEY", graph_key_path.display().to_string()),
+        ("SONDE_ENTRA_BASE", base.clone()),
+        ("SONDE_GRAPH_URL", base.clone()),
         ("SONDE_EVERY", every.to_string()),
         ("SONDE_CERT_EVERY", every.to_string()),
     ]
@@ -164,7 +218,7 @@ async fn run_in(
     let mut out = std::io::stdout();
     writeln!(
         out,
-        "sonde demo: making the lab's signing key and the OAuth certificate (RSA 2048)..."
+        "sonde demo: making the lab's signing key, the OAuth certificate and the monitoring app's (RSA 2048)..."
     )?;
     let now = clock.now().timestamp();
     let signer = credential::generate_self_signed(

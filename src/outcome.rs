@@ -67,6 +67,8 @@ crate::named_enum! {
         Protocol = "protocol",
         Timeout = "timeout",
         Push = "push",
+        /// A finding that exposes the tenant (e.g. CVE-2025-53786's shared key).
+        Security = "security",
         Internal = "internal",
     }
 }

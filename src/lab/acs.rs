@@ -519,6 +519,10 @@ async fn entra_token(
 ) -> Response {
     let ms = lab.state().faults.token_latency_ms;
     delay(ms).await;
+    // Apps registered in the lab's directory (the hybrid app, a monitoring app).
+    if let Some(reply) = super::graph::app_token(&lab, &headers, &tenant, &form) {
+        return reply;
+    }
     let now = lab.now();
     let tenant_id = lab.tenant_id();
     let reply = |r: Reject| {

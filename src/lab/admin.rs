@@ -21,6 +21,7 @@ pub fn routes() -> Router<Lab> {
             get(get_faults).put(put_faults).delete(clear_faults),
         )
         .route("/admin/mailboxes", post(add_mailbox))
+        .merge(super::graph::admin_routes())
 }
 
 fn bad_request(message: String) -> Response {
@@ -37,7 +38,7 @@ struct NewCredential {
     end: Option<serde_json::Value>,
 }
 
-fn unix(v: &serde_json::Value) -> Result<i64, String> {
+pub(super) fn unix(v: &serde_json::Value) -> Result<i64, String> {
     match v {
         serde_json::Value::Number(n) => n
             .as_i64()

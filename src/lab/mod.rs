@@ -5,12 +5,14 @@
 //! document and its OpenID Connect variant (`acs`), the token endpoints with real
 //! RS256 verification against registered credentials (`acs`), the push proxy and
 //! an APNs-shaped device endpoint (`push`), an SMTP listener standing for the
-//! test mailbox (`smtp`), and an admin API to register credentials, inject
-//! faults and read state (`admin`). Plain HTTP on loopback: the probes' TLS
+//! test mailbox (`smtp`), Entra app registrations and the Microsoft Graph reads
+//! of the hybrid app check (`graph`), and an admin API to register credentials,
+//! inject faults and read state (`admin`). Plain HTTP on loopback: the probes' TLS
 //! handling is tested against real TLS servers elsewhere.
 
 pub mod acs;
 pub mod admin;
+pub mod graph;
 pub mod push;
 pub mod smtp;
 
@@ -149,6 +151,8 @@ pub struct LabState {
     pub mails: VecDeque<MailEvent>,
     pub tokens_issued: u64,
     pub pushes_accepted: u64,
+    /// App registrations and what Graph shows of them.
+    pub graph: graph::GraphState,
 }
 
 /// Bound on the in-memory event logs.
@@ -240,6 +244,7 @@ impl Lab {
                 mails: VecDeque::new(),
                 tokens_issued: 0,
                 pushes_accepted: 0,
+                graph: graph::GraphState::default(),
             })),
             signer: Arc::new(signer),
             clock,
@@ -265,6 +270,7 @@ impl Lab {
         Router::new()
             .merge(acs::routes())
             .merge(push::routes())
+            .merge(graph::routes())
             .merge(admin::routes())
             .with_state(self.clone())
     }

@@ -82,7 +82,40 @@ pub struct CertificateConfig {
     /// SHA-1 thumbprint as Exchange prints it; case, spaces and colons are ignored.
     #[serde(default)]
     pub expected_thumbprint: Option<String>,
+    /// `"exchange-auth"`: the file is Exchange's Auth certificate, judged with the
+    /// rotation rules of Microsoft's `MonitorExchangeAuthCertificate.ps1` instead of
+    /// `warn_before`/`critical_before`.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// exchange-auth: the next Auth certificate (`NextCertificateThumbprint`).
+    #[serde(default)]
+    pub next_path: Option<String>,
+    #[serde(default)]
+    pub next_password_env: Option<String>,
+    #[serde(default)]
+    pub next_password_file: Option<String>,
+    #[serde(default)]
+    pub next_expected_thumbprint: Option<String>,
 }
+
+/// What a certificate is for, when that changes how it is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Role {
+    /// Exchange's Auth (OAuth signing) certificate, current and next.
+    #[serde(rename = "exchange-auth")]
+    ExchangeAuth,
+}
+
+/// Days left under which the current Auth certificate needs a successor, and
+/// under which a configured successor is itself too short-lived, as
+/// `MonitorExchangeAuthCertificate.ps1` judges them.
+pub const AUTH_RENEW_DAYS: i64 = 60;
+pub const AUTH_NEXT_MIN_DAYS: i64 = 120;
+
+/// What an operator runs when the Auth certificate needs attention.
+pub const AUTH_ADVICE: &str = "run MonitorExchangeAuthCertificate.ps1 -ValidateAndRenewAuthCertificate $true; \
+     in a hybrid organisation, once the certificate changed, re-run the Hybrid Configuration Wizard \
+     or ConfigureExchangeHybridApplication.ps1 -UpdateCertificate";
 
 impl ProbeKind for CertificateConfig {
     /// Pure checks: every problem at once, each naming its key.
@@ -192,6 +225,7 @@ impl ProbeKind for CertificateConfig {
         if self.min_key_bits == 0 {
             problems.push(SpecProblem::new("min_key_bits", "must be greater than 0"));
         }
+        self.validate_role(&mut problems);
         problems
     }
 
@@ -200,11 +234,97 @@ impl ProbeKind for CertificateConfig {
     }
 
     fn perf_thresholds(&self) -> Vec<crate::output::Threshold> {
+        // The Auth role's rotation rules warn at 60 days and are critical once expired.
+        if self.role == Some(Role::ExchangeAuth) {
+            return vec![crate::output::Threshold {
+                observation: "seconds_left",
+                warn: Some(format!("{}:", AUTH_RENEW_DAYS * 86_400)),
+                crit: Some("0:".to_string()),
+            }];
+        }
         vec![crate::output::Threshold {
             observation: "seconds_left",
             warn: Some(format!("{}:", self.warn_before.as_secs())),
             crit: Some(format!("{}:", self.critical_before.as_secs())),
         }]
+    }
+}
+
+impl CertificateConfig {
+    /// The keys of `role = "exchange-auth"`: meaningful only with it, and the next
+    /// certificate's own keys only with `next_path`.
+    fn validate_role(&self, problems: &mut Vec<SpecProblem>) {
+        let auth = self.role == Some(Role::ExchangeAuth);
+        // Only values other than the defaults can be told apart from unset ones.
+        for (key, set) in [
+            ("warn_before", self.warn_before != default_warn_before()),
+            (
+                "critical_before",
+                self.critical_before != default_critical_before(),
+            ),
+        ] {
+            if auth && set {
+                problems.push(SpecProblem::new(
+                    key,
+                    "not used with role = \"exchange-auth\": the rotation rules decide (60 days without a next certificate, critical once expired)",
+                ));
+            }
+        }
+        if auth && self.endpoint.is_some() {
+            problems.push(SpecProblem::new(
+                "role",
+                "\"exchange-auth\" judges a certificate file: use `path`, not `endpoint`",
+            ));
+        }
+        for (key, set) in [
+            ("next_path", self.next_path.is_some()),
+            ("next_password_env", self.next_password_env.is_some()),
+            ("next_password_file", self.next_password_file.is_some()),
+            (
+                "next_expected_thumbprint",
+                self.next_expected_thumbprint.is_some(),
+            ),
+        ] {
+            if set && !auth {
+                problems.push(SpecProblem::new(
+                    key,
+                    "only meaningful with role = \"exchange-auth\"",
+                ));
+            } else if set && key != "next_path" && self.next_path.is_none() {
+                problems.push(SpecProblem::new(key, "only meaningful with `next_path`"));
+            }
+        }
+        if self
+            .next_path
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            problems.push(SpecProblem::new("next_path", "must not be empty"));
+        }
+        if self.next_password_env.is_some() && self.next_password_file.is_some() {
+            problems.push(SpecProblem::new(
+                "next_password_file",
+                "`next_password_env` and `next_password_file` are mutually exclusive",
+            ));
+        }
+        if self
+            .next_password_env
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            problems.push(SpecProblem::new(
+                "next_password_env",
+                "must name an environment variable",
+            ));
+        }
+        if let Some(thumbprint) = &self.next_expected_thumbprint {
+            if normalize_thumbprint(thumbprint).is_none() {
+                problems.push(SpecProblem::new(
+                    "next_expected_thumbprint",
+                    "must be 40 hexadecimal digits (a SHA-1 thumbprint; spaces and colons are ignored)",
+                ));
+            }
+        }
     }
 }
 
@@ -347,6 +467,8 @@ struct Evidence {
     others: Vec<CertFacts>,
     /// `Some(reason)` when an endpoint's chain did not verify (and `verify` is on).
     chain_error: Option<String>,
+    /// exchange-auth: the next Auth certificate, when `next_path` is set.
+    next: Option<CertFacts>,
 }
 
 struct Checks {
@@ -354,6 +476,91 @@ struct Checks {
     warn_before: i64,
     min_key_bits: u32,
     expected_thumbprint: Option<String>,
+    role: Option<Role>,
+    next_expected_thumbprint: Option<String>,
+}
+
+/// Whole days left, truncated toward zero as `(NotAfter - now).Days` is.
+fn days_left(not_after: i64, now: i64) -> i64 {
+    (not_after - now) / 86_400
+}
+
+/// The Auth certificate's rotation, as `MonitorExchangeAuthCertificate.ps1`
+/// decides it from the current and the next certificate: `None` when nothing is
+/// to be done, else the status and what is wrong (the advice is added by the
+/// caller).
+fn judge_rotation(
+    current: &CertFacts,
+    next: Option<&CertFacts>,
+    now: i64,
+) -> Option<(Status, String)> {
+    let current_left = current.not_after - now;
+    let next_valid = next.filter(|n| n.not_after > now);
+    let next_text = |n: &CertFacts| {
+        let left = n.not_after - now;
+        if left < 0 {
+            format!(
+                "the next certificate {} expired {} ago",
+                n.subject,
+                format_duration(-left)
+            )
+        } else {
+            format!(
+                "the next certificate {} expires in {} ({})",
+                n.subject,
+                format_duration(left),
+                rfc3339(n.not_after)
+            )
+        }
+    };
+    if current_left < 0 {
+        let expired = format!(
+            "Auth certificate {} expired {} ago ({})",
+            current.subject,
+            format_duration(-current_left),
+            rfc3339(current.not_after)
+        );
+        return Some(match (next_valid, next) {
+            (Some(n), _) => (
+                Status::Critical,
+                format!(
+                    "{expired}: replace required (the next certificate is not active yet); {}",
+                    next_text(n)
+                ),
+            ),
+            (None, Some(n)) => (
+                Status::Critical,
+                format!("{expired} and {}: replace required", next_text(n)),
+            ),
+            (None, None) => (
+                Status::Critical,
+                format!("{expired} and no next certificate is configured: replace required"),
+            ),
+        });
+    }
+    if days_left(current.not_after, now) > AUTH_RENEW_DAYS {
+        return None;
+    }
+    let expires = format!(
+        "Auth certificate {} expires in {} ({})",
+        current.subject,
+        format_duration(current_left),
+        rfc3339(current.not_after)
+    );
+    match next {
+        None => Some((
+            Status::Warning,
+            format!("{expires} and no next certificate is configured: configure the next Auth certificate"),
+        )),
+        Some(n) if days_left(n.not_after, now) <= AUTH_NEXT_MIN_DAYS => Some((
+            Status::Warning,
+            format!(
+                "{expires} and {} (needs more than {AUTH_NEXT_MIN_DAYS}d): configure the next Auth certificate",
+                next_text(n)
+            ),
+        )),
+        Some(_) => None,
+    }
 }
 
 /// The pure part: evidence + settings + now -> one Outcome with the worst status;
@@ -368,7 +575,35 @@ fn evaluate(ev: &Evidence, checks: &Checks, now: i64) -> Outcome {
 
     let mut findings: Vec<(Status, Category, String)> = Vec::new();
     let expiry = format!("certificate {}", earliest.subject);
-    if seconds_left < 0 {
+    let auth = checks.role == Some(Role::ExchangeAuth);
+    // With the Auth role the rotation rules judge the dates of the current
+    // certificate (the file's first) and of the next one.
+    let seconds_left = if auth {
+        ev.subject.not_after - now
+    } else {
+        seconds_left
+    };
+    if auth {
+        if ev.subject.not_before > now {
+            findings.push((
+                Status::Critical,
+                Category::Certificate,
+                format!(
+                    "Auth certificate {} not valid until {} (in {})",
+                    ev.subject.subject,
+                    rfc3339(ev.subject.not_before),
+                    format_duration(ev.subject.not_before - now)
+                ),
+            ));
+        }
+        if let Some((status, text)) = judge_rotation(&ev.subject, ev.next.as_ref(), now) {
+            findings.push((
+                status,
+                Category::Certificate,
+                format!("{text}; {AUTH_ADVICE}"),
+            ));
+        }
+    } else if seconds_left < 0 {
         findings.push((
             Status::Critical,
             Category::Certificate,
@@ -433,6 +668,18 @@ fn evaluate(ev: &Evidence, checks: &Checks, now: i64) -> Outcome {
             ));
         }
     }
+    if let (Some(expected), Some(next)) = (&checks.next_expected_thumbprint, &ev.next) {
+        if *expected != next.thumbprint {
+            findings.push((
+                Status::Critical,
+                Category::Certificate,
+                format!(
+                    "next certificate thumbprint {} does not match expected {expected}",
+                    next.thumbprint
+                ),
+            ));
+        }
+    }
     if ev.subject.sig_is_sha1 {
         findings.push((
             Status::Warning,
@@ -450,6 +697,28 @@ fn evaluate(ev: &Evidence, checks: &Checks, now: i64) -> Outcome {
         KeyInfo::Other(name) => format!("{name} key"),
     };
     let mut outcome = match findings.first() {
+        None if auth => {
+            let next = match &ev.next {
+                None => "no next certificate configured".to_string(),
+                Some(n) if n.not_after < now => format!(
+                    "next certificate {} expired {} ago",
+                    n.subject,
+                    format_duration(now - n.not_after)
+                ),
+                Some(n) => format!(
+                    "next certificate {} valid for {} (thumbprint {})",
+                    n.subject,
+                    format_duration(n.not_after - now),
+                    n.thumbprint
+                ),
+            };
+            Outcome::ok(format!(
+                "Auth certificate {} valid for {}, {key_text}, thumbprint {}; {next}",
+                ev.subject.subject,
+                format_duration(seconds_left),
+                ev.subject.thumbprint
+            ))
+        }
         None => Outcome::ok(format!(
             "certificate {} valid for {}, {key_text}, thumbprint {}",
             ev.subject.subject,
@@ -461,8 +730,16 @@ fn evaluate(ev: &Evidence, checks: &Checks, now: i64) -> Outcome {
             Outcome::new(*status, Some(*category), text.join("; "))
         }
     };
-    outcome.observe("not_after_timestamp_seconds", earliest.not_after as f64);
+    let not_after = if auth {
+        ev.subject.not_after
+    } else {
+        earliest.not_after
+    };
+    outcome.observe("not_after_timestamp_seconds", not_after as f64);
     outcome.observe("seconds_left", seconds_left as f64);
+    if let Some(next) = &ev.next {
+        outcome.observe("next_seconds_left", (next.not_after - now) as f64);
+    }
     match ev.subject.key {
         KeyInfo::Rsa(bits) | KeyInfo::Ec(bits) => outcome.observe("key_bits", f64::from(bits)),
         KeyInfo::Other(_) => {}
@@ -501,6 +778,8 @@ type Trust = Result<Option<Arc<WebPkiServerVerifier>>, String>;
 pub struct CertificateProbe {
     source: Source,
     checks: Checks,
+    /// exchange-auth: the next Auth certificate's file and its PKCS#12 password.
+    next: Option<(PathBuf, Option<SecretSource>)>,
 }
 
 fn resolve(base_dir: &Path, p: &str) -> PathBuf {
@@ -525,7 +804,22 @@ impl CertificateProbe {
                 .expected_thumbprint
                 .as_deref()
                 .and_then(normalize_thumbprint),
+            role: cfg.role,
+            next_expected_thumbprint: cfg
+                .next_expected_thumbprint
+                .as_deref()
+                .and_then(normalize_thumbprint),
         };
+        let next = cfg.next_path.as_ref().map(|p| {
+            (
+                resolve(base_dir, p),
+                SecretSource::from_keys(
+                    cfg.next_password_env.as_ref(),
+                    cfg.next_password_file.as_ref(),
+                    base_dir,
+                ),
+            )
+        });
         let source = match (&cfg.path, &cfg.endpoint) {
             (Some(path), None) => Source::File {
                 path: resolve(base_dir, path),
@@ -570,7 +864,11 @@ impl CertificateProbe {
             }
             _ => unreachable!("validate() guarantees exactly one of path/endpoint"),
         };
-        Ok(CertificateProbe { source, checks })
+        Ok(CertificateProbe {
+            source,
+            checks,
+            next,
+        })
     }
 }
 
@@ -596,6 +894,19 @@ impl Probe for CertificateProbe {
             let evidence = match &self.source {
                 Source::File { path, password } => from_file(path, password).await,
                 Source::Endpoint(ep) => from_endpoint(ep, ctx).await,
+            };
+            let evidence = match (evidence, &self.next) {
+                (Ok(mut ev), Some((path, password))) => match from_file(path, password).await {
+                    Ok(next) => {
+                        ev.next = Some(next.subject);
+                        Ok(ev)
+                    }
+                    Err(mut o) => {
+                        o.summary = format!("next Auth certificate: {}", o.summary);
+                        Err(o)
+                    }
+                },
+                (evidence, _) => evidence,
             };
             match evidence {
                 Ok(ev) => evaluate(&ev, &self.checks, ctx.clock.now().timestamp()),
@@ -662,6 +973,7 @@ async fn from_file(path: &Path, password: &Option<SecretSource>) -> Result<Evide
         subject,
         others: facts.collect(),
         chain_error: None,
+        next: None,
     })
 }
 
@@ -816,6 +1128,7 @@ async fn from_endpoint(ep: &Endpoint, ctx: &ProbeContext) -> Result<Evidence, Ou
         subject,
         others,
         chain_error,
+        next: None,
     })
 }
 
@@ -1910,6 +2223,347 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    // --- role = "exchange-auth": the Auth certificate's rotation ------------------
+
+    /// A self-signed certificate with exact dates (unix seconds), made by
+    /// `openssl ca -startdate/-enddate`, which can date a certificate in the past.
+    fn dated(dir: &Path, name: &str, start: i64, end: i64) -> PathBuf {
+        let ca = dir.join(format!("{name}.ca"));
+        std::fs::create_dir_all(&ca).unwrap();
+        std::fs::write(ca.join("index.txt"), "").unwrap();
+        std::fs::write(ca.join("serial"), "01\n").unwrap();
+        std::fs::write(
+            ca.join("ca.cnf"),
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+             default_md = sha256\npolicy = p\nunique_subject = no\n[p]\ncommonName = supplied\n",
+        )
+        .unwrap();
+        let key = key("ec256");
+        let subj = format!("/CN={name}");
+        openssl(
+            &ca,
+            &[
+                "req",
+                "-new",
+                "-key",
+                key.to_str().unwrap(),
+                "-subj",
+                &subj,
+                "-out",
+                "r.csr",
+            ],
+        );
+        let stamp = |t: i64| {
+            DateTime::from_timestamp(t, 0)
+                .unwrap()
+                .format("%Y%m%d%H%M%SZ")
+                .to_string()
+        };
+        let out = dir.join(format!("{name}.pem"));
+        openssl(
+            &ca,
+            &[
+                "ca",
+                "-batch",
+                "-config",
+                "ca.cnf",
+                "-selfsign",
+                "-keyfile",
+                key.to_str().unwrap(),
+                "-in",
+                "r.csr",
+                "-startdate",
+                &stamp(start),
+                "-enddate",
+                &stamp(end),
+                "-out",
+                out.to_str().unwrap(),
+            ],
+        );
+        out
+    }
+
+    fn auth_toml(current: &Path, next: Option<&Path>) -> String {
+        let mut t = format!("{}role = \"exchange-auth\"\n", file_toml(current));
+        if let Some(n) = next {
+            t.push_str(&format!("next_path = {:?}\n", n.to_str().unwrap()));
+        }
+        t
+    }
+
+    const ADVICE: [&str; 3] = [
+        "MonitorExchangeAuthCertificate.ps1 -ValidateAndRenewAuthCertificate $true",
+        "Hybrid Configuration Wizard",
+        "ConfigureExchangeHybridApplication.ps1 -UpdateCertificate",
+    ];
+
+    #[track_caller]
+    fn assert_advice(o: &Outcome) {
+        for a in ADVICE {
+            assert!(o.summary.contains(a), "summary {:?} lacks {a:?}", o.summary);
+        }
+    }
+
+    #[test]
+    fn role_keys_validate() {
+        let keys = |t: &str| {
+            config(t)
+                .validate()
+                .iter()
+                .map(|p| p.key)
+                .collect::<Vec<_>>()
+        };
+        assert!(keys("path = \"a\"\nrole = \"exchange-auth\"\nnext_path = \"b.pfx\"\nnext_password_env = \"PW\"\nnext_expected_thumbprint = \"8bf833e6a7d8a7960f5802b5fffd188599e2a4b2\"\n").is_empty());
+        assert_eq!(keys("path = \"a\"\nnext_path = \"b\"\n"), ["next_path"]);
+        assert_eq!(
+            keys("path = \"a\"\nrole = \"exchange-auth\"\nnext_password_file = \"p\"\n"),
+            ["next_password_file"]
+        );
+        assert_eq!(
+            keys("endpoint = \"h:443\"\nrole = \"exchange-auth\"\n"),
+            ["role"]
+        );
+        assert_eq!(
+            keys("path = \"a\"\nrole = \"exchange-auth\"\nnext_path = \"b\"\nnext_expected_thumbprint = \"xyz\"\n"),
+            ["next_expected_thumbprint"]
+        );
+        assert_eq!(
+            keys("path = \"a\"\nrole = \"exchange-auth\"\nwarn_before = \"60d\"\ncritical_before = \"14d\"\n"),
+            ["warn_before", "critical_before"]
+        );
+        assert!(
+            toml::from_str::<CertificateConfig>("path = \"a\"\nrole = \"exchange\"\n").is_err()
+        );
+    }
+
+    fn facts(not_after: i64) -> CertFacts {
+        CertFacts {
+            subject: "CN=x".into(),
+            not_before: 0,
+            not_after,
+            key: KeyInfo::Rsa(2048),
+            thumbprint: "00".repeat(20),
+            sig_alg: "sha256WithRSAEncryption".into(),
+            sig_is_sha1: false,
+        }
+    }
+
+    #[test]
+    fn rotation_rules_count_whole_days_like_the_script() {
+        let now = 1_800_000_000;
+        let at = |days: i64| facts(now + days * DAY + 3600);
+        // 60 whole days left (and some hours): renew; 61: not yet.
+        assert_eq!(
+            judge_rotation(&at(60), None, now).map(|r| r.0),
+            Some(Status::Warning)
+        );
+        assert_eq!(judge_rotation(&at(61), None, now), None);
+        // A next certificate with 120 whole days is too short, 121 is enough.
+        assert_eq!(
+            judge_rotation(&at(10), Some(&at(120)), now).map(|r| r.0),
+            Some(Status::Warning)
+        );
+        assert_eq!(judge_rotation(&at(10), Some(&at(121)), now), None);
+        // While the current one has time, the next one is not judged.
+        assert_eq!(judge_rotation(&at(400), Some(&at(5)), now), None);
+        // Expired by a second is expired.
+        let (status, text) = judge_rotation(&facts(now - 1), Some(&at(500)), now).unwrap();
+        assert_eq!(status, Status::Critical);
+        assert!(
+            text.contains("replace required (the next certificate is not active yet)"),
+            "{text}"
+        );
+        let (_, text) = judge_rotation(&facts(now - 1), Some(&facts(now - 5)), now).unwrap();
+        assert!(
+            text.contains("replace required") && !text.contains("not active"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn rotation_with_openssl_certificates_of_each_lifetime() {
+        let dir = TempDir::new().unwrap();
+        let d = dir.path();
+        let real_now = now();
+        let long = self_signed(d, "current-long", "ec256", 400, &[]);
+        let short = self_signed(d, "current-short", "ec256", 30, &[]);
+        let next_long = self_signed(d, "next-long", "ec256", 800, &[]);
+        let next_short = self_signed(d, "next-short", "ec256", 100, &[]);
+        let expired = dated(
+            d,
+            "current-expired",
+            real_now - 400 * DAY,
+            real_now - 3 * DAY,
+        );
+        let next_expired = dated(d, "next-expired", real_now - 400 * DAY, real_now - DAY);
+        let run = |cur: &Path, next: Option<&Path>| {
+            let t = auth_toml(cur, next);
+            async move { run_at(&t, d, real_now).await }
+        };
+
+        // Long-lived current, no next: ok, and says so.
+        let o = run(&long, None).await;
+        assert_outcome(
+            &o,
+            Status::Ok,
+            None,
+            &[
+                "Auth certificate CN=current-long valid for 399d",
+                "no next certificate configured",
+            ],
+        );
+        assert!(!o.observations.contains_key("next_seconds_left"));
+        assert!(o.observations["seconds_left"] > 399.0 * DAY as f64);
+
+        // Long-lived current and next: ok, naming the next one and its days left.
+        let o = run(&long, Some(&next_long)).await;
+        assert_outcome(
+            &o,
+            Status::Ok,
+            None,
+            &["next certificate CN=next-long valid for 799d"],
+        );
+        assert!(o.observations["next_seconds_left"] > 799.0 * DAY as f64);
+
+        // Current with 30 days, no next: configure one.
+        let o = run(&short, None).await;
+        assert_outcome(
+            &o,
+            Status::Warning,
+            Some(Category::Certificate),
+            &[
+                "Auth certificate CN=current-short expires in 29d",
+                "no next certificate is configured: configure the next Auth certificate",
+            ],
+        );
+        assert_advice(&o);
+
+        // Current with 30 days, next with 100: the next one is too short.
+        let o = run(&short, Some(&next_short)).await;
+        assert_outcome(
+            &o,
+            Status::Warning,
+            Some(Category::Certificate),
+            &[
+                "the next certificate CN=next-short expires in 99d",
+                "configure the next Auth certificate",
+            ],
+        );
+        assert_advice(&o);
+        assert!(o.observations["next_seconds_left"] < 100.0 * DAY as f64);
+
+        // Current with 30 days, next with 800: the rotation is in hand.
+        let o = run(&short, Some(&next_long)).await;
+        assert_outcome(
+            &o,
+            Status::Ok,
+            None,
+            &[
+                "CN=current-short valid for 29d",
+                "next certificate CN=next-long",
+            ],
+        );
+
+        // Current with 30 days, next already expired: configure a new next one.
+        let o = run(&short, Some(&next_expired)).await;
+        assert_outcome(
+            &o,
+            Status::Warning,
+            Some(Category::Certificate),
+            &[
+                "the next certificate CN=next-expired expired 1d ago",
+                "configure the next Auth certificate",
+            ],
+        );
+
+        // Current expired, no next: replace.
+        let o = run(&expired, None).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[
+                "Auth certificate CN=current-expired expired 3d ago",
+                "no next certificate is configured: replace required",
+            ],
+        );
+        assert_advice(&o);
+        assert!(o.observations["seconds_left"] < -2.0 * DAY as f64);
+
+        // Current expired, next valid: replace, the next one is not active yet.
+        let o = run(&expired, Some(&next_long)).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[
+                "replace required (the next certificate is not active yet)",
+                "the next certificate CN=next-long expires in 799d",
+            ],
+        );
+        assert_advice(&o);
+
+        // Current and next expired: replace.
+        let o = run(&expired, Some(&next_expired)).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &["the next certificate CN=next-expired expired 1d ago: replace required"],
+        );
+        assert!(!o.summary.contains("not active"), "{}", o.summary);
+        assert_advice(&o);
+
+        // Without the role the same expired file is judged by warn_before/critical_before.
+        let o = run_at(&file_toml(&short), d, real_now).await;
+        assert_outcome(
+            &o,
+            Status::Warning,
+            Some(Category::Certificate),
+            &["certificate CN=current-short expires in 29d"],
+        );
+        assert!(!o.summary.contains("Monitor"), "{}", o.summary);
+    }
+
+    #[tokio::test]
+    async fn next_certificate_thumbprint_and_missing_file() {
+        let dir = TempDir::new().unwrap();
+        let d = dir.path();
+        let current = self_signed(d, "cur", "ec256", 400, &[]);
+        let next = self_signed(d, "nxt", "ec256", 800, &[]);
+        let fp = sha1_fingerprint(&next);
+        let base = auth_toml(&current, Some(&next));
+        let o = run_at(
+            &format!("{base}next_expected_thumbprint = {:?}\n", fp.to_lowercase()),
+            d,
+            now(),
+        )
+        .await;
+        assert_eq!(o.status, Status::Ok, "{o:?}");
+        let other = "8BF8112233445566778899AABBCCDDEEFF001122";
+        let o = run_at(
+            &format!("{base}next_expected_thumbprint = {other:?}\n"),
+            d,
+            now(),
+        )
+        .await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Certificate),
+            &[&format!(
+                "next certificate thumbprint {fp} does not match expected {other}"
+            )],
+        );
+        let o = run_at(&auth_toml(&current, Some(&d.join("gone.cer"))), d, now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &["next Auth certificate: cannot read", "gone.cer"],
+        );
     }
 
     proptest::proptest! {

@@ -13,6 +13,7 @@ pub mod certificate;
 pub mod http;
 pub mod metadata;
 pub mod push;
+pub mod registration;
 #[cfg(test)]
 pub mod testkind;
 pub mod token;
@@ -197,6 +198,7 @@ probe_kinds! {
     metadata: Metadata(metadata::MetadataConfig),
     token: Token(token::TokenConfig),
     push: Push(push::PushConfig),
+    registration: Registration(registration::RegistrationConfig),
     #[cfg(test)]
     test: Test(testkind::TestConfig),
 }

@@ -318,7 +318,7 @@ fn silences_are_added_listed_and_removed_in_the_store() {
 }
 
 /// The README's first command: `sonde demo` shows every probe of the shipped
-/// health set ok against the lab, and Ctrl-C (SIGINT) stops it cleanly, removing
+/// health sets ok against the lab, and Ctrl-C (SIGINT) stops it cleanly, removing
 /// its temporary directory.
 #[test]
 fn demo_runs_the_health_set_green_and_stops_on_sigint() {
@@ -345,6 +345,9 @@ fn demo_runs_the_health_set_green_and_stops_on_sigint() {
         "token-issuance",
         "push-connectivity",
         "push-end-to-end",
+        "auth-certificate",
+        "hybrid-app-registration",
+        "hybrid-app-token",
     ];
     let mut ok = std::collections::BTreeSet::new();
     let mut seen = Vec::new();

@@ -10,6 +10,7 @@ mod channels;
 mod cli;
 mod config_fixtures;
 mod hybrid;
+mod hybrid_app;
 mod otel;
 mod reload;
 mod support;
