@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod outcome;
 pub mod output;
 pub mod probe;
+pub mod reload;
 pub mod remote;
 pub mod runner;
 pub mod schedule;

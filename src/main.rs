@@ -461,13 +461,13 @@ async fn run_lab(
 async fn run_agent(c: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone()).context("cannot install signal handlers")?;
-    let (reload, requests) = sonde::agent::reload_channel();
+    let (reload, requests) = sonde::reload::reload_channel();
     spawn_reload_on_sighup(reload).context("cannot install signal handlers")?;
     Ok(sonde::agent::run_reloadable(c, Arc::new(SystemClock), shutdown, requests, |_| {}).await?)
 }
 
 /// SIGHUP reloads the config; the agent logs the outcome.
-fn spawn_reload_on_sighup(reload: sonde::agent::ReloadHandle) -> std::io::Result<()> {
+fn spawn_reload_on_sighup(reload: sonde::reload::ReloadHandle) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
