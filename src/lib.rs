@@ -11,6 +11,7 @@ pub mod api;
 pub mod channel;
 pub mod cli;
 pub mod clock;
+pub mod cmd;
 pub mod config;
 pub mod credential;
 pub mod demo;
