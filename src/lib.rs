@@ -19,10 +19,10 @@
 //! 5. `runner` (one run: timeout, span, panic isolation) and `scheduler`.
 //! 6. `alert`: the monitor engine (results -> states -> notices) and the durable
 //!    outbox that sends alerts through the channels.
-//! 7. `agent`: builds the probes and channels, runs the scheduler, the engine, the
-//!    outbox and the API, and reloads them.
-//! 8. `api`: the HTTP server the agent starts, fed through `ApiState::new`;
-//!    `remote`: its client for `sonde status` and `sonde probe --remote`.
+//! 7. `api`: the HTTP server (routes over the metrics, the engine's views and the
+//!    store); `remote`: its client for `sonde status` and `sonde probe --remote`.
+//! 8. `agent`: builds the probes and channels, runs the scheduler, the engine, the
+//!    outbox and the API (through `ApiState::new`), and reloads them.
 //! 9. `cmd`: each command's logic, with `cli` (the clap definitions); `lab` and
 //!    `demo`: the loopback emulation of the cloud side and the demo run on it.
 //!
