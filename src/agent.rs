@@ -480,7 +480,7 @@ impl Reloader {
             })
             .await;
         if let Some(api) = &self.api {
-            *api.config.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+            api.set_config(new.clone());
         }
         ConfigLoaded {
             path: &path,

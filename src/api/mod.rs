@@ -100,6 +100,11 @@ impl ApiState {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    /// Puts a reloaded config in force.
+    pub(crate) fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
 }
 
 /// Runnable probes for on-demand runs, built once per probe config (and the

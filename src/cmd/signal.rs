@@ -36,7 +36,7 @@ pub fn shutdown_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
 }
 
 /// SIGHUP reloads the config; the agent logs the outcome.
-pub fn reload_on_sighup(reload: ReloadHandle) -> std::io::Result<()> {
+pub(crate) fn reload_on_sighup(reload: ReloadHandle) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
