@@ -46,7 +46,10 @@ impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         let (base, at) = *self.state.lock().unwrap_or_else(|e| e.into_inner());
         let elapsed = tokio::time::Instant::now().saturating_duration_since(at);
-        base + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX)
+        chrono::Duration::from_std(elapsed)
+            .ok()
+            .and_then(|d| base.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 

@@ -71,7 +71,7 @@ impl SigningCredential {
         let not_before = cert.validity().not_before.timestamp();
         let not_after = cert.validity().not_after.timestamp();
         let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert_der);
-        let thumbprint = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        let thumbprint = hex::encode_upper(digest);
         Ok(SigningCredential {
             key,
             x5t: jwt::x5t(&cert_der),

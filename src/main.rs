@@ -33,7 +33,12 @@ fn main() -> ExitCode {
 /// Prints a command's output or failure and exits with its code.
 fn finish(result: CmdResult) -> ExitCode {
     match result {
-        Ok(Done { stdout, code }) => {
+        Ok(Done {
+            stdout,
+            stderr,
+            code,
+        }) => {
+            eprint!("{stderr}");
             print!("{stdout}");
             ExitCode::from(code)
         }

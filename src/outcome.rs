@@ -182,3 +182,23 @@ pub struct RunRecord {
     pub lateness: Duration,
     pub outcome: Outcome,
 }
+
+/// Request failures shared by the HTTP-based probe kinds (metadata, token, push).
+impl Outcome {
+    /// A request that got no response, as an outcome: `tls`, `network` or
+    /// `protocol`. `what` names the request, e.g. "token request to https://...".
+    pub fn request_failure(err: &reqwest::Error, what: &str) -> Outcome {
+        use crate::net::http::{classify, error_chain, ErrorClass};
+        let detail = error_chain(err);
+        match classify(err) {
+            ErrorClass::Tls(tls) => Outcome::critical(Category::Tls, format!("{what}: TLS: {tls}")),
+            ErrorClass::Redirect(message) => {
+                Outcome::critical(Category::Protocol, format!("{what}: {message}"))
+            }
+            ErrorClass::Connect | ErrorClass::Io => {
+                Outcome::critical(Category::Network, format!("{what}: {detail}"))
+            }
+            ErrorClass::Other => Outcome::critical(Category::Protocol, format!("{what}: {detail}")),
+        }
+    }
+}

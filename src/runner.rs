@@ -34,7 +34,9 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
     };
     let started_at = clock.now();
     let start = tokio::time::Instant::now();
-    let deadline = start + target.timeout;
+    // Config bounds `timeout` to a year; the cap keeps `Instant + Duration` from
+    // overflowing (a panic) for a target built any other way.
+    let deadline = start + target.timeout.min(crate::human::duration::MAX);
     let mut attempt = 0u32;
     let mut outcome = loop {
         let outcome = attempt_once(target, &ctx, deadline)
@@ -284,5 +286,20 @@ pub(crate) mod tests {
         assert_eq!(o.status, Status::Unknown);
         assert_eq!(o.category, Some(Category::Internal));
         assert_eq!(o.summary, "probe panicked: boom in test probe");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_past_any_deadline_does_not_panic() {
+        let clock = clock();
+        let t = target(
+            "forever",
+            Duration::MAX,
+            TestProbe {
+                sleep: Duration::from_millis(10),
+                panic: false,
+            },
+        );
+        let o = run_once(&t, &clock).await;
+        assert_eq!(o.status, Status::Ok);
     }
 }

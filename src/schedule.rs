@@ -5,6 +5,11 @@
 //! 1-7 from Sunday, where standard cron uses 0-6 (or 7) with 1 = Monday. To keep
 //! `1-5` from silently meaning Sunday-Thursday, a numeric day of week is rejected:
 //! users write names (`MON-FRI`). Schedules are evaluated in UTC.
+//!
+//! A probe that starts (with the agent, or anew at a reload) does not wait for its
+//! schedule to come round: `Schedule::start` puts its first run within
+//! `FIRST_RUN_WINDOW` of the start, so that a health set has a result soon whatever
+//! the schedule (see `start` for the rule).
 
 use std::fmt;
 use std::str::FromStr;
@@ -87,8 +92,7 @@ impl Schedule {
                 "@annually" => "@yearly",
                 other => other,
             };
-            let cron = cron::Schedule::from_str(expr)
-                .map_err(|e| format!("invalid cron `{trimmed}`: {e}"))?;
+            let cron = cron::Schedule::from_str(expr).map_err(|e| cron_error(trimmed, expr, &e))?;
             return Ok(Schedule::Cron {
                 text: trimmed.to_string(),
                 cron: Box::new(cron),
@@ -113,10 +117,11 @@ impl Schedule {
                  mean another day than standard cron"
             ));
         }
-        let cron = cron::Schedule::from_str(&expr)
-            .map_err(|e| format!("invalid cron `{trimmed}`: {e}"))?;
+        let cron = cron::Schedule::from_str(&expr).map_err(|e| cron_error(trimmed, &expr, &e))?;
         if cron.after(&DateTime::<Utc>::UNIX_EPOCH).next().is_none() {
-            return Err(format!("cron `{trimmed}` never fires"));
+            return Err(format!(
+                "cron `{trimmed}` never fires: no date matches all its fields (e.g. 31 FEB)"
+            ));
         }
         Ok(Schedule::Cron {
             text: trimmed.to_string(),
@@ -124,13 +129,55 @@ impl Schedule {
         })
     }
 
+    /// `cron`, refusing an expression whose every instant is at or before `now`
+    /// (a year field in the past): it would be valid and silently never run.
+    pub fn cron_after(text: &str, now: DateTime<Utc>) -> Result<Schedule, String> {
+        let schedule = Schedule::cron(text)?;
+        if schedule.next_after(now).is_none() {
+            return Err(format!(
+                "cron `{}` never fires after now: all its instants have passed",
+                text.trim()
+            ));
+        }
+        Ok(schedule)
+    }
+
     /// An interval schedule. The offset inside the interval is derived from `name`
     /// (FNV-1a), so that many probes with the same interval spread out, and a
     /// probe keeps its phase across restarts and hosts.
     pub fn every(every: Duration, name: &str) -> Schedule {
-        let millis = every.as_millis().max(1) as u64;
-        let offset = Duration::from_millis(fnv1a(name.as_bytes()) % millis);
+        let offset = Duration::from_millis(fnv1a(name.as_bytes()) % millis(every));
         Schedule::Every { every, offset }
+    }
+
+    /// When a probe whose loop starts at `now` first runs, and the schedule it
+    /// follows after that first run. The first run is the schedule's own next
+    /// instant if that comes within `FIRST_RUN_WINDOW`; otherwise it is
+    /// `now + first_run_splay(name)`, and then a cron schedule keeps its cron
+    /// instants while an `every` schedule runs every interval from that first run.
+    /// A cron whose last instant has passed still runs once. `None` only when
+    /// the instants are out of chrono's range.
+    pub fn start(&self, now: DateTime<Utc>, name: &str) -> Option<(DateTime<Utc>, Schedule)> {
+        let window = chrono::Duration::from_std(FIRST_RUN_WINDOW).ok()?;
+        let soon = now.checked_add_signed(window)?;
+        if let Some(next) = self.next_after(now).filter(|next| *next <= soon) {
+            return Some((next, self.clone()));
+        }
+        let splay = chrono::Duration::from_std(first_run_splay(name)).ok()?;
+        let first = now.checked_add_signed(splay)?;
+        let then = match self {
+            Schedule::Cron { .. } => self.clone(),
+            Schedule::Every { every, .. } => {
+                let phase = first
+                    .timestamp_millis()
+                    .rem_euclid(i64::try_from(millis(*every)).ok()?);
+                Schedule::Every {
+                    every: *every,
+                    offset: Duration::from_millis(u64::try_from(phase).ok()?),
+                }
+            }
+        };
+        Some((first, then))
     }
 
     /// The first fire time strictly after `after`.
@@ -138,16 +185,87 @@ impl Schedule {
         match self {
             Schedule::Cron { cron, .. } => cron.after(&after).next(),
             Schedule::Every { every, offset } => {
-                let every_ms = every.as_millis().max(1) as i64;
-                let offset_ms = offset.as_millis() as i64;
+                // Config bounds both durations far below these limits; out of
+                // range, there is no next fire rather than a wrapped one.
+                let every_ms = i64::try_from(millis(*every)).ok()?;
+                let offset_ms = i64::try_from(offset.as_millis()).ok()?;
                 let now_ms = after.timestamp_millis();
                 // smallest k with offset + k*every > now
-                let k = (now_ms - offset_ms).div_euclid(every_ms) + 1;
+                let k = now_ms
+                    .checked_sub(offset_ms)?
+                    .div_euclid(every_ms)
+                    .checked_add(1)?;
                 let next_ms = offset_ms.checked_add(k.checked_mul(every_ms)?)?;
                 Utc.timestamp_millis_opt(next_ms).single()
             }
         }
     }
+}
+
+/// The message for an expression the `cron` crate refuses, as one line with a
+/// reason. The crate's parse errors repeat the expression with a caret under the
+/// bad spot and often no reason at all; here they name the field and say what a
+/// field may hold. `expr` is what was given to the crate (with the seconds field
+/// added to a 5-field expression).
+fn cron_error(text: &str, expr: &str, err: &cron::error::Error) -> String {
+    const FIELDS: [&str; 7] = [
+        "seconds",
+        "minutes",
+        "hours",
+        "day-of-month",
+        "month",
+        "day-of-week",
+        "year",
+    ];
+    const FORMS: &str =
+        "a field is a number, a name, `*`, a range `a-b`, a list `a,b` or a step `a/n`";
+    let message = err.to_string();
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or("");
+    let caret = lines.clone().next().and_then(|l| {
+        let at = l.find('^')?;
+        l[..at].chars().all(|c| c == ' ').then_some(at)
+    });
+    let reason = match caret {
+        Some(_) if first == expr => lines.skip(1).collect::<Vec<_>>().join(" "),
+        _ => message.lines().collect::<Vec<_>>().join(" "),
+    };
+    let reason = reason.trim();
+    let reason = if reason.is_empty() { FORMS } else { reason };
+    // The field the caret points into: the last one that starts at or before it.
+    let field = caret.filter(|_| first == expr).and_then(|at| {
+        let mut starts = Vec::new();
+        let mut prev_space = true;
+        for (i, c) in expr.char_indices() {
+            if prev_space && !c.is_whitespace() {
+                starts.push(i);
+            }
+            prev_space = c.is_whitespace();
+        }
+        let index = starts.iter().rposition(|s| *s <= at)?;
+        let token = expr[starts[index]..].split_whitespace().next()?;
+        Some((FIELDS.get(index)?, token))
+    });
+    match field {
+        Some((name, token)) => format!("invalid cron `{text}`: {name} field `{token}`: {reason}"),
+        None => format!("invalid cron `{text}`: {reason}"),
+    }
+}
+
+/// How soon after its start a probe runs at the latest: a new agent, or a probe
+/// added or changed by a reload, has a result within this time.
+pub const FIRST_RUN_WINDOW: Duration = Duration::from_secs(60);
+
+/// Where inside `FIRST_RUN_WINDOW` the probe `name` first runs when its schedule
+/// has no instant in that window: derived from the name (FNV-1a, like the offset
+/// of `every`), so that probes started together spread out over the window.
+pub fn first_run_splay(name: &str) -> Duration {
+    Duration::from_millis(fnv1a(name.as_bytes()) % millis(FIRST_RUN_WINDOW))
+}
+
+/// `d` in whole milliseconds, at least 1, saturating at `u64::MAX`.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -263,5 +381,133 @@ mod tests {
             first.timestamp_millis() as u128 % 30_000,
             offset.as_millis()
         );
+    }
+
+    #[test]
+    fn every_cron_error_has_a_reason() {
+        // Parse errors of the cron crate whose own text is empty, and ordinary ones.
+        for expr in [
+            "a b c d e",
+            "*/x * * * *",
+            "1- * * * *",
+            ", * * * *",
+            "* * * * * * *x",
+            "0 0 0 31 FEB *",
+            "0 0 0 1 1 * 1980-",
+            "61 * * * *",
+            "* * * JANUAR *",
+        ] {
+            let err = Schedule::cron(expr).unwrap_err();
+            let reason = err.rsplit_once(": ").map(|(_, r)| r.trim()).unwrap_or("");
+            assert!(!reason.is_empty(), "{expr}: {err:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_cron_parse_error_names_the_field() {
+        assert_eq!(
+            Schedule::cron("*/x * * * *").unwrap_err(),
+            "invalid cron `*/x * * * *`: minutes field `*/x`: a field is a number, a name, \
+             `*`, a range `a-b`, a list `a,b` or a step `a/n`"
+        );
+        assert_eq!(
+            Schedule::cron("0 0 9 * JANUAR *").unwrap_err(),
+            "invalid cron `0 0 9 * JANUAR *`: month field `JANUAR`: 'JANUAR' is not a valid month name."
+        );
+        let err = Schedule::cron("0 0 1- * * *").unwrap_err();
+        assert!(err.contains("hours field `1-`"), "{err}");
+        let err = Schedule::cron("* * * * * * *x").unwrap_err();
+        assert!(err.contains("year field `*x`"), "{err}");
+    }
+
+    #[test]
+    fn a_cron_that_only_fires_in_the_past_is_refused() {
+        let now = t("2026-03-01T10:00:00Z");
+        let err = Schedule::cron_after("0 0 0 1 1 * 1980", now).unwrap_err();
+        assert!(err.contains("never fires after now"), "{err}");
+        // The same expression with a year still to come is fine.
+        assert!(Schedule::cron_after("0 0 0 1 1 * 2030", now).is_ok());
+        assert!(Schedule::cron_after("@daily", now).is_ok());
+    }
+
+    #[test]
+    fn extreme_intervals_neither_wrap_nor_panic() {
+        // Config bounds `every`; the schedule still never fires in the past or
+        // divides by zero when given more.
+        let now = t("2026-03-01T10:00:00Z");
+        for every in [
+            Duration::MAX,
+            Duration::from_millis(u64::MAX),
+            Duration::new(18_446_744_073_709_551, 616_000_000),
+            Duration::from_secs(18_446_744_073_709_552),
+            Duration::from_millis(1) / 2,
+        ] {
+            let s = Schedule::every(every, "edge");
+            if let Some(next) = s.next_after(now) {
+                assert!(next > now, "{every:?}: {next}");
+            }
+            if let Some((first, _)) = s.start(now, "edge") {
+                assert!(first >= now, "{every:?}: {first}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_interval_starts_within_the_window_then_keeps_its_interval() {
+        let now = t("2026-03-01T10:00:00Z");
+        let hourly = Schedule::every(Duration::from_secs(3600), "long");
+        let (first, then) = hourly.start(now, "long").unwrap();
+        assert_eq!(
+            first,
+            now + chrono::Duration::from_std(first_run_splay("long")).unwrap()
+        );
+        assert!(first - now < chrono::Duration::seconds(60));
+        assert_eq!(
+            then.next_after(first),
+            Some(first + chrono::Duration::hours(1))
+        );
+        let second = then.next_after(first).unwrap();
+        assert_eq!(
+            then.next_after(second),
+            Some(second + chrono::Duration::hours(1))
+        );
+    }
+
+    #[test]
+    fn a_short_interval_starts_on_its_own_grid() {
+        let now = t("2026-03-01T10:00:00Z");
+        let s = Schedule::every(Duration::from_secs(30), "short");
+        let (first, then) = s.start(now, "short").unwrap();
+        assert_eq!(Some(first), s.next_after(now));
+        assert_eq!(then, s, "the phase derived from the name is kept");
+    }
+
+    #[test]
+    fn a_cron_starts_within_the_window_then_keeps_its_instants() {
+        let now = t("2026-03-01T10:00:00Z");
+        let daily = Schedule::cron("@daily").unwrap();
+        let (first, then) = daily.start(now, "nightly").unwrap();
+        assert!(first >= now && first - now < chrono::Duration::seconds(60));
+        assert_eq!(then.next_after(first), Some(t("2026-03-02T00:00:00Z")));
+        // A cron instant inside the window is the first run itself: no extra run.
+        let minutely = Schedule::cron("* * * * *").unwrap();
+        let (first, _) = minutely.start(t("2026-03-01T10:00:30Z"), "m").unwrap();
+        assert_eq!(first, t("2026-03-01T10:01:00Z"));
+        // A cron whose instants are all past still runs once, then never again.
+        let past = Schedule::cron("0 0 0 1 1 * 1980").unwrap();
+        let (first, then) = past.start(now, "past").unwrap();
+        assert!(first - now < chrono::Duration::seconds(60));
+        assert_eq!(then.next_after(first), None);
+    }
+
+    #[test]
+    fn the_first_run_splay_spreads_names_over_the_window() {
+        let splays: Vec<_> = (0..200)
+            .map(|i| first_run_splay(&format!("p{i}")))
+            .collect();
+        assert!(splays.iter().all(|s| *s < FIRST_RUN_WINDOW));
+        assert!(splays.iter().any(|s| *s < Duration::from_secs(20)));
+        assert!(splays.iter().any(|s| *s > Duration::from_secs(40)));
     }
 }

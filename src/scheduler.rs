@@ -1,6 +1,7 @@
 //! The scheduler fires probes at their schedule's instants, taken from the injected
-//! `Clock`. It bounds how many run at once (one global semaphore), never lets a
-//! probe overlap itself (a fire that finds the previous run still going is skipped
+//! `Clock`, the first run of each within a minute of its start (`Schedule::start`).
+//! It bounds how many run at once (one global semaphore), never lets a probe
+//! overlap itself (a fire that finds the previous run still going is skipped
 //! and counted), and on shutdown stops firing, lets in-flight runs finish within
 //! the drain deadline, then aborts the rest. `run_replaceable` also takes new
 //! probe sets while it runs (a config reload): unchanged probes keep their loop.
@@ -34,9 +35,10 @@ pub struct Scheduled {
 
 /// A new probe set for a running scheduler. A probe named in `unchanged` that
 /// already runs keeps its loop: its timing, its in-flight run, its skip count.
-/// Any other probe of `probes` is scheduled from now (a changed one still never
-/// overlaps its previous version's run); a running probe absent from `probes`
-/// stops being fired, and a run of it in flight finishes.
+/// Any other probe of `probes` is scheduled from now, its first run within
+/// `FIRST_RUN_WINDOW` as at start (a changed one still never overlaps its
+/// previous version's run); a running probe absent from `probes` stops being
+/// fired, and a run of it in flight finishes.
 pub struct Replace {
     pub probes: Vec<Scheduled>,
     pub unchanged: HashSet<String>,
@@ -264,40 +266,53 @@ async fn sleep_until(clock: &dyn Clock, due: DateTime<Utc>, shutdown: &Cancellat
 }
 
 async fn probe_loop(ctx: LoopCtx) {
-    let mut after = ctx.clock.now();
+    // A loop starts with the agent or anew at a reload: its first run comes within
+    // `FIRST_RUN_WINDOW` whatever the schedule, so that no health set waits for
+    // an hourly or daily schedule to come round before it has a result.
+    let name = &ctx.probe.target.name;
+    let Some((mut due, schedule)) = ctx.probe.schedule.start(ctx.clock.now(), name) else {
+        return; // out of the calendar's range: nothing to fire
+    };
     loop {
-        let Some(due) = ctx.probe.schedule.next_after(after) else {
-            return; // the schedule has no more fire times
-        };
         if !sleep_until(ctx.clock.as_ref(), due, &ctx.stop).await {
             return;
         }
-        after = due;
         ctx.stats.fired.fetch_add(1, Ordering::Relaxed);
         if ctx.running.swap(true, Ordering::SeqCst) {
             ctx.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
             let total = ctx.skipped.fetch_add(1, Ordering::Relaxed) + 1;
             ProbeRunSkipped {
-                probe: &ctx.probe.target.name,
+                probe: name,
                 kind: ctx.probe.target.kind,
                 health_set: &ctx.probe.target.health_set,
                 total_skipped: total,
             }
             .emit(&ctx.metrics);
-            continue;
+        } else {
+            ctx.stats.in_flight.fetch_add(1, Ordering::SeqCst);
+            ctx.runs.spawn(fire(
+                ctx.probe.clone(),
+                due,
+                ctx.clock.clone(),
+                ctx.permits.clone(),
+                ctx.results.clone(),
+                ctx.stats.clone(),
+                ctx.shutdown.clone(),
+                ctx.abort.clone(),
+                ctx.running.clone(),
+            ));
         }
-        ctx.stats.in_flight.fetch_add(1, Ordering::SeqCst);
-        ctx.runs.spawn(fire(
-            ctx.probe.clone(),
-            due,
-            ctx.clock.clone(),
-            ctx.permits.clone(),
-            ctx.results.clone(),
-            ctx.stats.clone(),
-            ctx.shutdown.clone(),
-            ctx.abort.clone(),
-            ctx.running.clone(),
-        ));
+        // Instants already past (the wall clock stepped forward, the host was
+        // suspended) are not replayed: firing through them would busy-loop
+        // without yielding, one skipped fire each.
+        let next = schedule
+            .next_after(due)
+            .filter(|next| *next >= ctx.clock.now())
+            .or_else(|| schedule.next_after(ctx.clock.now()));
+        let Some(next) = next else {
+            return; // the schedule has no more fire times
+        };
+        due = next;
     }
 }
 
@@ -436,9 +451,12 @@ mod tests {
         )
         .await;
         let dues: Vec<_> = recs.iter().map(|r| r.due).collect();
+        // The first run comes within a minute of the start, then the cron instants.
+        let (first, rest) = dues.split_first().unwrap();
+        assert!(*first >= t("2026-03-01T10:41:00Z") && *first < t("2026-03-01T10:42:00Z"));
         assert_eq!(
-            dues,
-            vec![
+            rest,
+            [
                 t("2026-03-01T11:00:00Z"),
                 t("2026-03-01T11:20:00Z"),
                 t("2026-03-01T11:40:00Z")
@@ -690,6 +708,10 @@ mod tests {
         let stop = shutdown.clone();
         let handle = tokio::spawn(async move { sched.run(probes, tx, stop).await });
         tokio::time::sleep(Duration::from_secs(60)).await;
+        let start = rx
+            .try_recv()
+            .expect("the first run, within a minute of the start");
+        assert!(start.due < t("2026-03-01T00:01:00Z"));
         // NTP steps the clock forward to just before midnight.
         clock.set(t("2026-03-01T23:59:58Z"));
         let rec = tokio::time::timeout(Duration::from_secs(3600), rx.recv())
@@ -839,5 +861,151 @@ mod tests {
         }
         assert_eq!(n, 30, "a* twice, b* once");
         assert_eq!(max.load(Ordering::SeqCst), 3);
+    }
+
+    fn dues_of(recs: &[RunRecord], name: &str) -> Vec<DateTime<Utc>> {
+        recs.iter()
+            .filter(|r| &*r.probe == name)
+            .map(|r| r.due)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hourly_and_daily_probes_run_within_a_minute_of_start_then_on_schedule() {
+        let start = t("2026-03-01T10:00:00Z");
+        let minute = chrono::Duration::seconds(60);
+        let quick = |name: &str, schedule| {
+            scheduled(
+                name,
+                schedule,
+                Duration::ZERO,
+                Duration::from_secs(5),
+                false,
+            )
+        };
+        let (recs, _) = run_for(
+            "2026-03-01T10:00:00Z",
+            vec![
+                quick(
+                    "hourly",
+                    Schedule::every(Duration::from_secs(3600), "hourly"),
+                ),
+                quick("nightly", Schedule::cron("@daily").unwrap()),
+            ],
+            Duration::from_secs(15 * 3600),
+            4,
+            Duration::from_secs(1),
+        )
+        .await;
+        let hourly = dues_of(&recs, "hourly");
+        assert!(
+            hourly[0] >= start && hourly[0] - start < minute,
+            "{hourly:?}"
+        );
+        assert_eq!(hourly.len(), 15, "{hourly:?}");
+        for (k, due) in hourly.iter().enumerate() {
+            // Every hour from the first run on.
+            assert_eq!(*due, hourly[0] + chrono::Duration::hours(k as i64));
+        }
+        let nightly = dues_of(&recs, "nightly");
+        assert_eq!(nightly.len(), 2, "{nightly:?}");
+        assert!(nightly[0] >= start && nightly[0] - start < minute);
+        assert_eq!(nightly[1], t("2026-03-02T00:00:00Z"), "then at midnight");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_runs_a_changed_probe_at_once_and_leaves_an_unchanged_one_be() {
+        let start = t("2026-03-01T10:00:00Z");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(start));
+        let sched = Scheduler::new(clock, 4, Duration::from_secs(1));
+        let (tx, mut rx) = mpsc::channel(10_000);
+        let (updates, updates_rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let hourly = |name: &str, secs| {
+            scheduled(
+                name,
+                Schedule::every(Duration::from_secs(secs), name),
+                Duration::ZERO,
+                Duration::from_secs(5),
+                false,
+            )
+        };
+        let stop = shutdown.clone();
+        let first = vec![hourly("steady", 3600), hourly("edited", 3600)];
+        let handle =
+            tokio::spawn(async move { sched.run_replaceable(first, updates_rx, tx, stop).await });
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let swap_at = t("2026-03-01T10:10:00Z");
+        updates
+            .send(Replace {
+                probes: vec![hourly("steady", 3600), hourly("edited", 7200)],
+                unchanged: HashSet::from(["steady".to_string()]),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        shutdown.cancel();
+        handle.await.unwrap();
+        let mut recs = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            recs.push(r);
+        }
+        let minute = chrono::Duration::seconds(60);
+        let steady = dues_of(&recs, "steady");
+        assert_eq!(
+            steady.len(),
+            2,
+            "at start and an hour later only: {steady:?}"
+        );
+        assert!(steady[0] - start < minute);
+        assert_eq!(steady[1], steady[0] + chrono::Duration::hours(1));
+        let edited = dues_of(&recs, "edited");
+        assert_eq!(
+            edited.len(),
+            2,
+            "at start and at once after the reload: {edited:?}"
+        );
+        assert!(edited[0] - start < minute);
+        assert!(
+            edited[1] >= swap_at && edited[1] - swap_at < minute,
+            "{edited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_step_forward_does_not_replay_the_missed_fires() {
+        let clock = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let dyn_clock: Arc<dyn Clock> = clock.clone();
+        let sched = Scheduler::new(dyn_clock, 2, Duration::from_secs(1));
+        let stats = sched.stats();
+        let (tx, mut rx) = mpsc::channel(100_000);
+        let shutdown = CancellationToken::new();
+        let s = Schedule::every(Duration::from_secs(1), "tick");
+        let probes = vec![scheduled(
+            "tick",
+            s,
+            Duration::ZERO,
+            Duration::from_secs(5),
+            false,
+        )];
+        let stop = shutdown.clone();
+        let handle = tokio::spawn(async move { sched.run(probes, tx, stop).await });
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        // A day passes in an instant (a suspended VM resumes).
+        clock.set(t("2026-03-02T00:00:10Z"));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        shutdown.cancel();
+        handle.await.unwrap();
+        let mut recs = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            recs.push(r);
+        }
+        let fired = stats.fired.load(Ordering::Relaxed);
+        assert!(fired <= 23, "a day of 1 s fires replayed: {fired}");
+        let after_step = recs
+            .iter()
+            .filter(|r| r.due >= t("2026-03-02T00:00:00Z"))
+            .count();
+        assert!((9..=11).contains(&after_step), "{after_step}");
     }
 }

@@ -183,7 +183,7 @@ fn unhealthy_alert(
             format!("alert channel {channel} delivers again")
         } else {
             format!("alert channel {channel} has not delivered for {}; {pending} alert(s) waiting; last error: {last_error}",
-                crate::probe::certificate::human_duration((now - since).num_seconds()))
+                crate::human::format_duration((now - since).num_seconds()))
         },
         root_cause: None,
         started_at: since,

@@ -12,6 +12,7 @@ use ring::digest::{digest, SHA256};
 use tokio::time::Instant;
 
 use crate::config::ApiConfig;
+use crate::secret::SecretSource;
 
 /// Where the expected token comes from.
 #[derive(Clone)]
@@ -51,15 +52,16 @@ pub enum Verdict {
 
 impl TokenSource {
     /// `token_env` wins over `token_file` when both are set; `env` reads the
-    /// environment (tests pass their own). `base` resolves a relative file.
+    /// environment (tests pass their own). `base` resolves a relative file. Both
+    /// follow `crate::secret`'s rule: trailing line breaks dropped, empty refused.
     pub fn from_config(
         api: &ApiConfig,
         base: &std::path::Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> TokenSource {
         if let Some(var) = &api.token_env {
-            if let Some(v) = env(var).filter(|v| !v.trim().is_empty()) {
-                return TokenSource::Fixed(v.trim().to_string());
+            if let Some(v) = env(var).map(crate::secret::clean).filter(|v| !v.is_empty()) {
+                return TokenSource::Fixed(v);
             }
         }
         match &api.token_file {
@@ -73,13 +75,12 @@ impl TokenSource {
         let expected = match self {
             TokenSource::None => return Verdict::NotConfigured,
             TokenSource::Fixed(t) => t.clone(),
-            TokenSource::File(path) => match std::fs::read_to_string(path) {
-                Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-                Ok(_) => return Verdict::Unavailable(format!("{} is empty", path.display())),
-                Err(e) => {
-                    return Verdict::Unavailable(format!("cannot read {}: {e}", path.display()))
+            TokenSource::File(path) => {
+                match SecretSource::File(path.clone()).read_blocking("token") {
+                    Ok(t) => t,
+                    Err(e) => return Verdict::Unavailable(e.to_string()),
                 }
-            },
+            }
         };
         let Some(given) = authorization.and_then(bearer) else {
             return Verdict::Denied;

@@ -16,6 +16,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::ApiState;
 use crate::alert::engine::{health_sets_of, MonitorView};
+use crate::human::format_duration;
 use crate::monitor::MonitorState;
 use crate::store::ResultRow;
 
@@ -50,21 +51,6 @@ pub struct PageProbe<'a> {
     pub next_run: Option<DateTime<Utc>>,
 }
 
-/// `3d 4h`, `5h 12m`, `42m`, `17s`: the two largest units.
-pub fn human_duration(seconds: i64) -> String {
-    let s = seconds.unsigned_abs();
-    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m")
-    } else {
-        format!("{s}s")
-    }
-}
-
 /// The certificate countdown of a result, from its `seconds_left` observation,
 /// corrected for the time since the run.
 fn countdown(row: &ResultRow, now: DateTime<Utc>) -> Option<String> {
@@ -75,9 +61,9 @@ fn countdown(row: &ResultRow, now: DateTime<Utc>) -> Option<String> {
     }
     let left = left as i64 - (now.timestamp() - row.started_at).max(0);
     Some(if left > 0 {
-        format!("expires in {}", human_duration(left))
+        format!("expires in {}", format_duration(left))
     } else {
-        format!("expired {} ago", human_duration(left))
+        format!("expired {} ago", format_duration(left.saturating_neg()))
     })
 }
 
@@ -188,14 +174,14 @@ fn probe_html(html: &mut String, p: &PageProbe<'_>, view: &MonitorView, now: Dat
                 "<div class=\"meta\">last run <time datetime=\"{iso}\">{ago} ago</time>, took {:.3}s",
                 r.duration_seconds,
                 iso = escape(&at.to_rfc3339_opts(SecondsFormat::Secs, true)),
-                ago = human_duration((now - at).num_seconds().max(0)),
+                ago = format_duration((now - at).num_seconds().max(0)),
             );
             if let Some(next) = p.next_run {
                 let _ = write!(
                     html,
                     ", next in <time datetime=\"{}\">{}</time>",
                     escape(&next.to_rfc3339_opts(SecondsFormat::Secs, true)),
-                    human_duration((next - now).num_seconds().max(0)),
+                    format_duration((next - now).num_seconds().max(0)),
                 );
             }
             if let Some(c) = countdown(r, now) {
@@ -353,7 +339,8 @@ mod tests {
             html.contains("<span class=\"badge degraded\" title=\"monitor state\">degraded</span>")
         );
         // 21 days left at the run, a minute ago.
-        assert!(html.contains("certificate expires in 21d 0h"), "{html}");
+        assert!(html.contains("certificate expires in 21d"), "{html}");
+        assert!(!html.contains("21d 0h"), "{html}");
         assert!(html.contains("last run <time datetime=\""));
         assert!(html.contains(", next in <time datetime=\""), "{html}");
         assert!(html.contains(">42s</time>"), "{html}");
@@ -377,9 +364,11 @@ mod tests {
 
     #[test]
     fn durations_read_like_people_write_them() {
-        assert_eq!(human_duration(17), "17s");
-        assert_eq!(human_duration(42 * 60 + 5), "42m");
-        assert_eq!(human_duration(5 * 3600 + 12 * 60), "5h 12m");
-        assert_eq!(human_duration(-(3 * 86_400 + 4 * 3600)), "3d 4h");
+        assert_eq!(format_duration(17), "17s");
+        assert_eq!(format_duration(42 * 60 + 5), "42m");
+        assert_eq!(format_duration(5 * 3600 + 12 * 60), "5h 12m");
+        assert_eq!(format_duration(3 * 86_400 + 4 * 3600), "3d 4h");
+        // The one format of summaries and alerts: a zero lower unit is left out.
+        assert_eq!(format_duration(21 * 86_400), "21d");
     }
 }

@@ -64,7 +64,7 @@ pub struct AlertmanagerConfig {
 impl fmt::Debug for AlertmanagerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AlertmanagerConfig")
-            .field("url", &super::webhook::shown_url(&self.url))
+            .field("url", &crate::net::http::origin(&self.url))
             .field("timeout", &self.timeout)
             .field("repost_every", &self.repost_every)
             .finish()
@@ -74,7 +74,7 @@ impl fmt::Debug for AlertmanagerConfig {
 impl AlertmanagerConfig {
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
-        super::check_http_url("url", &self.url, &mut p);
+        crate::net::http::check_url_key("url", &self.url, &mut p);
         if let Ok(u) = reqwest::Url::parse(&self.url) {
             if u.query().is_some() || u.fragment().is_some() {
                 p.push(SpecProblem::new(

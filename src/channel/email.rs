@@ -17,12 +17,13 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
-use super::{Alert, DeliveryError, SecretSource};
+use super::{Alert, DeliveryError};
+use crate::net::smtp::{lettre_tls, SmtpTls};
+use crate::secret::SecretSource;
 use crate::spec::SpecProblem;
 
 /// The names a template may use, each in braces.
@@ -65,14 +66,6 @@ Alert key:    {key}
 sent by sonde
 ";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpTls {
-    Starttls,
-    Tls,
-    None,
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
@@ -107,11 +100,7 @@ fn default_timeout() -> Duration {
 impl EmailConfig {
     /// The port, defaulting by TLS mode (587 STARTTLS, 465 implicit TLS, 25 plain).
     pub fn port(&self) -> u16 {
-        self.smtp_port.unwrap_or(match self.tls {
-            SmtpTls::Starttls => 587,
-            SmtpTls::Tls => 465,
-            SmtpTls::None => 25,
-        })
+        self.smtp_port.unwrap_or(self.tls.default_port())
     }
 
     pub fn validate(&self) -> Vec<SpecProblem> {
@@ -333,7 +322,7 @@ impl Header for AutoSubmitted {
 /// of an alert, and free of characters a Message-ID cannot carry.
 fn message_id(key: &str, from: &Mailbox) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
-    let hex = super::webhook::hex(digest.as_ref());
+    let hex = hex::encode(digest);
     format!("<{}@{}>", &hex[..32], from.email.domain())
 }
 
@@ -359,7 +348,7 @@ impl EmailChannel {
         let host = cfg.smtp_host.trim().to_string();
         let port = cfg.port();
         let ca_file = cfg.ca_file.as_ref().map(|ca| base_dir.join(ca));
-        let tls = smtp_tls(&host, cfg.tls, ca_file.as_deref(), true)?;
+        let tls = lettre_tls(&host, cfg.tls, ca_file.as_deref(), true)?;
         let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
             .port(port)
             .tls(tls)
@@ -476,38 +465,6 @@ fn error_text(e: &lettre::transport::smtp::Error) -> String {
     } else {
         text
     }
-}
-
-/// lettre's TLS setting for `mode`: the system roots plus `ca_file` (PEM), and
-/// certificate checks off only when `verify` is false. Shared with the push
-/// probe's end-to-end mail.
-pub(crate) fn smtp_tls(
-    host: &str,
-    mode: SmtpTls,
-    ca_file: Option<&Path>,
-    verify: bool,
-) -> Result<Tls, String> {
-    if mode == SmtpTls::None {
-        return Ok(Tls::None);
-    }
-    let mut params = TlsParameters::builder(host.to_string());
-    if let Some(ca) = ca_file {
-        params = params.add_root_certificate(read_ca(ca)?);
-    }
-    let params = params
-        .dangerous_accept_invalid_certs(!verify)
-        .build_rustls()
-        .map_err(|e| format!("SMTP TLS setup: {e}"))?;
-    Ok(if mode == SmtpTls::Tls {
-        Tls::Wrapper(params)
-    } else {
-        Tls::Required(params)
-    })
-}
-
-fn read_ca(path: &Path) -> Result<Certificate, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-    Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -7,9 +7,13 @@
 //! and retrying with backoff (`crate::alert::outbox`); a delivery is one attempt, and its
 //! `DeliveryError` says whether another attempt can help.
 //!
-//! Secrets (SMTP passwords, HMAC secrets, header values, Slack and Teams URLs,
-//! which carry their token in the path) are read at send time, so a rotated
-//! secret is used by the next delivery, and never appear in a `DeliveryError`.
+//! Secrets named by `*_env` / `*_file` (the SMTP password, the webhook's HMAC
+//! secret) are read at each delivery through `crate::secret`, so a rotated
+//! secret is used by the next one. Values written in the config itself (webhook
+//! header values, Slack and Teams URLs, which carry their token in the path) are
+//! taken when the channel is built, and take effect on a reload. None of them
+//! appears in a `DeliveryError`: errors show a URL only as `scheme://host[:port]`,
+//! and every secret is redacted from text a receiver sends back.
 
 pub mod alertmanager;
 pub mod email;
@@ -27,6 +31,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
+use crate::secret::SecretError;
 use crate::spec::SpecProblem;
 
 /// What every channel receives: one transition (or reminder) of a probe's
@@ -164,73 +169,18 @@ impl DeliveryError {
     pub(crate) fn redacted(mut self, secrets: &[&str]) -> Self {
         match &mut self {
             DeliveryError::Retryable { message, .. } | DeliveryError::Permanent { message } => {
-                *message = redact(message, secrets);
+                *message = crate::secret::redact(message, secrets);
             }
         }
         self
     }
 }
 
-/// `text` with every occurrence of each non-empty secret replaced by `<redacted>`.
-pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_string();
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        if out.contains(s) {
-            out = out.replace(s, "<redacted>");
-        }
-    }
-    out
-}
-
-/// Where a channel reads a secret (`*_env` or `*_file`) at send time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SecretSource {
-    Env(String),
-    File(PathBuf),
-}
-
-impl SecretSource {
-    /// From a `*_env` / `*_file` pair (validation rejects both set); a relative
-    /// file is resolved against `base_dir`.
-    pub(crate) fn from_keys(
-        env: Option<&String>,
-        file: Option<&String>,
-        base_dir: &Path,
-    ) -> Option<Self> {
-        match (env, file) {
-            (Some(v), _) => Some(SecretSource::Env(v.clone())),
-            (None, Some(f)) => Some(SecretSource::File(base_dir.join(f))),
-            (None, None) => None,
-        }
-    }
-
-    /// Reads the secret. A file's trailing line break is dropped. An unset
-    /// variable, an unreadable file or an empty secret is a permanent error that
-    /// names where it looked, never what it found.
-    pub(crate) async fn read(&self, what: &str) -> Result<String, DeliveryError> {
-        let value = match self {
-            SecretSource::Env(var) => std::env::var(var).map_err(|_| {
-                DeliveryError::permanent(format!("{what} variable {var} is not set"))
-            })?,
-            SecretSource::File(path) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
-                    DeliveryError::permanent(format!(
-                        "cannot read {what} file {}: {}",
-                        path.display(),
-                        e.kind()
-                    ))
-                })?;
-                text.trim_end_matches(['\r', '\n']).to_string()
-            }
-        };
-        if value.is_empty() {
-            let from = match self {
-                SecretSource::Env(var) => format!("variable {var}"),
-                SecretSource::File(path) => format!("file {}", path.display()),
-            };
-            return Err(DeliveryError::permanent(format!("{what} {from} is empty")));
-        }
-        Ok(value)
+impl From<SecretError> for DeliveryError {
+    /// A secret that cannot be read needs a change of configuration or
+    /// environment: retrying cannot help.
+    fn from(e: SecretError) -> Self {
+        DeliveryError::permanent(e.to_string())
     }
 }
 
@@ -396,19 +346,6 @@ impl fmt::Debug for Channel {
     }
 }
 
-/// Checks that `url` is an absolute http(s) URL; shared by the HTTP-based channels.
-/// The message never echoes the URL (Slack and Teams URLs are secrets).
-pub(crate) fn check_http_url(key: &'static str, url: &str, problems: &mut Vec<SpecProblem>) {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        Ok(u) => problems.push(SpecProblem::new(
-            key,
-            format!("`{}` is not an http(s) URL", u.scheme()),
-        )),
-        Err(e) => problems.push(SpecProblem::new(key, format!("invalid URL: {e}"))),
-    }
-}
-
 /// Checks a channel's `timeout`.
 pub(crate) fn check_timeout(timeout: Duration, problems: &mut Vec<SpecProblem>) {
     if timeout.is_zero() {
@@ -478,38 +415,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn redact_replaces_every_occurrence_and_ignores_empty_secrets() {
-        assert_eq!(
-            redact("pw=hunter2, again hunter2", &["hunter2", ""]),
-            "pw=<redacted>, again <redacted>"
-        );
+    fn redacted_errors_keep_their_class() {
         let e = DeliveryError::permanent("535 bad password hunter2").redacted(&["hunter2"]);
         assert_eq!(e.to_string(), "535 bad password <redacted>");
         assert!(!e.is_retryable());
     }
 
     #[tokio::test]
-    async fn secret_errors_name_the_source_not_the_value() {
+    async fn an_unreadable_secret_is_a_permanent_error_naming_the_source() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = SecretSource::File(dir.path().join("nope"));
-        let e = missing.read("password").await.unwrap_err();
+        let missing = crate::secret::SecretSource::File(dir.path().join("nope"));
+        let e = DeliveryError::from(missing.read("password").await.unwrap_err());
         assert!(!e.is_retryable());
         assert!(e.to_string().contains("cannot read password file"), "{e}");
-
-        let path = dir.path().join("secret");
-        std::fs::write(&path, "s3cr3t-value\n").unwrap();
-        let file = SecretSource::File(path.clone());
-        assert_eq!(file.read("secret").await.unwrap(), "s3cr3t-value");
-
-        std::fs::write(&path, "\n").unwrap();
-        let e = file.read("secret").await.unwrap_err();
-        assert!(e.to_string().ends_with("is empty"), "{e}");
-
-        let env = SecretSource::Env("SONDE_TEST_SURELY_UNSET_VARIABLE".into());
-        let e = env.read("password").await.unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "password variable SONDE_TEST_SURELY_UNSET_VARIABLE is not set"
-        );
     }
 }

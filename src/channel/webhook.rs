@@ -15,7 +15,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
-use super::{Alert, DeliveryError, SecretSource};
+use super::{Alert, DeliveryError};
+use crate::clock::{Clock, SystemClock};
+use crate::net::http::{check_url_key, error_chain, origin, read_prefix, retry_after};
+use crate::secret::SecretSource;
 use crate::spec::SpecProblem;
 
 /// The version of the webhook payload; it changes only when a field changes
@@ -65,7 +68,7 @@ impl fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let headers: Vec<&str> = self.headers.keys().map(String::as_str).collect();
         f.debug_struct("WebhookConfig")
-            .field("url", &shown_url(&self.url))
+            .field("url", &origin(&self.url))
             .field("secret_env", &self.secret_env)
             .field("secret_file", &self.secret_file)
             .field("headers", &headers)
@@ -77,7 +80,7 @@ impl fmt::Debug for WebhookConfig {
 impl WebhookConfig {
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
-        super::check_http_url("url", &self.url, &mut p);
+        check_url_key("url", &self.url, &mut p);
         if self.secret_env.is_some() && self.secret_file.is_some() {
             p.push(SpecProblem::new(
                 "secret_file",
@@ -121,7 +124,7 @@ pub struct PresetConfig {
 impl fmt::Debug for PresetConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PresetConfig")
-            .field("url", &shown_url(&self.url))
+            .field("url", &origin(&self.url))
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -130,23 +133,9 @@ impl fmt::Debug for PresetConfig {
 impl PresetConfig {
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
-        super::check_http_url("url", &self.url, &mut p);
+        check_url_key("url", &self.url, &mut p);
         super::check_timeout(self.timeout, &mut p);
         p
-    }
-}
-
-/// `scheme://host[:port]` of a URL: what errors and `Debug` show of it.
-pub(crate) fn shown_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(u) => {
-            let host = u.host_str().unwrap_or("");
-            match u.port() {
-                Some(port) => format!("{}://{host}:{port}", u.scheme()),
-                None => format!("{}://{host}", u.scheme()),
-            }
-        }
-        Err(_) => "<unparsable URL>".into(),
     }
 }
 
@@ -172,17 +161,7 @@ pub fn payload(alert: &Alert) -> Vec<u8> {
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let tag = ring::hmac::sign(&key, body);
-    format!("sha256={}", hex(tag.as_ref()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
+    format!("sha256={}", hex::encode(tag))
 }
 
 /// A runnable `webhook` channel.
@@ -248,8 +227,8 @@ pub(crate) fn key_header(alert: &Alert) -> Result<HeaderValue, DeliveryError> {
 /// One JSON POST to a fixed URL with sonde's HTTP client (its rustls setup, no
 /// proxies from the environment, no redirects), and the reply mapped to a
 /// `DeliveryError`: 2xx is delivered; 408, 425, 429 and 5xx are retryable (with
-/// `Retry-After` when given in seconds); anything else, redirects included, is
-/// permanent. Errors name `scheme://host[:port]` only.
+/// `Retry-After`, in seconds or as an HTTP-date); anything else, redirects
+/// included, is permanent. Errors name `scheme://host[:port]` only.
 pub(crate) struct Poster {
     what: &'static str,
     client: reqwest::Client,
@@ -265,7 +244,7 @@ impl Poster {
     pub(crate) fn new(what: &'static str, url: &str, timeout: Duration) -> Result<Self, String> {
         let url = Url::parse(url).map_err(|e| format!("url: invalid URL: {e}"))?;
         // Connections are kept: a receiver usually gets alerts in bursts.
-        let client = crate::probe::http::client_with_pool(true, None, 4)?;
+        let client = crate::net::http::client_with_pool(true, None, 4)?;
         let mut url_secrets = Vec::new();
         if url.path().len() > 1 {
             url_secrets.push(url.path().to_string());
@@ -279,7 +258,7 @@ impl Poster {
         Ok(Poster {
             what,
             client,
-            shown: shown_url(url.as_str()),
+            shown: origin(url.as_str()),
             url,
             timeout,
             url_secrets,
@@ -319,8 +298,7 @@ impl Poster {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs)
+            .and_then(|v| retry_after(v, SystemClock.now()))
             .filter(|d| *d <= MAX_RETRY_AFTER);
         let reply = reply_excerpt(response).await;
         let mut message = format!("{} {}: HTTP {status}", self.what, self.shown);
@@ -348,10 +326,10 @@ impl Poster {
         } else if e.is_builder() {
             DeliveryError::permanent(format!(
                 "{prefix}: cannot build the request: {}",
-                crate::probe::http::error_chain(e)
+                error_chain(e)
             ))
         } else {
-            DeliveryError::retryable(format!("{prefix}: {}", crate::probe::http::error_chain(e)))
+            DeliveryError::retryable(format!("{prefix}: {}", error_chain(e)))
         }
     }
 }
@@ -368,14 +346,8 @@ pub(crate) fn retryable_status(status: StatusCode) -> bool {
 /// The first line of a reply's body, control characters dropped, at most
 /// `MAX_REPLY_SHOWN` characters: Slack's `invalid_payload`, Alertmanager's
 /// validation message.
-async fn reply_excerpt(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() > 4096 {
-            break;
-        }
-    }
+async fn reply_excerpt(response: reqwest::Response) -> String {
+    let body = read_prefix(response, 4096).await;
     let text = String::from_utf8_lossy(&body);
     let line = text.lines().map(str::trim).find(|l| !l.is_empty());
     let mut shown: String = line

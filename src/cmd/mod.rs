@@ -26,18 +26,23 @@ pub const EXIT_INVALID_CONFIG: u8 = 2;
 /// The exit code of any other failure: Nagios' UNKNOWN.
 pub const EXIT_UNKNOWN: u8 = 3;
 
-/// A command that ran to its end: what it prints on stdout, and its exit code
-/// (a verdict such as `sonde probe`'s Nagios code, or 0).
+/// A command that ran to its end: what it prints on stdout, what it prints on
+/// stderr first (warnings, each line ending in a newline), and its exit code (a
+/// verdict such as `sonde probe`'s Nagios code, or 0).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Done {
     pub stdout: String,
+    pub stderr: String,
     pub code: u8,
 }
 
 impl Done {
     /// Exit code 0 after printing `stdout`.
     pub(crate) fn ok(stdout: String) -> Done {
-        Done { stdout, code: 0 }
+        Done {
+            stdout,
+            ..Done::default()
+        }
     }
 }
 

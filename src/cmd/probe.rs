@@ -70,6 +70,7 @@ fn verdict(stdout: String, outcome: &Outcome) -> Done {
         stdout,
         // 0 to 3: always fits.
         code: outcome.status.exit_code() as u8,
+        stderr: String::new(),
     }
 }
 
@@ -212,13 +213,7 @@ mod tests {
     fn a_remote_answer_prints_like_a_local_run_and_exits_with_its_status() {
         let value = answer();
         let json = remote_answer(None, "web", ProbeFormat::Json, &value).unwrap();
-        assert_eq!(
-            json,
-            Done {
-                stdout: format!("{value}\n"),
-                code: 1
-            }
-        );
+        assert_eq!((json.stdout, json.code), (format!("{value}\n"), 1));
         let text = remote_answer(None, "web", ProbeFormat::Text, &value).unwrap();
         assert!(
             text.stdout.starts_with("WARNING web [http] slow"),

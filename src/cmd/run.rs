@@ -19,8 +19,12 @@ pub enum RunError {
     Agent(#[from] AgentError),
 }
 
-/// Runs the agent on `c` until a signal stops it and the drain is over.
+/// Runs the agent on `c` until a signal stops it and the drain is over. The
+/// config's warnings are logged first (logging is set up by then).
 pub async fn run(c: Config, clock: Arc<dyn Clock>) -> Result<(), RunError> {
+    for w in &c.warnings {
+        tracing::warn!(target: "sonde", warning = %w, "configuration warning");
+    }
     let shutdown = CancellationToken::new();
     super::signal::shutdown_on_signals(shutdown.clone()).map_err(RunError::Signals)?;
     let (reload, requests) = crate::reload::reload_channel();

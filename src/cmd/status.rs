@@ -36,6 +36,7 @@ fn render(report: &serde_json::Value, format: ListFormat) -> Done {
             ListFormat::Json => format!("{report}\n"),
         },
         code: crate::remote::status_exit_code(report),
+        stderr: String::new(),
     }
 }
 

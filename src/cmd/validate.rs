@@ -6,10 +6,19 @@ use std::path::Path;
 use super::{CmdResult, Done, Failure, EXIT_INVALID_CONFIG};
 use crate::config::{Config, ConfigErrors};
 
-/// The verdict on the config at `path`, as `config::load` found it.
+/// The verdict on the config at `path`, as `config::load` found it; its
+/// warnings go to stderr.
 pub fn validate(path: &Path, loaded: Result<Config, ConfigErrors>) -> CmdResult {
     let c = loaded.map_err(|e| Failure::config(&e, EXIT_INVALID_CONFIG))?;
-    Ok(Done::ok(summary(path, &c)))
+    Ok(Done {
+        stdout: summary(path, &c),
+        stderr: c
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}\n"))
+            .collect(),
+        code: 0,
+    })
 }
 
 /// `{path}: valid: N probes (M enabled), K channels`.
@@ -37,13 +46,34 @@ mod tests {
         );
         let path = dir.path().join("sonde.toml");
         let done = validate(&path, Ok(c)).unwrap();
-        assert_eq!(done.code, 0);
+        assert_eq!((done.code, done.stderr.as_str()), (0, ""));
         assert_eq!(
             done.stdout,
             format!(
                 "{}: valid: 1 probe (0 enabled), 0 channels\n",
                 path.display()
             )
+        );
+    }
+
+    #[test]
+    fn warnings_go_to_stderr_and_the_config_stays_valid() {
+        let (dir, c) = load(
+            "[[probe]]\nname = \"a\"\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\n\
+             every = \"10s\"\ntimeout = \"1m\"\n",
+        );
+        let path = dir.path().join("sonde.toml");
+        let done = validate(&path, Ok(c)).unwrap();
+        assert_eq!(done.code, 0);
+        assert!(done.stdout.contains(": valid: 1 probe (1 enabled)"));
+        assert_eq!(done.stderr.lines().count(), 1, "{}", done.stderr);
+        assert!(
+            done.stderr.starts_with(&format!(
+                "warning: {}:6:11: probe[0].timeout: 1m is longer",
+                path.display()
+            )),
+            "{}",
+            done.stderr
         );
     }
 

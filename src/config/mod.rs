@@ -22,6 +22,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::channel::{ChannelConfig, ChannelSpec, CHANNEL_KINDS};
+use crate::clock::{Clock, SystemClock};
 use crate::monitor::{MaintenanceWindow, Policy};
 use crate::probe::{ProbeSpec, KINDS};
 use crate::schedule::Schedule;
@@ -89,6 +90,10 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     pub probes: Vec<ProbeConfig>,
     pub maintenance: Vec<MaintenanceConfig>,
+    /// What is valid but likely a mistake (a `timeout` longer than `every`),
+    /// located like errors. `validate` prints them and `run` logs them; they
+    /// change no exit code.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Config {
@@ -356,13 +361,27 @@ fn floor_char_boundary(text: &str, mut i: usize) -> usize {
     i
 }
 
-/// Collects errors for one file.
+/// Collects errors and warnings for one file.
 struct Report<'s> {
     src: &'s Source,
     errors: &'s mut Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+    /// When the config is loaded: a cron schedule must fire after it.
+    now: DateTime<Utc>,
 }
 
 impl Report<'_> {
+    fn warn(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let (line, column) = self.src.position(span.start);
+        self.warnings.push(ConfigError {
+            file: self.src.path.clone(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
     fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
         let (line, column) = self.src.position(span.start);
         self.errors.push(ConfigError {
@@ -530,13 +549,25 @@ struct Parts {
     probes: Vec<Pending>,
     maintenance: Vec<PendingMaintenance>,
     includes: Vec<(String, Located)>,
+    warnings: Vec<ConfigError>,
+    /// When the config is loaded (see `Report::now`).
+    now: DateTime<Utc>,
 }
 
 impl Loader<'_> {
-    /// Loads and validates the configuration at `path`.
+    /// Loads and validates the configuration at `path`, as of the system clock's now.
     pub fn load(&self, path: &Path) -> Result<Config, ConfigErrors> {
+        self.load_at(path, SystemClock.now())
+    }
+
+    /// Loads and validates the configuration at `path` as of `now`: a cron
+    /// schedule must still fire after it.
+    pub fn load_at(&self, path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
-        let mut parts = Parts::default();
+        let mut parts = Parts {
+            now,
+            ..Parts::default()
+        };
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         self.load_file(path, true, &mut parts, &mut errors);
 
@@ -573,6 +604,7 @@ impl Loader<'_> {
             channels: parts.channels.into_iter().map(|(c, _)| c).collect(),
             probes,
             maintenance,
+            warnings: parts.warnings,
         })
     }
 
@@ -629,7 +661,12 @@ impl Loader<'_> {
     ) {
         let path = &src.path;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut report = Report { src, errors };
+        let mut report = Report {
+            src,
+            errors,
+            warnings: Vec::new(),
+            now: parts.now,
+        };
         let root = match DeTable::parse(&src.text) {
             Ok(root) => root,
             Err(e) => {
@@ -714,6 +751,7 @@ impl Loader<'_> {
                 _ => unreachable!("key filtered by TOP_KEYS"),
             }
         }
+        parts.warnings.append(&mut report.warnings);
     }
 }
 
@@ -924,7 +962,7 @@ fn parse_probe(
             );
             None
         }
-        (Some(text), None) => match Schedule::cron(text) {
+        (Some(text), None) => match Schedule::cron_after(text, report.now) {
             Ok(s) => Some(s),
             Err(msg) => {
                 report.at(
@@ -971,6 +1009,22 @@ fn parse_probe(
             "must be more than 0s",
         );
         ok = false;
+    }
+    // Only a `timeout` the user wrote: the default (30s) against a short `every`
+    // is common and the skipped fires show in the log and metrics anyway.
+    if let (Some(timeout), Some(Schedule::Every { every, .. })) = (common.timeout, &schedule) {
+        if timeout > *every {
+            report.warn(
+                value_span(&table, "timeout"),
+                format!("{prefix}.timeout"),
+                format!(
+                    "{} is longer than `every` ({}): a run that lasts that long makes the \
+                     probe skip its next fire",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(*every)
+                ),
+            );
+        }
     }
     let (spec, schedule) = (spec?, schedule?);
     if !ok {
@@ -1169,7 +1223,7 @@ fn parse_maintenance(
             None
         }
         (Some(text), Some(duration), _, _) => {
-            let schedule = match Schedule::cron(&text) {
+            let schedule = match Schedule::cron_after(&text, report.now) {
                 Ok(s) => Some(s),
                 Err(msg) => {
                     error(report, "schedule", msg);

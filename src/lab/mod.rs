@@ -171,7 +171,7 @@ impl LabState {
             id: self.next_id,
             cert_der: cert_der.to_vec(),
             x5t: crate::jwt::x5t(cert_der),
-            thumbprint: sha1.as_ref().iter().map(|b| format!("{b:02X}")).collect(),
+            thumbprint: hex::encode_upper(sha1),
             subject: cert.subject().to_string(),
             start,
             end,

@@ -6,18 +6,15 @@
 //! evaluation, [`evaluate`], which turns the parsed facts and `now` into one
 //! `Outcome`. Timeouts, timing and spans belong to the runner, not to this file.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
@@ -25,7 +22,10 @@ use x509_parser::public_key::PublicKey;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
+use crate::human::{format_duration, rfc3339};
+use crate::net::smtp::StarttlsError;
 use crate::outcome::{Category, Outcome, Probe, ProbeContext, Status};
+use crate::secret::SecretSource;
 use crate::spec::SpecProblem;
 
 fn default_verify() -> bool {
@@ -175,8 +175,8 @@ impl CertificateConfig {
                 "warn_before",
                 format!(
                     "must be at least `critical_before` ({} < {})",
-                    human_duration(self.warn_before.as_secs() as i64),
-                    human_duration(self.critical_before.as_secs() as i64)
+                    format_duration(self.warn_before.as_secs() as i64),
+                    format_duration(self.critical_before.as_secs() as i64)
                 ),
             ));
         }
@@ -230,40 +230,6 @@ fn normalize_thumbprint(text: &str) -> Option<String> {
     (hex.len() == 40 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
 }
 
-/// A duration for people: `3d 4h`, `5h 12m`, `45m`, `30s`; `412d` from 10 days up.
-/// Rounds down; negative input gets a leading `-`.
-pub fn human_duration(secs: i64) -> String {
-    let sign = if secs < 0 { "-" } else { "" };
-    let s = secs.unsigned_abs();
-    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-    let body = if d >= 10 {
-        format!("{d}d")
-    } else if d > 0 {
-        if h > 0 {
-            format!("{d}d {h}h")
-        } else {
-            format!("{d}d")
-        }
-    } else if h > 0 {
-        if m > 0 {
-            format!("{h}h {m}m")
-        } else {
-            format!("{h}h")
-        }
-    } else if m > 0 {
-        format!("{m}m")
-    } else {
-        format!("{}s", s % 60)
-    };
-    format!("{sign}{body}")
-}
-
-pub(crate) fn rfc3339(ts: i64) -> String {
-    DateTime::<Utc>::from_timestamp(ts, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| format!("@{ts}"))
-}
-
 // ---------------------------------------------------------------------------
 // Facts about certificates, parsed once, evaluated purely.
 
@@ -297,13 +263,7 @@ const SHA1_SIGNATURE_OIDS: &[&str] = &[
 
 fn thumbprint(der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
-    digest
-        .as_ref()
-        .iter()
-        .fold(String::with_capacity(40), |mut s, b| {
-            let _ = write!(s, "{b:02X}");
-            s
-        })
+    hex::encode_upper(digest)
 }
 
 fn parse_facts(der: &[u8]) -> Result<CertFacts, String> {
@@ -401,7 +361,7 @@ fn evaluate(ev: &Evidence, checks: &Checks, now: i64) -> Outcome {
             Category::Certificate,
             format!(
                 "{expiry} expired {} ago ({})",
-                human_duration(-seconds_left),
+                format_duration(-seconds_left),
                 rfc3339(earliest.not_after)
             ),
         ));
@@ -413,7 +373,7 @@ fn evaluate(ev: &Evidence, checks: &Checks, now: i64) -> Outcome {
                 "certificate {} not valid until {} (in {})",
                 latest_start.subject,
                 rfc3339(latest_start.not_before),
-                human_duration(latest_start.not_before - now)
+                format_duration(latest_start.not_before - now)
             ),
         ));
     } else if seconds_left < checks.critical_before || seconds_left < checks.warn_before {
@@ -427,7 +387,7 @@ fn evaluate(ev: &Evidence, checks: &Checks, now: i64) -> Outcome {
             Category::Certificate,
             format!(
                 "{expiry} expires in {} ({})",
-                human_duration(seconds_left),
+                format_duration(seconds_left),
                 rfc3339(earliest.not_after)
             ),
         ));
@@ -480,7 +440,7 @@ fn evaluate(ev: &Evidence, checks: &Checks, now: i64) -> Outcome {
         None => Outcome::ok(format!(
             "certificate {} valid for {}, {key_text}, thumbprint {}",
             ev.subject.subject,
-            human_duration(seconds_left),
+            format_duration(seconds_left),
             ev.subject.thumbprint
         )),
         Some((status, category, _)) => {
@@ -500,17 +460,11 @@ fn evaluate(ev: &Evidence, checks: &Checks, now: i64) -> Outcome {
 // ---------------------------------------------------------------------------
 // The probe.
 
-#[derive(Debug)]
-enum PasswordSource {
-    None,
-    Env(String),
-    File(PathBuf),
-}
-
 enum Source {
     File {
         path: PathBuf,
-        password: PasswordSource,
+        /// The PKCS#12 password; none configured tries the empty one.
+        password: Option<SecretSource>,
     },
     Endpoint(Box<Endpoint>),
 }
@@ -567,18 +521,18 @@ impl CertificateProbe {
         let source = match (&cfg.path, &cfg.endpoint) {
             (Some(path), None) => Source::File {
                 path: resolve(base_dir, path),
-                password: match (&cfg.password_env, &cfg.password_file) {
-                    (Some(var), _) => PasswordSource::Env(var.clone()),
-                    (None, Some(file)) => PasswordSource::File(resolve(base_dir, file)),
-                    (None, None) => PasswordSource::None,
-                },
+                password: SecretSource::from_keys(
+                    cfg.password_env.as_ref(),
+                    cfg.password_file.as_ref(),
+                    base_dir,
+                ),
             },
             (None, Some(endpoint)) => {
                 let (host, port) = parse_endpoint(endpoint)?;
                 let name = cfg.server_name.clone().unwrap_or_else(|| host.clone());
                 let server_name =
                     ServerName::try_from(name).map_err(|e| format!("server_name: {e}"))?;
-                let provider = crate::tls::provider();
+                let provider = crate::net::tls::provider();
                 let verifier = if cfg.verify {
                     let ca_file = cfg.ca_file.as_deref().map(|f| resolve(base_dir, f));
                     build_verifier(ca_file.as_deref(), &provider)?
@@ -592,7 +546,7 @@ impl CertificateProbe {
                     // Let the handshake finish whatever the chain; it is verified
                     // afterwards, so that a bad chain's dates are still reported.
                     .with_custom_certificate_verifier(Arc::new(
-                        crate::tls::AcceptAnyServerCert::new(&provider),
+                        crate::net::tls::AcceptAnyServerCert::new(&provider),
                     ))
                     .with_no_client_auth();
                 Source::Endpoint(Box::new(Endpoint {
@@ -614,7 +568,7 @@ impl CertificateProbe {
 /// certificates that fail to load are skipped. With no anchors at all, every run
 /// reports that the chain cannot be verified (the inner `Err`).
 fn build_verifier(ca_file: Option<&Path>, provider: &Arc<CryptoProvider>) -> Result<Trust, String> {
-    let roots = crate::tls::roots(ca_file)?;
+    let roots = crate::net::tls::roots(ca_file)?;
     if roots.is_empty() {
         return Ok(Err(
             "no trust anchors (no system roots and no ca_file)".to_string()
@@ -660,7 +614,7 @@ fn io_text(e: &std::io::Error) -> String {
     }
 }
 
-async fn from_file(path: &Path, password: &PasswordSource) -> Result<Evidence, Outcome> {
+async fn from_file(path: &Path, password: &Option<SecretSource>) -> Result<Evidence, Outcome> {
     let data = tokio::fs::read(path).await.map_err(|e| {
         Outcome::critical(
             Category::Config,
@@ -726,37 +680,13 @@ fn pem_certs(path: &Path, data: &[u8]) -> Result<Vec<Vec<u8>>, Outcome> {
 }
 
 /// The PKCS#12 password, never shown in any message.
-async fn read_password(source: &PasswordSource) -> Result<String, Outcome> {
+async fn read_password(source: &Option<SecretSource>) -> Result<String, Outcome> {
     match source {
-        PasswordSource::None => Ok(String::new()),
-        PasswordSource::Env(var) => match std::env::var(var) {
-            Ok(v) => Ok(v),
-            Err(std::env::VarError::NotPresent) => Err(Outcome::critical(
-                Category::Config,
-                format!("password variable {var} is not set"),
-            )),
-            Err(std::env::VarError::NotUnicode(_)) => Err(Outcome::critical(
-                Category::Config,
-                format!("password variable {var} is not valid UTF-8"),
-            )),
-        },
-        PasswordSource::File(file) => match tokio::fs::read(file).await {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => Ok(text.trim().to_string()),
-                Err(_) => Err(Outcome::critical(
-                    Category::Config,
-                    format!("password file {} is not valid UTF-8", file.display()),
-                )),
-            },
-            Err(e) => Err(Outcome::critical(
-                Category::Config,
-                format!(
-                    "cannot read password file {}: {}",
-                    file.display(),
-                    io_text(&e)
-                ),
-            )),
-        },
+        Some(source) => source
+            .read("password")
+            .await
+            .map_err(|e| Outcome::critical(Category::Config, e.to_string())),
+        None => Ok(String::new()),
     }
 }
 
@@ -816,7 +746,9 @@ async fn from_endpoint(ep: &Endpoint, ctx: &ProbeContext) -> Result<Evidence, Ou
             )
         })?;
     let tcp = if ep.smtp_starttls {
-        smtp_starttls(tcp, &target).await?
+        crate::net::smtp::starttls(tcp)
+            .await
+            .map_err(|e| starttls_failure(&e, &target))?
     } else {
         tcp
     };
@@ -896,107 +828,30 @@ fn describe_verify_error(e: &rustls::Error, name: &ServerName<'_>) -> Option<Str
     }
 }
 
-fn protocol(target: &str, what: impl std::fmt::Display) -> Outcome {
-    Outcome::critical(
-        Category::Protocol,
-        format!("SMTP STARTTLS with {target}: {what}"),
-    )
-}
-
-/// Reads one SMTP reply (all its lines) and returns its code and lines.
-async fn smtp_reply(
-    reader: &mut BufReader<TcpStream>,
-    target: &str,
-) -> Result<(u16, Vec<String>), Outcome> {
-    let mut lines = Vec::new();
-    loop {
-        let mut buf = Vec::new();
-        // Bounded lines: a server that streams garbage cannot grow memory.
-        (&mut *reader)
-            .take(4096)
-            .read_until(b'\n', &mut buf)
-            .await
-            .map_err(|e| {
-                Outcome::critical(
-                    Category::Network,
-                    format!("SMTP with {target}: {}", io_text(&e)),
-                )
-            })?;
-        if buf.is_empty() {
-            return Err(protocol(target, "connection closed by server"));
-        }
-        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-        let code = line
-            .get(..3)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| protocol(target, format!("unexpected reply `{}`", clip(&line))))?;
-        let last = line.as_bytes().get(3) != Some(&b'-');
-        lines.push(line);
-        if last {
-            return Ok((code, lines));
-        }
-        if lines.len() > 100 {
-            return Err(protocol(target, "reply too long"));
-        }
-    }
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(80).collect()
-}
-
-async fn smtp_starttls(tcp: TcpStream, target: &str) -> Result<TcpStream, Outcome> {
-    let mut reader = BufReader::new(tcp);
-    let (code, lines) = smtp_reply(&mut reader, target).await?;
-    if code != 220 {
-        return Err(protocol(target, format!("greeting `{}`", clip(&lines[0]))));
-    }
-    send(&mut reader, b"EHLO sonde\r\n", target).await?;
-    let (code, lines) = smtp_reply(&mut reader, target).await?;
-    if code != 250 {
-        return Err(protocol(
-            target,
-            format!("EHLO refused: `{}`", clip(&lines[0])),
-        ));
-    }
-    let offers = lines.iter().any(|l| {
-        l.get(4..)
-            .is_some_and(|ext| ext.trim().eq_ignore_ascii_case("STARTTLS"))
-    });
-    if !offers {
-        return Err(protocol(target, "server does not offer STARTTLS"));
-    }
-    send(&mut reader, b"STARTTLS\r\n", target).await?;
-    let (code, lines) = smtp_reply(&mut reader, target).await?;
-    if code != 220 {
-        return Err(protocol(
-            target,
-            format!("STARTTLS refused: `{}`", clip(&lines[0])),
-        ));
-    }
-    if !reader.buffer().is_empty() {
-        // Plaintext sent before the handshake could be injected into it.
-        return Err(protocol(target, "unexpected data after the STARTTLS reply"));
-    }
-    Ok(reader.into_inner())
-}
-
-async fn send(reader: &mut BufReader<TcpStream>, line: &[u8], target: &str) -> Result<(), Outcome> {
-    reader.get_mut().write_all(line).await.map_err(|e| {
-        Outcome::critical(
+/// A STARTTLS dialogue that stopped before TLS: `network` when the connection
+/// failed, `protocol` when the server answered otherwise.
+fn starttls_failure(e: &StarttlsError, target: &str) -> Outcome {
+    match e {
+        StarttlsError::Io(e) => Outcome::critical(
             Category::Network,
-            format!("SMTP with {target}: {}", io_text(&e)),
-        )
-    })
+            format!("SMTP with {target}: {}", io_text(e)),
+        ),
+        StarttlsError::Protocol(what) => Outcome::critical(
+            Category::Protocol,
+            format!("SMTP STARTTLS with {target}: {what}"),
+        ),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use chrono::DateTime;
     use std::process::Command;
     use std::sync::{Mutex, OnceLock};
     use tempfile::TempDir;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
     const DAY: i64 = 86_400;
@@ -1209,18 +1064,6 @@ mod tests {
     }
 
     // --- pure parts -------------------------------------------------------------
-
-    #[test]
-    fn human_duration_is_short_and_rounds_down() {
-        assert_eq!(human_duration(3 * DAY + 4 * 3600 + 59), "3d 4h");
-        assert_eq!(human_duration(3 * DAY), "3d");
-        assert_eq!(human_duration(412 * DAY + 5 * 3600), "412d");
-        assert_eq!(human_duration(45 * 60 + 30), "45m");
-        assert_eq!(human_duration(5 * 3600 + 12 * 60), "5h 12m");
-        assert_eq!(human_duration(30), "30s");
-        assert_eq!(human_duration(0), "0s");
-        assert_eq!(human_duration(-2 * DAY), "-2d");
-    }
 
     #[test]
     fn defaults_come_from_serde() {
@@ -1552,7 +1395,8 @@ mod tests {
             dir.path(),
             &[&base[..], &["-out", "nopass.pfx", "-passout", "pass:"]].concat(),
         );
-        std::fs::write(dir.path().join("pw.txt"), format!("  {pw}\n")).unwrap();
+        // Only the trailing line break is dropped from a password file.
+        std::fs::write(dir.path().join("pw.txt"), format!("{pw}\r\n")).unwrap();
         let fp = sha1_fingerprint(&c.leaf);
 
         std::env::set_var("SONDE_TEST_PFX_PW_MODERN", pw);

@@ -2,20 +2,19 @@
 //! codes, body substrings, JSON pointer assertions and a cap on the body size.
 //!
 //! Lives here: the kind's settings (`HttpConfig`) and their pure validation, the
-//! client built once per probe (its own rustls config with an explicit ring provider,
-//! so no process-wide provider is needed; no connection reuse between runs, so every
-//! run measures a fresh connection like blackbox_exporter), the run, and how request
-//! errors map to categories. Not here: timeouts, timing, spans and shared metrics,
-//! which the runner owns.
+//! client built once per probe (the TLS settings of `crate::net::http`, plus
+//! redirects and no connection reuse between runs, so every run measures a fresh
+//! connection like blackbox_exporter), the run, and how request errors map to
+//! categories. Not here: the shared HTTP pieces (`crate::net::http`: TLS config,
+//! capped body reads, error classes) and timeouts, timing, spans and shared
+//! metrics, which the runner owns.
 //!
 //! Summaries never carry request headers, the request body or the URL's userinfo:
 //! those may hold credentials.
 
 use std::collections::BTreeMap;
-use std::error::Error as StdError;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -25,6 +24,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::human::ByteSize;
+use crate::net::http::{
+    check_url, classify, error_chain, read_capped, tls_config, without_userinfo, BodyError,
+    ErrorClass, RedirectError, UrlError, USER_AGENT,
+};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::spec::SpecProblem;
 
@@ -33,8 +37,6 @@ const MAX_REDIRECTS: usize = 10;
 
 /// Longest quoted value (expected or found) a summary shows before eliding.
 const MAX_SHOWN: usize = 64;
-
-const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
 
 /// The kind-specific keys of a `kind = "http"` probe.
 ///
@@ -81,7 +83,7 @@ fn yes() -> bool {
 impl fmt::Debug for HttpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let url = match Url::parse(&self.url) {
-            Ok(url) => shown_url(&url),
+            Ok(url) => without_userinfo(&url),
             Err(_) => "<unparsable URL>".to_string(),
         };
         let headers: BTreeMap<&str, &str> = self
@@ -112,19 +114,13 @@ impl HttpConfig {
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut problems = Vec::new();
 
-        match Url::parse(&self.url) {
-            Err(e) => problems.push(SpecProblem::new("url", format!("invalid URL: {e}"))),
-            Ok(url) => {
-                if url.scheme() != "http" && url.scheme() != "https" {
-                    problems.push(SpecProblem::new(
-                        "url",
-                        format!(
-                            "scheme `{}` is not supported: use http or https",
-                            url.scheme()
-                        ),
-                    ));
-                }
-            }
+        match check_url(&self.url) {
+            Ok(_) => {}
+            Err(UrlError::NotHttp { scheme }) => problems.push(SpecProblem::new(
+                "url",
+                format!("scheme `{scheme}` is not supported: use http or https"),
+            )),
+            Err(e) => problems.push(SpecProblem::new("url", e.to_string())),
         }
 
         match Method::from_bytes(self.method.as_bytes()) {
@@ -341,86 +337,6 @@ impl<'de> Deserialize<'de> for ExpectStatus {
     }
 }
 
-/// A size in bytes. In config: an integer (bytes) or a string like `"512KiB"`,
-/// `"1MiB"`, `"10MB"` (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteSize(pub u64);
-
-impl Default for ByteSize {
-    fn default() -> Self {
-        ByteSize(1 << 20)
-    }
-}
-
-impl ByteSize {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let digits = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(digits);
-        let bad = || {
-            format!("invalid size {text:?} (expected e.g. 1048576, \"512KiB\", \"1MiB\", \"10MB\")")
-        };
-        let number: u64 = number.parse().map_err(|_| bad())?;
-        let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kb" => 1_000,
-            "mb" => 1_000_000,
-            "gb" => 1_000_000_000,
-            "kib" => 1 << 10,
-            "mib" => 1 << 20,
-            "gib" => 1 << 30,
-            _ => return Err(bad()),
-        };
-        number.checked_mul(factor).map(ByteSize).ok_or_else(bad)
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        let units: [(u64, &str); 6] = [
-            (1 << 30, "GiB"),
-            (1 << 20, "MiB"),
-            (1 << 10, "KiB"),
-            (1_000_000_000, "GB"),
-            (1_000_000, "MB"),
-            (1_000, "KB"),
-        ];
-        for (factor, unit) in units {
-            if n >= factor && n.is_multiple_of(factor) {
-                return write!(f, "{} {unit}", n / factor);
-            }
-        }
-        write!(f, "{n} bytes")
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size in bytes or a string like \"1MiB\"")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Ok(ByteSize(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom(format!("size {v} is negative")))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                ByteSize::parse(v).map_err(E::custom)
-            }
-        }
-        de.deserialize_any(V)
-    }
-}
-
 /// A runnable `http` probe: one client, built once, used for every run.
 pub struct HttpProbe {
     client: reqwest::Client,
@@ -517,7 +433,7 @@ impl HttpProbe {
             failures.push(format!("HTTP {code}, expected {}", self.expect_status));
         }
 
-        let body = match self.read_body(&mut response).await {
+        let body = match read_capped(&mut response, self.max_body.0).await {
             Ok(body) => Some(body),
             Err(BodyError::TooLarge(length)) => {
                 let mut m = format!("body exceeds max_body {}", self.max_body);
@@ -557,25 +473,6 @@ impl HttpProbe {
             outcome.observe("not_after_timestamp_seconds", t);
         }
         outcome
-    }
-
-    /// Reads the whole body, giving up as soon as it is known to exceed `max_body`:
-    /// from Content-Length, or once the bytes received pass the cap.
-    async fn read_body(&self, response: &mut reqwest::Response) -> Result<Vec<u8>, BodyError> {
-        let cap = self.max_body.0;
-        let length = response.content_length();
-        if let Some(n) = length.filter(|&n| n > cap) {
-            return Err(BodyError::TooLarge(Some(n)));
-        }
-        let initial = length.unwrap_or(0).min(cap).min(64 << 10);
-        let mut body = Vec::with_capacity(usize::try_from(initial).unwrap_or(0));
-        while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
-            if (body.len() + chunk.len()) as u64 > cap {
-                return Err(BodyError::TooLarge(None));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
     }
 
     /// The body assertions that fail, in config order.
@@ -624,9 +521,9 @@ impl HttpProbe {
         let kind = classify(&err);
         let detail = error_chain(&err);
         match kind {
-            ErrorKind::Tls(tls) => Outcome::critical(Category::Tls, format!("TLS: {tls}")),
-            ErrorKind::Redirect(message) => Outcome::critical(Category::Protocol, message),
-            ErrorKind::Connect => {
+            ErrorClass::Tls(tls) => Outcome::critical(Category::Tls, format!("TLS: {tls}")),
+            ErrorClass::Redirect(message) => Outcome::critical(Category::Protocol, message),
+            ErrorClass::Connect => {
                 let host = self.url.host().map(|h| h.to_string()).unwrap_or_default();
                 let port = self.url.port_or_known_default().unwrap_or(0);
                 Outcome::critical(
@@ -634,10 +531,10 @@ impl HttpProbe {
                     format!("cannot connect to {host}:{port}: {detail}"),
                 )
             }
-            ErrorKind::Io => {
+            ErrorClass::Io => {
                 Outcome::critical(Category::Network, format!("{}: {detail}", stage.as_str()))
             }
-            ErrorKind::Other => {
+            ErrorClass::Other => {
                 Outcome::critical(Category::Protocol, format!("{}: {detail}", stage.as_str()))
             }
         }
@@ -648,54 +545,6 @@ impl Probe for HttpProbe {
     fn run<'a>(&'a self, _ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
         Box::pin(self.check())
     }
-}
-
-/// A client as the other HTTP-based kinds (metadata, token, push) build it:
-/// sonde's TLS settings, a fresh connection per run, no proxies from the
-/// environment, sonde's user agent, and no redirects (their requests are POSTs or
-/// documents whose address is configuration).
-pub(crate) fn client(verify: bool, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
-    client_with_pool(verify, ca_file, 0)
-}
-
-/// `client`, keeping up to `idle` connections per host open between requests:
-/// alert channels post many times to one receiver, probes measure fresh
-/// connections.
-pub(crate) fn client_with_pool(
-    verify: bool,
-    ca_file: Option<&Path>,
-    idle: usize,
-) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls_config(verify, ca_file)?)
-        .pool_max_idle_per_host(idle)
-        .no_proxy()
-        .user_agent(USER_AGENT)
-        .redirect(redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))
-}
-
-/// A request that got no response, as an outcome: `tls`, `network` or
-/// `protocol`. `what` names the request, e.g. "token request to https://...".
-pub(crate) fn request_failure(err: &reqwest::Error, what: &str) -> Outcome {
-    let detail = error_chain(err);
-    match classify(err) {
-        ErrorKind::Tls(tls) => Outcome::critical(Category::Tls, format!("{what}: TLS: {tls}")),
-        ErrorKind::Redirect(message) => {
-            Outcome::critical(Category::Protocol, format!("{what}: {message}"))
-        }
-        ErrorKind::Connect | ErrorKind::Io => {
-            Outcome::critical(Category::Network, format!("{what}: {detail}"))
-        }
-        ErrorKind::Other => Outcome::critical(Category::Protocol, format!("{what}: {detail}")),
-    }
-}
-
-enum BodyError {
-    /// The body is larger than `max_body`; the Content-Length when that told.
-    TooLarge(Option<u64>),
-    Read(reqwest::Error),
 }
 
 #[derive(Clone, Copy)]
@@ -713,86 +562,10 @@ impl Stage {
     }
 }
 
-/// What a request error was, found by walking its source chain.
-enum ErrorKind {
-    /// The rustls error's text, e.g. "invalid peer certificate: UnknownIssuer".
-    Tls(String),
-    Redirect(String),
-    Connect,
-    Io,
-    Other,
-}
-
-fn classify(err: &reqwest::Error) -> ErrorKind {
-    let mut io = false;
-    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = current {
-        // An io::Error's `source()` skips the error it wraps (and rustls errors
-        // arrive wrapped in io::Errors, nested), so look inside those too.
-        let mut candidate = Some(e);
-        while let Some(c) = candidate {
-            if let Some(tls) = c.downcast_ref::<rustls::Error>() {
-                return ErrorKind::Tls(tls.to_string());
-            }
-            if let Some(r) = c.downcast_ref::<RedirectError>() {
-                return ErrorKind::Redirect(r.to_string());
-            }
-            candidate = c
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .map(|inner| inner as &(dyn StdError + 'static));
-        }
-        io |= e.is::<std::io::Error>();
-        current = e.source();
-    }
-    if err.is_redirect() {
-        ErrorKind::Redirect(format!("redirect failed: {}", error_chain(err)))
-    } else if err.is_connect() {
-        ErrorKind::Connect
-    } else if io {
-        ErrorKind::Io
-    } else {
-        ErrorKind::Other
-    }
-}
-
-/// The messages of an error's source chain, joined, without reqwest's outermost
-/// one (which names the URL, userinfo included).
-pub(crate) fn error_chain(err: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = err.source();
-    while let Some(e) = current {
-        let message = e.to_string();
-        // hyper-util's wrapper ("client error (Connect)") only repeats what the
-        // summary's prefix says.
-        let wrapper = message.starts_with("client error (");
-        if !wrapper && !message.is_empty() && parts.last() != Some(&message) {
-            parts.push(message);
-        }
-        current = e.source();
-    }
-    if parts.is_empty() {
-        return reqwest_error_without_url(err);
-    }
-    parts.join(": ")
-}
-
-fn reqwest_error_without_url(err: &reqwest::Error) -> String {
-    if err.is_connect() {
-        "connection failed".to_string()
-    } else if err.is_redirect() {
-        "redirect failed".to_string()
-    } else if err.is_body() || err.is_decode() {
-        "error reading the body".to_string()
-    } else {
-        "error sending the request".to_string()
-    }
-}
-
 /// Redirect policy: follow up to `MAX_REDIRECTS`, and name a loop as such.
 fn follow_redirect(attempt: redirect::Attempt<'_>) -> redirect::Action {
     if attempt.previous().iter().any(|u| u == attempt.url()) {
-        let message = format!("redirect loop at {}", shown_url(attempt.url()));
+        let message = format!("redirect loop at {}", without_userinfo(attempt.url()));
         attempt.error(RedirectError(message))
     } else if attempt.previous().len() > MAX_REDIRECTS {
         attempt.error(RedirectError(format!(
@@ -803,49 +576,9 @@ fn follow_redirect(attempt: redirect::Attempt<'_>) -> redirect::Action {
     }
 }
 
-#[derive(Debug)]
-struct RedirectError(String);
-
-impl fmt::Display for RedirectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl StdError for RedirectError {}
-
-/// The client's TLS settings, with the ring provider passed explicitly.
-fn tls_config(verify: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    let provider = crate::tls::provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let mut config = if verify {
-        let roots = crate::tls::roots(ca_file)?;
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::tls::AcceptAnyServerCert::new(
-                &provider,
-            )))
-            .with_no_client_auth()
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
 fn leaf_not_after(der: &[u8]) -> Option<f64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(cert.validity().not_after.timestamp() as f64)
-}
-
-/// The URL as summaries show it: without userinfo.
-fn shown_url(url: &Url) -> String {
-    let mut url = url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.to_string()
 }
 
 /// Elides long values so a summary stays one readable line.
@@ -894,6 +627,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::process::Command;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use std::sync::Mutex;
     use std::time::Duration;
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -17,10 +17,10 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::certificate::{human_duration, rfc3339};
-use super::http::ByteSize;
 use futures::future::BoxFuture;
 
+use crate::human::{format_duration, rfc3339, ByteSize};
+use crate::net::http::{read_capped, without_userinfo, BodyError};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::spec::SpecProblem;
 
@@ -58,11 +58,7 @@ pub struct MetadataConfig {
 impl MetadataConfig {
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
-        match reqwest::Url::parse(&self.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            Ok(_) => p.push(SpecProblem::new("url", "must be an http(s) URL")),
-            Err(e) => p.push(SpecProblem::new("url", format!("invalid URL: {e}"))),
-        }
+        crate::net::http::check_url_key("url", &self.url, &mut p);
         if self.warn_before < self.critical_before {
             p.push(SpecProblem::new(
                 "warn_before",
@@ -300,13 +296,6 @@ pub struct FetchStats {
     pub body_bytes: u64,
 }
 
-fn shown(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.to_string()
-}
-
 /// GETs one document with a size cap; a failure is the outcome to report.
 async fn get_document(
     http: &reqwest::Client,
@@ -329,28 +318,26 @@ async fn get_document(
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| super::http::request_failure(&e, &format!("GET {}", shown(&parsed))))?;
+        .map_err(|e| Outcome::request_failure(&e, &format!("GET {}", without_userinfo(&parsed))))?;
     let status = response.status();
     if !status.is_success() {
         return Err(Outcome::critical(
             Category::Protocol,
-            format!("GET {} answered HTTP {}", shown(&parsed), status.as_u16()),
+            format!(
+                "GET {} answered HTTP {}",
+                without_userinfo(&parsed),
+                status.as_u16()
+            ),
         ));
     }
-    if response.content_length().is_some_and(|n| n > max_body) {
-        return Err(too_large(&parsed, max_body));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    let body = read_capped(&mut response, max_body)
         .await
-        .map_err(|e| super::http::request_failure(&e, &format!("reading {}", shown(&parsed))))?
-    {
-        body.extend_from_slice(&chunk);
-        if body.len() as u64 > max_body {
-            return Err(too_large(&parsed, max_body));
-        }
-    }
+        .map_err(|e| match e {
+            BodyError::TooLarge(_) => too_large(&parsed, max_body),
+            BodyError::Read(e) => {
+                Outcome::request_failure(&e, &format!("reading {}", without_userinfo(&parsed)))
+            }
+        })?;
     stats.latency += start.elapsed();
     stats.body_bytes += body.len() as u64;
     Ok(body)
@@ -359,7 +346,11 @@ async fn get_document(
 fn too_large(url: &reqwest::Url, max: u64) -> Outcome {
     Outcome::critical(
         Category::Protocol,
-        format!("{} is larger than max_body ({})", shown(url), ByteSize(max)),
+        format!(
+            "{} is larger than max_body ({})",
+            without_userinfo(url),
+            ByteSize(max)
+        ),
     )
 }
 
@@ -425,7 +416,7 @@ impl MetadataProbe {
             warn_before: cfg.warn_before.as_secs() as i64,
             critical_before: cfg.critical_before.as_secs() as i64,
             max_body: cfg.max_body.0,
-            http: super::http::client(cfg.verify, ca_file.as_deref())?,
+            http: crate::net::http::client(cfg.verify, ca_file.as_deref())?,
         })
     }
 
@@ -487,7 +478,7 @@ fn judge(doc: &AuthMetadata, stats: FetchStats, now: i64, p: &MetadataProbe) -> 
                 Category::Certificate,
                 format!(
                     "signing certificate {x5t} expired {} ago ({})",
-                    human_duration(-secs),
+                    format_duration(-secs),
                     rfc3339(na)
                 ),
             ));
@@ -496,7 +487,7 @@ fn judge(doc: &AuthMetadata, stats: FetchStats, now: i64, p: &MetadataProbe) -> 
                 Category::Certificate,
                 format!(
                     "signing certificate {x5t} expires in {} ({})",
-                    human_duration(secs),
+                    format_duration(secs),
                     rfc3339(na)
                 ),
             ));
@@ -505,7 +496,7 @@ fn judge(doc: &AuthMetadata, stats: FetchStats, now: i64, p: &MetadataProbe) -> 
                 Category::Certificate,
                 format!(
                     "signing certificate {x5t} expires in {} ({})",
-                    human_duration(secs),
+                    format_duration(secs),
                     rfc3339(na)
                 ),
             ));
@@ -528,7 +519,7 @@ fn judge(doc: &AuthMetadata, stats: FetchStats, now: i64, p: &MetadataProbe) -> 
             stats.latency.as_millis(),
             if keys == 1 { "" } else { "s" },
             clip(&doc.issuing_endpoint),
-            left.map(|s| format!(", first key expires in {}", human_duration(s)))
+            left.map(|s| format!(", first key expires in {}", format_duration(s)))
                 .unwrap_or_default(),
         )),
     };

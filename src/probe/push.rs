@@ -22,13 +22,15 @@ use tracing::Instrument;
 use super::token::{TokenClient, TokenConfig};
 use futures::future::BoxFuture;
 
-use crate::channel::email::SmtpTls;
+use crate::net::http::{check_url_key, read_prefix};
+use crate::net::smtp::{lettre_tls, SmtpTls};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
+use crate::secret::SecretSource;
 use crate::spec::SpecProblem;
 
 pub const PUBLISH_PATH: &str = "/service.svc/PublishOnPremNotifications";
 const USER_AGENT: &str = "Exchange/15.00.0000.000/PushNotificationsOnPremProxy";
-const MAX_RESPONSE: u64 = 64 * 1024;
+const MAX_RESPONSE: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -95,18 +97,10 @@ fn yes() -> bool {
     true
 }
 
-fn check_url(key: &'static str, url: &str, p: &mut Vec<SpecProblem>) {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        Ok(_) => p.push(SpecProblem::new(key, "must be an http(s) URL")),
-        Err(e) => p.push(SpecProblem::new(key, format!("invalid URL: {e}"))),
-    }
-}
-
 impl PushConfig {
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
-        check_url("proxy_url", &self.proxy_url, &mut p);
+        check_url_key("proxy_url", &self.proxy_url, &mut p);
         match self.mode {
             Mode::Connectivity => {
                 if self.token_probe.is_none() {
@@ -150,7 +144,7 @@ impl PushConfig {
                     }
                 }
                 if let Some(u) = &self.badge_url {
-                    check_url("badge_url", u, &mut p);
+                    check_url_key("badge_url", u, &mut p);
                 }
                 if !self.badge_pointer.is_empty() && !self.badge_pointer.starts_with('/') {
                     p.push(SpecProblem::new(
@@ -209,14 +203,8 @@ struct EndToEnd {
     deadline: Duration,
     warn_latency: Duration,
     poll_every: Duration,
-    password: PasswordSource,
+    password: Option<SecretSource>,
     username: Option<String>,
-}
-
-enum PasswordSource {
-    None,
-    Env(String),
-    File(std::path::PathBuf),
 }
 
 impl PushProbe {
@@ -233,7 +221,7 @@ impl PushProbe {
         let publish_url = reqwest::Url::parse(&format!("{base}{PUBLISH_PATH}"))
             .map_err(|e| format!("proxy_url: {e}"))?;
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
-        let http = super::http::client(cfg.verify, ca_file.as_deref())?;
+        let http = crate::net::http::client(cfg.verify, ca_file.as_deref())?;
         let token = match (cfg.mode, token) {
             (Mode::Connectivity, Some((tc, dir))) => Some(TokenClient::new(tc, dir)?),
             (Mode::Connectivity, None) => {
@@ -299,7 +287,7 @@ impl PushProbe {
         let what = format!("push to {}", self.publish_url.host_str().unwrap_or(""));
         let response = match sent {
             Ok(r) => r,
-            Err(e) => return super::http::request_failure(&e, &what),
+            Err(e) => return Outcome::request_failure(&e, &what),
         };
         let status = response.status();
         let challenge = response
@@ -307,7 +295,7 @@ impl PushProbe {
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(300).collect::<String>());
-        let body = read_capped(response).instrument(post).await;
+        let body = read_prefix(response, MAX_RESPONSE).instrument(post).await;
         let latency = start.elapsed();
         let fault: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let message = fault.get("Message").and_then(Value::as_str).map(|m| {
@@ -374,28 +362,13 @@ fn trusted_issuers(challenge: &str) -> Option<String> {
     Some(challenge[at..end].to_string())
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Vec<u8> {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() as u64 > MAX_RESPONSE {
-            break;
-        }
-    }
-    body
-}
-
 impl EndToEnd {
     fn new(cfg: &PushConfig, base_dir: &Path) -> Result<Self, String> {
         let host = cfg.smtp_host.clone().unwrap_or_default();
-        let port = cfg.smtp_port.unwrap_or(match cfg.tls {
-            SmtpTls::Starttls => 587,
-            SmtpTls::Tls => 465,
-            SmtpTls::None => 25,
-        });
+        let port = cfg.smtp_port.unwrap_or(cfg.tls.default_port());
         // ca_file is trusted for the SMTP server too (a private CA's relay).
         let ca_file = cfg.ca_file.as_ref().map(|ca| base_dir.join(ca));
-        let tls = crate::channel::email::smtp_tls(&host, cfg.tls, ca_file.as_deref(), cfg.verify)?;
+        let tls = lettre_tls(&host, cfg.tls, ca_file.as_deref(), cfg.verify)?;
         let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port)
             .tls(tls)
@@ -406,11 +379,11 @@ impl EndToEnd {
                 .parse()
                 .map_err(|e| format!("{key}: {e}"))
         };
-        let password = match (&cfg.password_env, &cfg.password_file) {
-            (Some(v), _) => PasswordSource::Env(v.clone()),
-            (None, Some(f)) => PasswordSource::File(base_dir.join(f)),
-            (None, None) => PasswordSource::None,
-        };
+        let password = SecretSource::from_keys(
+            cfg.password_env.as_ref(),
+            cfg.password_file.as_ref(),
+            base_dir,
+        );
         Ok(EndToEnd {
             mailer,
             from: parse("from", &cfg.from)?,
@@ -431,23 +404,11 @@ impl EndToEnd {
             return Ok(None);
         };
         let password = match &self.password {
-            PasswordSource::None => String::new(),
-            PasswordSource::Env(v) => std::env::var(v).map_err(|_| {
-                Outcome::critical(
-                    Category::Config,
-                    format!("password variable {v} is not set"),
-                )
-            })?,
-            PasswordSource::File(f) => tokio::fs::read_to_string(f)
+            Some(source) => source
+                .read("password")
                 .await
-                .map_err(|e| {
-                    Outcome::critical(
-                        Category::Config,
-                        format!("cannot read password file {}: {e}", f.display()),
-                    )
-                })?
-                .trim()
-                .to_string(),
+                .map_err(|e| Outcome::critical(Category::Config, e.to_string()))?,
+            None => String::new(),
         };
         Ok(Some(Credentials::new(user.clone(), password)))
     }
@@ -459,14 +420,14 @@ impl EndToEnd {
             .get(self.badge_url.clone())
             .send()
             .await
-            .map_err(|e| super::http::request_failure(&e, &what))?;
+            .map_err(|e| Outcome::request_failure(&e, &what))?;
         if !response.status().is_success() {
             return Err(Outcome::critical(
                 Category::Protocol,
                 format!("{what}: HTTP {}", response.status().as_u16()),
             ));
         }
-        let body = read_capped(response).await;
+        let body = read_prefix(response, MAX_RESPONSE).await;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| Outcome::critical(Category::Protocol, format!("{what}: not JSON: {e}")))?;
         match v.pointer(&self.badge_pointer) {

@@ -23,8 +23,11 @@ use super::metadata::{self, AuthMetadata};
 use futures::future::BoxFuture;
 
 use crate::credential::{self, SigningCredential};
+use crate::human::format_duration;
 use crate::jwt;
+use crate::net::http::{read_capped, without_credentials, BodyError};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
+use crate::secret::SecretSource;
 use crate::spec::SpecProblem;
 
 pub const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
@@ -110,11 +113,7 @@ impl TokenConfig {
             ("token_url", &self.token_url),
         ] {
             if let Some(u) = url {
-                match reqwest::Url::parse(u) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                    Ok(_) => p.push(SpecProblem::new(key, "must be an http(s) URL")),
-                    Err(e) => p.push(SpecProblem::new(key, format!("invalid URL: {e}"))),
-                }
+                crate::net::http::check_url_key(key, u, &mut p);
             }
         }
         if self.mode == Mode::Acs
@@ -209,8 +208,7 @@ pub struct TokenClient {
     token_url: Option<String>,
     client_id: Option<String>,
     key: KeySource,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
+    password: Option<SecretSource>,
     max_skew: i64,
     warn_skew: i64,
     http: reqwest::Client,
@@ -240,11 +238,14 @@ impl TokenClient {
             token_url: cfg.token_url.clone(),
             client_id: cfg.client_id.clone(),
             key,
-            password_env: cfg.password_env.clone(),
-            password_file: cfg.password_file.as_ref().map(|f| base_dir.join(f)),
+            password: SecretSource::from_keys(
+                cfg.password_env.as_ref(),
+                cfg.password_file.as_ref(),
+                base_dir,
+            ),
             max_skew: cfg.max_skew.as_secs() as i64,
             warn_skew: cfg.warn_skew.as_secs() as i64,
-            http: super::http::client(cfg.verify, ca_file.as_deref())?,
+            http: crate::net::http::client(cfg.verify, ca_file.as_deref())?,
         })
     }
 
@@ -280,29 +281,15 @@ impl TokenClient {
         }
     }
 
+    /// The PKCS#12 password, read at each run; none configured reads as empty.
     async fn password(&self) -> Result<String, Outcome> {
-        if let Some(var) = &self.password_env {
-            return std::env::var(var).map_err(|_| {
-                Outcome::critical(
-                    Category::Config,
-                    format!("password variable {var} is not set"),
-                )
-            });
+        match &self.password {
+            Some(source) => source
+                .read("password")
+                .await
+                .map_err(|e| Outcome::critical(Category::Config, e.to_string())),
+            None => Ok(String::new()),
         }
-        if let Some(file) = &self.password_file {
-            return match tokio::fs::read_to_string(file).await {
-                Ok(t) => Ok(t.trim().to_string()),
-                Err(e) => Err(Outcome::critical(
-                    Category::Config,
-                    format!(
-                        "cannot read password file {}: {}",
-                        file.display(),
-                        io_reason(&e)
-                    ),
-                )),
-            };
-        }
-        Ok(String::new())
     }
 
     /// Obtains a token and checks it; a failure is the outcome to report.
@@ -396,9 +383,9 @@ impl TokenClient {
             .instrument(request.clone())
             .await
             .map_err(|e| {
-                super::http::request_failure(
+                Outcome::request_failure(
                     &e,
-                    &format!("token request to {}", shown(&endpoint_url)),
+                    &format!("token request to {}", without_credentials(&endpoint_url)),
                 )
             })?;
         let status = response.status();
@@ -408,7 +395,7 @@ impl TokenClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
             .map(|t| t.timestamp());
-        let body = read_capped(response, MAX_RESPONSE)
+        let body = read_body(response, MAX_RESPONSE)
             .instrument(request)
             .await
             .map_err(|o| prefixed(o, "token response"))?;
@@ -483,7 +470,7 @@ impl TokenClient {
             endpoint_url.host_str().unwrap_or(""),
             latency.as_millis(),
             resource,
-            super::certificate::human_duration(checked.exp - local),
+            format_duration(checked.exp - local),
         );
         Ok(IssuedToken {
             access_token: checked.token,
@@ -534,14 +521,6 @@ fn authority(url: &reqwest::Url) -> String {
     }
 }
 
-fn shown(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.to_string()
-}
-
 fn sign(cred: &SigningCredential, header: &Value, claims: &Value) -> Result<String, Outcome> {
     cred.sign_rs256(header, claims).map_err(|e| {
         Outcome::critical(
@@ -583,22 +562,15 @@ fn skew_words(secs: i64) -> String {
     }
 }
 
-async fn read_capped(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8>, Outcome> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| super::http::request_failure(&e, "reading"))?
-    {
-        body.extend_from_slice(&chunk);
-        if body.len() as u64 > cap {
-            return Err(Outcome::critical(
-                Category::Protocol,
-                format!("larger than {} KiB", cap / 1024),
-            ));
-        }
-    }
-    Ok(body)
+/// The body, at most `cap` bytes; a failure is the outcome to report.
+async fn read_body(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8>, Outcome> {
+    read_capped(&mut response, cap).await.map_err(|e| match e {
+        BodyError::TooLarge(_) => Outcome::critical(
+            Category::Protocol,
+            format!("larger than {} KiB", cap / 1024),
+        ),
+        BodyError::Read(e) => Outcome::request_failure(&e, "reading"),
+    })
 }
 
 /// The STS's error as (category, operator-facing text). Codes are kept in the
@@ -748,7 +720,7 @@ fn check_answer(
     if !(300..=48 * 3600).contains(&lifetime) {
         return Err(bad(format!(
             "access token lifetime {} is not sane (expected 5m to 48h)",
-            super::certificate::human_duration(lifetime)
+            format_duration(lifetime)
         )));
     }
     Ok(Checked {

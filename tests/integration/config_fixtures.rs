@@ -55,3 +55,64 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("valid:"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_timeout_longer_than_every_is_a_warning_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        r#"
+[[probe]]
+name = "slow"
+kind = "http"
+url = "http://127.0.0.1:8080/"
+every = "10s"
+timeout = "1m"
+
+[[probe]]
+name = "fine"
+kind = "http"
+url = "http://127.0.0.1:8080/"
+every = "10s"
+timeout = "5s"
+"#,
+    )
+    .unwrap();
+    let out = crate::support::sonde_in(dir.path(), &["validate", "--config", "sonde.toml"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("valid: 2 probes"), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        "warning: sonde.toml:7:11: probe[0].timeout: 1m is longer than `every` (10s): \
+         a run that lasts that long makes the probe skip its next fire\n"
+    );
+}
+
+#[test]
+fn a_cron_must_fire_after_the_time_of_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sonde.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[probe]]
+name = "new-year-2030"
+kind = "http"
+url = "http://127.0.0.1:8080/"
+schedule = "0 0 0 1 1 * 2030"
+"#,
+    )
+    .unwrap();
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    let loader = sonde::config::Loader { env: &|_| None };
+    let config = loader.load_at(&path, at("2029-12-31T23:59:59Z")).unwrap();
+    assert!(config.warnings.is_empty());
+    let errors = loader
+        .load_at(&path, at("2030-01-01T00:00:00Z"))
+        .unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    assert_eq!(
+        errors.0[0].message,
+        "cron `0 0 0 1 1 * 2030` never fires after now: all its instants have passed"
+    );
+}

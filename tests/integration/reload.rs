@@ -1,6 +1,8 @@
 //! Live reload through the real binary: SIGHUP applies a rewritten config (a
 //! probe removed, one added, the unchanged one keeps its monitor), and
 //! `POST /-/reload` refuses an invalid one while the old config keeps running.
+//! Also the first results at start and at reload: hourly probes run within a
+//! minute, not an hour.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -178,4 +180,103 @@ async fn sighup_applies_a_new_config_and_post_reload_refuses_an_invalid_one() {
     assert!(log.contains("[store] path changed"), "{log}");
     assert!(!dir.path().join("other.db").exists());
     assert!(log.contains("configuration reloaded"), "{log}");
+}
+
+/// `n` names of hourly probes whose first run comes within `within` of their
+/// start, so that the test waits seconds rather than a minute: the splay inside
+/// the first-run minute derives from the name, and a name whose own hourly
+/// instant falls within the next minutes (it would be the first run) is left out.
+fn names_with_an_early_first_run(n: usize, within: Duration) -> Vec<String> {
+    use sonde::clock::Clock;
+    use sonde::schedule::{first_run_splay, Schedule};
+    let now = sonde::clock::SystemClock.now();
+    let clear = now + chrono::Duration::minutes(3);
+    (0..)
+        .map(|i| format!("hourly-{i}"))
+        .filter(|name| {
+            let hourly = Schedule::every(Duration::from_secs(3600), name);
+            first_run_splay(name) < within && hourly.next_after(now).is_some_and(|t| t > clear)
+        })
+        .take(n)
+        .collect()
+}
+
+fn hourly(name: &str, url: &str) -> String {
+    format!("\n[[probe]]\nname = \"{name}\"\nkind = \"http\"\nurl = \"{url}\"\nevery = \"1h\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hourly_probes_have_results_at_once_at_start_and_after_a_reload() {
+    let web = serve_forever(br#"{"ok":true}"#.to_vec()).await;
+    let api = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("api.token"), format!("{TOKEN}\n")).unwrap();
+    let names = names_with_an_early_first_run(3, Duration::from_secs(3));
+    let url = |name: &str| format!("http://{web}/{name}");
+    let set: Vec<String> = names.iter().map(|n| hourly(n, &url(n))).collect();
+    write_config(dir.path(), api, &set);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sonde"));
+    cmd.current_dir(dir.path())
+        .args(["run", "--config", "sonde.toml"])
+        .env_remove("SONDE_CONFIG")
+        .env("RUST_LOG", "sonde=info");
+    let agent = Proc::spawn("sonde", cmd, dir.path());
+    let http = client();
+
+    // Every probe has a result within seconds, not an hour, and the health
+    // set is healthy rather than unknown.
+    let first = eventually(
+        "a result of every probe",
+        Duration::from_secs(20),
+        || async {
+            let list = probes(&http, api).await?;
+            (list.len() == 3 && list.iter().all(|p| !p["last_result"].is_null())).then_some(list)
+        },
+    )
+    .await;
+    let status = crate::support::sonde_in(
+        dir.path(),
+        &["status", "--remote", &format!("http://{api}")],
+        &[],
+    );
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        crate::support::stdout(&status)
+    );
+
+    // A reload that changes one probe: it runs again at once; the unchanged
+    // ones keep their timing (their next run is an hour away).
+    let mut set = set;
+    set[0] = hourly(&names[0], &format!("{}?changed", url(&names[0])));
+    write_config(dir.path(), api, &set);
+    let reloaded = http
+        .post(format!("http://{api}/-/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let started = |list: &[Value], name: &str| {
+        named(list, name).unwrap()["last_result"]["started_at"].clone()
+    };
+    let changed = &names[0];
+    let after = eventually(
+        "a new result of the changed probe",
+        Duration::from_secs(20),
+        || async {
+            let list = probes(&http, api).await?;
+            (started(&list, changed) != started(&first, changed)).then_some(list)
+        },
+    )
+    .await;
+    for name in &names[1..] {
+        assert_eq!(
+            started(&after, name),
+            started(&first, name),
+            "{name} ran again"
+        );
+    }
+    drop(agent);
 }

@@ -1,6 +1,6 @@
-//! TLS pieces the probes share: the crypto provider (ring, passed explicitly so no
-//! process-wide default is needed), trust anchors, and the verifier that accepts
-//! any chain while still checking handshake signatures.
+//! TLS pieces the probes and channels share: the crypto provider (ring, passed
+//! explicitly so no process-wide default is needed), trust anchors, and the
+//! verifier that accepts any chain while still checking handshake signatures.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
