@@ -6,9 +6,10 @@
 //! never from a later one.
 //!
 //! 1. Leaves, which import nothing of the crate's but each other: `clock`, `guid`,
-//!    `human` (durations), `spec` (problems found in a kind's settings), `jwt`,
-//!    `credential`, `tls`, `schedule` (cron and `every`), `reload` (the reload
-//!    request channel), `store` (SQLite).
+//!    `human` (durations and sizes), `spec` (problems found in a kind's settings),
+//!    `secret` (`*_env`/`*_file` secrets), `net` (HTTP, SMTP and TLS client
+//!    layers), `jwt`, `credential`, `schedule` (cron and `every`), `reload` (the
+//!    reload request channel), `store` (SQLite).
 //! 2. `outcome`: statuses, categories, `Outcome`, the `Probe` trait, `RunRecord`;
 //!    `output` prints outcomes.
 //! 3. The kinds and the pure evaluation: `probe` (one file per probe kind),
