@@ -1,4 +1,4 @@
-//! The agent: turns a validated `Config` into runnable probes, runs the scheduler
+//! The agent: builds a validated `Config` (`crate::build`), runs the scheduler
 //! until shutdown, and consumes the results. Also the on-demand path
 //! (`sonde probe`), which uses the same runner.
 //!
@@ -18,64 +18,16 @@ use crate::alert::outbox::{Dispatcher, ReplaceChannels};
 use crate::api::{ApiState, Server, Shared};
 use crate::channel::Channel;
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError, ConfigErrors, ProbeConfig};
+use crate::config::{ChannelConfig, Config, ConfigError, ConfigErrors, ProbeConfig};
 use crate::outcome::Outcome;
 use crate::outcome::RunRecord;
 use crate::reload::{reload_channel, ReloadReply, ReloadRequests, ReloadSummary};
-use crate::runner::{run_once, Target};
+use crate::runner::run_once;
 use crate::scheduler::{Replace, Scheduled, Scheduler};
 use crate::store::Store;
 use crate::telemetry::events::{ConfigLoaded, ProbeRunRecorded};
 use crate::telemetry::metrics::Metrics;
 use tokio::sync::Notify;
-
-/// Builds the runnable probe of one config entry. A failure (say, an unreadable
-/// CA file) is reported like a config error, at the probe's table.
-pub fn build_target(p: &ProbeConfig, all: &[ProbeConfig]) -> Result<Target, ConfigError> {
-    let lookup = |name: &str| {
-        all.iter()
-            .find(|o| o.name == name)
-            .map(|o| (&o.spec, o.base_dir.as_path()))
-    };
-    let probe = p
-        .spec
-        .build(&p.base_dir, &lookup)
-        .map_err(|message| ConfigError {
-            file: p.file.clone(),
-            line: p.line,
-            column: 1,
-            key: format!("probe {}", p.name),
-            message,
-        })?;
-    Ok(Target {
-        name: p.name.as_str().into(),
-        kind: p.kind(),
-        health_set: p.health_set.as_str().into(),
-        timeout: p.timeout,
-        retries: p.retries,
-        probe,
-    })
-}
-
-/// Builds every enabled probe; all failures at once.
-pub fn build_scheduled(config: &Config) -> Result<Vec<Scheduled>, ConfigErrors> {
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for p in config.probes.iter().filter(|p| p.enabled) {
-        match build_target(p, &config.probes) {
-            Ok(target) => out.push(Scheduled {
-                target,
-                schedule: p.schedule.clone(),
-            }),
-            Err(e) => errors.push(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(ConfigErrors(errors))
-    }
-}
 
 /// Runs one probe now, through the same runner the scheduler uses.
 pub async fn run_probe_now(
@@ -83,7 +35,7 @@ pub async fn run_probe_now(
     all: &[ProbeConfig],
     clock: Arc<dyn Clock>,
 ) -> Result<Outcome, ConfigError> {
-    let target = build_target(p, all)?;
+    let target = crate::build::build_target(p, all)?;
     Ok(run_once(&target, &clock).await)
 }
 
@@ -135,27 +87,19 @@ pub async fn run_with(
     run_reloadable(config, clock, shutdown, requests, on_record).await
 }
 
-/// Builds every channel; all failures at once.
-fn build_channels(config: &Config) -> Result<Vec<Arc<Channel>>, ConfigErrors> {
-    let mut channel_errors = Vec::new();
-    let mut channels = Vec::new();
-    for c in &config.channels {
-        match c.build() {
-            Ok(ch) => channels.push(Arc::new(ch)),
-            Err(message) => channel_errors.push(ConfigError {
-                file: config.path.clone(),
-                line: 0,
-                column: 0,
-                key: format!("channel {}", c.name),
-                message,
-            }),
-        }
-    }
-    if channel_errors.is_empty() {
-        Ok(channels)
-    } else {
-        Err(ConfigErrors(channel_errors))
-    }
+/// `config` built (`crate::build::build`, the one `sonde validate` uses), in the
+/// scheduler's terms.
+fn built(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+) -> Result<(Vec<Scheduled>, Vec<Arc<Channel>>), ConfigErrors> {
+    let built = crate::build::build(config, clock.clone())?;
+    let scheduled = built
+        .probes
+        .into_iter()
+        .map(|(target, schedule)| Scheduled { target, schedule })
+        .collect();
+    Ok((scheduled, built.channels))
 }
 
 /// Channels whose receivers expire alerts, and their re-post interval.
@@ -169,9 +113,13 @@ fn repost_of(channels: &[Arc<Channel>]) -> HashMap<String, std::time::Duration> 
 /// Whether two versions of a probe are the same, wherever their tables sit.
 fn same_probe(a: &ProbeConfig, b: &ProbeConfig) -> bool {
     let mut b = b.clone();
-    b.file.clone_from(&a.file);
-    b.line = a.line;
+    b.site.clone_from(&a.site);
     *a == b
+}
+
+/// Whether two versions of a channel are the same, wherever their tables sit.
+fn same_channel(a: &ChannelConfig, b: &ChannelConfig) -> bool {
+    a.name == b.name && a.spec == b.spec && a.base_dir == b.base_dir
 }
 
 /// `run_with`, reloading the config at each request from `reloads`.
@@ -182,8 +130,7 @@ pub async fn run_reloadable(
     reloads: ReloadRequests,
     on_record: impl FnMut(&RunRecord) + Send + 'static,
 ) -> Result<(), AgentError> {
-    let scheduled = build_scheduled(&config)?;
-    let channels = build_channels(&config)?;
+    let (scheduled, channels) = built(&config, &clock)?;
     // Bound before anything runs: a taken port stops the start.
     let api = match &config.api {
         Some(a) => Some(Server::bind(a.listen).await?),
@@ -405,11 +352,9 @@ impl Reloader {
             Err(e) => return refused(strings(e), &self.metrics, self.clock.now()),
         };
         self.keep_restart_only_settings(&mut new);
-        let mut errors = Vec::new();
-        let scheduled = build_scheduled(&new).map_err(|e| errors.extend(strings(e)));
-        let channels = build_channels(&new).map_err(|e| errors.extend(strings(e)));
-        let (Ok(scheduled), Ok(channels)) = (scheduled, channels) else {
-            return refused(errors, &self.metrics, self.clock.now());
+        let (scheduled, channels) = match built(&new, &self.clock) {
+            Ok(b) => b,
+            Err(e) => return refused(strings(e), &self.metrics, self.clock.now()),
         };
 
         let old = &self.config;
@@ -450,7 +395,7 @@ impl Reloader {
         let unchanged_channels = new
             .channels
             .iter()
-            .filter(|c| old.channels.iter().any(|o| o == *c))
+            .filter(|c| old.channels.iter().any(|o| same_channel(o, c)))
             .map(|c| c.name.clone())
             .collect();
         let repost = repost_of(&channels);

@@ -210,7 +210,7 @@ async fn run_in(
         .load(&files.config)
         .map_err(|e| anyhow::anyhow!("the demo's configuration is invalid:\n{e}"))?;
     let printed = crate::agent::run_with(config, clock, shutdown, |r| {
-        println!("{}", line(r));
+        crate::println!("{}", line(r));
     })
     .await;
     lab_stop.cancel();

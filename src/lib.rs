@@ -8,8 +8,9 @@
 //! 1. Leaves, which import nothing of the crate's but each other: `clock`, `guid`,
 //!    `human` (durations and sizes), `spec` (problems found in a kind's settings),
 //!    `secret` (`*_env`/`*_file` secrets), `net` (HTTP, SMTP and TLS client
-//!    layers), `jwt`, `credential`, `schedule` (cron and `every`), `reload` (the
-//!    reload request channel), `store` (SQLite).
+//!    layers), `names` (the `named_enum!` declaration), `jwt`, `credential`,
+//!    `schedule` (cron and `every`), `reload` (the reload request channel),
+//!    `store` (SQLite).
 //! 2. `outcome`: statuses, categories, `Outcome`, the `Probe` trait, `RunRecord`;
 //!    `output` prints outcomes.
 //! 3. The kinds and the pure evaluation: `probe` (one file per probe kind),
@@ -18,14 +19,16 @@
 //! 4. `config`: reads the files and checks them, with the kinds' spec types and
 //!    the monitor policy.
 //! 5. `runner` (one run: timeout, span, panic isolation) and `scheduler`.
-//! 6. `alert`: the monitor engine (results -> states -> notices) and the durable
+//! 6. `build`: turns a loaded config into runnable targets and channels, the
+//!    same for `sonde run` and `sonde validate`.
+//! 7. `alert`: the monitor engine (results -> states -> notices) and the durable
 //!    outbox that sends alerts through the channels.
-//! 7. `api`: the HTTP server (routes over the metrics, the engine's views and the
+//! 8. `api`: the HTTP server (routes over the metrics, the engine's views and the
 //!    store); `remote`: its client for `sonde status` and `sonde probe --remote`.
-//! 8. `agent`: builds the probes and channels, runs the scheduler, the engine, the
-//!    outbox and the API (through `ApiState::new`), and reloads them.
-//! 9. `cmd`: each command's logic, with `cli` (the clap definitions); `lab` and
-//!    `demo`: the loopback emulation of the cloud side and the demo run on it.
+//! 9. `agent`: runs the scheduler, the engine, the outbox and the API (through
+//!    `ApiState::new`) on what `build` made, and reloads them.
+//! 10. `cmd`: each command's logic, with `cli` (the clap definitions); `lab` and
+//!     `demo`: the loopback emulation of the cloud side and the demo run on it.
 //!
 //! `telemetry` is a side layer: every layer emits its typed events; it imports only
 //! data types. `main.rs` parses the command line, sets up logging and telemetry,
@@ -35,6 +38,7 @@
 pub mod agent;
 pub mod alert;
 pub mod api;
+pub mod build;
 pub mod channel;
 pub mod cli;
 pub mod clock;
@@ -47,6 +51,7 @@ pub mod human;
 pub mod jwt;
 pub mod lab;
 pub mod monitor;
+pub mod names;
 pub mod net;
 pub mod outcome;
 pub mod output;

@@ -14,6 +14,8 @@ use sonde::clock::{Clock, SystemClock};
 use sonde::cmd::{self, CmdResult, Done, Failure, EXIT_INVALID_CONFIG, EXIT_UNKNOWN};
 use sonde::config::{self, LogFormat};
 use sonde::telemetry;
+// Command output that ends quietly on a closed pipe (see `output::write_stdout`).
+use sonde::print;
 
 fn main() -> ExitCode {
     // reqwest and rustls are built without a default crypto provider: pick ring
@@ -162,7 +164,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
     }
 }
 
-/// `sonde validate`: kept apart, as what it checks grows.
+/// `sonde validate`: loads and builds the config, as `sonde run` would.
 fn validate(path: &std::path::Path) -> CmdResult {
-    cmd::validate::validate(path, config::load(path))
+    cmd::validate::validate(path, config::load(path).and_then(sonde::build::validated))
 }

@@ -71,36 +71,27 @@ pub const DEFAULT_FLAP_HIGH: f64 = 30.0;
 /// Results kept for flapping detection, as in Nagios.
 pub const HISTORY_LEN: usize = 21;
 
-/// The state of one monitor, as operators see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MonitorState {
-    /// No result yet.
-    #[default]
-    Unknown,
-    Healthy,
-    /// Warnings, at least `failure_threshold` in a row.
-    Degraded,
-    /// Failures, at least `failure_threshold` in a row.
-    Unhealthy,
-    /// The probe is disabled in the configuration.
-    Disabled,
-    /// A maintenance window covers the probe.
-    Maintenance,
+crate::named_enum! {
+    /// The state of one monitor, as operators see it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum MonitorState {
+        /// No result yet.
+        #[default]
+        Unknown = "unknown",
+        Healthy = "healthy",
+        /// Warnings, at least `failure_threshold` in a row.
+        Degraded = "degraded",
+        /// Failures, at least `failure_threshold` in a row.
+        Unhealthy = "unhealthy",
+        /// The probe is disabled in the configuration.
+        Disabled = "disabled",
+        /// A maintenance window covers the probe.
+        Maintenance = "maintenance",
+    }
 }
 
 impl MonitorState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MonitorState::Unknown => "unknown",
-            MonitorState::Healthy => "healthy",
-            MonitorState::Degraded => "degraded",
-            MonitorState::Unhealthy => "unhealthy",
-            MonitorState::Disabled => "disabled",
-            MonitorState::Maintenance => "maintenance",
-        }
-    }
-
     /// Rank for "worst of": healthy 0 < unknown 1 < degraded 2 < unhealthy 3. An
     /// unknown probe ranks above a healthy one, so a set is not shown healthy while
     /// one of its probes has not answered. Disabled and maintenance have no rank:
@@ -976,6 +967,14 @@ mod tests {
                 "`flap_low` (20, the default) must be below `flap_high` (15)".to_string()
             )]
         );
+    }
+
+    #[test]
+    fn state_names_match_the_serde_names_and_indexes_follow_all() {
+        for (i, s) in MonitorState::ALL.into_iter().enumerate() {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(s.index(), i);
+        }
     }
 
     fn t0() -> DateTime<Utc> {

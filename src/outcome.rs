@@ -15,14 +15,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 
-/// Nagios-compatible result status; `exit_code` is the plugin exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Warning,
-    Critical,
-    Unknown,
+crate::named_enum! {
+    /// Nagios-compatible result status; `exit_code` is the plugin exit code.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Status {
+        Ok = "ok",
+        Warning = "warning",
+        Critical = "critical",
+        Unknown = "unknown",
+    }
 }
 
 impl Status {
@@ -32,15 +34,6 @@ impl Status {
             Status::Warning => 1,
             Status::Critical => 2,
             Status::Unknown => 3,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Warning => "warning",
-            Status::Critical => "critical",
-            Status::Unknown => "unknown",
         }
     }
 
@@ -61,34 +54,20 @@ impl fmt::Display for Status {
     }
 }
 
-/// Why a run was not ok. Low-cardinality: it is a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    Config,
-    Network,
-    Tls,
-    Certificate,
-    Auth,
-    Protocol,
-    Timeout,
-    Push,
-    Internal,
-}
-
-impl Category {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Config => "config",
-            Category::Network => "network",
-            Category::Tls => "tls",
-            Category::Certificate => "certificate",
-            Category::Auth => "auth",
-            Category::Protocol => "protocol",
-            Category::Timeout => "timeout",
-            Category::Push => "push",
-            Category::Internal => "internal",
-        }
+crate::named_enum! {
+    /// Why a run was not ok. Low-cardinality: it is a metric label.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Category {
+        Config = "config",
+        Network = "network",
+        Tls = "tls",
+        Certificate = "certificate",
+        Auth = "auth",
+        Protocol = "protocol",
+        Timeout = "timeout",
+        Push = "push",
+        Internal = "internal",
     }
 }
 
@@ -199,6 +178,23 @@ impl Outcome {
                 Outcome::critical(Category::Network, format!("{what}: {detail}"))
             }
             ErrorClass::Other => Outcome::critical(Category::Protocol, format!("{what}: {detail}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_serde_names_and_indexes_follow_all() {
+        for (i, s) in Status::ALL.into_iter().enumerate() {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(s.index(), i);
+        }
+        for (i, c) in Category::ALL.into_iter().enumerate() {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+            assert_eq!(c.index(), i);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! How `sonde probe` prints one outcome: `text` for people, `json` (the object of
 //! DESIGN.md) for scripts, `nagios` (status line plus perfdata, per the
-//! monitoring-plugins guidelines) for Nagios-compatible schedulers.
+//! monitoring-plugins guidelines) for Nagios-compatible schedulers. And how
+//! every command writes to stdout: `print!`/`println!` here replace std's (by
+//! `use sonde::{print, println}`) so that a closed pipe ends the output quietly.
 
 use serde_json::{json, Map, Value};
 
@@ -156,6 +158,48 @@ fn perf_unit(name: &str) -> &'static str {
     } else {
         ""
     }
+}
+
+/// Set once stdout is found closed or broken: later output is dropped.
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes command output to stdout. std's `print!` panics when the reader
+/// has gone (`sonde list | head -1`: "failed printing to stdout: Broken
+/// pipe", exit 101); here a closed pipe ends the output quietly and the
+/// command keeps its exit code, which for `sonde probe` is the probe's
+/// status. Another write error (a full disk) is said once on stderr.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("sonde: cannot write to stdout: {e}");
+        }
+    }
+}
+
+/// `print!` through `output::write_stdout`.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` through `output::write_stdout`.
+#[macro_export]
+macro_rules! println {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 #[cfg(test)]

@@ -5,23 +5,33 @@
 //! what they need from `ApiState`; the POST endpoints are guarded by `auth`.
 //! What the routes show is computed elsewhere (`telemetry::metrics`, the
 //! engine's views, the store): these files only map HTTP to it.
+//! `Server::serve` runs its own accept loop, bounded by `limits` (connection
+//! cap, header-read and idle timeout, connection age), so that no client can
+//! take the descriptors the probes need.
 
 pub mod auth;
+pub mod limits;
 pub mod page;
 pub mod v1;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use self::auth::{RateLimiter, TokenSource};
+pub use self::limits::Limits;
 use crate::alert::engine::SharedViews;
 use crate::clock::Clock;
 use crate::config::{ApiConfig, Config};
@@ -132,7 +142,7 @@ impl BuiltProbes {
                 return Ok(target.clone());
             }
         }
-        let target = Arc::new(crate::agent::build_target(p, all)?);
+        let target = Arc::new(crate::build::build_target(p, all)?);
         map.insert(p.name.clone(), (configs, target.clone()));
         Ok(target)
     }
@@ -175,14 +185,33 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// to start on a taken port before it schedules anything.
 pub struct Server {
     listener: TcpListener,
+    limits: Limits,
+    /// The descriptor limit the limits were derived from, for the start log.
+    nofile: Option<u64>,
 }
 
 impl Server {
+    /// Binds `addr`, after raising the process's descriptor limit to derive
+    /// the connection cap from it (`Limits::for_descriptors`).
     pub async fn bind(addr: SocketAddr) -> Result<Server, ApiError> {
+        let nofile = limits::raise_descriptor_limit();
+        // Unknown (no RLIMIT_NOFILE here): assume the common default of 1,024.
+        let limits = Limits::for_descriptors(nofile.unwrap_or(1024));
+        let mut server = Server::bind_with(addr, limits).await?;
+        server.nofile = nofile;
+        Ok(server)
+    }
+
+    /// Binds `addr` with the given limits.
+    pub async fn bind_with(addr: SocketAddr, limits: Limits) -> Result<Server, ApiError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ApiError { addr, source })?;
-        Ok(Server { listener })
+        Ok(Server {
+            listener,
+            limits,
+            nofile: None,
+        })
     }
 
     /// The bound address (the real port when `listen` asked for port 0).
@@ -190,16 +219,134 @@ impl Server {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until `shutdown`, then lets in-flight requests finish.
+    /// Serves until `shutdown`, then lets in-flight requests finish (each for
+    /// at most `limits.grace`).
+    ///
+    /// Each connection holds a permit of a semaphore sized `max_connections`.
+    /// A connection beyond the cap is still accepted, answered 503 and closed
+    /// at once, rather than left in the kernel's backlog: the client learns at
+    /// once that the server is busy instead of hanging behind the connections
+    /// that hold it, the backlog never fills, and the descriptor is back a
+    /// moment later.
     pub async fn serve(self, state: Arc<ApiState>, shutdown: CancellationToken) {
-        let addr = self.local_addr();
-        tracing::info!(listen = ?addr, "api listening");
-        if let Err(e) = axum::serve(self.listener, router(state))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "api server stopped");
+        let Server {
+            listener,
+            limits,
+            nofile,
+        } = self;
+        tracing::info!(
+            listen = ?listener.local_addr().ok(),
+            descriptor_limit = nofile,
+            max_connections = limits.max_connections,
+            "api listening"
+        );
+        let router = router(state);
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let connections = TaskTracker::new();
+        let mut refused = Refused::default();
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors or memory: wait for some to be
+                        // released instead of spinning on the ready listener.
+                        tracing::warn!(error = %e, "api cannot accept a connection");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    connections.spawn(serve_connection(
+                        stream,
+                        router.clone(),
+                        limits,
+                        shutdown.clone(),
+                        permit,
+                    ));
+                }
+                Err(_) => {
+                    // One non-blocking write: a client that does not read gets
+                    // nothing more from us.
+                    let _ = stream.try_write(BUSY);
+                    drop(stream);
+                    refused.count(limits.max_connections);
+                }
+            }
         }
+        drop(listener);
+        connections.close();
+        connections.wait().await;
+    }
+}
+
+/// How long the accept loop waits after a failed accept (e.g. `EMFILE`).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The answer to a connection beyond the cap.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+content-length: 30\r\nretry-after: 10\r\nconnection: close\r\n\r\ntoo many connections to sonde\n";
+
+/// Connections refused at the cap, logged at most once per `REFUSED_LOG_EVERY`
+/// so that a flood does not become a flood of log lines.
+#[derive(Default)]
+struct Refused {
+    since_log: u64,
+    logged_at: Option<tokio::time::Instant>,
+}
+
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Refused {
+    fn count(&mut self, max_connections: usize) {
+        self.since_log += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= REFUSED_LOG_EVERY)
+        {
+            tracing::warn!(
+                refused = self.since_log,
+                max_connections,
+                "api connection cap reached: connections refused"
+            );
+            self.since_log = 0;
+            self.logged_at = Some(now);
+        }
+    }
+}
+
+/// Serves one connection until it ends, it is older than
+/// `max_connection_age`, or shutdown; then lets its request finish for at
+/// most `limits.grace`. The permit is released when this returns.
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "api connection ended");
+            }
+            return;
+        }
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(limits.max_connection_age) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    if tokio::time::timeout(limits.grace, conn).await.is_err() {
+        tracing::debug!("api connection dropped after the grace period");
     }
 }
 
@@ -252,6 +399,21 @@ mod tests {
         tokio::task::JoinHandle<()>,
         Arc<ApiState>,
     ) {
+        start_limited(metrics, extra, token, Limits::for_descriptors(1024)).await
+    }
+
+    /// `start_with`, serving with `limits`.
+    async fn start_limited(
+        metrics: Arc<Metrics>,
+        extra: &str,
+        token: TokenSource,
+        limits: Limits,
+    ) -> (
+        SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+        Arc<ApiState>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sonde.toml");
         std::fs::write(&path, format!("[api]\nlisten = \"127.0.0.1:0\"\n{extra}")).unwrap();
@@ -281,7 +443,7 @@ mod tests {
             runs: RateLimiter::new(std::time::Duration::from_secs(10)),
             reload: None,
         });
-        let server = Server::bind(listen).await.unwrap();
+        let server = Server::bind_with(listen, limits).await.unwrap();
         let addr = server.local_addr().unwrap();
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.serve(state.clone(), stop.clone()));
@@ -491,5 +653,130 @@ timeout = "2s"
                 .starts_with(&format!("cannot listen on {addr}")),
             "{err}"
         );
+    }
+
+    /// Limits short enough for a test: 300 ms to send a head, 2 connections.
+    fn tight() -> Limits {
+        Limits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_millis(300),
+            max_connection_age: Duration::from_secs(60),
+            grace: Duration::from_millis(300),
+        }
+    }
+
+    /// Reads until the server closes `s`; what it sent, or `None` if it kept
+    /// the connection open for `within`. A reset counts as closed.
+    async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(within, async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        read.ok()
+            .map(|()| String::from_utf8_lossy(&got).into_owned())
+    }
+
+    #[tokio::test]
+    async fn idle_and_half_sent_connections_are_closed_after_the_header_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let mut limits = tight();
+        limits.max_connections = 10;
+        let (addr, stop, _, _) =
+            start_limited(Arc::new(Metrics::new()), "", TokenSource::None, limits).await;
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        // A kept-alive connection that went quiet after one request.
+        let mut kept = tokio::net::TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        for s in [&mut idle, &mut half] {
+            let sent = closed_within(s, Duration::from_secs(5)).await;
+            assert!(sent.is_some(), "still open after 5 s");
+        }
+        let sent = closed_within(&mut kept, Duration::from_secs(5))
+            .await
+            .expect("the idle kept-alive connection is closed");
+        assert!(sent.starts_with("HTTP/1.1 200 OK"), "{sent}");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_get_503_at_once_and_slots_come_back() {
+        let (addr, stop, _, _) =
+            start_limited(Arc::new(Metrics::new()), "", TokenSource::None, tight()).await;
+        let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Let the accept loop take both before the third comes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let sent = closed_within(&mut third, Duration::from_millis(200))
+            .await
+            .expect("refused at once");
+        // A reset may beat the answer; when it arrives, it is this one.
+        if !sent.is_empty() {
+            assert!(sent.starts_with("HTTP/1.1 503"), "{sent}");
+            assert!(sent.contains("retry-after: 10"), "{sent}");
+        }
+        // The header timeout frees both slots.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let (status, _, body) = get(addr, "/healthz").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(body, r#"{"status":"ok"}"#);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn connections_end_at_their_age_and_shutdown_waits_at_most_the_grace() {
+        use tokio::io::AsyncWriteExt;
+        let mut limits = tight();
+        limits.header_read_timeout = Duration::from_secs(30);
+        limits.max_connection_age = Duration::from_millis(300);
+        let (addr, stop, _, _) =
+            start_limited(Arc::new(Metrics::new()), "", TokenSource::None, limits).await;
+        let started = std::time::Instant::now();
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut idle, Duration::from_secs(3))
+            .await
+            .is_some());
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        stop.cancel();
+
+        // A head that never ends keeps the connection in a request: shutdown
+        // still ends the server, once the grace is over.
+        limits.max_connection_age = Duration::from_secs(60);
+        let (addr, stop, task, _) =
+            start_limited(Arc::new(Metrics::new()), "", TokenSource::None, limits).await;
+        let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .expect("the server stops within the grace period")
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(closed_within(&mut half, Duration::from_secs(1))
+            .await
+            .is_some());
     }
 }

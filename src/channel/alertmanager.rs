@@ -28,9 +28,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::webhook::{key_header, Poster};
-use super::{Alert, AlertEvent, DeliveryError};
+use super::{Alert, AlertEvent, ChannelContext, ChannelKind, DeliveryError};
 use crate::clock::Clock;
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 /// The path of the v2 alerts API under the configured `url`.
 pub const ALERTS_PATH: &str = "/api/v2/alerts";
@@ -98,8 +98,28 @@ pub struct AlertmanagerChannel {
     clock: Arc<dyn Clock>,
 }
 
+impl ChannelKind for AlertmanagerChannel {
+    type Config = AlertmanagerConfig;
+
+    fn validate(config: &AlertmanagerConfig) -> Vec<SpecProblem> {
+        config.validate()
+    }
+
+    fn build(config: &AlertmanagerConfig, ctx: &ChannelContext<'_>) -> Result<Self, BuildError> {
+        AlertmanagerChannel::new(config, ctx.clock.clone())
+    }
+
+    async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        AlertmanagerChannel::deliver(self, alert).await
+    }
+
+    fn repost_interval(&self) -> Option<Duration> {
+        Some(self.repost_every)
+    }
+}
+
 impl AlertmanagerChannel {
-    pub fn new(cfg: &AlertmanagerConfig, clock: Arc<dyn Clock>) -> Result<Self, String> {
+    pub fn new(cfg: &AlertmanagerConfig, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
         let url = format!("{}{ALERTS_PATH}", cfg.url.trim_end_matches('/'));
         Ok(AlertmanagerChannel {
             poster: Poster::new("alertmanager", &url, cfg.timeout)?,

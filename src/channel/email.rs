@@ -21,10 +21,10 @@ use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
-use super::{Alert, DeliveryError};
+use super::{Alert, ChannelContext, ChannelKind, DeliveryError};
 use crate::net::smtp::{lettre_tls, SmtpTls};
 use crate::secret::SecretSource;
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 /// The names a template may use, each in braces.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -341,20 +341,38 @@ pub struct EmailChannel {
     timeout: Duration,
 }
 
+impl ChannelKind for EmailChannel {
+    type Config = EmailConfig;
+
+    fn validate(config: &EmailConfig) -> Vec<SpecProblem> {
+        config.validate()
+    }
+
+    fn build(config: &EmailConfig, ctx: &ChannelContext<'_>) -> Result<Self, BuildError> {
+        EmailChannel::new(config, ctx.base_dir)
+    }
+
+    async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        EmailChannel::deliver(self, alert).await
+    }
+}
+
 impl EmailChannel {
     /// Parses the addresses and sets up TLS (reading `ca_file`); the password is
     /// read at each delivery.
-    pub fn new(cfg: &EmailConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &EmailConfig, base_dir: &Path) -> Result<Self, BuildError> {
         let host = cfg.smtp_host.trim().to_string();
         let port = cfg.port();
         let ca_file = cfg.ca_file.as_ref().map(|ca| base_dir.join(ca));
-        let tls = lettre_tls(&host, cfg.tls, ca_file.as_deref(), true)?;
+        let tls = lettre_tls(&host, cfg.tls, ca_file.as_deref(), true)
+            .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?;
         let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
             .port(port)
             .tls(tls)
             .timeout(Some(cfg.timeout));
-        let parse = |key: &str, a: &str| -> Result<Mailbox, String> {
-            a.parse().map_err(|e| format!("{key}: `{a}`: {e}"))
+        let parse = |key: &'static str, a: &str| -> Result<Mailbox, BuildError> {
+            a.parse()
+                .map_err(|e| BuildError::new(key, format!("`{a}`: {e}")))
         };
         Ok(EmailChannel {
             transport,

@@ -1,6 +1,8 @@
 //! Alert channels: the alert every channel receives (`Alert`), the channels'
 //! configuration (one file per kind: `email`, `webhook`, `slack`, `teams`,
-//! `alertmanager`) and their delivery behind one closed enum (`Channel`).
+//! `alertmanager`) and their delivery behind one closed enum (`Channel`). The
+//! kinds are declared once (`channel_kinds!` below): adding one is its file,
+//! which implements `ChannelKind`, and one line there.
 //!
 //! A channel is a named instance in `sonde.toml` (`[[channel]]`), routed to from
 //! probes with `alert = ["name"]`. Not here: deciding when to alert (the monitor)
@@ -19,11 +21,14 @@ pub mod alertmanager;
 pub mod email;
 pub mod slack;
 pub mod teams;
+#[cfg(test)]
+pub mod testkind;
 pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
 use crate::secret::SecretError;
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 /// What every channel receives: one transition (or reminder) of a probe's
 /// monitor. It is stored as JSON in the outbox, so its fields only grow.
@@ -184,83 +189,202 @@ impl From<SecretError> for DeliveryError {
     }
 }
 
-/// Kind-specific channel settings, one variant per kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ChannelSpec {
-    Email(email::EmailConfig),
-    Webhook(webhook::WebhookConfig),
-    Slack(webhook::PresetConfig),
-    Teams(webhook::PresetConfig),
-    Alertmanager(alertmanager::AlertmanagerConfig),
+/// What each channel kind provides: its settings, their pure checks, how it is
+/// built and how it delivers. Implemented by the runnable channel (slack and
+/// teams share their settings type, so the settings cannot name the kind).
+pub trait ChannelKind: Sized + Send + Sync {
+    /// The kind's keys of a `[[channel]]` table (unknown keys are errors).
+    type Config;
+
+    /// Pure checks of the settings (no I/O): every problem at once.
+    fn validate(config: &Self::Config) -> Vec<SpecProblem>;
+
+    /// The channel ready to deliver. Files it cannot deliver without (a
+    /// `ca_file`) are read here, so that `sonde validate` and a start refuse
+    /// them alike; secrets are read at each delivery.
+    fn build(config: &Self::Config, ctx: &ChannelContext<'_>) -> Result<Self, BuildError>;
+
+    /// One delivery attempt; safe to repeat with the same alert (every kind
+    /// carries `alert.key` so that the receiver can recognise a repeat).
+    fn deliver(&self, alert: &Alert) -> impl Future<Output = Result<(), DeliveryError>> + Send;
+
+    /// How often the outbox must deliver the latest firing alert of a problem
+    /// again while it lasts, or `None` when once is enough.
+    fn repost_interval(&self) -> Option<Duration> {
+        None
+    }
 }
 
-pub const CHANNEL_KINDS: &[&str] = &["email", "webhook", "slack", "teams", "alertmanager"];
+/// What building a channel may use besides its settings.
+pub struct ChannelContext<'a> {
+    /// The directory of the file that defines the channel: relative `*_file` and
+    /// `ca_file` paths resolve against it.
+    pub base_dir: &'a Path,
+    /// Dates what a channel computes at send time (Alertmanager's `endsAt`).
+    pub clock: Arc<dyn Clock>,
+}
 
-impl ChannelSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ChannelSpec::Email(_) => "email",
-            ChannelSpec::Webhook(_) => "webhook",
-            ChannelSpec::Slack(_) => "slack",
-            ChannelSpec::Teams(_) => "teams",
-            ChannelSpec::Alertmanager(_) => "alertmanager",
+/// Declares the channel kinds, once: `name: Variant(ChannelType)` per kind,
+/// where `name` is the `kind = "name"` of the config and `ChannelType`
+/// implements `ChannelKind`. It generates the `ChannelSpec` enum (one variant
+/// per kind, holding the kind's `Config`), the `CHANNEL_KINDS` list, the
+/// `Built` enum of runnable channels and their dispatch. A line may carry
+/// attributes, such as `#[cfg(test)]`.
+///
+/// ```
+/// use sonde::channel::{Alert, ChannelContext, ChannelKind, DeliveryError};
+/// use sonde::spec::{BuildError, SpecProblem};
+///
+/// #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+/// pub struct PigeonConfig {
+///     loft: String,
+/// }
+///
+/// pub struct Pigeon;
+///
+/// impl ChannelKind for Pigeon {
+///     type Config = PigeonConfig;
+///     fn validate(_: &PigeonConfig) -> Vec<SpecProblem> {
+///         Vec::new()
+///     }
+///     fn build(_: &PigeonConfig, _: &ChannelContext<'_>) -> Result<Self, BuildError> {
+///         Ok(Pigeon)
+///     }
+///     async fn deliver(&self, _: &Alert) -> Result<(), DeliveryError> {
+///         Ok(())
+///     }
+/// }
+///
+/// sonde::channel_kinds! {
+///     pigeon: Pigeon(Pigeon),
+/// }
+///
+/// assert_eq!(CHANNEL_KINDS, ["pigeon"]);
+/// let spec = ChannelSpec::Pigeon(PigeonConfig { loft: "roof".into() });
+/// assert_eq!(spec.kind(), "pigeon");
+/// ```
+///
+/// A kind declared without its implementation does not compile:
+///
+/// ```compile_fail,E0277
+/// #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+/// pub struct PigeonConfig {
+///     loft: String,
+/// }
+///
+/// // No `impl ChannelKind for Pigeon`.
+/// pub struct Pigeon;
+///
+/// sonde::channel_kinds! {
+///     pigeon: Pigeon(Pigeon),
+/// }
+/// ```
+#[macro_export]
+macro_rules! channel_kinds {
+    ($( $(#[$attr:meta])* $name:ident : $variant:ident ( $channel:ty ) ),+ $(,)?) => {
+        /// Kind-specific channel settings, one variant per kind.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ChannelSpec {
+            $( $(#[$attr])* $variant(<$channel as $crate::channel::ChannelKind>::Config), )+
         }
-    }
 
-    pub fn deserialize<'de, D>(kind: &str, de: D) -> Result<Option<Self>, D::Error>
-    where
-        D: serde::Deserializer<'de>,
-    {
-        Ok(Some(match kind {
-            "email" => ChannelSpec::Email(Deserialize::deserialize(de)?),
-            "webhook" => ChannelSpec::Webhook(Deserialize::deserialize(de)?),
-            "slack" => ChannelSpec::Slack(Deserialize::deserialize(de)?),
-            "teams" => ChannelSpec::Teams(Deserialize::deserialize(de)?),
-            "alertmanager" => ChannelSpec::Alertmanager(Deserialize::deserialize(de)?),
-            _ => return Ok(None),
-        }))
-    }
+        /// The channel kinds the config accepts, in the order the README documents them.
+        pub const CHANNEL_KINDS: &[&str] = &[ $( $(#[$attr])* stringify!($name), )+ ];
 
-    pub fn validate(&self) -> Vec<SpecProblem> {
-        match self {
-            ChannelSpec::Email(c) => c.validate(),
-            ChannelSpec::Webhook(c) => c.validate(),
-            ChannelSpec::Slack(c) | ChannelSpec::Teams(c) => c.validate(),
-            ChannelSpec::Alertmanager(c) => c.validate(),
+        impl ChannelSpec {
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( $(#[$attr])* ChannelSpec::$variant(_) => stringify!($name), )+
+                }
+            }
+
+            /// Deserializes the kind-specific keys of a channel table; `None`
+            /// for an unknown kind.
+            pub fn deserialize<'de, D>(kind: &str, de: D) -> Result<Option<Self>, D::Error>
+            where
+                D: ::serde::Deserializer<'de>,
+            {
+                $(
+                    $(#[$attr])*
+                    if kind == stringify!($name) {
+                        return ::serde::Deserialize::deserialize(de)
+                            .map(|c| Some(ChannelSpec::$variant(c)));
+                    }
+                )+
+                Ok(None)
+            }
+
+            /// Pure checks of the kind's settings: every problem at once.
+            pub fn validate(&self) -> Vec<$crate::spec::SpecProblem> {
+                match self {
+                    $( $(#[$attr])* ChannelSpec::$variant(c) =>
+                        <$channel as $crate::channel::ChannelKind>::validate(c), )+
+                }
+            }
+
+            /// Builds the runnable channel; an invalid spec fails with its
+            /// first problem.
+            pub fn build(
+                &self,
+                ctx: &$crate::channel::ChannelContext<'_>,
+            ) -> Result<Built, $crate::spec::BuildError> {
+                if let Some(p) = self.validate().into_iter().next() {
+                    return Err(p.into());
+                }
+                Ok(match self {
+                    $( $(#[$attr])* ChannelSpec::$variant(c) => Built::$variant(
+                        <$channel as $crate::channel::ChannelKind>::build(c, ctx)?,
+                    ), )+
+                })
+            }
         }
-    }
+
+        /// A runnable channel, one variant per kind.
+        pub enum Built {
+            $( $(#[$attr])* $variant($channel), )+
+        }
+
+        impl Built {
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( $(#[$attr])* Built::$variant(_) => stringify!($name), )+
+                }
+            }
+
+            pub async fn deliver(
+                &self,
+                alert: &$crate::channel::Alert,
+            ) -> Result<(), $crate::channel::DeliveryError> {
+                match self {
+                    $( $(#[$attr])* Built::$variant(c) =>
+                        $crate::channel::ChannelKind::deliver(c, alert).await, )+
+                }
+            }
+
+            pub fn repost_interval(&self) -> Option<::std::time::Duration> {
+                match self {
+                    $( $(#[$attr])* Built::$variant(c) =>
+                        $crate::channel::ChannelKind::repost_interval(c), )+
+                }
+            }
+        }
+    };
 }
 
-/// A configured channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChannelConfig {
-    pub name: String,
-    pub spec: ChannelSpec,
-    /// Relative paths in `spec` (`*_file`, `ca_file`) resolve against this
-    /// directory: the one of the file that defines the channel.
-    pub base_dir: PathBuf,
-}
-
-impl ChannelConfig {
-    /// The channel ready to deliver (`Channel::new` with this config's directory).
-    pub fn build(&self) -> Result<Channel, String> {
-        Channel::new(&self.name, &self.spec, &self.base_dir)
-    }
+channel_kinds! {
+    email: Email(email::EmailChannel),
+    webhook: Webhook(webhook::WebhookChannel),
+    slack: Slack(slack::SlackChannel),
+    teams: Teams(teams::TeamsChannel),
+    alertmanager: Alertmanager(alertmanager::AlertmanagerChannel),
+    #[cfg(test)]
+    test: Test(testkind::TestChannel),
 }
 
 /// A channel ready to deliver: built once from its spec, used for every alert.
 pub struct Channel {
     name: String,
-    inner: Inner,
-}
-
-/// One variant per kind; each kind's delivery lives in its own file.
-enum Inner {
-    Email(email::EmailChannel),
-    Webhook(webhook::WebhookChannel),
-    Slack(slack::SlackChannel),
-    Teams(teams::TeamsChannel),
-    Alertmanager(alertmanager::AlertmanagerChannel),
+    inner: Built,
 }
 
 impl Channel {
@@ -268,7 +392,7 @@ impl Channel {
     /// defines it) resolves relative `*_file` and `ca_file` paths. Fails on an
     /// invalid spec (the first validation problem) or an unreadable `ca_file`.
     /// Secrets are not read here but at each delivery.
-    pub fn new(name: &str, spec: &ChannelSpec, base_dir: &Path) -> Result<Channel, String> {
+    pub fn new(name: &str, spec: &ChannelSpec, base_dir: &Path) -> Result<Channel, BuildError> {
         Channel::with_clock(name, spec, base_dir, Arc::new(SystemClock))
     }
 
@@ -279,19 +403,8 @@ impl Channel {
         spec: &ChannelSpec,
         base_dir: &Path,
         clock: Arc<dyn Clock>,
-    ) -> Result<Channel, String> {
-        if let Some(p) = spec.validate().into_iter().next() {
-            return Err(format!("{}: {}", p.key, p.message));
-        }
-        let inner = match spec {
-            ChannelSpec::Email(c) => Inner::Email(email::EmailChannel::new(c, base_dir)?),
-            ChannelSpec::Webhook(c) => Inner::Webhook(webhook::WebhookChannel::new(c, base_dir)?),
-            ChannelSpec::Slack(c) => Inner::Slack(slack::SlackChannel::new(c)?),
-            ChannelSpec::Teams(c) => Inner::Teams(teams::TeamsChannel::new(c)?),
-            ChannelSpec::Alertmanager(c) => {
-                Inner::Alertmanager(alertmanager::AlertmanagerChannel::new(c, clock)?)
-            }
-        };
+    ) -> Result<Channel, BuildError> {
+        let inner = spec.build(&ChannelContext { base_dir, clock })?;
         Ok(Channel {
             name: name.to_string(),
             inner,
@@ -303,25 +416,13 @@ impl Channel {
     }
 
     pub fn kind(&self) -> &'static str {
-        match self.inner {
-            Inner::Email(_) => "email",
-            Inner::Webhook(_) => "webhook",
-            Inner::Slack(_) => "slack",
-            Inner::Teams(_) => "teams",
-            Inner::Alertmanager(_) => "alertmanager",
-        }
+        self.inner.kind()
     }
 
     /// One delivery attempt. Safe to repeat with the same alert: every kind
     /// carries `alert.key` so that the receiver can recognise a repeat.
     pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
-        match &self.inner {
-            Inner::Email(c) => c.deliver(alert).await,
-            Inner::Webhook(c) => c.deliver(alert).await,
-            Inner::Slack(c) => c.deliver(alert).await,
-            Inner::Teams(c) => c.deliver(alert).await,
-            Inner::Alertmanager(c) => c.deliver(alert).await,
-        }
+        self.inner.deliver(alert).await
     }
 
     /// How often the outbox must deliver the latest firing alert of a problem
@@ -329,10 +430,7 @@ impl Channel {
     /// an alert whose `endsAt` has passed, so its channel needs this (see
     /// `alertmanager::AlertmanagerConfig::repost_every`).
     pub fn repost_interval(&self) -> Option<Duration> {
-        match &self.inner {
-            Inner::Alertmanager(c) => Some(c.repost_interval()),
-            _ => None,
-        }
+        self.inner.repost_interval()
     }
 }
 

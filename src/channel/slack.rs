@@ -8,7 +8,8 @@
 use serde_json::{json, Value};
 
 use super::webhook::{key_header, Poster, PresetConfig};
-use super::{Alert, AlertEvent, DeliveryError, Severity};
+use super::{Alert, AlertEvent, ChannelContext, ChannelKind, DeliveryError, Severity};
+use crate::spec::{BuildError, SpecProblem};
 
 const MAX_HEADER: usize = 150;
 const MAX_SECTION: usize = 3000;
@@ -19,8 +20,24 @@ pub struct SlackChannel {
     poster: Poster,
 }
 
+impl ChannelKind for SlackChannel {
+    type Config = PresetConfig;
+
+    fn validate(config: &PresetConfig) -> Vec<SpecProblem> {
+        config.validate()
+    }
+
+    fn build(config: &PresetConfig, _: &ChannelContext<'_>) -> Result<Self, BuildError> {
+        SlackChannel::new(config)
+    }
+
+    async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        SlackChannel::deliver(self, alert).await
+    }
+}
+
 impl SlackChannel {
-    pub fn new(cfg: &PresetConfig) -> Result<Self, String> {
+    pub fn new(cfg: &PresetConfig) -> Result<Self, BuildError> {
         Ok(SlackChannel {
             poster: Poster::new("slack", &cfg.url, cfg.timeout)?,
         })

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::slack::{facts, headline, truncate};
 use super::webhook::{key_header, Poster, PresetConfig};
-use super::{Alert, DeliveryError, Severity};
+use super::{Alert, ChannelContext, ChannelKind, DeliveryError, Severity};
+use crate::spec::{BuildError, SpecProblem};
 
 /// Adaptive Card schema version; 1.4 is what Teams renders everywhere.
 const CARD_VERSION: &str = "1.4";
@@ -18,8 +19,24 @@ pub struct TeamsChannel {
     poster: Poster,
 }
 
+impl ChannelKind for TeamsChannel {
+    type Config = PresetConfig;
+
+    fn validate(config: &PresetConfig) -> Vec<SpecProblem> {
+        config.validate()
+    }
+
+    fn build(config: &PresetConfig, _: &ChannelContext<'_>) -> Result<Self, BuildError> {
+        TeamsChannel::new(config)
+    }
+
+    async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        TeamsChannel::deliver(self, alert).await
+    }
+}
+
 impl TeamsChannel {
-    pub fn new(cfg: &PresetConfig) -> Result<Self, String> {
+    pub fn new(cfg: &PresetConfig) -> Result<Self, BuildError> {
         Ok(TeamsChannel {
             poster: Poster::new("teams", &cfg.url, cfg.timeout)?,
         })

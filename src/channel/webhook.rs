@@ -15,11 +15,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 
-use super::{Alert, DeliveryError};
+use super::{Alert, ChannelContext, ChannelKind, DeliveryError};
 use crate::clock::{Clock, SystemClock};
 use crate::net::http::{check_url_key, error_chain, origin, read_prefix, retry_after};
 use crate::secret::SecretSource;
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 /// The version of the webhook payload; it changes only when a field changes
 /// meaning or goes away (new fields may appear within a version).
@@ -173,14 +173,35 @@ pub struct WebhookChannel {
     header_values: Vec<String>,
 }
 
+impl ChannelKind for WebhookChannel {
+    type Config = WebhookConfig;
+
+    fn validate(config: &WebhookConfig) -> Vec<SpecProblem> {
+        config.validate()
+    }
+
+    fn build(config: &WebhookConfig, ctx: &ChannelContext<'_>) -> Result<Self, BuildError> {
+        WebhookChannel::new(config, ctx.base_dir)
+    }
+
+    async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+        WebhookChannel::deliver(self, alert).await
+    }
+}
+
 impl WebhookChannel {
-    pub fn new(cfg: &WebhookConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &WebhookConfig, base_dir: &Path) -> Result<Self, BuildError> {
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("headers: `{name}` is not a valid header name"))?;
-            let mut value = HeaderValue::from_str(value)
-                .map_err(|_| format!("headers: the value of header `{name}` is not valid"))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                BuildError::new("headers", format!("`{name}` is not a valid header name"))
+            })?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                BuildError::new(
+                    "headers",
+                    format!("the value of header `{name}` is not valid"),
+                )
+            })?;
             value.set_sensitive(true);
             headers.append(name, value);
         }
@@ -241,10 +262,16 @@ pub(crate) struct Poster {
 
 impl Poster {
     /// `what` names the channel kind in errors, e.g. "slack".
-    pub(crate) fn new(what: &'static str, url: &str, timeout: Duration) -> Result<Self, String> {
-        let url = Url::parse(url).map_err(|e| format!("url: invalid URL: {e}"))?;
+    pub(crate) fn new(
+        what: &'static str,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Self, BuildError> {
+        let url =
+            Url::parse(url).map_err(|e| BuildError::new("url", format!("invalid URL: {e}")))?;
         // Connections are kept: a receiver usually gets alerts in bursts.
-        let client = crate::net::http::client_with_pool(true, None, 4)?;
+        let client = crate::net::http::client_with_pool(true, None, 4)
+            .map_err(|m| BuildError::new("", m))?;
         let mut url_secrets = Vec::new();
         if url.path().len() > 1 {
             url_secrets.push(url.path().to_string());

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::{chain, Failure};
 use crate::clock::Clock;
 use crate::lab::{self, Lab, LabConfig};
+// Output that ends quietly on a closed pipe (see `output::write_stdout`).
+use crate::println;
 
 /// The lab's settings from the command line.
 pub struct LabArgs {

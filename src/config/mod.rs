@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::channel::{ChannelConfig, ChannelSpec, CHANNEL_KINDS};
+use crate::channel::{ChannelSpec, CHANNEL_KINDS};
 use crate::clock::{Clock, SystemClock};
 use crate::monitor::{MaintenanceWindow, Policy};
 use crate::probe::{ProbeSpec, KINDS};
@@ -257,11 +257,90 @@ pub struct ProbeConfig {
     /// The monitor settings, checked against their bounds.
     pub policy: Policy,
     pub spec: ProbeSpec,
-    /// The file that defines the probe, and the line of its table.
-    pub file: PathBuf,
-    pub line: usize,
+    /// Where the probe's table and its keys sit.
+    pub site: Site,
     /// Relative paths in `spec` resolve against this directory.
     pub base_dir: PathBuf,
+}
+
+/// A configured channel (`[[channel]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub spec: ChannelSpec,
+    /// Where the channel's table and its keys sit.
+    pub site: Site,
+    /// Relative paths in `spec` (`*_file`, `ca_file`) resolve against this
+    /// directory: the one of the file that defines the channel.
+    pub base_dir: PathBuf,
+}
+
+impl ChannelConfig {
+    /// The channel ready to deliver (`Channel::new` with this config's directory).
+    pub fn build(&self) -> Result<crate::channel::Channel, crate::spec::BuildError> {
+        crate::channel::Channel::new(&self.name, &self.spec, &self.base_dir)
+    }
+}
+
+/// Where a `[[probe]]` or `[[channel]]` table sits: its file, its key path and
+/// the position of the table and of each of its keys, so that a problem found
+/// after loading (when building) points at the key it concerns, in the file
+/// that defines the table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Site {
+    pub file: PathBuf,
+    /// The table's key path within its file, e.g. `probe[3]`.
+    pub path: String,
+    pub line: usize,
+    pub column: usize,
+    /// Each key of the table with the line and column of its value.
+    keys: Vec<(Box<str>, u32, u32)>,
+}
+
+impl Site {
+    fn new(src: &Source, path: &str, table: &Spanned<DeValue<'_>>) -> Self {
+        let (line, column) = src.position(table.span().start);
+        let keys = match table.get_ref() {
+            DeValue::Table(t) => t
+                .iter()
+                .map(|(k, v)| {
+                    let (line, column) = src.position(v.span().start);
+                    let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                    (k.get_ref().as_ref().into(), narrow(line), narrow(column))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Site {
+            file: src.path.clone(),
+            path: path.to_string(),
+            line,
+            column,
+            keys,
+        }
+    }
+
+    /// A problem with `key` of this table (empty: the table as a whole), placed
+    /// at the key's value when the table sets it, at the table otherwise.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let at = self
+            .keys
+            .iter()
+            .find(|(k, _, _)| !key.is_empty() && &**k == key)
+            .map(|&(_, line, column)| (line as usize, column as usize));
+        let (line, column) = at.unwrap_or((self.line, self.column));
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key: if key.is_empty() {
+                self.path.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            },
+            message: message.into(),
+        }
+    }
 }
 
 impl ProbeConfig {
@@ -337,21 +416,47 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 struct Source {
     path: PathBuf,
     text: String,
+    lines: LineIndex,
 }
 
 impl Source {
+    fn new(path: PathBuf, text: String) -> Self {
+        let lines = LineIndex::new(&text);
+        Source { path, text, lines }
+    }
+
     fn position(&self, offset: usize) -> (usize, usize) {
-        position_in(&self.text, offset)
+        self.lines.position(&self.text, offset)
     }
 }
 
-fn position_in(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..floor_char_boundary(text, offset)];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |p| p + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
+/// Where each line of a text starts, computed once per file: turning an offset
+/// into line:column is then a binary search and a walk along one line, so that
+/// locating every table of a large file stays linear in its size.
+struct LineIndex {
+    /// Byte offset of the first character of each line; `starts[0]` is 0.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset` of `text`, the
+    /// text this index was made from. An offset inside a character counts as
+    /// that character; one past the end is the position after the last character.
+    fn position(&self, text: &str, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(text, offset.min(text.len()));
+        // starts[0] == 0 <= offset, so at least one line starts at or before it.
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        let column = text[start..offset].chars().count() + 1;
+        (line, column)
+    }
 }
 
 fn floor_char_boundary(text: &str, mut i: usize) -> usize {
@@ -623,9 +728,10 @@ impl Loader<'_> {
             }
         };
         let (text, subst_errors) = env::substitute(&raw, self.env);
+        let raw_lines = LineIndex::new(if subst_errors.is_empty() { "" } else { &raw });
         let mut subst_lines = HashSet::new();
         for e in subst_errors {
-            let (line, column) = position_in(&raw, e.offset);
+            let (line, column) = raw_lines.position(&raw, e.offset);
             subst_lines.insert(line);
             errors.push(ConfigError {
                 file: path.to_path_buf(),
@@ -635,10 +741,7 @@ impl Loader<'_> {
                 message: e.message,
             });
         }
-        let src = Source {
-            path: path.to_path_buf(),
-            text,
-        };
+        let src = Source::new(path.to_path_buf(), text);
         let first = errors.len();
         self.parse_source(&src, main, parts, errors);
         // A failed substitution leaves a hole in the text; what the parser then
@@ -1030,7 +1133,7 @@ fn parse_probe(
     if !ok {
         return None;
     }
-    let (line, _) = report.src.position(table.span().start);
+    let site = Site::new(report.src, prefix, &table);
     let at = |key: &str| -> Vec<Located> {
         item_spans(&table, key)
             .into_iter()
@@ -1071,8 +1174,7 @@ fn parse_probe(
             retries: common.retries.unwrap_or(0),
             policy,
             spec,
-            file: report.src.path.clone(),
-            line,
+            site,
             base_dir: base_dir.to_path_buf(),
         },
     })
@@ -1338,25 +1440,24 @@ fn parse_channel(
             return None;
         }
     };
-    let spec = match ChannelSpec::deserialize(&common.kind, kind_v.clone().into_deserializer()) {
-        Ok(Some(spec)) => spec,
-        Ok(None) => {
-            report.at(
-                value_span(&table, "kind"),
-                format!("{prefix}.kind"),
-                format!(
-                    "unknown channel kind `{}`; expected one of {}",
-                    common.kind,
-                    CHANNEL_KINDS.join(", ")
-                ),
-            );
-            return None;
-        }
-        Err(e) => {
-            report.de_error(e, prefix, &kind_v);
-            return None;
-        }
-    };
+    if !CHANNEL_KINDS.contains(&common.kind.as_str()) {
+        report.at(
+            value_span(&table, "kind"),
+            format!("{prefix}.kind"),
+            format!(
+                "unknown channel kind `{}`; expected one of {}",
+                common.kind,
+                CHANNEL_KINDS.join(", ")
+            ),
+        );
+        return None;
+    }
+    // Every unknown or bad key of the kind, not only the first.
+    let kind = common.kind.as_str();
+    let spec = deserialize_all(report, prefix, &kind_v, |v| {
+        ChannelSpec::deserialize(kind, v.into_deserializer())?
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown channel kind `{kind}`")))
+    })?;
     let mut ok = true;
     for problem in spec.validate() {
         report.at(
@@ -1383,6 +1484,7 @@ fn parse_channel(
         ChannelConfig {
             name: common.name,
             spec,
+            site: Site::new(report.src, prefix, &table),
             base_dir: base_dir.to_path_buf(),
         },
         at,
@@ -1630,6 +1732,31 @@ notify_resolved = false
 flap_low = 10
 flap_high = 45.5
 "#;
+
+    #[test]
+    fn positions_count_characters_and_find_the_last_line() {
+        // "é" is two bytes, "€" three: columns count characters, not bytes.
+        let text = "a = 1\nné = \"€x\"\n\nlast = 2";
+        let lines = LineIndex::new(text);
+        let at = |needle: &str| lines.position(text, text.find(needle).unwrap());
+        assert_eq!(at("a ="), (1, 1));
+        assert_eq!(at("\nné"), (1, 6), "the line break belongs to its line");
+        assert_eq!(at("né"), (2, 1));
+        assert_eq!(at("= \""), (2, 4));
+        assert_eq!(at("x\""), (2, 8));
+        assert_eq!(at("\nlast"), (3, 1), "an empty line");
+        assert_eq!(at("last"), (4, 1));
+        // The last line has no line break; the end is just past its last character.
+        assert_eq!(lines.position(text, text.len()), (4, 9));
+        assert_eq!(lines.position(text, text.len() + 10), (4, 9));
+        // An offset inside "€" counts as "€" itself.
+        let euro = text.find('€').unwrap();
+        assert_eq!(lines.position(text, euro + 1), (2, 7));
+        // A text that ends with a line break has an empty last line.
+        let text = "x = 1\n";
+        assert_eq!(LineIndex::new(text).position(text, text.len()), (2, 1));
+        assert_eq!(LineIndex::new("").position("", 0), (1, 1));
+    }
 
     #[test]
     fn monitor_keys_have_defaults_and_are_read() {

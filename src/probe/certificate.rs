@@ -22,11 +22,12 @@ use x509_parser::public_key::PublicKey;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
+use super::{BuildContext, ProbeKind};
 use crate::human::{format_duration, rfc3339};
 use crate::net::smtp::StarttlsError;
 use crate::outcome::{Category, Outcome, Probe, ProbeContext, Status};
 use crate::secret::SecretSource;
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 fn default_verify() -> bool {
     true
@@ -83,9 +84,9 @@ pub struct CertificateConfig {
     pub expected_thumbprint: Option<String>,
 }
 
-impl CertificateConfig {
+impl ProbeKind for CertificateConfig {
     /// Pure checks: every problem at once, each naming its key.
-    pub fn validate(&self) -> Vec<SpecProblem> {
+    fn validate(&self) -> Vec<SpecProblem> {
         let mut problems = Vec::new();
         let is_file = self.path.is_some();
         let is_endpoint = self.endpoint.is_some();
@@ -192,6 +193,18 @@ impl CertificateConfig {
             problems.push(SpecProblem::new("min_key_bits", "must be greater than 0"));
         }
         problems
+    }
+
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Probe>, BuildError> {
+        Ok(Arc::new(CertificateProbe::new(self, ctx.base_dir)?))
+    }
+
+    fn perf_thresholds(&self) -> Vec<crate::output::Threshold> {
+        vec![crate::output::Threshold {
+            observation: "seconds_left",
+            warn: Some(format!("{}:", self.warn_before.as_secs())),
+            crit: Some(format!("{}:", self.critical_before.as_secs())),
+        }]
     }
 }
 
@@ -500,14 +513,9 @@ fn resolve(base_dir: &Path, p: &str) -> PathBuf {
 }
 
 impl CertificateProbe {
-    pub fn new(cfg: &CertificateConfig, base_dir: &Path) -> Result<Self, String> {
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            let text: Vec<String> = problems
-                .iter()
-                .map(|p| format!("{}: {}", p.key, p.message))
-                .collect();
-            return Err(text.join("; "));
+    pub fn new(cfg: &CertificateConfig, base_dir: &Path) -> Result<Self, BuildError> {
+        if let Some(p) = cfg.validate().into_iter().next() {
+            return Err(p.into());
         }
         let checks = Checks {
             critical_before: cfg.critical_before.as_secs().min(i64::MAX as u64) as i64,
@@ -528,20 +536,22 @@ impl CertificateProbe {
                 ),
             },
             (None, Some(endpoint)) => {
-                let (host, port) = parse_endpoint(endpoint)?;
+                let (host, port) =
+                    parse_endpoint(endpoint).map_err(|m| BuildError::new("endpoint", m))?;
                 let name = cfg.server_name.clone().unwrap_or_else(|| host.clone());
-                let server_name =
-                    ServerName::try_from(name).map_err(|e| format!("server_name: {e}"))?;
+                let server_name = ServerName::try_from(name)
+                    .map_err(|e| BuildError::new("server_name", e.to_string()))?;
                 let provider = crate::net::tls::provider();
                 let verifier = if cfg.verify {
                     let ca_file = cfg.ca_file.as_deref().map(|f| resolve(base_dir, f));
-                    build_verifier(ca_file.as_deref(), &provider)?
+                    build_verifier(ca_file.as_deref(), &provider)
+                        .map_err(|m| BuildError::new("ca_file", m))?
                 } else {
                     Ok(None)
                 };
                 let tls = ClientConfig::builder_with_provider(provider.clone())
                     .with_safe_default_protocol_versions()
-                    .map_err(|e| format!("TLS setup: {e}"))?
+                    .map_err(|e| BuildError::new("", format!("TLS setup: {e}")))?
                     .dangerous()
                     // Let the handshake finish whatever the chain; it is verified
                     // afterwards, so that a bad chain's dates are still reported.

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -24,13 +25,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::{BuildContext, ProbeKind};
 use crate::human::ByteSize;
 use crate::net::http::{
     check_url, classify, error_chain, read_capped, tls_config, without_userinfo, BodyError,
     ErrorClass, RedirectError, UrlError, USER_AGENT,
 };
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 /// Redirects followed at most, like browsers and blackbox_exporter.
 const MAX_REDIRECTS: usize = 10;
@@ -108,10 +110,10 @@ impl fmt::Debug for HttpConfig {
     }
 }
 
-impl HttpConfig {
+impl ProbeKind for HttpConfig {
     /// Pure checks of every key; all problems at once. Never echoes header values,
     /// the body or the URL text (they may hold credentials).
-    pub fn validate(&self) -> Vec<SpecProblem> {
+    fn validate(&self) -> Vec<SpecProblem> {
         let mut problems = Vec::new();
 
         match check_url(&self.url) {
@@ -189,6 +191,10 @@ impl HttpConfig {
         }
 
         problems
+    }
+
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Probe>, BuildError> {
+        Ok(Arc::new(HttpProbe::new(self, ctx.base_dir)?))
     }
 }
 
@@ -353,19 +359,29 @@ pub struct HttpProbe {
 
 impl HttpProbe {
     /// Builds the probe and its client. `base_dir` resolves a relative `ca_file`.
-    pub fn new(cfg: &HttpConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &HttpConfig, base_dir: &Path) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
-            return Err(format!("{}: {}", p.key, p.message));
+            return Err(p.into());
         }
-        let url = Url::parse(&cfg.url).map_err(|e| format!("url: invalid URL: {e}"))?;
-        let method = Method::from_bytes(cfg.method.as_bytes())
-            .map_err(|_| format!("method: {:?} is not a valid HTTP method", cfg.method))?;
+        let url = Url::parse(&cfg.url)
+            .map_err(|e| BuildError::new("url", format!("invalid URL: {e}")))?;
+        let method = Method::from_bytes(cfg.method.as_bytes()).map_err(|_| {
+            BuildError::new(
+                "method",
+                format!("{:?} is not a valid HTTP method", cfg.method),
+            )
+        })?;
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("headers: {name:?} is not a valid header name"))?;
-            let mut value = HeaderValue::from_str(value)
-                .map_err(|_| format!("headers: the value of header {name:?} is not valid"))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                BuildError::new("headers", format!("{name:?} is not a valid header name"))
+            })?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                BuildError::new(
+                    "headers",
+                    format!("the value of header {name:?} is not valid"),
+                )
+            })?;
             value.set_sensitive(true);
             headers.append(name, value);
         }
@@ -375,11 +391,13 @@ impl HttpProbe {
         } else {
             redirect::Policy::none()
         };
+        let tls = tls_config(
+            cfg.verify,
+            cfg.ca_file.as_ref().map(|f| base_dir.join(f)).as_deref(),
+        )
+        .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?;
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config(
-                cfg.verify,
-                cfg.ca_file.as_ref().map(|f| base_dir.join(f)).as_deref(),
-            )?)
+            .tls_backend_preconfigured(tls)
             .tls_info(true)
             // Each run measures a fresh connection (DNS, connect, handshake).
             .pool_max_idle_per_host(0)
@@ -388,7 +406,12 @@ impl HttpProbe {
             .user_agent(USER_AGENT)
             .redirect(policy)
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
+            .map_err(|e| {
+                BuildError::new(
+                    "",
+                    format!("cannot build the HTTP client: {}", error_chain(&e)),
+                )
+            })?;
 
         Ok(HttpProbe {
             client,
@@ -1532,7 +1555,9 @@ mod tests {
             &config(&server.url("https", "/"), r#"ca_file = "nope.pem""#),
             pki.dir.path(),
         );
-        assert!(missing.err().unwrap().contains("nope.pem"));
+        let e = missing.err().unwrap();
+        assert_eq!(e.key, "ca_file");
+        assert!(e.message.contains("nope.pem"), "{e}");
     }
 
     #[tokio::test]

@@ -19,10 +19,11 @@ use serde_json::{Map, Value};
 
 use futures::future::BoxFuture;
 
+use super::{BuildContext, ProbeKind};
 use crate::human::{format_duration, rfc3339, ByteSize};
 use crate::net::http::{read_capped, without_userinfo, BodyError};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 fn default_critical_before() -> Duration {
     Duration::from_secs(7 * 86_400)
@@ -53,10 +54,14 @@ pub struct MetadataConfig {
     #[serde(default = "yes")]
     pub verify: bool,
     pub ca_file: Option<String>,
+    /// Origins besides the discovery document's own from which an OpenID
+    /// document's `jwks_uri` may be fetched, e.g. `https://keys.example`.
+    #[serde(default)]
+    pub jwks_hosts: Vec<String>,
 }
 
-impl MetadataConfig {
-    pub fn validate(&self) -> Vec<SpecProblem> {
+impl ProbeKind for MetadataConfig {
+    fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         crate::net::http::check_url_key("url", &self.url, &mut p);
         if self.warn_before < self.critical_before {
@@ -74,8 +79,66 @@ impl MetadataConfig {
                 "has no effect with verify = false",
             ));
         }
+        p.extend(validate_jwks_hosts(&self.jwks_hosts));
         p
     }
+
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<std::sync::Arc<dyn Probe>, BuildError> {
+        Ok(std::sync::Arc::new(MetadataProbe::new(self, ctx.base_dir)?))
+    }
+
+    fn perf_thresholds(&self) -> Vec<crate::output::Threshold> {
+        vec![crate::output::Threshold {
+            observation: "seconds_left",
+            warn: Some(format!("{}:", self.warn_before.as_secs())),
+            crit: Some(format!("{}:", self.critical_before.as_secs())),
+        }]
+    }
+}
+
+/// Problems with `jwks_hosts` entries: each must be an origin,
+/// `http(s)://host[:port]`, with nothing after it.
+pub fn validate_jwks_hosts(hosts: &[String]) -> Vec<SpecProblem> {
+    let mut p = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let shown: String = h.chars().take(200).collect();
+        match reqwest::Url::parse(h) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && !h.trim_end().ends_with('/') => {}
+            Ok(_) => p.push(SpecProblem::new(
+                "jwks_hosts",
+                format!(
+                    "entry {i}, `{shown}`, must be an origin, scheme://host[:port] (e.g. https://keys.example)"
+                ),
+            )),
+            Err(e) => p.push(SpecProblem::new(
+                "jwks_hosts",
+                format!("entry {i}, `{shown}`, is not an origin (e.g. https://keys.example): {e}"),
+            )),
+        }
+    }
+    p
+}
+
+/// Whether a key set at `jwks` may be fetched for the discovery document at
+/// `discovery`: only from the document's own origin (scheme, host and port)
+/// or from one of `allowed`, so that a document cannot send sonde to any
+/// address it names (an internal service, a cloud metadata endpoint).
+fn jwks_allowed(discovery: &reqwest::Url, jwks: &reqwest::Url, allowed: &[String]) -> bool {
+    let origin = jwks.origin();
+    origin.is_tuple()
+        && (origin == discovery.origin()
+            || allowed
+                .iter()
+                .filter_map(|a| reqwest::Url::parse(a).ok())
+                .any(|a| a.origin() == origin))
 }
 
 /// Which kind of document the metadata came from.
@@ -359,11 +422,13 @@ fn bad_document(url: &str, e: MetadataError) -> Outcome {
     Outcome::critical(Category::Protocol, format!("{url}: {e}"))
 }
 
-/// Fetches and parses the metadata at `url`, ACS or OpenID (then its JWKS).
+/// Fetches and parses the metadata at `url`, ACS or OpenID (then its JWKS,
+/// if it is on `url`'s origin or one of `jwks_hosts`).
 pub async fn fetch(
     http: &reqwest::Client,
     url: &str,
     max_body: u64,
+    jwks_hosts: &[String],
 ) -> Result<(AuthMetadata, FetchStats), Outcome> {
     let mut stats = FetchStats::default();
     let body = get_document(http, url, max_body, &mut stats).await?;
@@ -375,9 +440,28 @@ pub async fn fetch(
     let (issuer, token_endpoint, jwks_uri) = openid_from(&doc).map_err(|e| bad_document(url, e))?;
     // A relative jwks_uri resolves against the discovery document's address.
     let jwks_url = reqwest::Url::parse(url)
-        .and_then(|base| base.join(&jwks_uri))
-        .map(|u| u.to_string())
-        .unwrap_or(jwks_uri);
+        .and_then(|base| Ok((base.join(&jwks_uri)?, base)))
+        .map_err(|e| {
+            let shown: String = jwks_uri.chars().take(200).collect();
+            Outcome::critical(
+                Category::Protocol,
+                format!("{url}: jwks_uri `{shown}` is not a URL: {e}"),
+            )
+        })
+        .and_then(|(jwks, base)| {
+            if jwks_allowed(&base, &jwks, jwks_hosts) {
+                return Ok(jwks.to_string());
+            }
+            let origin = jwks.origin().ascii_serialization();
+            Err(Outcome::critical(
+                Category::Protocol,
+                format!(
+                    "{url}: jwks_uri is on {origin}, not on the document's origin {}; \
+                     not fetched (add \"{origin}\" to jwks_hosts to allow it)",
+                    base.origin().ascii_serialization()
+                ),
+            ))
+        })?;
     let keys = get_document(http, &jwks_url, max_body, &mut stats).await?;
     let signing_certs = parse_jwks(&keys).map_err(|e| bad_document(&jwks_url, e))?;
     Ok((
@@ -395,6 +479,7 @@ pub async fn fetch(
 
 pub struct MetadataProbe {
     url: String,
+    jwks_hosts: Vec<String>,
     expect_realm: Option<String>,
     expect_issuer: Option<String>,
     warn_before: i64,
@@ -404,24 +489,27 @@ pub struct MetadataProbe {
 }
 
 impl MetadataProbe {
-    pub fn new(cfg: &MetadataConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &MetadataConfig, base_dir: &Path) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
-            return Err(format!("{}: {}", p.key, p.message));
+            return Err(p.into());
         }
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
         Ok(MetadataProbe {
             url: cfg.url.clone(),
+            jwks_hosts: cfg.jwks_hosts.clone(),
             expect_realm: cfg.expect_realm.clone(),
             expect_issuer: cfg.expect_issuer.clone(),
             warn_before: cfg.warn_before.as_secs() as i64,
             critical_before: cfg.critical_before.as_secs() as i64,
             max_body: cfg.max_body.0,
-            http: crate::net::http::client(cfg.verify, ca_file.as_deref())?,
+            http: crate::net::http::client(cfg.verify, ca_file.as_deref())
+                .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?,
         })
     }
 
     async fn check(&self, ctx: &ProbeContext) -> Outcome {
-        let (doc, stats) = match fetch(&self.http, &self.url, self.max_body).await {
+        let (doc, stats) = match fetch(&self.http, &self.url, self.max_body, &self.jwks_hosts).await
+        {
             Ok(x) => x,
             Err(o) => return o,
         };
@@ -630,6 +718,115 @@ mod tests {
             json!({}),
         ));
         assert!(parse_acs(&bom).is_ok());
+    }
+
+    #[test]
+    fn jwks_only_from_the_documents_origin_or_an_allowed_one() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let disc = url("https://login.example/t/v2.0/.well-known/openid-configuration");
+        let allowed = vec![
+            "https://keys.example".to_string(),
+            "http://10.0.0.9:8080".into(),
+        ];
+        for ok in [
+            "https://login.example/t/keys",
+            "https://LOGIN.example:443/k",
+            "https://keys.example/k",
+            "http://10.0.0.9:8080/k",
+        ] {
+            assert!(jwks_allowed(&disc, &url(ok), &allowed), "{ok}");
+        }
+        for refused in [
+            "http://login.example/k",
+            "https://login.example:8443/k",
+            "https://login.example.evil/k",
+            "https://169.254.169.254/latest/meta-data",
+            "http://10.0.0.9/k",
+            "https://keys.example:8443/k",
+            "file:///etc/passwd",
+            "data:application/json,{}",
+        ] {
+            assert!(!jwks_allowed(&disc, &url(refused), &allowed), "{refused}");
+        }
+        assert!(!jwks_allowed(&disc, &url("https://keys.example/k"), &[]));
+    }
+
+    #[test]
+    fn jwks_hosts_are_origins() {
+        let problems = |hosts: &[&str]| {
+            let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+            validate_jwks_hosts(&hosts)
+                .into_iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(problems(&["https://keys.example", "http://127.0.0.1:8080"]).is_empty());
+        let bad = problems(&[
+            "keys.example",
+            "https://keys.example/",
+            "https://keys.example/keys",
+            "ftp://keys.example",
+            "https://u:p@keys.example",
+        ]);
+        assert_eq!(bad.len(), 5, "{bad:?}");
+        assert!(bad[0].starts_with("jwks_hosts: entry 0, `keys.example`, is not an origin"));
+        assert!(bad[2]
+            .starts_with("jwks_hosts: entry 2, `https://keys.example/keys`, must be an origin"));
+    }
+
+    /// A discovery document whose `jwks_uri` names another host: the probe
+    /// answers a protocol error naming that host, and the host sees no request.
+    #[tokio::test]
+    async fn a_jwks_uri_on_another_host_is_not_fetched() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_addr = other.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Another origin: the same loopback address, another port.
+        let doc = json!({
+            "issuer": "https://login.example/3f2b6a4e-0000-4000-8000-000000000001/v2.0",
+            "token_endpoint": format!("http://{addr}/t"),
+            "jwks_uri": format!("http://{other_addr}/keys"),
+        })
+        .to_string();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    doc.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(doc.as_bytes()).await;
+            }
+        });
+        let http = reqwest::Client::new();
+        let url = format!("http://{addr}/.well-known/openid-configuration");
+        let o = fetch(&http, &url, 65_536, &[]).await.unwrap_err();
+        assert_eq!(o.category, Some(Category::Protocol), "{o:?}");
+        assert!(
+            o.summary
+                .contains(&format!("jwks_uri is on http://{other_addr}")),
+            "{}",
+            o.summary
+        );
+        assert!(o.summary.contains("jwks_hosts"), "{}", o.summary);
+        // Nothing connected to the other host.
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_millis(200), other.accept()).await;
+        assert!(accepted.is_err(), "the other host was contacted");
+        // Allowed, it is fetched (and here answers nothing useful).
+        let allowed = vec![format!("http://{other_addr}")];
+        let fetched = tokio::spawn(async move { fetch(&http, &url, 65_536, &allowed).await });
+        let (s, _) = tokio::time::timeout(std::time::Duration::from_secs(5), other.accept())
+            .await
+            .expect("an allowed origin is fetched")
+            .unwrap();
+        drop(s);
+        assert!(fetched.await.unwrap().is_err());
     }
 
     #[test]

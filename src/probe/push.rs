@@ -22,11 +22,12 @@ use tracing::Instrument;
 use super::token::{TokenClient, TokenConfig};
 use futures::future::BoxFuture;
 
+use super::{BuildContext, ProbeKind};
 use crate::net::http::{check_url_key, read_prefix};
 use crate::net::smtp::{lettre_tls, SmtpTls};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::secret::SecretSource;
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 pub const PUBLISH_PATH: &str = "/service.svc/PublishOnPremNotifications";
 const USER_AGENT: &str = "Exchange/15.00.0000.000/PushNotificationsOnPremProxy";
@@ -97,8 +98,8 @@ fn yes() -> bool {
     true
 }
 
-impl PushConfig {
-    pub fn validate(&self) -> Vec<SpecProblem> {
+impl ProbeKind for PushConfig {
+    fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         check_url_key("proxy_url", &self.proxy_url, &mut p);
         match self.mode {
@@ -181,8 +182,34 @@ impl PushConfig {
     }
 
     /// The probe needs this much time per run: the runner's timeout must exceed it.
-    pub fn min_timeout(&self) -> Option<Duration> {
+    fn min_timeout(&self) -> Option<Duration> {
         (self.mode == Mode::EndToEnd).then_some(self.deadline)
+    }
+
+    /// The token probe's settings come through `ctx.lookup`; the loader has
+    /// checked that `token_probe` names a `token` probe.
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<std::sync::Arc<dyn Probe>, BuildError> {
+        let token = self
+            .token_probe
+            .as_deref()
+            .and_then(|name| (ctx.lookup)(name))
+            .and_then(|(spec, dir)| match spec {
+                super::ProbeSpec::Token(t) => Some((t, dir)),
+                _ => None,
+            });
+        Ok(std::sync::Arc::new(PushProbe::new(
+            self,
+            ctx.base_dir,
+            token,
+        )?))
+    }
+
+    fn references(&self) -> Vec<(&'static str, &str, &'static str)> {
+        self.token_probe
+            .as_deref()
+            .map(|name| ("token_probe", name, "token"))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -213,21 +240,36 @@ impl PushProbe {
         cfg: &PushConfig,
         base_dir: &Path,
         token: Option<(&TokenConfig, &Path)>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
-            return Err(format!("{}: {}", p.key, p.message));
+            return Err(p.into());
         }
         let base = cfg.proxy_url.trim_end_matches('/');
         let publish_url = reqwest::Url::parse(&format!("{base}{PUBLISH_PATH}"))
-            .map_err(|e| format!("proxy_url: {e}"))?;
+            .map_err(|e| BuildError::new("proxy_url", e.to_string()))?;
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
-        let http = crate::net::http::client(cfg.verify, ca_file.as_deref())?;
+        let http = crate::net::http::client(cfg.verify, ca_file.as_deref())
+            .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?;
         let token = match (cfg.mode, token) {
-            (Mode::Connectivity, Some((tc, dir))) => Some(TokenClient::new(tc, dir)?),
+            (Mode::Connectivity, Some((tc, dir))) => {
+                // The token probe's own problems are reported at its table.
+                Some(TokenClient::new(tc, dir).map_err(|e| {
+                    BuildError::new(
+                        "token_probe",
+                        format!(
+                            "token probe `{}` cannot be built: {e}",
+                            cfg.token_probe.as_deref().unwrap_or("")
+                        ),
+                    )
+                })?)
+            }
             (Mode::Connectivity, None) => {
-                return Err(format!(
-                    "token_probe `{}` is not a `token` probe",
-                    cfg.token_probe.as_deref().unwrap_or("")
+                return Err(BuildError::new(
+                    "token_probe",
+                    format!(
+                        "`{}` is not a `token` probe",
+                        cfg.token_probe.as_deref().unwrap_or("")
+                    ),
                 ))
             }
             (Mode::EndToEnd, _) => None,
@@ -363,21 +405,24 @@ fn trusted_issuers(challenge: &str) -> Option<String> {
 }
 
 impl EndToEnd {
-    fn new(cfg: &PushConfig, base_dir: &Path) -> Result<Self, String> {
+    fn new(cfg: &PushConfig, base_dir: &Path) -> Result<Self, BuildError> {
         let host = cfg.smtp_host.clone().unwrap_or_default();
         let port = cfg.smtp_port.unwrap_or(cfg.tls.default_port());
         // ca_file is trusted for the SMTP server too (a private CA's relay).
         let ca_file = cfg.ca_file.as_ref().map(|ca| base_dir.join(ca));
-        let tls = lettre_tls(&host, cfg.tls, ca_file.as_deref(), cfg.verify)?;
+        let tls = lettre_tls(&host, cfg.tls, ca_file.as_deref(), cfg.verify)
+            .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?;
         let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port)
             .tls(tls)
             .timeout(Some(Duration::from_secs(30)));
-        let parse = |key: &str, v: &Option<String>| -> Result<lettre::message::Mailbox, String> {
+        let parse = |key: &'static str,
+                     v: &Option<String>|
+         -> Result<lettre::message::Mailbox, BuildError> {
             v.as_deref()
                 .unwrap_or_default()
                 .parse()
-                .map_err(|e| format!("{key}: {e}"))
+                .map_err(|e| BuildError::new(key, format!("{e}")))
         };
         let password = SecretSource::from_keys(
             cfg.password_env.as_ref(),
@@ -389,7 +434,7 @@ impl EndToEnd {
             from: parse("from", &cfg.from)?,
             to: parse("to", &cfg.to)?,
             badge_url: reqwest::Url::parse(cfg.badge_url.as_deref().unwrap_or_default())
-                .map_err(|e| format!("badge_url: {e}"))?,
+                .map_err(|e| BuildError::new("badge_url", e.to_string()))?,
             badge_pointer: cfg.badge_pointer.clone(),
             deadline: cfg.deadline,
             warn_latency: cfg.warn_latency,

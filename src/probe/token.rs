@@ -22,13 +22,14 @@ use tracing::Instrument;
 use super::metadata::{self, AuthMetadata};
 use futures::future::BoxFuture;
 
+use super::{BuildContext, ProbeKind};
 use crate::credential::{self, SigningCredential};
 use crate::human::format_duration;
 use crate::jwt;
 use crate::net::http::{read_capped, without_credentials, BodyError};
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::secret::SecretSource;
-use crate::spec::SpecProblem;
+use crate::spec::{BuildError, SpecProblem};
 
 pub const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
 pub const ACS_APP_ID: &str = "00000001-0000-0000-c000-000000000000";
@@ -74,6 +75,10 @@ pub struct TokenConfig {
     #[serde(default = "yes")]
     pub verify: bool,
     pub ca_file: Option<String>,
+    /// Origins besides the metadata document's own from which an OpenID
+    /// document's `jwks_uri` may be fetched (as for `kind = "metadata"`).
+    #[serde(default)]
+    pub jwks_hosts: Vec<String>,
 }
 
 fn default_max_skew() -> Duration {
@@ -91,8 +96,8 @@ fn is_pkcs12(path: &str) -> bool {
     lower.ends_with(".pfx") || lower.ends_with(".p12")
 }
 
-impl TokenConfig {
-    pub fn validate(&self) -> Vec<SpecProblem> {
+impl ProbeKind for TokenConfig {
+    fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         if self.tenant.trim().is_empty() {
             p.push(SpecProblem::new("tenant", "must not be empty"));
@@ -116,6 +121,13 @@ impl TokenConfig {
                 crate::net::http::check_url_key(key, u, &mut p);
             }
         }
+        if !self.jwks_hosts.is_empty() && self.metadata_url.is_none() {
+            p.push(SpecProblem::new(
+                "jwks_hosts",
+                "only used with metadata_url",
+            ));
+        }
+        p.extend(metadata::validate_jwks_hosts(&self.jwks_hosts));
         if self.mode == Mode::Acs
             && self.token_url.is_some()
             && self.metadata_url.is_none()
@@ -165,6 +177,10 @@ impl TokenConfig {
         }
         p
     }
+
+    fn build(&self, ctx: &BuildContext<'_>) -> Result<std::sync::Arc<dyn Probe>, BuildError> {
+        Ok(std::sync::Arc::new(TokenProbe::new(self, ctx.base_dir)?))
+    }
 }
 
 /// A token obtained and checked.
@@ -205,6 +221,7 @@ pub struct TokenClient {
     tenant: String,
     resource: Option<String>,
     metadata_url: Option<String>,
+    jwks_hosts: Vec<String>,
     token_url: Option<String>,
     client_id: Option<String>,
     key: KeySource,
@@ -215,9 +232,9 @@ pub struct TokenClient {
 }
 
 impl TokenClient {
-    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
-            return Err(format!("{}: {}", p.key, p.message));
+            return Err(p.into());
         }
         let key = if is_pkcs12(&cfg.key_path) {
             KeySource::Pkcs12 {
@@ -230,11 +247,12 @@ impl TokenClient {
             }
         };
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
-        Ok(TokenClient {
+        let client = TokenClient {
             mode: cfg.mode,
             tenant: cfg.tenant.trim().to_string(),
             resource: cfg.resource.clone(),
             metadata_url: cfg.metadata_url.clone(),
+            jwks_hosts: cfg.jwks_hosts.clone(),
             token_url: cfg.token_url.clone(),
             client_id: cfg.client_id.clone(),
             key,
@@ -245,8 +263,54 @@ impl TokenClient {
             ),
             max_skew: cfg.max_skew.as_secs() as i64,
             warn_skew: cfg.warn_skew.as_secs() as i64,
-            http: crate::net::http::client(cfg.verify, ca_file.as_deref())?,
-        })
+            http: crate::net::http::client(cfg.verify, ca_file.as_deref())
+                .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?,
+        };
+        client.open_credential_now()?;
+        Ok(client)
+    }
+
+    /// Opens the signing credential once while building, so that a key file
+    /// that does not read, a PEM key that is encrypted or a PKCS#12 that does not
+    /// open with its password stops `sonde validate` and a start instead of
+    /// failing every run. Runs still read it again (`credential`), so that a
+    /// renewed certificate on disk is picked up without a restart.
+    fn open_credential_now(&self) -> Result<(), BuildError> {
+        let read = |key: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                BuildError::new(
+                    key,
+                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
+                )
+            })
+        };
+        let opened = match &self.key {
+            KeySource::Pem { key, cert } => {
+                let k = read("key_path", key)?;
+                let c = match cert {
+                    Some(cert) => read("cert_path", cert)?,
+                    None => Vec::new(),
+                };
+                credential::from_pem(&k, &c)
+            }
+            KeySource::Pkcs12 { path } => {
+                let data = read("key_path", path)?;
+                let password = match &self.password {
+                    Some(source) => source.read_blocking("password").map_err(|e| {
+                        let key = match source {
+                            SecretSource::Env(_) => "password_env",
+                            SecretSource::File(_) => "password_file",
+                        };
+                        BuildError::new(key, e.to_string())
+                    })?,
+                    None => String::new(),
+                };
+                credential::from_pkcs12(&data, &password)
+            }
+        };
+        opened
+            .map(drop)
+            .map_err(|e| BuildError::new("key_path", format!("signing credential: {e}")))
     }
 
     /// Reads the credential on every run, so a renewed certificate on disk is
@@ -299,10 +363,11 @@ impl TokenClient {
         // Where to ask, for which tenant, and which keys sign the answer.
         let (endpoint, tenant_id, signing_keys) = match &self.metadata_url {
             Some(url) => {
-                let (doc, stats) = metadata::fetch(&self.http, url, MAX_RESPONSE * 4)
-                    .instrument(tracing::info_span!("metadata_fetch"))
-                    .await
-                    .map_err(|o| prefixed(o, "metadata"))?;
+                let (doc, stats) =
+                    metadata::fetch(&self.http, url, MAX_RESPONSE * 4, &self.jwks_hosts)
+                        .instrument(tracing::info_span!("metadata_fetch"))
+                        .await
+                        .map_err(|o| prefixed(o, "metadata"))?;
                 observations.push(("metadata_latency_seconds", stats.latency.as_secs_f64()));
                 let tenant = tenant_of(&doc, &self.tenant);
                 (
@@ -735,7 +800,7 @@ pub struct TokenProbe {
 }
 
 impl TokenProbe {
-    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, String> {
+    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, BuildError> {
         Ok(TokenProbe {
             client: TokenClient::new(cfg, base_dir)?,
         })

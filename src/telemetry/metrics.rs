@@ -78,46 +78,27 @@ pub const LATENESS_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 
 /// The `content-type` of `render`'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-const STATUSES: [Status; 4] = [
-    Status::Ok,
-    Status::Warning,
-    Status::Critical,
-    Status::Unknown,
-];
-const CATEGORIES: [Category; 9] = [
-    Category::Config,
-    Category::Network,
-    Category::Tls,
-    Category::Certificate,
-    Category::Auth,
-    Category::Protocol,
-    Category::Timeout,
-    Category::Push,
-    Category::Internal,
-];
-const STATES: [MonitorState; 6] = [
-    MonitorState::Unknown,
-    MonitorState::Healthy,
-    MonitorState::Degraded,
-    MonitorState::Unhealthy,
-    MonitorState::Disabled,
-    MonitorState::Maintenance,
-];
+/// The label values come from the enums themselves (`ALL`, `as_str`, `index`):
+/// a new status, category or state is counted under its own label.
+const STATUSES: [Status; Status::ALL.len()] = Status::ALL;
+const CATEGORIES: [Category; Category::ALL.len()] = Category::ALL;
+const STATES: [MonitorState; MonitorState::ALL.len()] = MonitorState::ALL;
 /// No state known yet.
 const NO_STATE: u8 = u8::MAX;
 
 fn status_index(s: Status) -> usize {
-    STATUSES.iter().position(|x| *x == s).unwrap_or(0)
+    s.index()
 }
 
 /// 0 for no category (an ok run), 1.. for the categories.
 fn category_index(c: Option<Category>) -> usize {
-    c.and_then(|c| CATEGORIES.iter().position(|x| *x == c))
-        .map_or(0, |i| i + 1)
+    c.map_or(0, |c| c.index() + 1)
 }
 
 fn state_index(s: MonitorState) -> u8 {
-    STATES.iter().position(|x| *x == s).unwrap_or(0) as u8
+    // Fewer than 255 states (NO_STATE is u8::MAX): checked at compile time.
+    const _: () = assert!(MonitorState::ALL.len() < NO_STATE as usize);
+    s.index() as u8
 }
 
 /// How an alert delivery attempt ended; the `result` label.

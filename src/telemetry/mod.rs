@@ -9,14 +9,31 @@ pub mod otel;
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Crates whose debug output carries secrets: lettre writes the SMTP dialogue,
+/// `AUTH PLAIN <base64 of user and password>` included. Its `tracing` feature is
+/// off (Cargo.toml), and this filter keeps it out even if a dependency turns
+/// the feature back on or `RUST_LOG` asks for `lettre=trace`.
+const SECRET_TARGETS: &[&str] = &["lettre"];
+
+/// Whether events of `target` (a module path) are kept out of every log.
+fn writes_secrets(target: &str) -> bool {
+    SECRET_TARGETS.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
 /// Installs the global subscriber: `RUST_LOG` if set, else `default_filter`.
 /// Logs go to stderr, so that stdout carries only command output.
+/// Whatever the filter says, events of `SECRET_TARGETS` are never written.
 pub fn init_logging(format: LogFormat, default_filter: &str) {
     init_logging_otel(format, default_filter, None)
 }
@@ -30,7 +47,10 @@ pub fn init_logging_otel(format: LogFormat, default_filter: &str, otel: Option<&
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::try_new(default_filter).unwrap_or_else(|_| EnvFilter::new("info"))
     });
-    let registry = tracing_subscriber::registry().with(filter).with(traces);
+    let registry = tracing_subscriber::registry()
+        .with(filter_fn(|meta| !writes_secrets(meta.target())))
+        .with(filter)
+        .with(traces);
     let result = match format {
         LogFormat::Text => registry
             .with(
@@ -52,4 +72,19 @@ pub fn init_logging_otel(format: LogFormat, default_filter: &str, otel: Option<&
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::writes_secrets;
+
+    #[test]
+    fn the_smtp_dialogue_is_never_logged() {
+        assert!(writes_secrets("lettre"));
+        assert!(writes_secrets(
+            "lettre::transport::smtp::client::async_connection"
+        ));
+        assert!(!writes_secrets("lettres"));
+        assert!(!writes_secrets("sonde::channel::email"));
+    }
 }

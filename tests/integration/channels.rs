@@ -27,7 +27,7 @@ use crate::support::{openssl, root};
 
 const PYTHON: &str = "/usr/bin/python3";
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
-const SMTP_USER: &str = "sonde";
+pub(crate) const SMTP_USER: &str = "sonde";
 const SMTP_PASSWORD: &str = "correct horse battery staple";
 
 fn install_provider() {
@@ -87,7 +87,7 @@ impl Drop for Reaped {
 // ---------------------------------------------------------------- email
 
 /// A test CA and a certificate for 127.0.0.1 signed by it, made by openssl.
-fn smtp_certificates(d: &Path) {
+pub(crate) fn smtp_certificates(d: &Path) {
     let ec = [
         "-newkey",
         "ec",
@@ -147,14 +147,19 @@ fn smtp_certificates(d: &Path) {
 }
 
 /// aiosmtpd (tests/support/smtp_server.py) in `mode` ("starttls" or "tls").
-struct SmtpServer {
+pub(crate) struct SmtpServer {
     _child: Reaped,
-    port: u16,
+    pub(crate) port: u16,
     out: PathBuf,
 }
 
 impl SmtpServer {
     fn start(dir: &Path, mode: &str) -> SmtpServer {
+        SmtpServer::start_with(dir, mode, SMTP_PASSWORD)
+    }
+
+    /// aiosmtpd accepting `password` for `SMTP_USER`.
+    pub(crate) fn start_with(dir: &Path, mode: &str, password: &str) -> SmtpServer {
         let ok = Command::new(PYTHON)
             .args(["-c", "import aiosmtpd"])
             .status()
@@ -168,14 +173,7 @@ impl SmtpServer {
         let script = root().join("tests/support/smtp_server.py");
         let mut child = Command::new(PYTHON)
             .arg(script)
-            .args([
-                "--mode",
-                mode,
-                "--user",
-                SMTP_USER,
-                "--password",
-                SMTP_PASSWORD,
-            ])
+            .args(["--mode", mode, "--user", SMTP_USER, "--password", password])
             .arg("--cert")
             .arg(dir.join("smtp.pem"))
             .arg("--key")
@@ -211,7 +209,7 @@ impl SmtpServer {
     }
 
     /// The `n`th message received (1-based), waiting up to 10 s for it.
-    async fn message(&self, n: usize) -> Value {
+    pub(crate) async fn message(&self, n: usize) -> Value {
         let path = self.out.join(format!("{n}.json"));
         for _ in 0..100 {
             if let Ok(text) = std::fs::read_to_string(&path) {

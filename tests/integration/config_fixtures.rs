@@ -1,8 +1,63 @@
 //! One file per bad config under tests/fixtures/config/bad, each beside the exact
 //! text `sonde validate` must print for it (`NAME.err`). To review a change of
 //! wording, run with SONDE_BLESS=1: it rewrites the .err files, then read the diff.
+//! Fixtures that need keys name them under `${SONDE_FIXTURE_KEYS}`, a directory
+//! the test fills with openssl-made files.
 
-use crate::support::{sonde, stderr, stdout};
+use std::path::Path;
+
+use crate::support::{openssl, sonde, sonde_in, stderr, stdout};
+
+/// A PKCS#12 file (`client.pfx`, password `right`), an encrypted PEM key
+/// (`encrypted.pem`) and a certificate (`cert.pem`), made by openssl in `dir`.
+fn make_keys(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-subj",
+            "/CN=sonde fixture",
+            "-days",
+            "2",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            "key.pem",
+            "-in",
+            "cert.pem",
+            "-out",
+            "client.pfx",
+            "-passout",
+            "pass:right",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "key.pem",
+            "-out",
+            "encrypted.pem",
+            "-passout",
+            "pass:right",
+        ],
+    );
+}
 
 #[test]
 fn every_bad_config_fails_with_its_exact_errors() {
@@ -18,11 +73,18 @@ fn every_bad_config_fails_with_its_exact_errors() {
         "fixtures went missing: {}",
         fixtures.len()
     );
+    let keys = tempfile::tempdir().unwrap();
+    make_keys(keys.path());
+    let keys = keys.path().to_str().unwrap();
     let bless = std::env::var_os("SONDE_BLESS").is_some();
     let mut failures = Vec::new();
     for path in &fixtures {
         let rel = path.strip_prefix(crate::support::root()).unwrap();
-        let out = sonde(&["validate", "--config", rel.to_str().unwrap()]);
+        let out = sonde_in(
+            &crate::support::root(),
+            &["validate", "--config", rel.to_str().unwrap()],
+            &[("SONDE_FIXTURE_KEYS", keys)],
+        );
         assert_eq!(
             out.status.code(),
             Some(2),

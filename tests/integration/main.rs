@@ -4,6 +4,7 @@
 
 mod alerting;
 mod api;
+mod attacks;
 mod certificates;
 mod channels;
 mod cli;
