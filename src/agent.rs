@@ -15,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::engine::{Engine, SharedViews};
 use crate::alert::outbox::{Dispatcher, ReplaceChannels};
-use crate::api::auth::{RateLimiter, TokenSource};
-use crate::api::{ApiState, Server};
+use crate::api::{ApiState, Server, Shared};
 use crate::channel::Channel;
 use crate::clock::Clock;
 use crate::config::{ChannelConfig, Config, ConfigError, ConfigErrors, ProbeConfig};
 use crate::outcome::Outcome;
 use crate::outcome::RunRecord;
+use crate::reload::{reload_channel, ReloadReply, ReloadRequests, ReloadSummary};
 use crate::runner::run_once;
 use crate::scheduler::{Replace, Scheduled, Scheduler};
 use crate::store::Store;
@@ -110,46 +110,6 @@ fn repost_of(channels: &[Arc<Channel>]) -> HashMap<String, std::time::Duration> 
         .collect()
 }
 
-/// What a reload changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadSummary {
-    /// Probes in the new config.
-    pub probes: usize,
-    pub added: usize,
-    pub removed: usize,
-    pub changed: usize,
-    pub unchanged: usize,
-}
-
-/// A reload's answer: what changed, or every reason the new config was refused.
-pub type ReloadReply = Result<ReloadSummary, Vec<String>>;
-
-/// Asks a running agent to reload its config from its file.
-#[derive(Clone)]
-pub struct ReloadHandle(mpsc::Sender<oneshot::Sender<ReloadReply>>);
-
-impl ReloadHandle {
-    /// Requests a reload and waits for its answer; `None` when the agent is gone.
-    pub async fn reload(&self) -> Option<ReloadReply> {
-        let (tx, rx) = oneshot::channel();
-        self.0.send(tx).await.ok()?;
-        rx.await.ok()
-    }
-}
-
-/// The agent's end of `reload_channel`.
-pub struct ReloadRequests {
-    handle: ReloadHandle,
-    rx: mpsc::Receiver<oneshot::Sender<ReloadReply>>,
-}
-
-/// A handle for the triggers (SIGHUP) and the requests for `run_reloadable`.
-pub fn reload_channel() -> (ReloadHandle, ReloadRequests) {
-    let (tx, rx) = mpsc::channel(4);
-    let handle = ReloadHandle(tx);
-    (handle.clone(), ReloadRequests { handle, rx })
-}
-
 /// Whether two versions of a probe are the same, wherever their tables sit.
 fn same_probe(a: &ProbeConfig, b: &ProbeConfig) -> bool {
     let mut b = b.clone();
@@ -225,29 +185,19 @@ pub async fn run_reloadable(
         .run_replaceable(channel_updates_rx, dispatcher_stop.clone()),
     );
     let api = api.zip(config.api.as_ref()).map(|(server, api_config)| {
-        let token = TokenSource::from_config(api_config, &config_dir(&config), &|name| {
-            std::env::var(name).ok()
-        });
-        if matches!(token, TokenSource::None) {
-            match &api_config.token_env {
-                Some(var) => tracing::warn!(
-                    variable = %var,
-                    "[api] token_env names an unset or empty variable: POST endpoints are refused"
-                ),
-                None => tracing::info!("no [api] token configured: POST endpoints are refused"),
-            }
-        }
-        let state = Arc::new(ApiState {
+        let shared = Shared {
             metrics: metrics.clone(),
-            config: std::sync::RwLock::new(config.clone()),
+            config: config.clone(),
             store: store.clone(),
             views: views.clone(),
             clock: clock.clone(),
-            token,
-            runs: RateLimiter::new(api_config.run_min_interval),
-            built: crate::api::BuiltProbes::default(),
-            reload: Some(reloads.handle.clone()),
-        });
+        };
+        let state = Arc::new(ApiState::new(
+            api_config,
+            &config_dir(&config),
+            shared,
+            Some(reloads.handle.clone()),
+        ));
         (
             state.clone(),
             tokio::spawn(server.serve(state, shutdown.clone())),
@@ -475,7 +425,7 @@ impl Reloader {
             })
             .await;
         if let Some(api) = &self.api {
-            *api.config.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+            api.set_config(new.clone());
         }
         ConfigLoaded {
             path: &path,

@@ -1,4 +1,4 @@
-//! Command-line definitions (clap). Dispatch lives in `main.rs`.
+//! Command-line definitions (clap). `main.rs` dispatches each command to `crate::cmd`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

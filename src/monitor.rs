@@ -58,9 +58,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ProbeConfig;
 use crate::outcome::Status;
 use crate::schedule::Schedule;
+use crate::spec::SpecProblem;
 
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 2;
@@ -208,19 +208,25 @@ impl Notice {
     }
 }
 
-/// The monitor settings of one probe.
-#[derive(Debug, Clone, PartialEq)]
+/// The monitor settings of one probe: the keys of a `[[probe]]` table listed in
+/// [`Policy::KEYS`], each with its default. The config loader deserializes them
+/// once from the probe's table and reports what [`Policy::validate`] finds; the
+/// evaluation below still guards against values it would refuse.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Consecutive bad results before a problem; 0 is taken as 1.
     pub failure_threshold: u32,
     /// Consecutive good results before recovery; 0 is taken as 1.
     pub success_threshold: u32,
     /// Interval of reminders while a notified problem lasts; `None` (or zero): none.
+    #[serde(with = "crate::human::duration::option")]
     pub remind_every: Option<Duration>,
     /// Factor applied to the reminder interval after each reminder; values below
     /// 1.0 (or not finite) are taken as 1.0.
     pub remind_backoff: f64,
     /// Cap of the reminder interval; never below `remind_every`.
+    #[serde(with = "crate::human::duration::option")]
     pub remind_max: Option<Duration>,
     pub notify_resolved: bool,
     /// Percent state change under which flapping stops.
@@ -245,16 +251,99 @@ impl Default for Policy {
 }
 
 impl Policy {
-    pub fn for_probe(probe: &ProbeConfig) -> Policy {
-        Policy {
-            failure_threshold: probe.failure_threshold,
-            success_threshold: probe.success_threshold,
-            remind_every: probe.remind_every,
-            remind_backoff: probe.remind_backoff,
-            remind_max: probe.remind_max,
-            notify_resolved: probe.notify_resolved,
-            flap_low: probe.flap_low,
-            flap_high: probe.flap_high,
+    /// The probe-table keys that belong to the policy (its serde field names).
+    pub const KEYS: &'static [&'static str] = &[
+        "failure_threshold",
+        "success_threshold",
+        "remind_every",
+        "remind_backoff",
+        "remind_max",
+        "notify_resolved",
+        "flap_low",
+        "flap_high",
+    ];
+
+    /// Every value out of bounds, by key. `given` says whether a key was written
+    /// in the table: a setting that only matters with another one is refused when
+    /// given alone, and a message quoting a default says so.
+    pub fn validate(&self, given: &dyn Fn(&str) -> bool) -> Vec<SpecProblem> {
+        let mut problems = Vec::new();
+        self.check_reminders(given, &mut problems);
+        self.check_flapping(given, &mut problems);
+        for (key, v) in [
+            ("failure_threshold", self.failure_threshold),
+            ("success_threshold", self.success_threshold),
+        ] {
+            if v == 0 {
+                problems.push(SpecProblem::new(key, "must be at least 1"));
+            }
+        }
+        problems
+    }
+
+    fn check_reminders(&self, given: &dyn Fn(&str) -> bool, problems: &mut Vec<SpecProblem>) {
+        if self.remind_every.is_some_and(|d| d.is_zero()) {
+            problems.push(SpecProblem::new("remind_every", "must be more than 0s"));
+        }
+        let backoff = self.remind_backoff;
+        if !(backoff.is_finite() && backoff >= 1.0) {
+            problems.push(SpecProblem::new(
+                "remind_backoff",
+                format!(
+                    "must be at least 1.0, not {backoff} (1.0 keeps the interval, \
+                     2.0 doubles it after each reminder)"
+                ),
+            ));
+        }
+        match (self.remind_every, self.remind_max) {
+            (Some(every), Some(max)) if max < every => problems.push(SpecProblem::new(
+                "remind_max",
+                format!(
+                    "must be at least `remind_every` ({})",
+                    humantime::format_duration(every)
+                ),
+            )),
+            _ => {}
+        }
+        if self.remind_every.is_none() {
+            for key in ["remind_backoff", "remind_max"] {
+                if given(key) {
+                    problems.push(SpecProblem::new(
+                        key,
+                        "has no effect without `remind_every`",
+                    ));
+                }
+            }
+        }
+    }
+
+    fn check_flapping(&self, given: &dyn Fn(&str) -> bool, problems: &mut Vec<SpecProblem>) {
+        let mut in_range = true;
+        for (key, v) in [("flap_low", self.flap_low), ("flap_high", self.flap_high)] {
+            if !(v > 0.0 && v <= 100.0) {
+                problems.push(SpecProblem::new(
+                    key,
+                    format!("must be a percentage above 0 and at most 100, not {v}"),
+                ));
+                in_range = false;
+            }
+        }
+        let (low, high) = (self.flap_low, self.flap_high);
+        if in_range && low >= high {
+            let default = |key| if given(key) { "" } else { ", the default" };
+            let key = if given("flap_low") {
+                "flap_low"
+            } else {
+                "flap_high"
+            };
+            problems.push(SpecProblem::new(
+                key,
+                format!(
+                    "`flap_low` ({low}{}) must be below `flap_high` ({high}{})",
+                    default("flap_low"),
+                    default("flap_high")
+                ),
+            ));
         }
     }
 
@@ -759,6 +848,126 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use Status::{Critical as C, Ok as O, Unknown as U, Warning as W};
+
+    #[test]
+    fn policy_keys_are_its_serde_fields_and_missing_keys_take_the_defaults() {
+        let err = toml::from_str::<Policy>("bogus = 1")
+            .unwrap_err()
+            .to_string();
+        let listed: Vec<&str> = err
+            .split("expected one of ")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .split(", ")
+            .map(|k| k.trim_matches('`'))
+            .collect();
+        assert_eq!(listed, Policy::KEYS, "{err}");
+        assert_eq!(toml::from_str::<Policy>("").unwrap(), Policy::default());
+        let p: Policy = toml::from_str(
+            "failure_threshold = 1\nremind_every = \"1h\"\nremind_backoff = 2\nflap_low = 10",
+        )
+        .unwrap();
+        assert_eq!(p.failure_threshold, 1);
+        assert_eq!(p.remind_every, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            (p.remind_backoff, p.flap_low, p.flap_high),
+            (2.0, 10.0, 30.0)
+        );
+        assert!(p.validate(&|_| true).is_empty());
+    }
+
+    #[test]
+    fn policy_bounds_name_the_key_and_the_defaults_they_compare_with() {
+        let keys = |p: &Policy, given: &dyn Fn(&str) -> bool| {
+            p.validate(given)
+                .into_iter()
+                .map(|problem| (problem.key, problem.message))
+                .collect::<Vec<_>>()
+        };
+        let all = |_: &str| true;
+        let bad = Policy {
+            failure_threshold: 0,
+            success_threshold: 0,
+            remind_every: Some(Duration::ZERO),
+            remind_backoff: f64::NAN,
+            ..Policy::default()
+        };
+        let found: Vec<&str> = keys(&bad, &all).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            found,
+            [
+                "remind_every",
+                "remind_backoff",
+                "failure_threshold",
+                "success_threshold"
+            ]
+        );
+        // Backoff and cap alone: both refused, the bad backoff twice.
+        let alone = Policy {
+            remind_backoff: 0.5,
+            remind_max: Some(Duration::from_secs(60)),
+            ..Policy::default()
+        };
+        let found = keys(&alone, &all);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].1.starts_with("must be at least 1.0, not 0.5"));
+        assert_eq!(
+            found[1],
+            (
+                "remind_backoff",
+                "has no effect without `remind_every`".into()
+            )
+        );
+        assert_eq!(found[2].0, "remind_max");
+        let short_cap = Policy {
+            remind_every: Some(Duration::from_secs(3600)),
+            remind_max: Some(Duration::from_secs(60)),
+            ..Policy::default()
+        };
+        assert_eq!(
+            keys(&short_cap, &all),
+            [(
+                "remind_max",
+                "must be at least `remind_every` (1h)".to_string()
+            )]
+        );
+        // Out of range: the order of the two is not checked.
+        let range = Policy {
+            flap_low: 0.0,
+            flap_high: 150.0,
+            ..Policy::default()
+        };
+        let found: Vec<&str> = keys(&range, &|k| k.starts_with("flap_"))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(found, ["flap_low", "flap_high"]);
+        let high_low = Policy {
+            flap_low: 40.0,
+            ..Policy::default()
+        };
+        assert_eq!(
+            keys(&high_low, &|k| k == "flap_low"),
+            [(
+                "flap_low",
+                "`flap_low` (40) must be below `flap_high` (30, the default)".to_string()
+            )]
+        );
+        let low_high = Policy {
+            flap_high: 15.0,
+            ..Policy::default()
+        };
+        assert_eq!(
+            keys(&low_high, &|k| k == "flap_high"),
+            [(
+                "flap_high",
+                "`flap_low` (20, the default) must be below `flap_high` (15)".to_string()
+            )]
+        );
+    }
 
     #[test]
     fn state_names_match_the_serde_names_and_indexes_follow_all() {

@@ -88,7 +88,7 @@ fn probe_infos(config: &Config) -> HashMap<String, ProbeInfo> {
                     health_set: p.health_set.clone(),
                     depends_on: p.depends_on.clone(),
                     channels: p.alert.clone(),
-                    policy: Policy::for_probe(p),
+                    policy: p.policy.clone(),
                     enabled: p.enabled,
                 },
             )

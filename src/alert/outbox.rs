@@ -145,6 +145,9 @@ impl Dispatcher {
     }
 }
 
+/// The "channel unhealthy" alert of `channel`, failing since `since`, or with
+/// `resolved` its resolution ("delivers again"), which keeps `since` as its
+/// start and ends at `now`.
 fn unhealthy_alert(
     channel: &str,
     kind: &str,
@@ -288,10 +291,17 @@ async fn channel_loop(
                 sent.push(entry.id);
             }
             let delivered = !matches!(delivered, Delivery::Retry);
-            if delivered && health.failing_since.take().is_some() && health.announced {
+            let failed_since = if delivered {
+                health.failing_since.take()
+            } else {
+                None
+            };
+            if let (Some(since), true) = (failed_since, health.announced) {
                 health.announced = false;
                 let now = clock.now();
-                let a = unhealthy_alert(&name, channel.kind(), now, now, true, 0, "");
+                // The resolution starts when the failure did (as `Alert::started_at`
+                // says) and ends now; its key pairs with the unhealthy alert's.
+                let a = unhealthy_alert(&name, channel.kind(), since, now, true, 0, "");
                 enqueue_to(&store, &others(), &a, now);
                 wake.notify_waiters();
             }
@@ -445,5 +455,24 @@ mod tests {
         assert_eq!(backoff(40, 0.5), MAX_BACKOFF);
         assert_eq!(backoff(3, 0.0), Duration::from_secs(2));
         assert_eq!(backoff(3, 1.0), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn a_channel_recovery_resolves_from_when_the_channel_started_failing() {
+        let since = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let now = DateTime::from_timestamp(1_800_000_900, 0).unwrap();
+        let fired = unhealthy_alert("hook", "webhook", since, now, false, 3, "refused");
+        assert_eq!(fired.event, AlertEvent::ChannelUnhealthy);
+        assert_eq!(fired.key, "channel:hook:1800000000:unhealthy");
+        assert_eq!((fired.started_at, fired.ends_at), (since, None));
+        assert!(fired
+            .summary
+            .contains("3 alert(s) waiting; last error: refused"));
+        let resolved = unhealthy_alert("hook", "webhook", since, now, true, 0, "");
+        assert_eq!(resolved.event, AlertEvent::Resolved);
+        assert_eq!(resolved.key, "channel:hook:1800000000:resolved");
+        assert_eq!((resolved.started_at, resolved.ends_at), (since, Some(now)));
+        assert_eq!(resolved.created_at, now);
+        assert_eq!(resolved.summary, "alert channel hook delivers again");
     }
 }

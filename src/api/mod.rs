@@ -1,6 +1,6 @@
 //! The agent's HTTP server: `GET /healthz`, `GET /metrics` (Prometheus text),
 //! the JSON API under `/api/v1/` (`v1`), and the status page at `/` (`page`).
-//! Started by `agent::run_with` only when the config has an `[api]` table, on
+//! Started by `agent::run_reloadable` only when the config has an `[api]` table, on
 //! `[api] listen`; it stops with the agent's shutdown token. The routes get
 //! what they need from `ApiState`; the POST endpoints are guarded by `auth`.
 //! What the routes show is computed elsewhere (`telemetry::metrics`, the
@@ -34,9 +34,19 @@ use self::auth::{RateLimiter, TokenSource};
 pub use self::limits::Limits;
 use crate::alert::engine::SharedViews;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{ApiConfig, Config};
+use crate::reload::ReloadHandle;
 use crate::store::Store;
 use crate::telemetry::metrics::{self, Metrics};
+
+/// What the agent shares with its API: the parts of `ApiState` it owns too.
+pub(crate) struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub views: Arc<SharedViews>,
+    pub clock: Arc<dyn Clock>,
+}
 
 /// What the routes share.
 pub struct ApiState {
@@ -55,16 +65,55 @@ pub struct ApiState {
     /// Probes built for on-demand runs, reused while their config is unchanged.
     pub built: BuiltProbes,
     /// Where `POST /-/reload` asks the agent to reload its config.
-    pub reload: Option<crate::agent::ReloadHandle>,
+    pub reload: Option<ReloadHandle>,
 }
 
 impl ApiState {
+    /// The state of an agent's API: the token from `[api] token_env` or
+    /// `token_file` (a relative file resolves against `config_dir`; variables
+    /// are read from the process environment), the run limit from
+    /// `[api] run_min_interval`. A missing token is logged once here: POST
+    /// endpoints are then refused.
+    pub(crate) fn new(
+        api: &ApiConfig,
+        config_dir: &std::path::Path,
+        shared: Shared,
+        reload: Option<ReloadHandle>,
+    ) -> ApiState {
+        let token = TokenSource::from_config(api, config_dir, &|name| std::env::var(name).ok());
+        if matches!(token, TokenSource::None) {
+            match &api.token_env {
+                Some(var) => tracing::warn!(
+                    variable = %var,
+                    "[api] token_env names an unset or empty variable: POST endpoints are refused"
+                ),
+                None => tracing::info!("no [api] token configured: POST endpoints are refused"),
+            }
+        }
+        ApiState {
+            metrics: shared.metrics,
+            config: std::sync::RwLock::new(shared.config),
+            store: shared.store,
+            views: shared.views,
+            clock: shared.clock,
+            token,
+            runs: RateLimiter::new(api.run_min_interval),
+            built: BuiltProbes::default(),
+            reload,
+        }
+    }
+
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
         self.config
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Puts a reloaded config in force.
+    pub(crate) fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 }
 

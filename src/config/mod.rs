@@ -23,10 +23,7 @@ use toml::Spanned;
 
 use crate::channel::{ChannelSpec, CHANNEL_KINDS};
 use crate::clock::{Clock, SystemClock};
-use crate::monitor::{
-    MaintenanceWindow, DEFAULT_FAILURE_THRESHOLD, DEFAULT_FLAP_HIGH, DEFAULT_FLAP_LOW,
-    DEFAULT_SUCCESS_THRESHOLD,
-};
+use crate::monitor::{MaintenanceWindow, Policy};
 use crate::probe::{ProbeSpec, KINDS};
 use crate::schedule::Schedule;
 
@@ -257,16 +254,8 @@ pub struct ProbeConfig {
     pub enabled: bool,
     /// Extra attempts of a failed run within the same run (the runner's business).
     pub retries: u32,
-    pub failure_threshold: u32,
-    pub success_threshold: u32,
-    pub remind_every: Option<Duration>,
-    /// At least 1.0; multiplies the reminder interval after each reminder.
-    pub remind_backoff: f64,
-    pub remind_max: Option<Duration>,
-    pub notify_resolved: bool,
-    /// Flapping thresholds, percent state change: 0 < low < high <= 100.
-    pub flap_low: f64,
-    pub flap_high: f64,
+    /// The monitor settings, checked against their bounds.
+    pub policy: Policy,
     pub spec: ProbeSpec,
     /// Where the probe's table and its keys sit.
     pub site: Site,
@@ -360,7 +349,8 @@ impl ProbeConfig {
     }
 }
 
-/// Keys every `[[probe]]` table may have beside its kind's.
+/// Keys every `[[probe]]` table may have beside its kind's and the monitor
+/// policy's (`Policy::KEYS`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommonKeys {
@@ -378,16 +368,6 @@ struct CommonKeys {
     depends_on: Vec<String>,
     enabled: Option<bool>,
     retries: Option<u32>,
-    failure_threshold: Option<u32>,
-    success_threshold: Option<u32>,
-    #[serde(default, with = "crate::human::duration::option")]
-    remind_every: Option<Duration>,
-    remind_backoff: Option<f64>,
-    #[serde(default, with = "crate::human::duration::option")]
-    remind_max: Option<Duration>,
-    notify_resolved: Option<bool>,
-    flap_low: Option<f64>,
-    flap_high: Option<f64>,
 }
 
 const COMMON_KEYS: &[&str] = &[
@@ -401,14 +381,6 @@ const COMMON_KEYS: &[&str] = &[
     "depends_on",
     "enabled",
     "retries",
-    "failure_threshold",
-    "success_threshold",
-    "remind_every",
-    "remind_backoff",
-    "remind_max",
-    "notify_resolved",
-    "flap_low",
-    "flap_high",
 ];
 
 const TOP_KEYS: &[&str] = &[
@@ -1005,8 +977,10 @@ fn parse_probe(
     table: Spanned<DeValue<'_>>,
     base_dir: &Path,
 ) -> Option<Pending> {
-    let (common_v, kind_v) = split_table(table.clone(), COMMON_KEYS);
+    let (common_v, rest) = split_table(table.clone(), COMMON_KEYS);
+    let (policy_v, kind_v) = split_table(rest, Policy::KEYS);
     let common: Option<CommonKeys> = deserialize_all(report, prefix, &common_v, deserialize);
+    let policy: Option<Policy> = deserialize_all(report, prefix, &policy_v, deserialize);
     // The kind's keys are checked even when the common ones failed, so that all
     // errors show at once; without a readable `kind` there is nothing to check them against.
     let kind = match &common {
@@ -1051,16 +1025,20 @@ fn parse_probe(
             report.at(span, key, problem.message);
         }
     }
-    let common = common?;
+    let (common, policy) = (common?, policy?);
     let mut ok = true;
-    ok &= check_reminders(report, prefix, &table, &common);
-    let (flap_low, flap_high) = match check_flapping(report, prefix, &table, &common) {
-        Some(thresholds) => thresholds,
-        None => {
-            ok = false;
-            (DEFAULT_FLAP_LOW, DEFAULT_FLAP_HIGH)
-        }
+    let given = |key: &str| match policy_v.get_ref() {
+        DeValue::Table(t) => t.iter().any(|(k, _)| k.get_ref().as_ref() == key),
+        _ => false,
     };
+    for problem in policy.validate(&given) {
+        report.at(
+            value_span(&table, problem.key),
+            format!("{prefix}.{}", problem.key),
+            problem.message,
+        );
+        ok = false;
+    }
     if !valid_name(&common.name) {
         report.at(
             value_span(&table, "name"),
@@ -1151,19 +1129,6 @@ fn parse_probe(
             );
         }
     }
-    for (key, v) in [
-        ("failure_threshold", common.failure_threshold),
-        ("success_threshold", common.success_threshold),
-    ] {
-        if v == Some(0) {
-            report.at(
-                value_span(&table, key),
-                format!("{prefix}.{key}"),
-                "must be at least 1",
-            );
-            ok = false;
-        }
-    }
     let (spec, schedule) = (spec?, schedule?);
     if !ok {
         return None;
@@ -1207,119 +1172,12 @@ fn parse_probe(
             depends_on: common.depends_on,
             enabled: common.enabled.unwrap_or(true),
             retries: common.retries.unwrap_or(0),
-            failure_threshold: common
-                .failure_threshold
-                .unwrap_or(DEFAULT_FAILURE_THRESHOLD),
-            success_threshold: common
-                .success_threshold
-                .unwrap_or(DEFAULT_SUCCESS_THRESHOLD),
-            remind_every: common.remind_every,
-            remind_backoff: common.remind_backoff.unwrap_or(1.0),
-            remind_max: common.remind_max,
-            notify_resolved: common.notify_resolved.unwrap_or(true),
-            flap_low,
-            flap_high,
+            policy,
             spec,
             site,
             base_dir: base_dir.to_path_buf(),
         },
     })
-}
-
-/// Checks `remind_every`, `remind_backoff` and `remind_max`; false if one is wrong.
-fn check_reminders(
-    report: &mut Report<'_>,
-    prefix: &str,
-    table: &Spanned<DeValue<'_>>,
-    common: &CommonKeys,
-) -> bool {
-    let mut ok = true;
-    let mut error = |key: &str, message: String| {
-        report.at(value_span(table, key), format!("{prefix}.{key}"), message);
-        ok = false;
-    };
-    if common.remind_every.is_some_and(|d| d.is_zero()) {
-        error("remind_every", "must be more than 0s".into());
-    }
-    if let Some(backoff) = common.remind_backoff {
-        if !(backoff.is_finite() && backoff >= 1.0) {
-            error(
-                "remind_backoff",
-                format!(
-                    "must be at least 1.0, not {backoff} (1.0 keeps the interval, \
-                     2.0 doubles it after each reminder)"
-                ),
-            );
-        }
-    }
-    match (common.remind_every, common.remind_max) {
-        (Some(every), Some(max)) if max < every => error(
-            "remind_max",
-            format!(
-                "must be at least `remind_every` ({})",
-                humantime::format_duration(every)
-            ),
-        ),
-        _ => {}
-    }
-    if common.remind_every.is_none() {
-        for (key, set) in [
-            ("remind_backoff", common.remind_backoff.is_some()),
-            ("remind_max", common.remind_max.is_some()),
-        ] {
-            if set {
-                error(key, "has no effect without `remind_every`".into());
-            }
-        }
-    }
-    ok
-}
-
-/// Checks `flap_low` and `flap_high`; the thresholds with their defaults, or
-/// `None` if they are wrong.
-fn check_flapping(
-    report: &mut Report<'_>,
-    prefix: &str,
-    table: &Spanned<DeValue<'_>>,
-    common: &CommonKeys,
-) -> Option<(f64, f64)> {
-    let mut ok = true;
-    for (key, value) in [
-        ("flap_low", common.flap_low),
-        ("flap_high", common.flap_high),
-    ] {
-        if let Some(v) = value {
-            if !(v > 0.0 && v <= 100.0) {
-                report.at(
-                    value_span(table, key),
-                    format!("{prefix}.{key}"),
-                    format!("must be a percentage above 0 and at most 100, not {v}"),
-                );
-                ok = false;
-            }
-        }
-    }
-    let low = common.flap_low.unwrap_or(DEFAULT_FLAP_LOW);
-    let high = common.flap_high.unwrap_or(DEFAULT_FLAP_HIGH);
-    if ok && low >= high {
-        let default = |set: Option<f64>| if set.is_some() { "" } else { ", the default" };
-        let key = if common.flap_low.is_some() {
-            "flap_low"
-        } else {
-            "flap_high"
-        };
-        report.at(
-            value_span(table, key),
-            format!("{prefix}.{key}"),
-            format!(
-                "`flap_low` ({low}{}) must be below `flap_high` ({high}{})",
-                default(common.flap_low),
-                default(common.flap_high)
-            ),
-        );
-        ok = false;
-    }
-    ok.then_some((low, high))
 }
 
 /// The probes a `[[maintenance]]` window covers by name.
@@ -1905,22 +1763,30 @@ flap_high = 45.5
         let config = load_text(PROBES).unwrap();
         let web = config.probe("web").unwrap();
         assert_eq!(
-            (web.retries, web.failure_threshold, web.success_threshold),
+            (
+                web.retries,
+                web.policy.failure_threshold,
+                web.policy.success_threshold
+            ),
             (0, 3, 2)
         );
         assert_eq!(
-            (web.remind_every, web.remind_backoff, web.remind_max),
+            (
+                web.policy.remind_every,
+                web.policy.remind_backoff,
+                web.policy.remind_max
+            ),
             (None, 1.0, None)
         );
-        assert!(web.notify_resolved);
-        assert_eq!((web.flap_low, web.flap_high), (20.0, 30.0));
+        assert!(web.policy.notify_resolved);
+        assert_eq!((web.policy.flap_low, web.policy.flap_high), (20.0, 30.0));
         let api = config.probe("api").unwrap();
         assert_eq!(api.retries, 2);
-        assert_eq!(api.remind_every, Some(Duration::from_secs(3600)));
-        assert_eq!(api.remind_backoff, 2.0);
-        assert_eq!(api.remind_max, Some(Duration::from_secs(8 * 3600)));
-        assert!(!api.notify_resolved);
-        assert_eq!((api.flap_low, api.flap_high), (10.0, 45.5));
+        assert_eq!(api.policy.remind_every, Some(Duration::from_secs(3600)));
+        assert_eq!(api.policy.remind_backoff, 2.0);
+        assert_eq!(api.policy.remind_max, Some(Duration::from_secs(8 * 3600)));
+        assert!(!api.policy.notify_resolved);
+        assert_eq!((api.policy.flap_low, api.policy.flap_high), (10.0, 45.5));
         assert!(config.maintenance.is_empty());
     }
 
