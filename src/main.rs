@@ -73,11 +73,24 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
             return exit_on_error(sonde::demo::run(Arc::new(SystemClock), shutdown).await);
         }
+        Command::Init { template } => {
+            return exit_on_error(
+                sonde::init::run(&template)
+                    .map(|w| print!("{w}"))
+                    .map_err(Into::into),
+            );
+        }
+        Command::Completions { shell } => return write_stdout(&sonde::cli::completions(shell)),
+        Command::Man { dir } => return exit_on_error(write_man_pages(&dir)),
         _ => {}
     }
     let loaded = config::load(&path);
     match cli.command {
-        Command::Lab { .. } | Command::Demo => unreachable!("handled above"),
+        Command::Lab { .. }
+        | Command::Demo
+        | Command::Init { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => unreachable!("handled above"),
         Command::Silence { action } => match loaded {
             Ok(c) => silence(&c, action),
             Err(e) => {
@@ -377,6 +390,23 @@ fn list(c: &Config, format: ListFormat, clock: &dyn Clock) {
             }
         }
     }
+}
+
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    for (name, page) in sonde::cli::man_pages() {
+        let path = dir.join(name);
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn write_stdout(bytes: &[u8]) -> ExitCode {
+    use std::io::Write as _;
+    exit_on_error(
+        std::io::stdout()
+            .write_all(bytes)
+            .context("cannot write to stdout"),
+    )
 }
 
 fn exit_on_error(result: anyhow::Result<()>) -> ExitCode {
