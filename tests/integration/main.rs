@@ -9,6 +9,7 @@ mod channels;
 mod cli;
 mod config_fixtures;
 mod hybrid;
+mod monitoring;
 mod otel;
 mod reload;
 mod support;
