@@ -9,6 +9,7 @@ mod channels;
 mod cli;
 mod config_fixtures;
 mod hybrid;
+mod init;
 mod monitoring;
 mod otel;
 mod reload;
