@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::support::{openssl, sonde_in, stderr, stdout};
+use crate::support::{openssl, root, sonde_in, stderr, stdout};
 
 #[test]
 fn init_exchange_writes_a_config_that_validates_with_openssls_thumbprint() {
@@ -158,4 +158,46 @@ fn completions_and_man_pages_come_from_the_binary() {
     let page = std::fs::read_to_string(dir.path().join("sonde.1")).unwrap();
     assert!(page.contains(".TH sonde 1"));
     assert!(dir.path().join("sonde-init-exchange.1").exists());
+}
+
+/// The package's /etc/sonde/sonde.toml validates as shipped, and so does its
+/// commented alternative that includes the shipped health set, once the
+/// variables /etc/default/sonde describes are set.
+#[test]
+fn the_packaged_default_config_validates_with_and_without_the_health_set() {
+    let o = sonde_in(
+        &root(),
+        &["validate", "--config", "packaging/sonde.toml"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("valid: 0 probes"), "{}", stdout(&o));
+
+    let shipped = std::fs::read_to_string(root().join("packaging/sonde.toml")).unwrap();
+    let alternative = "# include = [\"/etc/sonde/probes.d/*.toml\", \"/usr/share/sonde/probes/exchange-push-proxy.toml\"]";
+    assert!(shipped.contains(alternative));
+    let probes = root().join("probes/exchange-push-proxy.toml");
+    let text = shipped
+        .replace("include = [\"/etc/sonde/probes.d/*.toml\"]\n", "")
+        .replace(
+            alternative,
+            &format!(
+                "include = [\"/etc/sonde/probes.d/*.toml\", \"{}\"]",
+                probes.display()
+            ),
+        );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sonde.toml"), text).unwrap();
+    let env = [
+        ("SONDE_TENANT", "contoso.onmicrosoft.com"),
+        ("SONDE_OAUTH_CERT", "/etc/sonde/OAuthCert.cer"),
+        (
+            "SONDE_OAUTH_THUMBPRINT",
+            "0123456789abcdef0123456789abcdef01234567",
+        ),
+        ("SONDE_OAUTH_KEY", "/etc/sonde/OAuthCert.pfx"),
+    ];
+    let o = sonde_in(dir.path(), &["validate", "--config", "sonde.toml"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("valid: 4 probes"), "{}", stdout(&o));
 }
