@@ -264,9 +264,7 @@ pub(crate) fn exchange_config(e: &Exchange<'_>) -> Result<Starter, InitError> {
          #\n\
          # Still to fill in:\n"
     ));
-    for item in &todo {
-        t.push_str(&format!("#   - {item}\n"));
-    }
+    push_todo(&mut t, &todo);
     t.push_str(
         "#\n# Check it with `sonde validate --config FILE`, run one probe now with\n\
          # `sonde probe oauth-certificate --config FILE`, then `sonde run`.\n\n",
@@ -391,9 +389,7 @@ pub(crate) fn blackbox_config() -> Starter {
          #\n\
          # Still to fill in:\n",
     );
-    for item in &todo {
-        t.push_str(&format!("#   - {item}\n"));
-    }
+    push_todo(&mut t, &todo);
     t.push_str(
         "#\n# Check it with `sonde validate --config FILE`, run one probe now with\n\
          # `sonde probe site-http --config FILE`, then `sonde run`.\n\n",
@@ -428,6 +424,25 @@ critical_before = "7d"
 "#,
     );
     Starter { text: t, todo }
+}
+
+/// The to-do list as comment lines, each item wrapped at 80 columns.
+fn push_todo(text: &mut String, todo: &[String]) {
+    const WIDTH: usize = 80;
+    for item in todo {
+        let mut line = String::from("#   -");
+        for word in item.split_whitespace() {
+            if line.len() + 1 + word.len() > WIDTH && line.len() > 6 {
+                text.push_str(&line);
+                text.push('\n');
+                line = String::from("#    ");
+            }
+            line.push(' ');
+            line.push_str(word);
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
 }
 
 /// Writes `text` to `out.output` once it validates; returns the probe count.
@@ -674,6 +689,18 @@ mod tests {
         assert!(errors.is_empty());
         let v: toml::Value = toml::from_str(&subst).unwrap();
         assert_eq!(v["k"].as_str().unwrap(), r#"C:\certs\"a"${HOME}.pfx"#);
+    }
+
+    #[test]
+    fn the_todo_list_wraps_at_80_columns() {
+        let mut t = String::new();
+        let long = "word ".repeat(40);
+        push_todo(&mut t, &[long.trim().to_string(), "short".to_string()]);
+        assert!(t.lines().all(|l| l.len() <= 80), "{t}");
+        assert!(t.starts_with("#   - word word"), "{t}");
+        assert!(t.lines().nth(1).unwrap().starts_with("#     word"), "{t}");
+        assert!(t.ends_with("#   - short\n"), "{t}");
+        assert_eq!(t.matches("word").count(), 40);
     }
 
     #[test]
