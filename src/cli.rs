@@ -1,9 +1,12 @@
-//! Command-line definitions (clap). `main.rs` dispatches each command to `crate::cmd`.
+//! Command-line definitions (clap), and what is generated from them: the man
+//! page `sonde(1)` and the shell completions. `main.rs` dispatches each command
+//! to `crate::cmd`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+pub use clap_complete::Shell;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,6 +88,63 @@ pub enum Command {
         #[command(subcommand)]
         action: SilenceAction,
     },
+    /// Write a commented starter configuration for a use case, and validate it.
+    Init {
+        #[command(subcommand)]
+        template: InitTemplate,
+    },
+    /// Print the shell completion script for SHELL on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages, sonde(1) and one per subcommand, into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InitTemplate {
+    /// Exchange hybrid push notifications: the PushNotifications.Proxy health set
+    /// (OAuth certificate, auth metadata, token issuance, push connectivity).
+    Exchange {
+        /// The tenant's domain, e.g. contoso.onmicrosoft.com.
+        #[arg(long, value_name = "DOMAIN")]
+        tenant: String,
+        /// The OAuth (Auth) certificate as exported: .cer/.crt, PEM or DER.
+        #[arg(long, value_name = "CERT")]
+        auth_cert: PathBuf,
+        /// The credential that signs the tokens: a .pfx, or a PEM holding key and certificate.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The tenant id (a GUID): the realm the auth metadata must name.
+        #[arg(long, value_name = "GUID")]
+        tenant_id: Option<String>,
+        /// The dedicated Exchange hybrid application's id (a GUID): adds its Entra token probe.
+        #[arg(long, value_name = "GUID")]
+        app_id: Option<String>,
+        #[command(flatten)]
+        out: InitOutput,
+    },
+    /// A blackbox starter: an HTTP check and a TLS endpoint's certificate.
+    Blackbox {
+        #[command(flatten)]
+        out: InitOutput,
+    },
+}
+
+/// Where `sonde init` writes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitOutput {
+    /// The file to write.
+    #[arg(long, short = 'o', value_name = "FILE", default_value = "sonde.toml")]
+    pub output: PathBuf,
+    /// Overwrite the file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,4 +178,101 @@ pub enum ProbeFormat {
 pub enum ListFormat {
     Text,
     Json,
+}
+
+/// The man pages, sonde(1) and sonde-SUBCOMMAND(1) for every visible
+/// subcommand (as `clap_mangen::generate_to` names them), rendered from the
+/// clap definitions: (file name, roff).
+pub fn man_pages() -> Vec<(String, Vec<u8>)> {
+    fn walk(cmd: clap::Command, out: &mut Vec<(String, Vec<u8>)>) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            walk(sub, out);
+        }
+        let man = clap_mangen::Man::new(cmd);
+        let mut page = Vec::new();
+        // Rendering into a Vec cannot fail: the only error source is the writer.
+        let _ = man.render(&mut page);
+        out.push((man.get_filename(), page));
+    }
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut out = Vec::new();
+    walk(cmd, &mut out);
+    out.sort();
+    out
+}
+
+/// The completion script for `shell`, from the clap definitions.
+pub fn completions(shell: Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sonde", &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The package ships these files from `packaging/` (cargo deb does not run
+    /// the binary): they must be what the current definitions generate.
+    /// Regenerate with `scripts/gen-packaging`.
+    #[test]
+    fn the_committed_man_pages_and_completions_are_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+        let stale = "is stale: run scripts/gen-packaging and commit the result";
+        for (path, want) in [
+            ("completions/sonde.bash", completions(Shell::Bash)),
+            ("completions/_sonde", completions(Shell::Zsh)),
+            ("completions/sonde.fish", completions(Shell::Fish)),
+        ] {
+            let have = std::fs::read(root.join(path)).unwrap_or_default();
+            assert!(have == want, "packaging/{path} {stale}");
+        }
+        let pages = man_pages();
+        let mut committed: Vec<String> = std::fs::read_dir(root.join("man"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        committed.sort();
+        let names: Vec<String> = pages.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(committed, names, "packaging/man {stale}");
+        for (name, want) in pages {
+            let have = std::fs::read(root.join("man").join(&name)).unwrap_or_default();
+            assert!(have == want, "packaging/man/{name} {stale}");
+        }
+    }
+
+    #[test]
+    fn the_man_pages_cover_the_visible_commands() {
+        let pages = man_pages();
+        let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
+        for want in [
+            "sonde.1",
+            "sonde-run.1",
+            "sonde-init-exchange.1",
+            "sonde-completions.1",
+        ] {
+            assert!(names.contains(&want), "{want} in {names:?}");
+        }
+        assert!(
+            !names.contains(&"sonde-man.1"),
+            "the hidden command stays hidden"
+        );
+        let main = String::from_utf8(
+            pages
+                .iter()
+                .find(|(n, _)| n == "sonde.1")
+                .unwrap()
+                .1
+                .clone(),
+        )
+        .unwrap();
+        assert!(main.contains(".TH sonde 1"), "{main}");
+        assert!(main.contains("sonde\\-init(1)"), "{main}");
+    }
 }

@@ -70,8 +70,7 @@ impl SigningCredential {
         let subject = cert.subject().to_string();
         let not_before = cert.validity().not_before.timestamp();
         let not_after = cert.validity().not_after.timestamp();
-        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert_der);
-        let thumbprint = hex::encode_upper(digest);
+        let thumbprint = sha1_hex(&cert_der);
         Ok(SigningCredential {
             key,
             x5t: jwt::x5t(&cert_der),
@@ -110,6 +109,30 @@ impl SigningCredential {
     pub fn sign_rs256(&self, header: &Value, claims: &Value) -> Result<String, jwt::JwtError> {
         jwt::sign_rs256(&self.key, header, claims)
     }
+}
+
+/// SHA-1 of a DER certificate in upper-case hex: Exchange's thumbprint.
+fn sha1_hex(der: &[u8]) -> String {
+    hex::encode_upper(ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        der,
+    ))
+}
+
+/// The thumbprint of the first certificate in `data` (PEM or DER, as a `.cer`
+/// is exported), after checking that it parses as X.509.
+pub fn certificate_thumbprint(data: &[u8]) -> Result<String, CredentialError> {
+    let der = if is_pem(data) {
+        pem_blocks(data)?
+            .certs
+            .into_iter()
+            .next()
+            .ok_or(CredentialError::NoCertificate)?
+    } else {
+        data.to_vec()
+    };
+    x509_parser::parse_x509_certificate(&der).map_err(|_| CredentialError::NoCertificate)?;
+    Ok(sha1_hex(&der))
 }
 
 fn rsa_key(der: &[u8], pkcs8: bool) -> Result<RsaKeyPair, CredentialError> {
@@ -326,6 +349,23 @@ mod tests {
             jwt::JwtError::BadSignature
         );
         assert!(!format!("{c:?}").contains("PRIVATE"));
+        // The thumbprint of the certificate alone, PEM or DER, is the credential's.
+        assert_eq!(
+            certificate_thumbprint(g.cert_pem.as_bytes()).unwrap(),
+            c.thumbprint_hex()
+        );
+        assert_eq!(
+            certificate_thumbprint(c.cert_der()).unwrap(),
+            c.thumbprint_hex()
+        );
+        assert!(matches!(
+            certificate_thumbprint(g.key_pkcs8_pem.as_bytes()),
+            Err(CredentialError::NoCertificate)
+        ));
+        assert!(matches!(
+            certificate_thumbprint(b"not a certificate"),
+            Err(CredentialError::NoCertificate)
+        ));
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub mod credential;
 pub mod demo;
 pub mod guid;
 pub mod human;
+pub mod init;
 pub mod jwt;
 pub mod lab;
 pub mod monitor;

@@ -156,6 +156,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 Err(e) => finish(Err(Failure::unknown(format!("{e:#}")))),
             }
         }
+        Command::Init { template } => finish(cmd::init::init(&template)),
+        Command::Completions { shell } => finish(cmd::init::completions(shell)),
+        Command::Man { dir } => finish(cmd::init::man(&dir)),
         Command::Silence { action } => finish(cmd::silence::silence(
             config::load(&path),
             action,

@@ -7,6 +7,7 @@
 //! it, so that their unit tests read it; the long-running ones (`run`, `lab`)
 //! print their banner and log as they go.
 
+pub mod init;
 pub mod lab;
 pub mod list;
 pub mod probe;

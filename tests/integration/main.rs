@@ -11,6 +11,8 @@ mod cli;
 mod config_fixtures;
 mod hybrid;
 mod hybrid_app;
+mod init;
+mod monitoring;
 mod otel;
 mod reload;
 mod support;
