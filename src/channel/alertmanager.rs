@@ -1,6 +1,14 @@
 //! `kind = "alertmanager"`: alerts posted to Alertmanager's v2 API
 //! (`POST <url>/api/v2/alerts`, a JSON array of one alert).
 //!
+//! `url` names one Alertmanager, `urls` every node of an Alertmanager cluster.
+//! Like Prometheus, sonde posts each alert to every node, concurrently and each
+//! with the channel's `timeout`: the alert is delivered when at least one node
+//! took it (the cluster's gossip shares it with the others), so a node that is
+//! down neither holds the others back nor fails the delivery; each node's
+//! failure is logged with its `scheme://host[:port]` only. When no node took
+//! it, the delivery fails, retryable if any node may take it on another attempt.
+//!
 //! Labels identify an alert in Alertmanager (it fingerprints the label set), so
 //! they hold only what stays the same from the first firing to the resolution:
 //! `alertname`, `probe`, `health_set`, `kind` and `severity`. The per-transition
@@ -12,6 +20,13 @@
 //! `severity` stays a label because Alertmanager routes on it; so a resolution
 //! must carry the severity of the alert it resolves, and a problem whose
 //! severity changes becomes a new alert (the old one expires after the horizon).
+//!
+//! The labels are a pure function of the probe and the event: nothing about the
+//! agent that sends them (no host name, no instance, no time). So two agents
+//! running the same probes produce the same alert, and Alertmanager
+//! de-duplicates them. What may differ between agents (`summary`, `sonde_key`,
+//! `startsAt`) is in the annotations and timestamps, where Alertmanager keeps
+//! the earliest start and the latest report's annotations.
 //!
 //! Like Prometheus, sonde sends firing alerts with an `endsAt` in the future
 //! (now + 4 × `repost_every`) and the outbox re-posts them every `repost_every`
@@ -38,6 +53,9 @@ pub const ALERTS_PATH: &str = "/api/v2/alerts";
 /// How many re-post intervals a firing alert stays valid without a re-post.
 pub const HORIZON_INTERVALS: u32 = 4;
 
+/// The most nodes `urls` may list.
+pub const MAX_NODES: usize = 32;
+
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -46,13 +64,17 @@ fn default_repost() -> Duration {
     Duration::from_secs(60)
 }
 
-/// `Debug` is written by hand: the URL may carry credentials (userinfo).
+/// `Debug` is written by hand: the URLs may carry credentials (userinfo).
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     /// Alertmanager's base URL, e.g. `http://127.0.0.1:9093` (a path prefix, as
-    /// with `--web.route-prefix`, is kept).
+    /// with `--web.route-prefix`, is kept). Empty when `urls` is given instead.
+    #[serde(default)]
     pub url: String,
+    /// The base URLs of every node of an Alertmanager cluster, instead of `url`.
+    #[serde(default)]
+    pub urls: Vec<String>,
     #[serde(default = "default_timeout", with = "crate::human::duration")]
     pub timeout: Duration,
     /// How often a firing alert is posted again while it lasts (default `1m`,
@@ -63,8 +85,14 @@ pub struct AlertmanagerConfig {
 
 impl fmt::Debug for AlertmanagerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self
+            .urls
+            .iter()
+            .map(|u| crate::net::http::origin(u))
+            .collect();
         f.debug_struct("AlertmanagerConfig")
             .field("url", &crate::net::http::origin(&self.url))
+            .field("urls", &urls)
             .field("timeout", &self.timeout)
             .field("repost_every", &self.repost_every)
             .finish()
@@ -72,15 +100,44 @@ impl fmt::Debug for AlertmanagerConfig {
 }
 
 impl AlertmanagerConfig {
+    /// The nodes' base URLs: `url` alone, or `urls`.
+    pub fn nodes(&self) -> Vec<&str> {
+        if self.url.is_empty() {
+            self.urls.iter().map(String::as_str).collect()
+        } else {
+            vec![self.url.as_str()]
+        }
+    }
+
     pub fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
-        crate::net::http::check_url_key("url", &self.url, &mut p);
-        if let Ok(u) = reqwest::Url::parse(&self.url) {
-            if u.query().is_some() || u.fragment().is_some() {
-                p.push(SpecProblem::new(
-                    "url",
-                    "must be Alertmanager's base URL, without query or fragment",
-                ));
+        match (self.url.is_empty(), self.urls.is_empty()) {
+            (true, true) => p.push(SpecProblem::new(
+                "url",
+                "give `url` (one Alertmanager) or `urls` (every node of a cluster)",
+            )),
+            (false, false) => p.push(SpecProblem::new("urls", "give `url` or `urls`, not both")),
+            (false, true) => check_base_url("url", &self.url, &mut p),
+            (true, false) => {
+                if self.urls.len() > MAX_NODES {
+                    p.push(SpecProblem::new(
+                        "urls",
+                        format!("lists {} nodes; at most {MAX_NODES}", self.urls.len()),
+                    ));
+                }
+                for (i, url) in self.urls.iter().enumerate() {
+                    let mut found = Vec::new();
+                    check_base_url("urls", url, &mut found);
+                    p.extend(found.into_iter().map(|f| {
+                        SpecProblem::new("urls", format!("item {}: {}", i + 1, f.message))
+                    }));
+                    if self.urls[..i].contains(url) {
+                        p.push(SpecProblem::new(
+                            "urls",
+                            format!("item {}: lists the same node as an earlier item", i + 1),
+                        ));
+                    }
+                }
             }
         }
         super::check_timeout(self.timeout, &mut p);
@@ -91,9 +148,29 @@ impl AlertmanagerConfig {
     }
 }
 
+/// An Alertmanager base URL: http(s), with a host, no query or fragment.
+fn check_base_url(key: &'static str, url: &str, p: &mut Vec<SpecProblem>) {
+    crate::net::http::check_url_key(key, url, p);
+    if let Ok(u) = reqwest::Url::parse(url) {
+        if u.query().is_some() || u.fragment().is_some() {
+            p.push(SpecProblem::new(
+                key,
+                "must be Alertmanager's base URL, without query or fragment",
+            ));
+        }
+    }
+}
+
+/// One Alertmanager node: where its alerts API is, and how it is shown in logs.
+struct Node {
+    poster: Poster,
+    /// `scheme://host[:port]`, all a log line shows of the node's URL.
+    shown: String,
+}
+
 /// A runnable `alertmanager` channel.
 pub struct AlertmanagerChannel {
-    poster: Poster,
+    nodes: Vec<Node>,
     repost_every: Duration,
     clock: Arc<dyn Clock>,
 }
@@ -120,9 +197,29 @@ impl ChannelKind for AlertmanagerChannel {
 
 impl AlertmanagerChannel {
     pub fn new(cfg: &AlertmanagerConfig, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
-        let url = format!("{}{ALERTS_PATH}", cfg.url.trim_end_matches('/'));
+        let key = if cfg.url.is_empty() { "urls" } else { "url" };
+        let nodes = cfg
+            .nodes()
+            .into_iter()
+            .map(|base| {
+                let url = format!("{}{ALERTS_PATH}", base.trim_end_matches('/'));
+                let poster = Poster::new("alertmanager", &url, cfg.timeout).map_err(|e| {
+                    BuildError::new(if e.key.is_empty() { "" } else { key }, e.message)
+                })?;
+                Ok(Node {
+                    poster,
+                    shown: crate::net::http::origin(base),
+                })
+            })
+            .collect::<Result<Vec<Node>, BuildError>>()?;
+        if nodes.is_empty() {
+            return Err(BuildError::new(
+                "url",
+                "give `url` (one Alertmanager) or `urls` (every node of a cluster)",
+            ));
+        }
         Ok(AlertmanagerChannel {
-            poster: Poster::new("alertmanager", &url, cfg.timeout)?,
+            nodes,
             repost_every: cfg.repost_every,
             clock,
         })
@@ -132,13 +229,68 @@ impl AlertmanagerChannel {
         self.repost_every
     }
 
+    /// Posts `alert` to every node at once; see the module doc for when that
+    /// counts as delivered.
     pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
         let body = payload(alert, self.clock.now(), self.repost_every)
             .to_string()
             .into_bytes();
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(super::webhook::KEY_HEADER, key_header(alert)?);
-        self.poster.post(body, headers, &[]).await
+        let results = futures::future::join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.poster.post(body.clone(), headers.clone(), &[])),
+        )
+        .await;
+        let took = results.iter().filter(|r| r.is_ok()).count();
+        let mut errors = Vec::new();
+        for (node, result) in self.nodes.iter().zip(results) {
+            if let Err(e) = result {
+                if took > 0 {
+                    tracing::warn!(
+                        node = %node.shown,
+                        key = %alert.key,
+                        error = %e,
+                        "an Alertmanager node did not take the alert; {took} other(s) did"
+                    );
+                }
+                errors.push(e);
+            }
+        }
+        if took > 0 {
+            return Ok(());
+        }
+        Err(none_took(errors))
+    }
+}
+
+/// The error when no node took the alert: a single node's own error; for a
+/// cluster, every node's, retryable when any of them is (with the earliest
+/// `Retry-After` when every retryable one gave one).
+fn none_took(mut errors: Vec<DeliveryError>) -> DeliveryError {
+    if errors.len() == 1 {
+        if let Some(e) = errors.pop() {
+            return e;
+        }
+    }
+    let messages: Vec<&str> = errors.iter().map(DeliveryError::message).collect();
+    let message = format!(
+        "alertmanager: no node took the alert: {}",
+        messages.join("; ")
+    );
+    let retryable: Vec<&DeliveryError> = errors.iter().filter(|e| e.is_retryable()).collect();
+    if retryable.is_empty() {
+        return DeliveryError::Permanent { message };
+    }
+    let retry_after = retryable
+        .iter()
+        .map(|e| e.retry_after())
+        .collect::<Option<Vec<Duration>>>()
+        .and_then(|hints| hints.into_iter().min());
+    DeliveryError::Retryable {
+        message,
+        retry_after,
     }
 }
 
@@ -261,10 +413,247 @@ mod tests {
         );
     }
 
+    fn config(url: &str, urls: &[&str]) -> AlertmanagerConfig {
+        AlertmanagerConfig {
+            url: url.into(),
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            timeout: Duration::from_secs(2),
+            repost_every: Duration::from_secs(60),
+        }
+    }
+
+    fn problems(c: &AlertmanagerConfig) -> Vec<(&'static str, String)> {
+        c.validate()
+            .into_iter()
+            .map(|p| (p.key, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn exactly_one_of_url_and_urls() {
+        assert!(problems(&config("http://127.0.0.1:9093", &[])).is_empty());
+        assert!(problems(&config("", &["http://a:9093", "http://b:9093/am/"])).is_empty());
+        assert_eq!(
+            problems(&config("", &[])),
+            [(
+                "url",
+                "give `url` (one Alertmanager) or `urls` (every node of a cluster)".to_string()
+            )]
+        );
+        assert_eq!(
+            problems(&config("http://a:9093", &["http://b:9093"])),
+            [("urls", "give `url` or `urls`, not both".to_string())]
+        );
+    }
+
+    #[test]
+    fn every_node_url_is_checked_and_named_by_its_place() {
+        let c = config(
+            "",
+            &[
+                "http://a:9093",
+                "ftp://b:9093",
+                "http://c:9093/?token=s3cret",
+                "http://a:9093",
+            ],
+        );
+        let found = problems(&c);
+        assert_eq!(
+            found,
+            [
+                ("urls", "item 2: must be an http(s) URL".to_string()),
+                (
+                    "urls",
+                    "item 3: must be Alertmanager's base URL, without query or fragment"
+                        .to_string()
+                ),
+                (
+                    "urls",
+                    "item 4: lists the same node as an earlier item".to_string()
+                ),
+            ]
+        );
+        assert!(!format!("{found:?}{c:?}").contains("s3cret"));
+        let many: Vec<String> = (0..=MAX_NODES)
+            .map(|i| format!("http://n{i}:9093"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            problems(&config("", &many)),
+            [(
+                "urls",
+                format!("lists {} nodes; at most {MAX_NODES}", MAX_NODES + 1)
+            )]
+        );
+    }
+
+    /// A node on 127.0.0.1: answers every request with `status` (`None`: accepts
+    /// and never answers) and counts the requests it read.
+    async fn node(status: Option<u16>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16384];
+                    let mut got = Vec::new();
+                    // Headers, then the body its content-length announces.
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        let text = String::from_utf8_lossy(&got).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length:")
+                                        .map(|v| v.trim().parse::<usize>().unwrap())
+                                })
+                                .unwrap_or(0);
+                            if got.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    match status {
+                        Some(code) => {
+                            let head = format!(
+                                "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            );
+                            let _ = stream.write_all(head.as_bytes()).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(60)).await,
+                    }
+                });
+            }
+        });
+        (format!("http://127.0.0.1:{}", addr.port()), seen)
+    }
+
+    /// A loopback URL where nothing listens.
+    fn down() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    }
+
+    fn channel(urls: &[&str]) -> AlertmanagerChannel {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        AlertmanagerChannel::new(&config("", urls), Arc::new(crate::clock::SystemClock)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_node_taking_the_alert_is_enough() {
+        use std::sync::atomic::Ordering;
+        let (up, seen) = node(Some(200)).await;
+        let (refusing, refused) = node(Some(400)).await;
+        let dead = down();
+        channel(&[&dead, &up, &refusing])
+            .deliver(&sample())
+            .await
+            .unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        assert_eq!(refused.load(Ordering::SeqCst), 1, "every node gets it");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_node_does_not_hold_the_others_back() {
+        use std::sync::atomic::Ordering;
+        let (hanging, _) = node(None).await;
+        let (up, seen) = node(Some(200)).await;
+        let ch = channel(&[&hanging, &up]);
+        let start = std::time::Instant::now();
+        let delivering = tokio::spawn(async move { ch.deliver(&sample()).await });
+        // The live node has the alert long before the hanging one times out.
+        while seen.load(Ordering::SeqCst) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "posted one by one"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        delivering.await.unwrap().unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "each node has the timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_node_taking_it_is_retryable_unless_every_node_refused() {
+        let (bad, _) = node(Some(400)).await;
+        let (also_bad, _) = node(Some(422)).await;
+        let dead = down();
+        let e = channel(&[&bad, &dead])
+            .deliver(&sample())
+            .await
+            .unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(
+            e.message().starts_with(
+                "alertmanager: no node took the alert: alertmanager http://127.0.0.1:"
+            ),
+            "{e}"
+        );
+        assert!(e.message().contains("HTTP 400"), "{e}");
+        let e = channel(&[&bad, &also_bad])
+            .deliver(&sample())
+            .await
+            .unwrap_err();
+        assert!(!e.is_retryable(), "{e}");
+        // A single node's error is its own, as before `urls`.
+        let e = channel(&[&dead]).deliver(&sample()).await.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(
+            e.message().starts_with("alertmanager http://127.0.0.1:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn earliest_retry_after_only_when_every_retryable_node_gave_one() {
+        let hint = |s| DeliveryError::Retryable {
+            message: "x".into(),
+            retry_after: Some(Duration::from_secs(s)),
+        };
+        let e = none_took(vec![hint(30), hint(5), DeliveryError::permanent("p")]);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
+        let e = none_took(vec![hint(30), DeliveryError::retryable("r")]);
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after(), None);
+    }
+
+    #[test]
+    fn labels_are_the_same_whichever_agent_sends_them() {
+        // Two agents see the same incident at different times, number it
+        // differently and word it differently: only annotations and times differ.
+        let a = sample();
+        let mut b = sample();
+        b.key = "token-issuance:3:firing".into();
+        b.summary = "ACS rejected the assertion (HTTP 401) after 0.3 s".into();
+        b.started_at += chrono::Duration::seconds(7);
+        b.created_at += chrono::Duration::seconds(7);
+        b.observations.insert("latency_seconds".into(), 0.3);
+        let later = now() + chrono::Duration::seconds(9);
+        let pa = payload(&a, now(), Duration::from_secs(60));
+        let pb = payload(&b, later, Duration::from_secs(60));
+        assert_eq!(pa[0]["labels"], pb[0]["labels"]);
+        assert_ne!(pa[0]["annotations"], pb[0]["annotations"]);
+    }
+
     #[test]
     fn validation() {
         let c = AlertmanagerConfig {
             url: "http://127.0.0.1:9093/?x=1".into(),
+            urls: Vec::new(),
             timeout: Duration::ZERO,
             repost_every: Duration::from_millis(10),
         };
