@@ -13,6 +13,7 @@ mod ha;
 mod hybrid;
 mod hybrid_app;
 mod init;
+mod layering;
 mod monitoring;
 mod otel;
 mod reload;
