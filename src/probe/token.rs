@@ -1295,12 +1295,16 @@ mod tests {
 
     #[test]
     fn entra_tokens_are_v1_or_from_the_discovery_issuer() {
+        // Building opens the key, so the client needs a real one.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("k.pem"), &sts().key_pkcs8_pem).unwrap();
+        std::fs::write(dir.path().join("c.pem"), &sts().cert_pem).unwrap();
         let client = TokenClient::new(
             &toml::from_str::<TokenConfig>(&format!(
                 "mode = \"entra\"\ntenant = \"{TENANT}\"\nclient_id = \"c\"\ntoken_url = \"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token\"\nkey_path = \"k.pem\"\ncert_path = \"c.pem\""
             ))
             .unwrap(),
-            Path::new("/"),
+            dir.path(),
         )
         .unwrap();
         let issuers = client.issuers_for(

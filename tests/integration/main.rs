@@ -12,6 +12,7 @@ mod config_fixtures;
 mod hybrid;
 mod hybrid_app;
 mod init;
+mod layering;
 mod monitoring;
 mod otel;
 mod reload;
