@@ -463,9 +463,12 @@ async fn a_token_signed_by_an_unknown_key_is_refused() {
     let rogue_meta = meta.replace(&c.lab.base_url(), &rogue.base_url());
     let srv = crate::support::serve_forever(rogue_meta.into_bytes()).await;
     let dir = tempfile::tempdir().unwrap();
+    // The issuing endpoint is on another origin than the metadata: allowed
+    // by token_hosts (without it, nothing would be signed or sent).
     let cfg = format!(
-        "[[probe]]\nname = \"t\"\nkind = \"token\"\ntenant = \"{TENANT}\"\nmetadata_url = \"http://{srv}/m\"\nkey_path = \"{}\"\n",
-        c.dir.path().join("credential.pem").display()
+        "[[probe]]\nname = \"t\"\nkind = \"token\"\ntenant = \"{TENANT}\"\nmetadata_url = \"http://{srv}/m\"\nkey_path = \"{}\"\ntoken_hosts = [\"{}\"]\n",
+        c.dir.path().join("credential.pem").display(),
+        rogue.base_url()
     );
     std::fs::write(dir.path().join("sonde.toml"), cfg).unwrap();
     let config = sonde::config::load(&dir.path().join("sonde.toml")).unwrap();
@@ -479,6 +482,64 @@ async fn a_token_signed_by_an_unknown_key_is_refused() {
         &["does not verify against the metadata's signing keys"],
     );
     stop.cancel();
+}
+
+/// Regression: the metadata names the issuing endpoint, and the signed
+/// assertion goes there only when it is on the metadata's own origin or in
+/// `token_hosts`; elsewhere the probe stops with a `protocol` error naming the
+/// origin, and that host sees no connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_on_another_origin_gets_no_assertion() {
+    install_provider();
+    let c = Chain::new().await;
+    let meta = reqwest::get(format!(
+        "{}/metadata/json/1/?realm={TENANT}",
+        c.lab.base_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    // Another origin: a listener of this test on another port.
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_origin = format!("http://{}", elsewhere.local_addr().unwrap());
+    let moved = meta.replace(&c.lab.base_url(), &elsewhere_origin);
+    assert_ne!(
+        moved, meta,
+        "the lab's document names its issuing endpoints"
+    );
+    let srv = crate::support::serve_forever(moved.into_bytes()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        format!(
+            "[[probe]]\nname = \"t\"\nkind = \"token\"\ntenant = \"{TENANT}\"\nmetadata_url = \"http://{srv}/m\"\nkey_path = \"{}\"\n",
+            c.dir.path().join("credential.pem").display()
+        ),
+    )
+    .unwrap();
+    let config = sonde::config::load(&dir.path().join("sonde.toml")).unwrap();
+    let o = sonde::agent::run_probe_now(&config.probes[0], &config.probes, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Protocol),
+        &[
+            &format!("the issuing endpoint is on {elsewhere_origin}"),
+            &format!("not on the document's origin http://{srv}"),
+            "no assertion signed or sent",
+            &format!("add \"{elsewhere_origin}\" to token_hosts"),
+        ],
+    );
+    assert!(
+        o.observations.contains_key("metadata_latency_seconds"),
+        "{o:?}"
+    );
+    let contacted = tokio::time::timeout(Duration::from_millis(300), elsewhere.accept()).await;
+    assert!(contacted.is_err(), "the other origin was contacted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
