@@ -290,7 +290,7 @@ fn sample_value(o: &Outcome) -> f64 {
         .get("latency_seconds")
         .copied()
         .filter(|v| v.is_finite())
-        .unwrap_or_else(|| o.duration.as_secs_f64());
+        .unwrap_or(o.duration.as_secs_f64());
     // Whole microseconds, so that binary fractions do not print as noise.
     (seconds * 1_000_000.0).round() / 1000.0
 }
