@@ -104,7 +104,12 @@ fn init_exchange_writes_a_config_that_validates_with_openssls_thumbprint() {
         "{text}"
     );
 
-    let o = sonde_in(d, &["validate", "--config", "out.toml"], &[]);
+    // `sonde validate` opens the key, as a start would: it needs the password.
+    let o = sonde_in(
+        d,
+        &["validate", "--config", "out.toml"],
+        &[("SONDE_OAUTH_KEY_PASSWORD", "secret")],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("valid: 4 probes (4 enabled)"),
@@ -188,6 +193,30 @@ fn the_packaged_default_config_validates_with_and_without_the_health_set() {
         );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("sonde.toml"), text).unwrap();
+    // `sonde validate` opens the signing key as a start would: give it one.
+    openssl(
+        dir.path(),
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=Auth",
+            "-keyout", "key.pem", "-out", "cert.pem",
+        ],
+    );
+    openssl(
+        dir.path(),
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            "key.pem",
+            "-in",
+            "cert.pem",
+            "-out",
+            "OAuthCert.pfx",
+            "-passout",
+            "pass:secret",
+        ],
+    );
+    let key = dir.path().join("OAuthCert.pfx");
     let env = [
         ("SONDE_TENANT", "contoso.onmicrosoft.com"),
         ("SONDE_OAUTH_CERT", "/etc/sonde/OAuthCert.cer"),
@@ -195,7 +224,8 @@ fn the_packaged_default_config_validates_with_and_without_the_health_set() {
             "SONDE_OAUTH_THUMBPRINT",
             "0123456789abcdef0123456789abcdef01234567",
         ),
-        ("SONDE_OAUTH_KEY", "/etc/sonde/OAuthCert.pfx"),
+        ("SONDE_OAUTH_KEY", key.to_str().unwrap()),
+        ("SONDE_OAUTH_KEY_PASSWORD", "secret"),
     ];
     let o = sonde_in(dir.path(), &["validate", "--config", "sonde.toml"], &env);
     assert!(o.status.success(), "{}", stderr(&o));
