@@ -1204,4 +1204,14 @@ async fn a_timed_out_token_run_names_its_phase() {
         o.observations.contains_key("metadata_latency_seconds"),
         "{o:?}"
     );
+    // As Managed Availability shows it: TimedOut, on the path to the service.
+    let out = c.sonde(&["probe", r"default\T-SLOW", "-f", "ma"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let text = crate::support::stdout(&out);
+    assert!(text.contains("ResultType         : TimedOut\n"), "{text}");
+    assert!(
+        text.contains("Error              : timed out after 1s while requesting a token"),
+        "{text}"
+    );
+    assert!(text.contains("StateAttribute1    : Networking\n"), "{text}");
 }
