@@ -34,10 +34,19 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent: scheduler and probes until SIGINT/SIGTERM.
     Run,
-    /// Run one probe now and exit with its Nagios code (0 ok, 1 warning, 2 critical, 3 unknown).
+    /// Run one probe (or a health set) now and exit with its Nagios code (0 ok,
+    /// 1 warning, 2 critical, 3 unknown).
     Probe {
-        /// The probe's name.
-        name: String,
+        /// The probe: its name, or `HealthSet\Probe` as Invoke-MonitoringProbe
+        /// names it (case-insensitive; an exact name match wins).
+        #[arg(required_unless_present = "health_set", value_name = "NAME")]
+        name: Option<String>,
+        /// Run every enabled probe of this health set (case-insensitive), each
+        /// after the probes it depends on, and exit with the worst code.
+        #[arg(long, value_name = "SET", conflicts_with_all = ["name", "remote"])]
+        health_set: Option<String>,
+        /// text, json (one object per probe and line), nagios, or ma (as
+        /// Invoke-MonitoringProbe | Format-List).
         #[arg(long, short = 'f', value_enum, default_value_t = ProbeFormat::Text)]
         format: ProbeFormat,
         /// Run it in the agent at this URL (e.g. http://127.0.0.1:9323) instead of
@@ -172,6 +181,8 @@ pub enum ProbeFormat {
     Text,
     Json,
     Nagios,
+    // A Managed Availability probe result, as `Invoke-MonitoringProbe | Format-List`.
+    Ma,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

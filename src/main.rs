@@ -89,10 +89,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
             )
         }
         Command::Probe {
-            name,
+            name: Some(name),
             format,
             remote: Some(url),
             token_file,
+            ..
         } => {
             let loaded = config::load(&path).ok();
             let env = |name: &str| std::env::var(name).ok();
@@ -108,13 +109,23 @@ async fn dispatch(cli: Cli) -> ExitCode {
                 .await,
             )
         }
-        Command::Probe { name, format, .. } => {
+        Command::Probe {
+            name,
+            health_set,
+            format,
+            ..
+        } => {
             let c = match config::load(&path) {
                 Ok(c) => c,
                 Err(e) => return finish(Err(Failure::config(&e, EXIT_UNKNOWN))),
             };
             telemetry::init_logging(c.telemetry.log_format, "warn");
-            finish(cmd::probe::local(&c, &name, format, clock).await)
+            finish(match (health_set, name) {
+                (Some(set), _) => cmd::probe::health_set(&c, &set, format, clock).await,
+                (None, Some(name)) => cmd::probe::local(&c, &name, format, clock).await,
+                // clap requires one of them.
+                (None, None) => Err(Failure::unknown("give a probe NAME or --health-set SET")),
+            })
         }
         Command::Status { remote, format } => {
             let url = match cmd::status::url(remote, &config::load(&path)) {

@@ -1,12 +1,14 @@
 //! How `sonde probe` prints one outcome: `text` for people, `json` (the object of
 //! DESIGN.md) for scripts, `nagios` (status line plus perfdata, per the
-//! monitoring-plugins guidelines) for Nagios-compatible schedulers. And how
+//! monitoring-plugins guidelines) for Nagios-compatible schedulers, `ma` (a
+//! Managed Availability probe result as `Invoke-MonitoringProbe | Format-List`
+//! shows it) for Exchange admins; and a whole health set's results. And how
 //! every command writes to stdout: `print!`/`println!` here replace std's (by
 //! `use sonde::{print, println}`) so that a closed pipe ends the output quietly.
 
 use serde_json::{json, Map, Value};
 
-use crate::outcome::Outcome;
+use crate::outcome::{Category, Outcome, Status};
 
 /// Which probe an outcome belongs to.
 pub struct Labels<'a> {
@@ -126,22 +128,215 @@ pub fn nagios(o: &Outcome, thresholds: &[Threshold]) -> String {
     let mut out = format!("{} - {}", o.status.as_str().to_uppercase(), summary);
     if !o.observations.is_empty() {
         out.push_str(" |");
-        for (k, v) in &o.observations {
-            let unit = perf_unit(k);
-            let t = thresholds.iter().find(|t| t.observation == k);
-            let warn = t.and_then(|t| t.warn.clone()).unwrap_or_default();
-            let crit = t.and_then(|t| t.crit.clone()).unwrap_or_default();
-            out.push_str(&format!(
-                " '{}'={}{};{};{};;",
-                k.replace('\'', "''"),
-                format_number(*v),
-                unit,
-                warn,
-                crit
-            ));
-        }
+        perfdata(&mut out, None, o, thresholds);
     }
     out
+}
+
+/// Appends ` 'label'=value[unit];warn;crit;;` for each observation of `o`; the
+/// label is the observation's name, after `probe::` when `probe` is given (the
+/// `check_multi` convention for several checks in one line).
+fn perfdata(out: &mut String, probe: Option<&str>, o: &Outcome, thresholds: &[Threshold]) {
+    for (k, v) in &o.observations {
+        let unit = perf_unit(k);
+        let t = thresholds.iter().find(|t| t.observation == k);
+        let warn = t.and_then(|t| t.warn.clone()).unwrap_or_default();
+        let crit = t.and_then(|t| t.crit.clone()).unwrap_or_default();
+        let label = match probe {
+            Some(p) => format!("{p}::{k}"),
+            None => k.clone(),
+        };
+        out.push_str(&format!(
+            " '{}'={}{};{};{};;",
+            label.replace('\'', "''"),
+            format_number(*v),
+            unit,
+            warn,
+            crit
+        ));
+    }
+}
+
+/// One probe's result within a health set's output.
+pub struct SetResult<'a> {
+    pub labels: Labels<'a>,
+    pub outcome: &'a Outcome,
+    pub thresholds: &'a [Threshold],
+}
+
+/// The status a health set's results add up to: the most severe one, in the
+/// order `Status::severity` gives (ok < warning < unknown < critical).
+pub fn worst(results: &[SetResult<'_>]) -> Status {
+    results
+        .iter()
+        .map(|r| r.outcome.status)
+        .max_by_key(|s| s.severity())
+        .unwrap_or(Status::Unknown)
+}
+
+/// `{set}: {names} {status}; N of M ok`: what a health set's run amounts to.
+fn set_summary(set: &str, results: &[SetResult<'_>]) -> String {
+    let failing: Vec<String> = results
+        .iter()
+        .filter(|r| r.outcome.status != Status::Ok)
+        .map(|r| format!("{} {}", r.labels.probe, r.outcome.status))
+        .collect();
+    let ok = results.len() - failing.len();
+    let counts = format!("{ok} of {} ok", results.len());
+    if failing.is_empty() {
+        format!("{set}: {counts}")
+    } else {
+        format!("{set}: {}; {counts}", failing.join(", "))
+    }
+}
+
+/// A health set as a Nagios plugin reports several checks: the first line is
+/// the worst status with a summary and every probe's perfdata (labelled
+/// `probe::observation`); then one line of long text per probe, `STATUS probe:
+/// summary`, without a `|` (only the first line carries perfdata here).
+pub fn nagios_set(set: &str, results: &[SetResult<'_>]) -> String {
+    let status = worst(results).as_str().to_uppercase();
+    let mut out = format!("{status} - {}", one_line(&set_summary(set, results)));
+    let mut perf = String::new();
+    for r in results {
+        perfdata(&mut perf, Some(r.labels.probe), r.outcome, r.thresholds);
+    }
+    if !perf.is_empty() {
+        out.push_str(" |");
+        out.push_str(&perf);
+    }
+    out.push('\n');
+    for r in results {
+        out.push_str(&format!(
+            "{} {}: {}\n",
+            r.outcome.status.as_str().to_uppercase(),
+            r.labels.probe,
+            one_line(&r.outcome.summary)
+        ));
+    }
+    out
+}
+
+/// A health set as text: each probe's `text`, then the set's line.
+pub fn text_set(set: &str, results: &[SetResult<'_>]) -> String {
+    let mut out: String = results.iter().map(|r| text(&r.labels, r.outcome)).collect();
+    out.push_str(&format!(
+        "{} {}\n",
+        worst(results).as_str().to_uppercase(),
+        set_summary(set, results)
+    ));
+    out
+}
+
+/// Text safe for one line of plugin output: no `|` (it starts perfdata), no
+/// line breaks.
+fn one_line(text: &str) -> String {
+    text.replace('|', "/").replace(['\n', '\r'], " ")
+}
+
+/// Managed Availability's `ResultType` of an outcome: `TimedOut` for a run cut
+/// off by its timeout, `Succeeded` when ok, `Failed` otherwise. MA has no
+/// warning result (degradation is what its monitors make of failed results),
+/// so a warning is `Failed` too, and a filter on `ResultType -ne 'Succeeded'`
+/// sees it.
+pub fn ma_result_type(o: &Outcome) -> &'static str {
+    match o.status {
+        Status::Ok => "Succeeded",
+        Status::Warning | Status::Critical | Status::Unknown => match o.category {
+            Some(Category::Timeout) => "TimedOut",
+            Some(
+                Category::Config
+                | Category::Network
+                | Category::Tls
+                | Category::Certificate
+                | Category::Auth
+                | Category::Protocol
+                | Category::Push
+                | Category::Security
+                | Category::Internal,
+            )
+            | None => "Failed",
+        },
+    }
+}
+
+/// The failure class that Managed Availability's push connectivity probe puts
+/// in `StateAttribute1`, for a category (see README, "`--format ma`"):
+/// a missing or wrong configuration is `PushNotifications`; the path to the
+/// service (sockets, TLS, a timeout) is `Networking`; the credential and the
+/// token (refused, expired, unregistered, exposed) are `Authentication`; an
+/// answer the probe does not understand, a push that did not arrive and
+/// sonde's own faults are `Unknown`.
+pub fn ma_class(category: Category) -> &'static str {
+    match category {
+        Category::Config => "PushNotifications",
+        Category::Network | Category::Tls | Category::Timeout => "Networking",
+        Category::Auth | Category::Certificate | Category::Security => "Authentication",
+        Category::Protocol | Category::Push | Category::Internal => "Unknown",
+    }
+}
+
+/// A time as PowerShell shows a `DateTime` in the en-US culture
+/// (`11/30/2026 1:28:54 AM`), here in UTC.
+fn ma_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%-m/%-d/%Y %-I:%M:%S %p").to_string()
+}
+
+/// `SampleValue`: the latency in milliseconds, as MA's probes record it: the
+/// probe's own `latency_seconds` when it measures one, else the run's duration.
+fn sample_value(o: &Outcome) -> f64 {
+    let seconds = o
+        .observations
+        .get("latency_seconds")
+        .copied()
+        .filter(|v| v.is_finite())
+        .unwrap_or(o.duration.as_secs_f64());
+    // Whole microseconds, so that binary fractions do not print as noise.
+    (seconds * 1_000_000.0).round() / 1000.0
+}
+
+/// One result as `Invoke-MonitoringProbe … | Format-List` prints it: `Name :
+/// value`, the names padded to the longest. `machine` is the host that ran it.
+pub fn ma(machine: &str, labels: &Labels<'_>, o: &Outcome) -> String {
+    let end =
+        o.started_at + chrono::Duration::from_std(o.duration).unwrap_or(chrono::Duration::zero());
+    let error = match o.status {
+        Status::Ok => String::new(),
+        Status::Warning | Status::Critical | Status::Unknown => {
+            o.summary.replace(['\n', '\r'], " ")
+        }
+    };
+    let fields = [
+        ("MachineName", machine.to_string()),
+        (
+            "ResultName",
+            format!("{}\\{}", labels.health_set, labels.probe),
+        ),
+        ("ResultType", ma_result_type(o).to_string()),
+        ("Error", error),
+        ("ExecutionStartTime", ma_time(o.started_at)),
+        ("ExecutionEndTime", ma_time(end)),
+        ("SampleValue", format_number(sample_value(o))),
+        (
+            "StateAttribute1",
+            o.category.map(ma_class).unwrap_or_default().to_string(),
+        ),
+    ];
+    let width = fields.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    fields
+        .iter()
+        .map(|(name, value)| format!("{name:<width$} : {value}\n"))
+        .collect()
+}
+
+/// Several results as Format-List prints them: one block each, a blank line
+/// between.
+pub fn ma_list(machine: &str, results: &[SetResult<'_>]) -> String {
+    results
+        .iter()
+        .map(|r| ma(machine, &r.labels, r.outcome))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The plugin-guideline unit of an observation, from its suffix. The label keeps
@@ -283,5 +478,158 @@ mod tests {
         assert!(t.contains("(category: certificate)"));
         assert!(t.contains("  seconds_left = 1728000\n"));
         assert!(t.contains("took 0.013s"));
+    }
+
+    #[test]
+    fn ma_prints_a_result_as_format_list_does() {
+        let block = ma("EX01", &LABELS, &outcome());
+        assert_eq!(
+            block,
+            "MachineName        : EX01\n\
+             ResultName         : PushNotifications.Proxy\\oauth-cert\n\
+             ResultType         : Failed\n\
+             Error              : certificate expires in 20d | soon\n\
+             ExecutionStartTime : 5/1/2026 12:00:00 PM\n\
+             ExecutionEndTime   : 5/1/2026 12:00:00 PM\n\
+             SampleValue        : 12.5\n\
+             StateAttribute1    : Authentication\n"
+        );
+        // Ok: no error, no class; without latency_seconds the run's duration.
+        let mut ok = Outcome::ok("fine\nreally");
+        ok.started_at = DateTime::parse_from_rfc3339("2026-11-30T13:05:09Z")
+            .unwrap()
+            .to_utc();
+        ok.duration = Duration::from_millis(1500);
+        let block = ma("EX01", &LABELS, &ok);
+        let lines: Vec<&str> = block.lines().collect();
+        assert_eq!(lines[2], "ResultType         : Succeeded");
+        assert_eq!(lines[3], "Error              : ");
+        assert_eq!(lines[4], "ExecutionStartTime : 11/30/2026 1:05:09 PM");
+        assert_eq!(lines[5], "ExecutionEndTime   : 11/30/2026 1:05:10 PM");
+        assert_eq!(lines[6], "SampleValue        : 1500");
+        assert_eq!(lines[7], "StateAttribute1    : ");
+        // A failure's summary stays on its line.
+        let o = Outcome::critical(Category::Push, "two\nlines");
+        assert!(ma("h", &LABELS, &o).contains("Error              : two lines\n"));
+    }
+
+    #[test]
+    fn ma_result_types_and_classes() {
+        let timeout = Outcome::critical(Category::Timeout, "timed out while requesting a token");
+        assert_eq!(ma_result_type(&timeout), "TimedOut");
+        assert_eq!(ma_result_type(&Outcome::ok("fine")), "Succeeded");
+        for status in [Status::Warning, Status::Critical, Status::Unknown] {
+            let o = Outcome::new(status, Some(Category::Network), "down");
+            assert_eq!(ma_result_type(&o), "Failed", "{status}");
+        }
+        let class = |c| ma_class(c);
+        assert_eq!(class(Category::Config), "PushNotifications");
+        for c in [Category::Network, Category::Tls, Category::Timeout] {
+            assert_eq!(class(c), "Networking", "{c}");
+        }
+        for c in [Category::Auth, Category::Certificate, Category::Security] {
+            assert_eq!(class(c), "Authentication", "{c}");
+        }
+        for c in [Category::Protocol, Category::Push, Category::Internal] {
+            assert_eq!(class(c), "Unknown", "{c}");
+        }
+        // Every category has one of MA's four classes.
+        for c in Category::ALL {
+            assert!(
+                [
+                    "PushNotifications",
+                    "Networking",
+                    "Authentication",
+                    "Unknown"
+                ]
+                .contains(&class(c)),
+                "{c}"
+            );
+        }
+    }
+
+    fn set_outcomes() -> Vec<Outcome> {
+        let mut token = Outcome::ok("token issued").with("latency_seconds", 0.2);
+        token.duration = Duration::from_millis(200);
+        let push = Outcome::critical(Category::Auth, "push refused | 401");
+        vec![outcome(), token, push]
+    }
+
+    fn set_results<'a>(outcomes: &'a [Outcome], thresholds: &'a [Threshold]) -> Vec<SetResult<'a>> {
+        ["oauth-cert", "token", "push"]
+            .into_iter()
+            .zip(outcomes)
+            .map(|(probe, outcome)| SetResult {
+                labels: Labels {
+                    probe,
+                    kind: "x",
+                    health_set: "PushNotifications.Proxy",
+                },
+                outcome,
+                thresholds,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_health_set_is_as_bad_as_its_worst_probe() {
+        let outcomes = set_outcomes();
+        let results = set_results(&outcomes, &[]);
+        assert_eq!(worst(&results), Status::Critical);
+        assert_eq!(worst(&results[..2]), Status::Warning);
+        assert_eq!(worst(&results[1..2]), Status::Ok);
+        let unknown = Outcome::unknown(Category::Internal, "panicked");
+        let mixed = [
+            Outcome::warning(Category::Certificate, "soon"),
+            unknown.clone(),
+        ];
+        assert_eq!(worst(&set_results(&mixed, &[])), Status::Unknown);
+        let with_critical = [unknown, Outcome::critical(Category::Network, "down")];
+        assert_eq!(worst(&set_results(&with_critical, &[])), Status::Critical);
+        assert_eq!(worst(&[]), Status::Unknown, "nothing ran: unknown");
+    }
+
+    #[test]
+    fn nagios_set_puts_the_worst_first_and_each_probe_in_the_long_text() {
+        let outcomes = set_outcomes();
+        let thresholds = [Threshold {
+            observation: "seconds_left",
+            warn: Some("2592000:".into()),
+            crit: None,
+        }];
+        let out = nagios_set(
+            "PushNotifications.Proxy",
+            &set_results(&outcomes, &thresholds),
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "CRITICAL - PushNotifications.Proxy: oauth-cert warning, push critical; 1 of 3 ok \
+                 | 'oauth-cert::key_bits'=2048;;;; 'oauth-cert::latency_seconds'=0.0125s;;;; \
+                 'oauth-cert::seconds_left'=1728000s;2592000:;;; 'token::latency_seconds'=0.2s;;;;",
+                "WARNING oauth-cert: certificate expires in 20d / soon",
+                "OK token: token issued",
+                "CRITICAL push: push refused / 401",
+            ]
+        );
+    }
+
+    #[test]
+    fn text_and_ma_sets_show_every_probe() {
+        let outcomes = set_outcomes();
+        let results = set_results(&outcomes, &[]);
+        let t = text_set("PushNotifications.Proxy", &results);
+        assert!(t.starts_with("WARNING oauth-cert [x]"), "{t}");
+        assert!(t.contains("\nOK token [x] token issued\n"), "{t}");
+        assert!(t.ends_with(
+            "\nCRITICAL PushNotifications.Proxy: oauth-cert warning, push critical; 1 of 3 ok\n"
+        ));
+        let m = ma_list("EX01", &results);
+        let blocks: Vec<&str> = m.split("\n\n").collect();
+        assert_eq!(blocks.len(), 3, "{m}");
+        assert!(blocks[1].contains("ResultName         : PushNotifications.Proxy\\token"));
+        assert!(blocks[1].contains("SampleValue        : 200"));
+        assert!(blocks[2].contains("StateAttribute1    : Authentication"));
     }
 }

@@ -718,18 +718,22 @@ _sonde() {
             return 0
             ;;
         sonde__subcmd__probe)
-            opts="-f -c -h -V --format --remote --token-file --config --help --version"
+            opts="-f -c -h -V --health-set --format --remote --token-file --config --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --health-set)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
-                    COMPREPLY=($(compgen -W "text json nagios" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "text json nagios ma" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "text json nagios" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "text json nagios ma" -- "${cur}"))
                     return 0
                     ;;
                 --remote)

@@ -28,7 +28,7 @@ complete -c sonde -n "__fish_sonde_needs_command" -s c -l config -d 'Config file
 complete -c sonde -n "__fish_sonde_needs_command" -s h -l help -d 'Print help'
 complete -c sonde -n "__fish_sonde_needs_command" -s V -l version -d 'Print version'
 complete -c sonde -n "__fish_sonde_needs_command" -f -a "run" -d 'Run the agent: scheduler and probes until SIGINT/SIGTERM'
-complete -c sonde -n "__fish_sonde_needs_command" -f -a "probe" -d 'Run one probe now and exit with its Nagios code (0 ok, 1 warning, 2 critical, 3 unknown)'
+complete -c sonde -n "__fish_sonde_needs_command" -f -a "probe" -d 'Run one probe (or a health set) now and exit with its Nagios code (0 ok, 1 warning, 2 critical, 3 unknown)'
 complete -c sonde -n "__fish_sonde_needs_command" -f -a "status" -d 'Print the running agent\'s health sets and probe states (from its /api/v1/health); exit 0 healthy, 1 degraded, 2 unhealthy, 3 otherwise'
 complete -c sonde -n "__fish_sonde_needs_command" -f -a "list" -d 'List probes with kind, health set, schedule and next fire time'
 complete -c sonde -n "__fish_sonde_needs_command" -f -a "validate" -d 'Check the configuration; exit 0 when valid, 2 when not'
@@ -42,9 +42,11 @@ complete -c sonde -n "__fish_sonde_needs_command" -f -a "help" -d 'Print this me
 complete -c sonde -n "__fish_sonde_using_subcommand run" -s c -l config -d 'Config file (default ./sonde.toml)' -r -F
 complete -c sonde -n "__fish_sonde_using_subcommand run" -s h -l help -d 'Print help'
 complete -c sonde -n "__fish_sonde_using_subcommand run" -s V -l version -d 'Print version'
-complete -c sonde -n "__fish_sonde_using_subcommand probe" -s f -l format -r -f -a "text\t''
+complete -c sonde -n "__fish_sonde_using_subcommand probe" -l health-set -d 'Run every enabled probe of this health set (case-insensitive), each after the probes it depends on, and exit with the worst code' -r
+complete -c sonde -n "__fish_sonde_using_subcommand probe" -s f -l format -d 'text, json (one object per probe and line), nagios, or ma (as Invoke-MonitoringProbe | Format-List)' -r -f -a "text\t''
 json\t''
-nagios\t''"
+nagios\t''
+ma\t''"
 complete -c sonde -n "__fish_sonde_using_subcommand probe" -l remote -d 'Run it in the agent at this URL (e.g. http://127.0.0.1:9323) instead of here; the API token comes from SONDE_API_TOKEN or --token-file' -r
 complete -c sonde -n "__fish_sonde_using_subcommand probe" -l token-file -d 'A file holding the API token for --remote' -r -F
 complete -c sonde -n "__fish_sonde_using_subcommand probe" -s c -l config -d 'Config file (default ./sonde.toml)' -r -F
@@ -128,7 +130,7 @@ complete -c sonde -n "__fish_sonde_using_subcommand man" -s c -l config -d 'Conf
 complete -c sonde -n "__fish_sonde_using_subcommand man" -s h -l help -d 'Print help'
 complete -c sonde -n "__fish_sonde_using_subcommand man" -s V -l version -d 'Print version'
 complete -c sonde -n "__fish_sonde_using_subcommand help; and not __fish_seen_subcommand_from run probe status list validate lab demo silence init completions man help" -f -a "run" -d 'Run the agent: scheduler and probes until SIGINT/SIGTERM'
-complete -c sonde -n "__fish_sonde_using_subcommand help; and not __fish_seen_subcommand_from run probe status list validate lab demo silence init completions man help" -f -a "probe" -d 'Run one probe now and exit with its Nagios code (0 ok, 1 warning, 2 critical, 3 unknown)'
+complete -c sonde -n "__fish_sonde_using_subcommand help; and not __fish_seen_subcommand_from run probe status list validate lab demo silence init completions man help" -f -a "probe" -d 'Run one probe (or a health set) now and exit with its Nagios code (0 ok, 1 warning, 2 critical, 3 unknown)'
 complete -c sonde -n "__fish_sonde_using_subcommand help; and not __fish_seen_subcommand_from run probe status list validate lab demo silence init completions man help" -f -a "status" -d 'Print the running agent\'s health sets and probe states (from its /api/v1/health); exit 0 healthy, 1 degraded, 2 unhealthy, 3 otherwise'
 complete -c sonde -n "__fish_sonde_using_subcommand help; and not __fish_seen_subcommand_from run probe status list validate lab demo silence init completions man help" -f -a "list" -d 'List probes with kind, health set, schedule and next fire time'
 complete -c sonde -n "__fish_sonde_using_subcommand help; and not __fish_seen_subcommand_from run probe status list validate lab demo silence init completions man help" -f -a "validate" -d 'Check the configuration; exit 0 when valid, 2 when not'

@@ -103,6 +103,12 @@ impl ProbeKind for MetadataConfig {
 /// Problems with `jwks_hosts` entries: each must be an origin,
 /// `http(s)://host[:port]`, with nothing after it.
 pub fn validate_jwks_hosts(hosts: &[String]) -> Vec<SpecProblem> {
+    validate_origins("jwks_hosts", hosts)
+}
+
+/// Problems with the entries of a list of origins at `key` (`jwks_hosts`,
+/// the token kind's `token_hosts`).
+pub fn validate_origins(key: &'static str, hosts: &[String]) -> Vec<SpecProblem> {
     let mut p = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
         let shown: String = h.chars().take(200).collect();
@@ -117,13 +123,13 @@ pub fn validate_jwks_hosts(hosts: &[String]) -> Vec<SpecProblem> {
                     && u.fragment().is_none()
                     && !h.trim_end().ends_with('/') => {}
             Ok(_) => p.push(SpecProblem::new(
-                "jwks_hosts",
+                key,
                 format!(
                     "entry {i}, `{shown}`, must be an origin, scheme://host[:port] (e.g. https://keys.example)"
                 ),
             )),
             Err(e) => p.push(SpecProblem::new(
-                "jwks_hosts",
+                key,
                 format!("entry {i}, `{shown}`, is not an origin (e.g. https://keys.example): {e}"),
             )),
         }
@@ -131,12 +137,17 @@ pub fn validate_jwks_hosts(hosts: &[String]) -> Vec<SpecProblem> {
     p
 }
 
-/// Whether a key set at `jwks` may be fetched for the discovery document at
-/// `discovery`: only from the document's own origin (scheme, host and port)
-/// or from one of `allowed`, so that a document cannot send sonde to any
-/// address it names (an internal service, a cloud metadata endpoint).
-fn jwks_allowed(discovery: &reqwest::Url, jwks: &reqwest::Url, allowed: &[String]) -> bool {
-    let origin = jwks.origin();
+/// Whether `target` (a key set's `jwks_uri`, the token kind's issuing
+/// endpoint) may be contacted for the document at `discovery`: only on the
+/// document's own origin (scheme, host and port) or on one of `allowed`, so
+/// that a document cannot send sonde to any address it names (an internal
+/// service, a cloud metadata endpoint).
+pub(super) fn origin_allowed(
+    discovery: &reqwest::Url,
+    target: &reqwest::Url,
+    allowed: &[String],
+) -> bool {
+    let origin = target.origin();
     origin.is_tuple()
         && (origin == discovery.origin()
             || allowed
@@ -542,7 +553,7 @@ pub async fn fetch(
             )
         })
         .and_then(|(jwks, base)| {
-            if jwks_allowed(&base, &jwks, jwks_hosts) {
+            if origin_allowed(&base, &jwks, jwks_hosts) {
                 return Ok(jwks.to_string());
             }
             let origin = jwks.origin().ascii_serialization();
@@ -900,7 +911,7 @@ mod tests {
             "https://keys.example/k",
             "http://10.0.0.9:8080/k",
         ] {
-            assert!(jwks_allowed(&disc, &url(ok), &allowed), "{ok}");
+            assert!(origin_allowed(&disc, &url(ok), &allowed), "{ok}");
         }
         for refused in [
             "http://login.example/k",
@@ -912,9 +923,9 @@ mod tests {
             "file:///etc/passwd",
             "data:application/json,{}",
         ] {
-            assert!(!jwks_allowed(&disc, &url(refused), &allowed), "{refused}");
+            assert!(!origin_allowed(&disc, &url(refused), &allowed), "{refused}");
         }
-        assert!(!jwks_allowed(&disc, &url("https://keys.example/k"), &[]));
+        assert!(!origin_allowed(&disc, &url("https://keys.example/k"), &[]));
     }
 
     #[test]

@@ -81,6 +81,12 @@ pub struct TokenConfig {
     /// document's `jwks_uri` may be fetched (as for `kind = "metadata"`).
     #[serde(default)]
     pub jwks_hosts: Vec<String>,
+    /// Origins besides the metadata document's own where its issuing endpoint
+    /// (ACS `issuingEndpoints`, OpenID `token_endpoint`) may be: the signed
+    /// assertion is posted there. Separate from `jwks_hosts`, as a host trusted
+    /// to serve public keys is not thereby trusted with a credential.
+    #[serde(default)]
+    pub token_hosts: Vec<String>,
 }
 
 fn default_max_skew() -> Duration {
@@ -123,13 +129,15 @@ impl ProbeKind for TokenConfig {
                 crate::net::http::check_url_key(key, u, &mut p);
             }
         }
-        if !self.jwks_hosts.is_empty() && self.metadata_url.is_none() {
-            p.push(SpecProblem::new(
-                "jwks_hosts",
-                "only used with metadata_url",
-            ));
+        for (key, hosts) in [
+            ("jwks_hosts", &self.jwks_hosts),
+            ("token_hosts", &self.token_hosts),
+        ] {
+            if !hosts.is_empty() && self.metadata_url.is_none() {
+                p.push(SpecProblem::new(key, "only used with metadata_url"));
+            }
+            p.extend(metadata::validate_origins(key, hosts));
         }
-        p.extend(metadata::validate_jwks_hosts(&self.jwks_hosts));
         if self.mode == Mode::Entra {
             for (key, url, want) in [
                 ("token_url", &self.token_url, "token endpoint"),
@@ -251,6 +259,7 @@ pub struct TokenClient {
     resource: Option<String>,
     metadata_url: Option<String>,
     jwks_hosts: Vec<String>,
+    token_hosts: Vec<String>,
     token_url: Option<String>,
     client_id: Option<String>,
     key: KeySource,
@@ -282,6 +291,7 @@ impl TokenClient {
             resource: cfg.resource.clone(),
             metadata_url: cfg.metadata_url.clone(),
             jwks_hosts: cfg.jwks_hosts.clone(),
+            token_hosts: cfg.token_hosts.clone(),
             token_url: cfg.token_url.clone(),
             client_id: cfg.client_id.clone(),
             key,
@@ -422,9 +432,18 @@ impl TokenClient {
         let endpoint_url = reqwest::Url::parse(&endpoint).map_err(|e| {
             Outcome::critical(
                 Category::Protocol,
-                format!("issuing endpoint `{endpoint}` is not a URL: {e}"),
+                format!(
+                    "issuing endpoint `{}` is not a URL: {e}",
+                    clip(&endpoint, 200)
+                ),
             )
         })?;
+        if let Some(url) = &self.metadata_url {
+            // Before anything is signed: the assertion goes only where the
+            // operator trusts it to go.
+            check_endpoint_origin(url, &endpoint_url, &self.token_hosts)
+                .map_err(|o| with_observations(o, &observations))?;
+        }
         if self.mode == Mode::Entra {
             if let Some(segment) = multi_tenant_segment(&endpoint_url) {
                 return Err(with_observations(
@@ -642,6 +661,41 @@ impl TokenClient {
                 .unwrap_or_else(|| "https://outlook.office365.com".to_string()),
         }
     }
+}
+
+/// The issuing endpoint `endpoint`, named by the metadata at `metadata_url`,
+/// must be on the metadata's origin or one of `token_hosts`: a document
+/// (or whoever can change it) must not be able to collect a signed
+/// assertion at an address of its choosing, nor point sonde at an internal
+/// service. A refusal is `protocol`, naming the origin.
+fn check_endpoint_origin(
+    metadata_url: &str,
+    endpoint: &reqwest::Url,
+    token_hosts: &[String],
+) -> Result<(), Outcome> {
+    let Ok(base) = reqwest::Url::parse(metadata_url) else {
+        // Validation checked the URL; unreachable in practice.
+        return Err(Outcome::critical(
+            Category::Config,
+            "metadata_url is not a URL",
+        ));
+    };
+    if metadata::origin_allowed(&base, endpoint, token_hosts) {
+        return Ok(());
+    }
+    let origin = if endpoint.origin().is_tuple() {
+        endpoint.origin().ascii_serialization()
+    } else {
+        clip(endpoint.as_str(), 200)
+    };
+    Err(Outcome::critical(
+        Category::Protocol,
+        format!(
+            "metadata: the issuing endpoint is on {origin}, not on the document's origin {}; \
+             no assertion signed or sent (add \"{origin}\" to token_hosts to allow it)",
+            base.origin().ascii_serialization()
+        ),
+    ))
 }
 
 /// The metadata as it applies to the configured tenant, whose id it must name:
@@ -1286,6 +1340,55 @@ mod tests {
         assert!(!any.accepts(&format!("{ACS_APP_ID}@{TENANT}")));
     }
 
+    #[test]
+    fn the_issuing_endpoint_must_be_on_the_metadata_origin_or_listed() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let meta = "https://accounts.accesscontrol.windows.net/metadata/json/1/?realm=contoso.com";
+        let listed = vec!["https://sts.example".to_string()];
+        for ok in [
+            "https://accounts.accesscontrol.windows.net/tokens/OAuth/2",
+            "https://ACCOUNTS.accesscontrol.windows.net:443/t/tokens/OAuth/2",
+            "https://sts.example/token",
+        ] {
+            assert!(
+                check_endpoint_origin(meta, &url(ok), &listed).is_ok(),
+                "{ok}"
+            );
+        }
+        for (refused, named) in [
+            (
+                "https://evil.example/tokens/OAuth/2",
+                "https://evil.example",
+            ),
+            (
+                "http://accounts.accesscontrol.windows.net/t",
+                "http://accounts.accesscontrol.windows.net",
+            ),
+            (
+                "https://accounts.accesscontrol.windows.net:8443/t",
+                "https://accounts.accesscontrol.windows.net:8443",
+            ),
+            (
+                "http://169.254.169.254/latest/meta-data",
+                "http://169.254.169.254",
+            ),
+            ("https://sts.example:8443/token", "https://sts.example:8443"),
+        ] {
+            let o = check_endpoint_origin(meta, &url(refused), &listed).unwrap_err();
+            assert_eq!(o.status, crate::outcome::Status::Critical);
+            assert_eq!(o.category, Some(Category::Protocol), "{o:?}");
+            assert_eq!(
+                o.summary,
+                format!(
+                    "metadata: the issuing endpoint is on {named}, not on the document's origin \
+                     https://accounts.accesscontrol.windows.net; no assertion signed or sent \
+                     (add \"{named}\" to token_hosts to allow it)"
+                )
+            );
+        }
+        assert!(check_endpoint_origin(meta, &url("https://sts.example/t"), &[]).is_err());
+    }
+
     fn doc(file: &[u8]) -> AuthMetadata {
         metadata::parse_acs(file).unwrap()
     }
@@ -1410,5 +1513,11 @@ mod tests {
         assert_eq!(problems(&c), vec!["cert_path"]);
         c.cert_path = None;
         assert_eq!(problems(&c), Vec::<&str>::new());
+        c.token_hosts = vec!["https://sts.example".into(), "sts.example".into()];
+        assert_eq!(problems(&c), vec!["token_hosts"]);
+        let mut t = cfg("token_url = \"https://x/t\"");
+        t.tenant = TENANT.into();
+        t.token_hosts = vec!["https://sts.example".into()];
+        assert_eq!(problems(&t), vec!["token_hosts"], "only with metadata_url");
     }
 }

@@ -179,6 +179,8 @@ struct Chain {
     stop: CancellationToken,
     dir: tempfile::TempDir,
     config: sonde::config::Config,
+    /// The environment the shipped health set reads, for the binary too.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Chain {
@@ -208,7 +210,7 @@ impl Chain {
                 format!("{}/PushNotifications", lab.base_url()),
             ),
         ];
-        let lookup = move |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let lookup = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
         let config = Loader { env: &lookup }
             .load(&path)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -217,6 +219,7 @@ impl Chain {
             stop,
             dir,
             config,
+            env: env.to_vec(),
         }
     }
 
@@ -233,6 +236,21 @@ impl Chain {
         sonde::agent::run_probe_now(p, &self.config.probes, clock)
             .await
             .unwrap()
+    }
+
+    /// Runs the `sonde` binary with `args` on this chain's config and
+    /// environment (off the runtime's threads: the lab runs on them).
+    async fn sonde(&self, args: &[&str]) -> std::process::Output {
+        let dir = self.dir.path().to_path_buf();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env = self.env.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            crate::support::sonde_in(&dir, &args, &env)
+        })
+        .await
+        .unwrap()
     }
 
     async fn faults(&self, f: Value) {
@@ -322,6 +340,192 @@ async fn an_unregistered_key_is_a_certificate_problem() {
         Some(Category::Certificate),
         &["token: "],
     );
+}
+
+/// `sonde probe` as an Exchange admin uses `Invoke-MonitoringProbe`: a probe
+/// named `HealthSet\Probe` in any case, a whole health set in dependency
+/// order with the worst exit code, and results as Format-List prints them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_probes_and_sets_as_managed_availability_names_them() {
+    use crate::support::{stderr, stdout};
+    install_provider();
+    let c = Chain::new().await;
+    let out = c
+        .sonde(&[
+            "probe",
+            r"PushNotifications.Proxy\push-connectivity",
+            "-f",
+            "json",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (v["probe"].as_str(), v["status"].as_str()),
+        (Some("push-connectivity"), Some("ok"))
+    );
+    let out = c
+        .sonde(&[
+            "probe",
+            r"pushnotifications.proxy\TOKEN-ISSUANCE",
+            "--format",
+            "ma",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let names: Vec<&str> = text
+        .lines()
+        .map(|l| l.split(" : ").next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "MachineName       ",
+            "ResultName        ",
+            "ResultType        ",
+            "Error             ",
+            "ExecutionStartTime",
+            "ExecutionEndTime  ",
+            "SampleValue       ",
+            "StateAttribute1   ",
+        ]
+    );
+    assert!(
+        text.contains("ResultName         : PushNotifications.Proxy\\token-issuance\n"),
+        "{text}"
+    );
+    assert!(text.contains("ResultType         : Succeeded\n"), "{text}");
+    assert!(text.ends_with("StateAttribute1    : \n"), "{text}");
+
+    // The whole set, each probe after those it depends on: all healthy.
+    let out = c
+        .sonde(&[
+            "probe",
+            "--health-set",
+            "pushnotifications.PROXY",
+            "-f",
+            "json",
+        ])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let ran: Vec<(String, String)> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["probe"].as_str().unwrap().into(),
+                v["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let ok = |p: &str| (p.to_string(), "ok".to_string());
+    assert_eq!(
+        ran,
+        [
+            ok("oauth-certificate"),
+            ok("auth-metadata"),
+            ok("token-issuance"),
+            ok("push-connectivity")
+        ]
+    );
+
+    // The OAuth certificate no longer registered: token and push fail, as
+    // Authentication; the set exits 2.
+    let id = c.lab().state().credentials[0].id;
+    assert!(c.lab().state().revoke(id));
+    let out = c
+        .sonde(&[
+            "probe",
+            "--health-set",
+            "PushNotifications.Proxy",
+            "-f",
+            "ma",
+        ])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    let blocks: Vec<&str> = text.split("\n\n").collect();
+    assert_eq!(blocks.len(), 4, "{text}");
+    let field = |block: &str, name: &str| {
+        block
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name:<18} : "))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| panic!("{name} in {block}"))
+    };
+    assert_eq!(
+        field(blocks[0], "ResultName"),
+        r"PushNotifications.Proxy\oauth-certificate"
+    );
+    assert_eq!(field(blocks[0], "ResultType"), "Succeeded");
+    assert_eq!(
+        field(blocks[2], "ResultName"),
+        r"PushNotifications.Proxy\token-issuance"
+    );
+    assert_eq!(field(blocks[2], "ResultType"), "Failed");
+    assert!(field(blocks[2], "Error").contains("ACS50008"), "{text}");
+    assert_eq!(field(blocks[2], "StateAttribute1"), "Authentication");
+    assert_eq!(
+        field(blocks[3], "ResultName"),
+        r"PushNotifications.Proxy\push-connectivity"
+    );
+    assert_eq!(field(blocks[3], "StateAttribute1"), "Authentication");
+    let sample: f64 = field(blocks[2], "SampleValue").parse().unwrap();
+    assert!(sample > 0.0 && sample < 10_000.0, "milliseconds: {sample}");
+
+    // The Nagios form: the worst first, each probe in the long text.
+    let out = c
+        .sonde(&[
+            "probe",
+            "--health-set",
+            "PushNotifications.Proxy",
+            "-f",
+            "nagios",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "CRITICAL - PushNotifications.Proxy: token-issuance critical, push-connectivity critical; 2 of 4 ok |"
+        ),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("'token-issuance::latency_seconds'="),
+        "{text}"
+    );
+    assert_eq!(lines.len(), 5, "{text}");
+    assert!(lines[1].starts_with("OK oauth-certificate: "), "{text}");
+
+    // An unknown set: exit 3, naming the sets there are.
+    let out = c.sonde(&["probe", "--health-set", "Exchange.Nope"]).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("no health set `Exchange.Nope` in sonde.toml (health sets: PushNotifications.Proxy, default)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c
+        .sonde(&["probe", r"Exchange.Nope\push-connectivity"])
+        .await;
+    assert_eq!(out.status.code(), Some(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,9 +667,12 @@ async fn a_token_signed_by_an_unknown_key_is_refused() {
     let rogue_meta = meta.replace(&c.lab.base_url(), &rogue.base_url());
     let srv = crate::support::serve_forever(rogue_meta.into_bytes()).await;
     let dir = tempfile::tempdir().unwrap();
+    // The issuing endpoint is on another origin than the metadata: allowed
+    // by token_hosts (without it, nothing would be signed or sent).
     let cfg = format!(
-        "[[probe]]\nname = \"t\"\nkind = \"token\"\ntenant = \"{TENANT}\"\nmetadata_url = \"http://{srv}/m\"\nkey_path = \"{}\"\n",
-        c.dir.path().join("credential.pem").display()
+        "[[probe]]\nname = \"t\"\nkind = \"token\"\ntenant = \"{TENANT}\"\nmetadata_url = \"http://{srv}/m\"\nkey_path = \"{}\"\ntoken_hosts = [\"{}\"]\n",
+        c.dir.path().join("credential.pem").display(),
+        rogue.base_url()
     );
     std::fs::write(dir.path().join("sonde.toml"), cfg).unwrap();
     let config = sonde::config::load(&dir.path().join("sonde.toml")).unwrap();
@@ -479,6 +686,64 @@ async fn a_token_signed_by_an_unknown_key_is_refused() {
         &["does not verify against the metadata's signing keys"],
     );
     stop.cancel();
+}
+
+/// Regression: the metadata names the issuing endpoint, and the signed
+/// assertion goes there only when it is on the metadata's own origin or in
+/// `token_hosts`; elsewhere the probe stops with a `protocol` error naming the
+/// origin, and that host sees no connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_on_another_origin_gets_no_assertion() {
+    install_provider();
+    let c = Chain::new().await;
+    let meta = reqwest::get(format!(
+        "{}/metadata/json/1/?realm={TENANT}",
+        c.lab.base_url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    // Another origin: a listener of this test on another port.
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_origin = format!("http://{}", elsewhere.local_addr().unwrap());
+    let moved = meta.replace(&c.lab.base_url(), &elsewhere_origin);
+    assert_ne!(
+        moved, meta,
+        "the lab's document names its issuing endpoints"
+    );
+    let srv = crate::support::serve_forever(moved.into_bytes()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sonde.toml"),
+        format!(
+            "[[probe]]\nname = \"t\"\nkind = \"token\"\ntenant = \"{TENANT}\"\nmetadata_url = \"http://{srv}/m\"\nkey_path = \"{}\"\n",
+            c.dir.path().join("credential.pem").display()
+        ),
+    )
+    .unwrap();
+    let config = sonde::config::load(&dir.path().join("sonde.toml")).unwrap();
+    let o = sonde::agent::run_probe_now(&config.probes[0], &config.probes, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    expect(
+        &o,
+        Status::Critical,
+        Some(Category::Protocol),
+        &[
+            &format!("the issuing endpoint is on {elsewhere_origin}"),
+            &format!("not on the document's origin http://{srv}"),
+            "no assertion signed or sent",
+            &format!("add \"{elsewhere_origin}\" to token_hosts"),
+        ],
+    );
+    assert!(
+        o.observations.contains_key("metadata_latency_seconds"),
+        "{o:?}"
+    );
+    let contacted = tokio::time::timeout(Duration::from_millis(300), elsewhere.accept()).await;
+    assert!(contacted.is_err(), "the other origin was contacted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -939,4 +1204,14 @@ async fn a_timed_out_token_run_names_its_phase() {
         o.observations.contains_key("metadata_latency_seconds"),
         "{o:?}"
     );
+    // As Managed Availability shows it: TimedOut, on the path to the service.
+    let out = c.sonde(&["probe", r"default\T-SLOW", "-f", "ma"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let text = crate::support::stdout(&out);
+    assert!(text.contains("ResultType         : TimedOut\n"), "{text}");
+    assert!(
+        text.contains("Error              : timed out after 1s while requesting a token"),
+        "{text}"
+    );
+    assert!(text.contains("StateAttribute1    : Networking\n"), "{text}");
 }
