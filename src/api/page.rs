@@ -1,5 +1,6 @@
 //! The status page at `GET /`: one server-rendered HTML page, inline CSS, no
-//! script, refreshed by the browser every 10 s. Health sets with their state,
+//! script, refreshed by the browser every 10 s. Health sets with their state
+//! (those with a failing probe first, then by name),
 //! each with its dependency chain (`depends_on` and the probes a probe uses,
 //! such as a push probe's `token_probe`) drawn as inline SVG, the root cause
 //! and the broken links marked; then each probe: monitor state, last status and
@@ -149,6 +150,10 @@ pub fn render_with(
         sets.entry(p.health_set).or_default().push(i);
     }
     let graph = Graph::new(probes, &views, deps);
+    // Sets with a failing probe first, so that a broken chain is what a
+    // phone shows without scrolling; then by name.
+    let mut sets: Vec<(&str, Vec<usize>)> = sets.into_iter().collect();
+    sets.sort_by_key(|(name, members)| (!members.iter().any(|&i| graph.failing[i]), *name));
     let mut html = String::with_capacity(4096 + probes.len() * 2048);
     html.push_str(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
