@@ -2,7 +2,9 @@
 //! the Exchange Online principal for ACS, and on a dedicated hybrid app in the
 //! lab's directory), and the agent running the shipped PushNotifications.Proxy
 //! and Exchange.HybridApp health sets against it, printing each result as it
-//! comes. Everything lives in a temporary directory
+//! comes. The agent also serves its API, `/metrics` and the status page on a
+//! free loopback port, whose URLs the demo prints first; POST endpoints stay
+//! off (no token: see `api_table`). Everything lives in a temporary directory
 //! that is removed on exit.
 
 use std::collections::HashMap;
@@ -44,6 +46,9 @@ pub struct DemoFiles {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub env: HashMap<String, String>,
+    /// The lab's id of the OAuth certificate (`DELETE /admin/credentials/{id}`
+    /// revokes it).
+    pub oauth_credential: u64,
 }
 
 /// Makes the OAuth certificate, registers it with `lab`, and writes the config
@@ -68,13 +73,15 @@ pub fn prepare(
     )
     .context("cannot write the credential")?;
     restrict(&key_path);
-    lab.state()
+    let oauth_credential = lab
+        .state()
         .register(
             oauth.credential.cert_der(),
             oauth.credential.not_before(),
             oauth.credential.not_after(),
         )
-        .map_err(|e| anyhow::anyhow!("cannot register the OAuth certificate: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot register the OAuth certificate: {e}"))?
+        .id;
     std::fs::write(dir.join("exchange-push-proxy.toml"), HEALTH_SET)
         .context("cannot write the health set")?;
     std::fs::write(dir.join("exchange-hybrid-app.toml"), HYBRID_APP_SET)
@@ -178,6 +185,7 @@ poll_every = "250ms"
         dir: dir.to_path_buf(),
         config,
         env,
+        oauth_credential,
     })
 }
 
@@ -252,22 +260,76 @@ async fn run_in(
         lab::default_mailbox(TENANT)
     )?;
     writeln!(out, "config:   {}", files.config.display())?;
-    writeln!(out, "try:      curl -X PUT {base}/admin/faults -H 'content-type: application/json' -d '{{\"metadata\":\"5xx\"}}'")?;
-    writeln!(
-        out,
-        "          curl -X DELETE {base}/admin/faults      (Ctrl-C stops the demo)"
-    )?;
-    writeln!(out)?;
-    let env = files.env.clone();
-    let lookup = move |k: &str| env.get(k).cloned().or_else(|| std::env::var(k).ok());
-    let config = Loader { env: &lookup }
-        .load(&files.config)
-        .map_err(|e| anyhow::anyhow!("the demo's configuration is invalid:\n{e}"))?;
-    let printed = crate::agent::run_with(config, clock, shutdown, |r| {
-        crate::println!("{}", line(r));
-    })
-    .await;
+    let with_api =
+        std::fs::read_to_string(&files.config).context("cannot read the demo's sonde.toml")?;
+    let mut result = Ok(());
+    for attempt in 1..=API_ATTEMPTS {
+        let listen = free_loopback_port().context("cannot find a free loopback port")?;
+        std::fs::write(&files.config, format!("{with_api}{}", api_table(listen)))
+            .context("cannot write sonde.toml")?;
+        let env = files.env.clone();
+        let lookup = move |k: &str| env.get(k).cloned().or_else(|| std::env::var(k).ok());
+        let config = Loader { env: &lookup }
+            .load(&files.config)
+            .map_err(|e| anyhow::anyhow!("the demo's configuration is invalid:\n{e}"))?;
+        for line in urls(listen, &base, files.oauth_credential) {
+            writeln!(out, "{line}")?;
+        }
+        writeln!(out)?;
+        match crate::agent::run_with(config, clock.clone(), shutdown.clone(), |r| {
+            crate::println!("{}", line(r));
+        })
+        .await
+        {
+            // Another program took the port between our look and the
+            // agent's bind: nothing has run yet, so try another.
+            Err(crate::agent::AgentError::Api(e)) if attempt < API_ATTEMPTS => {
+                writeln!(out, "{e}; trying another port")?;
+            }
+            ended => {
+                result = ended.map_err(|e| anyhow::anyhow!("{e}"));
+                break;
+            }
+        }
+    }
     lab_stop.cancel();
     while running.tasks.join_next().await.is_some() {}
-    printed.map_err(|e| anyhow::anyhow!("{e}"))
+    result
+}
+
+/// How many free ports the demo tries for its API before giving up.
+const API_ATTEMPTS: u32 = 3;
+
+/// A port free on loopback now, as the kernel picks one for port 0. The agent
+/// binds `[api] listen` itself; the moment between this look and its bind is
+/// covered by trying again (`API_ATTEMPTS`).
+fn free_loopback_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?.local_addr()
+}
+
+/// The demo's `[api]` table: loopback only, and no token, so the POST
+/// endpoints (on-demand runs, reload) answer 403. A token would have to be
+/// printed for anyone to use it, and sonde prints no secret; the demo prints
+/// every result as it comes anyway.
+pub fn api_table(listen: SocketAddr) -> String {
+    format!(
+        "\n# The API, /metrics and the status page, on a free loopback port.\n\
+         # No token: POST endpoints are refused in the demo.\n\
+         [api]\nlisten = \"{listen}\"\n"
+    )
+}
+
+/// What the demo prints about where to look and what to try.
+pub fn urls(listen: SocketAddr, lab: &str, oauth_credential: u64) -> Vec<String> {
+    let at = format!("http://{listen}");
+    vec![
+        format!("status:   {at}/"),
+        format!("api:      {at}/api/v1/health  {at}/api/v1/probes"),
+        format!("metrics:  {at}/metrics"),
+        format!("healthz:  {at}/healthz"),
+        format!("try:      curl -X PUT {lab}/admin/faults -H 'content-type: application/json' -d '{{\"metadata\":\"5xx\"}}'"),
+        format!("          curl -X DELETE {lab}/admin/faults"),
+        format!("          curl -X DELETE {lab}/admin/credentials/{oauth_credential}   (revoke the OAuth certificate)"),
+        "          POST endpoints are off in the demo (no token); Ctrl-C stops it".to_string(),
+    ]
 }

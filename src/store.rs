@@ -73,6 +73,15 @@ pub struct Silence {
     pub comment: String,
 }
 
+/// `Store::recent_results_of`: for each distinct name of the JSON array ?1,
+/// the ids of its ?2 newest results (an index seek), then those rows by rowid.
+const RECENT_OF: &str = "\
+SELECT r.probe, r.started_at, r.duration_seconds, r.status, r.category, r.summary, r.observations_json
+FROM (SELECT DISTINCT value AS name FROM json_each(?1)) AS p
+JOIN results AS r ON r.id IN (
+    SELECT id FROM results WHERE probe = p.name ORDER BY id DESC LIMIT ?2)
+ORDER BY r.probe, r.id DESC";
+
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -261,6 +270,50 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest `limit` results of each probe in `probes`, newest first, in
+    /// one query: the names go in as one JSON array, and for each name SQLite
+    /// walks the `(probe, id)` index backwards for at most `limit` rows. The
+    /// work is linear in `probes.len() * limit`, whatever the table holds, and
+    /// there is no statement per probe. A probe without results maps to an
+    /// empty list.
+    pub fn recent_results_of(
+        &self,
+        probes: &[String],
+        limit: usize,
+    ) -> Result<std::collections::HashMap<String, Vec<ResultRow>>, StoreError> {
+        let mut out: std::collections::HashMap<String, Vec<ResultRow>> =
+            probes.iter().map(|p| (p.clone(), Vec::new())).collect();
+        if probes.is_empty() || limit == 0 {
+            return Ok(out);
+        }
+        // A list of strings always serializes.
+        let names = serde_json::to_string(probes).unwrap_or_else(|_| "[]".into());
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(RECENT_OF)?;
+        let rows = stmt.query_map(
+            params![names, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok(ResultRow {
+                    probe: r.get(0)?,
+                    started_at: r.get(1)?,
+                    duration_seconds: r.get(2)?,
+                    status: r.get(3)?,
+                    category: r.get(4)?,
+                    summary: r.get(5)?,
+                    observations_json: r.get(6)?,
+                })
+            },
+        )?;
+        // Rows come grouped by name and newest first within each (ORDER BY).
+        for row in rows {
+            let row = row?;
+            if let Some(list) = out.get_mut(&row.probe) {
+                list.push(row);
+            }
+        }
+        Ok(out)
     }
 
     /// The oldest undelivered alert of a channel, when it is due at `now`.
@@ -457,6 +510,85 @@ mod tests {
 
     fn alert(channel: &str, key: &str) -> (String, String, String) {
         (channel.into(), key.into(), format!("{{\"key\":\"{key}\"}}"))
+    }
+
+    /// Inserts `per_probe` results for each of `probes` probes in one
+    /// transaction (the test's setup, not the agent's path).
+    fn fill(s: &Store, probes: usize, per_probe: i64) {
+        let mut conn = s.conn();
+        let tx = conn.transaction().unwrap();
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO results (probe, started_at, duration_seconds, status, category, summary, observations_json)
+                     VALUES (?1, ?2, 0.1, 'ok', NULL, ?3, '{}')",
+                )
+                .unwrap();
+            for i in 0..per_probe {
+                for p in 0..probes {
+                    stmt.execute(params![format!("p{p}"), i, format!("run {i}")])
+                        .unwrap();
+                }
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn recent_results_of_many_probes_is_one_query_bounded_per_probe() {
+        let s = Store::in_memory().unwrap();
+        fill(&s, 3, 5);
+        let names: Vec<String> = ["p0", "p2", "absent", "p0"]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let got = s.recent_results_of(&names, 3).unwrap();
+        assert_eq!(got.len(), 3);
+        for p in ["p0", "p2"] {
+            let runs: Vec<i64> = got[p].iter().map(|r| r.started_at).collect();
+            assert_eq!(runs, [4, 3, 2], "{p}");
+            // The same rows as the one-probe query.
+            assert_eq!(got[p], s.recent_results(p, 3).unwrap());
+        }
+        assert!(got["absent"].is_empty());
+        assert!(s.recent_results_of(&[], 3).unwrap().is_empty());
+        // Names that look like SQL or JSON are just names.
+        let odd = vec!["x' OR 1=1 --".to_string(), "\"]".to_string()];
+        let got = s.recent_results_of(&odd, 3).unwrap();
+        assert!(got.values().all(Vec::is_empty));
+
+        // The plan seeks the (probe, id) index per name: no scan of results.
+        let conn = s.conn();
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {RECENT_OF}"))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(params!["[\"p0\"]", 3], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("USING COVERING INDEX results_probe (probe=?)"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("USING INTEGER PRIMARY KEY (rowid=?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("SCAN r"), "{plan}");
+    }
+
+    #[test]
+    fn recent_results_of_ten_thousand_probes_gives_each_its_newest() {
+        let s = Store::in_memory().unwrap();
+        fill(&s, 10_000, 12);
+        let names: Vec<String> = (0..10_000).map(|p| format!("p{p}")).collect();
+        let got = s.recent_results_of(&names, 4).unwrap();
+        assert_eq!(got.len(), 10_000);
+        assert!(got.values().all(|rows| rows.len() == 4));
+        assert_eq!(got["p9999"][0].summary, "run 11");
+        assert_eq!(got["p9999"][3].summary, "run 8");
     }
 
     #[test]

@@ -90,13 +90,8 @@ pub async fn recent(
     limit: usize,
 ) -> Result<HashMap<String, Vec<ResultRow>>, Response> {
     let store = state.store.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        names
-            .into_iter()
-            .map(|n| store.recent_results(&n, limit).map(|rows| (n, rows)))
-            .collect::<Result<HashMap<_, _>, _>>()
-    })
-    .await;
+    // One query for all of them (`Store::recent_results_of`), not one per probe.
+    let read = tokio::task::spawn_blocking(move || store.recent_results_of(&names, limit)).await;
     match read {
         Ok(Ok(map)) => Ok(map),
         Ok(Err(e)) => {

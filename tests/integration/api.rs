@@ -3,7 +3,9 @@
 //! answers, a port nothing listens on, an openssl-made certificate 20 days from
 //! expiry); then the JSON endpoints, the bearer token, the rate limit,
 //! `sonde status` and `sonde probe --remote` against it, and the page loaded in
-//! Debian's headless Chromium.
+//! Debian's headless Chromium. Then `sonde demo`: the URLs it prints answer,
+//! and with the OAuth certificate revoked in its lab the page draws the push
+//! chain broken at token-issuance, in Chromium at a phone's and a desktop's size.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -335,6 +337,76 @@ async fn the_api_reports_health_and_runs_probes_on_demand() {
     );
 }
 
+/// Runs Debian's headless Chromium on `url` with `args` (a profile in `dir`),
+/// failing the test if it fails or takes more than 90 s.
+fn chromium(dir: &Path, url: &str, args: &[&str]) -> std::process::Output {
+    let profile = dir.join("chromium-profile");
+    let mut child = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            &format!("--user-data-dir={}", profile.display()),
+        ])
+        .args(args)
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chromium");
+    // Read stdout on a thread so a large DOM cannot fill the pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
+        buf
+    });
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("chromium {args:?} did not finish in 90s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut out = child.wait_with_output().unwrap();
+    out.stdout = reader.join().unwrap();
+    assert!(
+        out.status.success(),
+        "chromium {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A screenshot of `url` at `width`x`height`, checked to be a PNG of that
+/// width, and copied to `SONDE_KEEP_SCREENSHOT` (a directory) when set, for a
+/// person to look at.
+fn screenshot(dir: &Path, url: &str, name: &str, width: u32, height: u32) {
+    let shot = dir.join(format!("{name}-{width}x{height}.png"));
+    chromium(
+        dir,
+        url,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            &format!("--window-size={width},{height}"),
+            "--hide-scrollbars",
+        ],
+    );
+    let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    // Width and height sit in the IHDR chunk.
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), width);
+    println!("screenshot: {}", shot.display());
+    if let Some(keep) = std::env::var_os("SONDE_KEEP_SCREENSHOT") {
+        let to = Path::new(&keep).join(shot.file_name().unwrap());
+        std::fs::copy(&shot, &to).unwrap();
+        println!("copied to {}", to.display());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_in_headless_chromium() {
     assert!(
@@ -344,47 +416,7 @@ async fn the_status_page_renders_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let (_agent, api) = start_agent(dir.path()).await;
     let url = format!("http://{api}/");
-    let chromium = |args: &[&str]| {
-        let profile = dir.path().join("chromium-profile");
-        let mut child = Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-dev-shm-usage",
-                &format!("--user-data-dir={}", profile.display()),
-            ])
-            .args(args)
-            .arg(&url)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run chromium");
-        // Read stdout on a thread so a large DOM cannot fill the pipe.
-        let mut stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
-            buf
-        });
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > Duration::from_secs(90) {
-                let _ = child.kill();
-                panic!("chromium {args:?} did not finish in 90s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let mut out = child.wait_with_output().unwrap();
-        out.stdout = reader.join().unwrap();
-        assert!(
-            out.status.success(),
-            "chromium {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let chromium = |args: &[&str]| chromium(dir.path(), &url, args);
     let dom = String::from_utf8(chromium(&["--dump-dom"]).stdout).unwrap();
     for set in ["site", "certs"] {
         assert!(
@@ -419,4 +451,245 @@ async fn the_status_page_renders_in_headless_chromium() {
         std::fs::copy(&shot, &to).unwrap();
         println!("copied to {}", to.display());
     }
+}
+
+/// `sonde demo` running, its stdout read line by line; stopped with SIGINT
+/// (so that it removes its directory) when the test ends.
+struct Demo {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Demo {
+    fn start() -> Demo {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .arg("demo")
+            .env_remove("SONDE_CONFIG")
+            .env_remove("SONDE_API_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Demo {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line (from now on) for which `f` gives a value, within `within`.
+    fn wait_for<T>(&mut self, what: &str, within: Duration, f: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) else {
+                continue;
+            };
+            let got = f(&line);
+            self.seen.push(line);
+            if let Some(v) = got {
+                return v;
+            }
+        }
+        panic!("no {what} in {within:?}:\n{}", self.seen.join("\n"));
+    }
+
+    /// The URL printed after `label` (such as `status:`).
+    fn url(&mut self, label: &str) -> String {
+        self.wait_for(label, Duration::from_secs(60), |l| {
+            l.strip_prefix(label)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_string)
+        })
+    }
+
+    /// Waits until `probe`'s result line says `status` (`OK`, `CRITICAL`).
+    fn result(&mut self, probe: &str, status: &str) {
+        self.wait_for(
+            &format!("{status} result of {probe}"),
+            Duration::from_secs(60),
+            |l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                (words.len() > 2 && words[1] == status && words[2] == probe).then_some(())
+            },
+        )
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The demo prints where its status page, API, `/metrics` and `/healthz` are,
+/// on loopback, and they answer there; POST endpoints are off (no token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sonde_demo_serves_the_page_api_and_metrics_at_the_urls_it_prints() {
+    let mut demo = Demo::start();
+    let page = demo.url("status:");
+    let api = demo.url("api:");
+    let metrics = demo.url("metrics:");
+    let healthz = demo.url("healthz:");
+    for url in [&page, &api, &metrics, &healthz] {
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    }
+    let base = page.trim_end_matches('/').to_string();
+    assert_eq!(api, format!("{base}/api/v1/health"));
+    assert_eq!(metrics, format!("{base}/metrics"));
+    assert_eq!(healthz, format!("{base}/healthz"));
+    // Results appear only once the agent runs, and with it the server.
+    demo.result("token-issuance", "OK");
+    let http = client();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(&url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = get(healthz).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (status, body) = get(metrics).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("sonde_build_info{"), "{body}");
+    assert!(body.contains("probe=\"token-issuance\""), "{body}");
+    let (status, body) = get(page.clone()).await;
+    assert_eq!(status, 200);
+    for set in ["PushNotifications.Proxy", "Exchange.HybridApp"] {
+        assert!(
+            body.contains(&format!("data-health-set=\"{set}\"")),
+            "{body}"
+        );
+    }
+    let (status, body) = get(api).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["health_sets"].as_array().unwrap().len(), 2, "{v}");
+    let run = http
+        .post(format!("{base}/api/v1/probes/token-issuance/run"))
+        .header("authorization", "Bearer anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run.status().as_u16(), 403);
+}
+
+/// The lab revokes the OAuth certificate: token-issuance is refused and
+/// push-connectivity, which needs its token, fails with it. The page shows
+/// token-issuance as the root cause and its link to push-connectivity as the
+/// broken one, and a sparkline for every probe, as Chromium renders it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_marks_the_broken_link_and_root_cause_in_headless_chromium() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run scripts/test, which installs Debian's chromium"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Demo::start();
+    let page = demo.url("status:");
+    let revoke = demo.wait_for("the revoke command", Duration::from_secs(10), |l| {
+        l.split_whitespace()
+            .skip_while(|w| *w != "DELETE")
+            .nth(1)
+            .filter(|u| u.contains("/admin/credentials/"))
+            .map(str::to_string)
+    });
+    demo.result("token-issuance", "OK");
+    demo.result("push-connectivity", "OK");
+    let http = client();
+    let answer = http.delete(&revoke).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 204, "{revoke}");
+    demo.result("token-issuance", "CRITICAL");
+    demo.result("push-connectivity", "CRITICAL");
+    let dom = String::from_utf8(chromium(dir.path(), &page, &["--dump-dom"]).stdout).unwrap();
+    // The set with the failing probes comes first: on a phone, without scrolling.
+    let first = |set: &str| dom.find(&format!("data-health-set=\"{set}\"")).unwrap();
+    assert!(first("PushNotifications.Proxy") < first("Exchange.HybridApp"));
+    let push = dom
+        .split("data-health-set=\"PushNotifications.Proxy\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no push health set in\n{dom}"));
+    let push = &push[..push.find("</section>").unwrap()];
+    assert!(
+        push.contains("data-chain=\"PushNotifications.Proxy\""),
+        "{push}"
+    );
+    for (class, probe) in [
+        ("ok", "oauth-certificate"),
+        ("ok", "auth-metadata"),
+        ("root-cause", "token-issuance"),
+        ("affected", "push-connectivity"),
+    ] {
+        assert!(
+            push.contains(&format!(
+                "<g class=\"node {class}\" data-probe=\"{probe}\">"
+            )),
+            "{probe} is not {class} in\n{push}"
+        );
+    }
+    assert_eq!(push.matches("class=\"edge broken\"").count(), 1, "{push}");
+    assert!(push.contains(
+        "<g class=\"edge broken\" data-from=\"token-issuance\" data-to=\"push-connectivity\">"
+    ));
+    assert!(push.contains(
+        "<p class=\"broken-link\" data-from=\"token-issuance\" data-to=\"push-connectivity\">"
+    ));
+    let cause = push
+        .split("<p class=\"root-cause\" data-probe=\"token-issuance\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no root cause line in\n{push}"));
+    assert!(
+        cause[..cause.find("</p>").unwrap()].contains("ACS50008"),
+        "{cause}"
+    );
+    // The other health set is whole.
+    let hybrid = dom
+        .split("data-health-set=\"Exchange.HybridApp\"")
+        .nth(1)
+        .unwrap();
+    let hybrid = &hybrid[..hybrid.find("</section>").unwrap()];
+    assert!(!hybrid.contains("root-cause") && !hybrid.contains("edge broken"));
+    for probe in [
+        "oauth-certificate",
+        "auth-metadata",
+        "token-issuance",
+        "push-connectivity",
+        "push-end-to-end",
+        "auth-certificate",
+        "hybrid-app-registration",
+        "hybrid-app-token",
+    ] {
+        let at = format!("<svg class=\"spark\" data-probe=\"{probe}\" data-points=\"");
+        let points: usize = dom
+            .split(&at)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no sparkline for {probe}"));
+        // push-end-to-end runs every 30 s and may not have run yet.
+        assert!(points >= 1 || probe == "push-end-to-end", "{probe}");
+    }
+    screenshot(dir.path(), &page, "demo-broken", 412, 915);
+    screenshot(dir.path(), &page, "demo-broken", 1280, 1000);
 }
