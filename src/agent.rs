@@ -241,6 +241,38 @@ pub async fn run_supervised(
         move || run_writer(pending.clone(), store.clone(), clock.clone(), stop.clone())
     });
 
+    let heartbeat = match &config.agent.heartbeat {
+        Some(h) => {
+            let to: Vec<Arc<Channel>> = channels
+                .iter()
+                .filter(|c| h.channels.iter().any(|n| n == c.name()))
+                .cloned()
+                .collect();
+            let http = crate::net::http::client(true, None).map_err(|e| {
+                ConfigErrors(vec![ConfigError {
+                    file: config.path.clone(),
+                    line: 0,
+                    column: 0,
+                    key: "agent.heartbeat.url".into(),
+                    message: e,
+                }])
+            })?;
+            let (h, clock, shutdown, started) =
+                (h.clone(), clock.clone(), shutdown.clone(), clock.now());
+            Some(supervisor.spawn("heartbeat", move || {
+                crate::alert::heartbeat::run(
+                    h.clone(),
+                    to.clone(),
+                    http.clone(),
+                    clock.clone(),
+                    started,
+                    shutdown.clone(),
+                )
+            }))
+        }
+        None => None,
+    };
+
     let dispatcher_stop = CancellationToken::new();
     let (channel_updates, channel_updates_rx) = mpsc::channel(1);
     let current_channels: Latest<Vec<Arc<Channel>>> = Arc::new(std::sync::Mutex::new(channels));
@@ -453,6 +485,9 @@ pub async fn run_supervised(
     let _ = consumer.await;
     if let Some(api) = api {
         let _ = api.await;
+    }
+    if let Some(heartbeat) = heartbeat {
+        let _ = heartbeat.await;
     }
     // Whatever is still in the outbox is sent at the next start.
     dispatcher_stop.cancel();
@@ -690,10 +725,17 @@ impl Reloader {
         Ok(summary)
     }
 
-    /// `[store] path` and `[api] listen` apply at start only: a change is
-    /// reported and the running values are kept, the rest of the config applies.
+    /// `[store] path`, `[api] listen` and `[agent.heartbeat]` apply at start
+    /// only: a change is reported and the running values are kept, the rest
+    /// of the config applies.
     fn keep_restart_only_settings(&self, new: &mut Config) {
         let old = &self.config;
+        if new.agent.heartbeat != old.agent.heartbeat {
+            tracing::warn!(
+                "[agent.heartbeat] changed: it applies at the next restart; the rest of the config applies now"
+            );
+            new.agent.heartbeat.clone_from(&old.agent.heartbeat);
+        }
         if store_path(new) != store_path(old) {
             tracing::warn!(
                 running = %store_path(old).display(),

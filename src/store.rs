@@ -53,7 +53,9 @@ pub fn advice(e: &rusqlite::Error) -> &'static str {
         Some(C::DatabaseBusy | C::DatabaseLocked) => {
             "another process holds a lock on it (a second sonde on the same store?): stop that process"
         }
-        Some(C::SystemIoFailure) => "the disk or filesystem failed a read or write: check the system log",
+        Some(C::SystemIoFailure) => {
+            "a read or write failed: check that the disk has space, that the file and its directory are writable (not read-only or immutable), and the system log"
+        }
         _ => "see the error above",
     }
 }

@@ -4,8 +4,9 @@
 //! in the agent, writes reach the store through `pending`, which holds them
 //! (and lets the outbox send their alerts) while the store cannot be written.
 //! The channels themselves (what an alert is, and one file per channel kind) live
-//! in `crate::channel`.
+//! in `crate::channel`. `heartbeat` is the agent's dead-man's switch.
 
 pub mod engine;
+pub mod heartbeat;
 pub mod outbox;
 pub mod pending;

@@ -191,9 +191,9 @@ impl PendingWrites {
             if let Err(e) = store.write_all(&batch, &sent, now) {
                 let text = match &e {
                     StoreError::Sql(source) => {
-                        format!("{source}; {}", crate::store::advice(source))
+                        format!("{}: {source}; {}", self.path, crate::store::advice(source))
                     }
-                    other => other.to_string(),
+                    other => format!("{}: {other}", self.path),
                 };
                 self.written(Some(text));
                 return Err(e);

@@ -15,5 +15,6 @@ mod init;
 mod monitoring;
 mod otel;
 mod reload;
+mod supervision;
 mod support;
 mod telemetry;
