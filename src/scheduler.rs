@@ -479,6 +479,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn each_probe_publishes_its_next_fire_instant() {
+        let start = t("2026-03-01T10:00:00Z");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(start));
+        let next = Arc::new(NextRuns::default());
+        let sched = Scheduler::new(clock, 4, Duration::from_secs(1)).with_next_runs(next.clone());
+        let (tx, mut rx) = mpsc::channel(100);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let hourly = Schedule::every(Duration::from_secs(3600), "hourly");
+        let probes = vec![scheduled(
+            "hourly",
+            hourly,
+            Duration::ZERO,
+            Duration::from_secs(5),
+            false,
+        )];
+        let handle = tokio::spawn(async move { sched.run(probes, tx, stop).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The first run, within a minute of the start: not where the schedule
+        // alone would put it.
+        let first = next.get("hourly").unwrap();
+        assert!(
+            first >= start && first - start < chrono::Duration::seconds(60),
+            "{first}"
+        );
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(rx.recv().await.unwrap().due, first);
+        assert_eq!(next.get("hourly"), Some(first + chrono::Duration::hours(1)));
+        assert_eq!(next.get("other"), None);
+        shutdown.cancel();
+        handle.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn cron_fires_at_the_right_instants_across_hour_boundary() {
         let s = Schedule::cron("*/20 * * * *").unwrap();
         let (recs, _) = run_for(
