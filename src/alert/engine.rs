@@ -700,6 +700,41 @@ duration = "1h"
     }
 
     #[test]
+    fn a_locked_store_neither_stops_evaluation_nor_holds_alerts_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Arc::new(Store::open(&path).unwrap());
+        store
+            .set_busy_timeout(std::time::Duration::from_millis(10))
+            .unwrap();
+        let pending = Arc::new(PendingWrites::new(
+            "s.db",
+            Arc::new(Notify::new()),
+            Arc::new(Metrics::new()),
+        ));
+        let mut e = setup(dir.path(), store.clone()).with_pending(pending.clone());
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let t = at("2026-11-29T10:00:00Z");
+        let mut raised = Vec::new();
+        for i in 0..2 {
+            let now = t + chrono::Duration::seconds(i);
+            raised.extend(e.on_outcome("token", &bad("ACS50008", now), now).unwrap());
+        }
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert_eq!(e.view("token").unwrap().state, MonitorState::Unhealthy);
+        let unsent = pending.unsent("hook", tokio::time::Instant::now());
+        assert_eq!(unsent[0].key, "token:1:firing");
+        assert!(pending.flush(&store, t.timestamp()).is_err());
+        other.execute_batch("COMMIT").unwrap();
+        pending.flush(&store, t.timestamp()).unwrap();
+        assert_eq!(
+            queued(&store, "hook", t.timestamp() + 1),
+            vec!["token:1:firing"]
+        );
+    }
+
+    #[test]
     fn a_dependency_problem_alerts_once_and_names_the_root_cause() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::in_memory().unwrap());
