@@ -5,6 +5,11 @@
 //! A running agent reloads its config on request (`ReloadHandle`: SIGHUP, or
 //! `POST /-/reload`): the file is read and every probe and channel built before
 //! anything is swapped; a refused config leaves the old one running.
+//!
+//! Every long-lived task runs under `crate::supervise::Supervisor` (restarted
+//! with backoff after a panic, the agent stopped when one cannot come back),
+//! and the engine's writes go through `alert::pending`, so that neither
+//! evaluation nor alerting waits on the store.
 
 use std::sync::Arc;
 
@@ -15,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::engine::{Engine, SharedViews};
 use crate::alert::outbox::{Dispatcher, ReplaceChannels};
+use crate::alert::pending::{run_writer, PendingWrites, BUSY_TIMEOUT};
 use crate::api::{ApiState, Server, Shared};
 use crate::channel::Channel;
 use crate::clock::Clock;
@@ -23,8 +29,9 @@ use crate::outcome::Outcome;
 use crate::outcome::RunRecord;
 use crate::reload::{reload_channel, ReloadReply, ReloadRequests, ReloadSummary};
 use crate::runner::run_once;
-use crate::scheduler::{Replace, Scheduled, Scheduler};
+use crate::scheduler::{NextRuns, Replace, Scheduled, Scheduler};
 use crate::store::Store;
+use crate::supervise::{stale_after, Health, Policy, Supervisor, TaskFailed};
 use crate::telemetry::events::{ConfigLoaded, ProbeRunRecorded};
 use crate::telemetry::metrics::Metrics;
 use tokio::sync::Notify;
@@ -48,6 +55,8 @@ pub enum AgentError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Api(#[from] crate::api::ApiError),
+    #[error("{0}")]
+    Task(#[from] TaskFailed),
 }
 
 /// The main config file's directory, where relative paths start.
@@ -130,7 +139,45 @@ pub async fn run_reloadable(
     reloads: ReloadRequests,
     on_record: impl FnMut(&RunRecord) + Send + 'static,
 ) -> Result<(), AgentError> {
+    run_supervised(
+        config,
+        clock,
+        shutdown,
+        reloads,
+        on_record,
+        Policy::default(),
+    )
+    .await
+}
+
+/// Shared with a task's restarts: what it runs on, as the last reload left it.
+type Latest<T> = Arc<std::sync::Mutex<T>>;
+
+fn latest<T: Clone>(cell: &Latest<T>) -> T {
+    cell.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn set_latest<T>(cell: &Latest<T>, value: T) {
+    *cell.lock().unwrap_or_else(|e| e.into_inner()) = value;
+}
+
+/// `run_reloadable` with the supervisor's restart `policy`. Every long-lived
+/// task runs under `crate::supervise::Supervisor`; when one gives up, the
+/// agent drains and returns `AgentError::Task`.
+pub async fn run_supervised(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    reloads: ReloadRequests,
+    on_record: impl FnMut(&RunRecord) + Send + 'static,
+    policy: Policy,
+) -> Result<(), AgentError> {
+    // A task that gives up stops the agent through this token.
+    let shutdown = shutdown.child_token();
     let (scheduled, channels) = built(&config, &clock)?;
+    // Probes and API clients share the descriptor limit: raise it whether or
+    // not there is an API.
+    crate::api::limits::raise_descriptor_limit();
     // Bound before anything runs: a taken port stops the start.
     let api = match &config.api {
         Some(a) => Some(Server::bind(a.listen).await?),
@@ -149,19 +196,30 @@ pub async fn run_reloadable(
     .emit(&metrics);
     let store_path = store_path(&config);
     let store = Store::open(&store_path)?;
+    store.set_busy_timeout(BUSY_TIMEOUT)?;
     let store = Arc::new(store);
     let wake = Arc::new(Notify::new());
+    let pending = Arc::new(PendingWrites::new(
+        &store_path.display().to_string(),
+        wake.clone(),
+        metrics.clone(),
+    ));
     let repost = repost_of(&channels);
     let config = Arc::new(config);
     let engine = Engine::new(
         config.clone(),
         store.clone(),
-        repost,
+        repost.clone(),
         wake.clone(),
         metrics.clone(),
-    )?;
+    )?
+    .with_pending(pending.clone());
     // What the API shows of the monitors, republished after each result.
     let views = Arc::new(SharedViews::new(engine.views()));
+    let health = Arc::new(Health::new(clock.now(), stale_after(&config, clock.now())));
+    health.watch_store(pending.clone());
+    let supervisor = Supervisor::new(policy, metrics.clone(), health.clone(), shutdown.clone());
+    let next_runs = Arc::new(NextRuns::default());
     tracing::info!(
         probes = scheduled.len(),
         disabled = config.probes.len() - scheduled.len(),
@@ -171,83 +229,271 @@ pub async fn run_reloadable(
         store = %store_path.display(),
         "agent started"
     );
+
+    let writer_stop = CancellationToken::new();
+    let writer = supervisor.spawn("store_writer", {
+        let (pending, store, clock, stop) = (
+            pending.clone(),
+            store.clone(),
+            clock.clone(),
+            writer_stop.clone(),
+        );
+        move || run_writer(pending.clone(), store.clone(), clock.clone(), stop.clone())
+    });
+
+    let heartbeat = match &config.agent.heartbeat {
+        Some(h) => {
+            let to: Vec<Arc<Channel>> = channels
+                .iter()
+                .filter(|c| h.channels.iter().any(|n| n == c.name()))
+                .cloned()
+                .collect();
+            // Cannot fail short of a broken TLS set-up, which the probes
+            // would meet first: then the beats go to the channels only.
+            let http = crate::net::http::client(true, None)
+                .map_err(|e| tracing::error!(error = %e, "heartbeat GETs disabled"))
+                .ok();
+            let (h, clock, shutdown, started) =
+                (h.clone(), clock.clone(), shutdown.clone(), clock.now());
+            Some(supervisor.spawn("heartbeat", move || {
+                crate::alert::heartbeat::run(
+                    h.clone(),
+                    to.clone(),
+                    http.clone(),
+                    clock.clone(),
+                    started,
+                    shutdown.clone(),
+                )
+            }))
+        }
+        None => None,
+    };
+
     let dispatcher_stop = CancellationToken::new();
     let (channel_updates, channel_updates_rx) = mpsc::channel(1);
-    let dispatcher = tokio::spawn(
-        Dispatcher {
-            store: store.clone(),
-            channels,
-            clock: clock.clone(),
-            wake,
-            unhealthy_after: config.agent.channel_unhealthy_after,
-            metrics: metrics.clone(),
+    let current_channels: Latest<Vec<Arc<Channel>>> = Arc::new(std::sync::Mutex::new(channels));
+    let dispatcher = supervisor.spawn("dispatcher", {
+        let updates = Arc::new(tokio::sync::Mutex::new(channel_updates_rx));
+        let channels = current_channels.clone();
+        let (store, clock, wake, metrics, pending, stop) = (
+            store.clone(),
+            clock.clone(),
+            wake.clone(),
+            metrics.clone(),
+            pending.clone(),
+            dispatcher_stop.clone(),
+        );
+        let unhealthy_after = config.agent.channel_unhealthy_after;
+        move || {
+            let dispatcher = Dispatcher {
+                store: store.clone(),
+                channels: latest(&channels),
+                clock: clock.clone(),
+                wake: wake.clone(),
+                unhealthy_after,
+                metrics: metrics.clone(),
+            };
+            let (updates, pending, stop) = (updates.clone(), pending.clone(), stop.clone());
+            async move {
+                let mut updates = updates.lock_owned().await;
+                dispatcher
+                    .run_with_pending(Some(pending), &mut updates, stop)
+                    .await
+            }
         }
-        .run_replaceable(channel_updates_rx, dispatcher_stop.clone()),
-    );
-    let api = api.zip(config.api.as_ref()).map(|(server, api_config)| {
-        let shared = Shared {
-            metrics: metrics.clone(),
-            config: config.clone(),
-            store: store.clone(),
-            views: views.clone(),
-            clock: clock.clone(),
-        };
-        let state = Arc::new(ApiState::new(
-            api_config,
-            &config_dir(&config),
-            shared,
-            Some(reloads.handle.clone()),
-        ));
-        (
-            state.clone(),
-            tokio::spawn(server.serve(state, shutdown.clone())),
-        )
     });
-    let (api_state, api) = match api {
-        Some((state, task)) => (Some(state), Some(task)),
-        None => (None, None),
-    };
-    let scheduler = Scheduler::new(
-        clock.clone(),
-        config.agent.max_concurrent,
-        config.agent.drain_timeout,
-    )
-    .with_metrics(metrics.clone());
+
+    let api_state = api
+        .as_ref()
+        .zip(config.api.as_ref())
+        .map(|(_, api_config)| {
+            let shared = Shared {
+                metrics: metrics.clone(),
+                config: config.clone(),
+                store: store.clone(),
+                views: views.clone(),
+                clock: clock.clone(),
+                health: health.clone(),
+                next_runs: next_runs.clone(),
+            };
+            Arc::new(ApiState::new(
+                api_config,
+                &config_dir(&config),
+                shared,
+                Some(reloads.handle.clone()),
+            ))
+        });
+    let api = api.zip(api_state.clone()).map(|(server, state)| {
+        let addr = server.local_addr();
+        let mut first = Some(server);
+        let shutdown = shutdown.clone();
+        supervisor.spawn("api", move || {
+            let server = first.take();
+            let (state, shutdown) = (state.clone(), shutdown.clone());
+            async move {
+                // A restart binds the address again.
+                let server = match (server, addr) {
+                    (Some(s), _) => s,
+                    (None, Some(addr)) => match Server::bind(addr).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot listen again");
+                            return;
+                        }
+                    },
+                    (None, None) => return,
+                };
+                server.serve(state, shutdown).await
+            }
+        })
+    });
+
     let (tx, rx) = mpsc::channel::<RunRecord>(1024);
     let (engine_updates, engine_updates_rx) = mpsc::channel(1);
     let (probe_updates, probe_updates_rx) = mpsc::channel(1);
-    let reloader = tokio::spawn(
-        Reloader {
-            config: config.clone(),
-            clock: clock.clone(),
-            metrics: metrics.clone(),
-            probes: probe_updates,
-            channels: channel_updates,
-            engine: engine_updates,
-            api: api_state,
+    let current_config: Latest<Arc<Config>> = Arc::new(std::sync::Mutex::new(config.clone()));
+    let reloader = supervisor.spawn("reloader", {
+        let requests = Arc::new(tokio::sync::Mutex::new(reloads.rx));
+        let current = current_config.clone();
+        let (clock, metrics, shutdown, health) = (
+            clock.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            health.clone(),
+        );
+        let channels = current_channels.clone();
+        move || {
+            let reloader = Reloader {
+                config: latest(&current),
+                current: current.clone(),
+                current_channels: channels.clone(),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                probes: probe_updates.clone(),
+                channels: channel_updates.clone(),
+                engine: engine_updates.clone(),
+                api: api_state.clone(),
+            };
+            let (requests, shutdown) = (requests.clone(), shutdown.clone());
+            async move {
+                let mut requests = requests.lock_owned().await;
+                reloader.run(&mut requests, shutdown).await
+            }
         }
-        .run(reloads.rx, shutdown.clone()),
-    );
-    let consumer = tokio::spawn(consume(
-        rx,
-        engine_updates_rx,
-        engine,
-        views,
-        clock,
-        metrics,
-        on_record,
-    ));
-    scheduler
-        .run_replaceable(scheduled, probe_updates_rx, tx, shutdown)
-        .await;
+    });
+
+    let consumer = supervisor.spawn("consumer", {
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let updates = Arc::new(tokio::sync::Mutex::new(engine_updates_rx));
+        let on_record = Arc::new(std::sync::Mutex::new(on_record));
+        let engine_config: Latest<EngineUpdate> =
+            Arc::new(std::sync::Mutex::new((config.clone(), repost)));
+        let mut first = Some(engine);
+        let (store, wake, metrics, pending, clock, health) = (
+            store.clone(),
+            wake.clone(),
+            metrics.clone(),
+            pending.clone(),
+            clock.clone(),
+            health.clone(),
+        );
+        move || {
+            let engine = first.take();
+            let sinks = Sinks {
+                views: views.clone(),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                engine_config: engine_config.clone(),
+            };
+            let (rx, updates, on_record) = (rx.clone(), updates.clone(), on_record.clone());
+            let (store, wake, pending) = (store.clone(), wake.clone(), pending.clone());
+            async move {
+                let engine = match engine {
+                    Some(e) => e,
+                    // A restart starts from the monitors the store holds.
+                    None => {
+                        let (config, repost) = latest(&sinks.engine_config);
+                        match Engine::new(config, store, repost, wake, sinks.metrics.clone()) {
+                            Ok(e) => {
+                                sinks.views.replace(e.views());
+                                e.with_pending(pending)
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot restore the monitors");
+                                return;
+                            }
+                        }
+                    }
+                };
+                let mut rx = rx.lock_owned().await;
+                let mut updates = updates.lock_owned().await;
+                consume(&mut rx, &mut updates, engine, sinks, move |r| {
+                    (on_record.lock().unwrap_or_else(|e| e.into_inner()))(r)
+                })
+                .await
+            }
+        }
+    });
+
+    let scheduler = supervisor.spawn("scheduler", {
+        let updates = Arc::new(tokio::sync::Mutex::new(probe_updates_rx));
+        let mut first = Some(scheduled);
+        let current = current_config.clone();
+        let (clock, metrics, next_runs, shutdown) = (
+            clock.clone(),
+            metrics.clone(),
+            next_runs.clone(),
+            shutdown.clone(),
+        );
+        move || {
+            let probes = first.take();
+            let scheduler = Scheduler::new(
+                clock.clone(),
+                config.agent.max_concurrent,
+                config.agent.drain_timeout,
+            )
+            .with_metrics(metrics.clone())
+            .with_next_runs(next_runs.clone());
+            let (updates, tx, shutdown) = (updates.clone(), tx.clone(), shutdown.clone());
+            let (current, clock) = (current.clone(), clock.clone());
+            async move {
+                let probes = match probes {
+                    Some(p) => p,
+                    // A restart schedules the config in force.
+                    None => match built(&latest::<Arc<Config>>(&current), &clock) {
+                        Ok((p, _)) => p,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot rebuild the probes");
+                            return;
+                        }
+                    },
+                };
+                let mut updates = updates.lock_owned().await;
+                scheduler.run_from(probes, &mut updates, tx, shutdown).await
+            }
+        }
+    });
+
+    let _ = scheduler.await;
     let _ = reloader.await;
     let _ = consumer.await;
     if let Some(api) = api {
         let _ = api.await;
     }
+    if let Some(heartbeat) = heartbeat {
+        let _ = heartbeat.await;
+    }
     // Whatever is still in the outbox is sent at the next start.
     dispatcher_stop.cancel();
     let _ = dispatcher.await;
+    // The writer makes one last attempt at what waits in memory.
+    writer_stop.cancel();
+    let _ = writer.await;
+    if let Some(failed) = supervisor.failure() {
+        return Err(AgentError::Task(failed));
+    }
     tracing::info!("agent stopped");
     Ok(())
 }
@@ -255,17 +501,32 @@ pub async fn run_reloadable(
 /// How often reminders and re-posts are looked for.
 const TICK: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Where results go once recorded: the monitors, the store and the outbox. Each
-/// run already logged itself in the runner.
-async fn consume(
-    mut rx: mpsc::Receiver<RunRecord>,
-    mut updates: mpsc::Receiver<EngineUpdate>,
-    mut engine: Engine,
+/// Where the consumer publishes what it learns.
+struct Sinks {
     views: Arc<SharedViews>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    /// The engine's config as the last reload left it, for a restart.
+    engine_config: Latest<EngineUpdate>,
+}
+
+/// Where results go once recorded: the monitors, the store and the outbox. Each
+/// run already logged itself in the runner.
+async fn consume(
+    rx: &mut mpsc::Receiver<RunRecord>,
+    updates: &mut mpsc::Receiver<EngineUpdate>,
+    mut engine: Engine,
+    sinks: Sinks,
     mut on_record: impl FnMut(&RunRecord),
 ) {
+    let Sinks {
+        views,
+        clock,
+        metrics,
+        health,
+        engine_config,
+    } = sinks;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -277,6 +538,7 @@ async fn consume(
                     continue;
                 }
                 ProbeRunRecorded { record: &record }.emit(&metrics);
+                health.result_recorded(clock.now());
                 if let Err(e) = engine.on_outcome(&record.probe, &record.outcome, clock.now()) {
                     tracing::error!(probe = %record.probe, error = %e, "cannot record the result");
                 }
@@ -286,6 +548,7 @@ async fn consume(
                 on_record(&record);
             }
             Some((config, repost)) = updates.recv() => {
+                set_latest(&engine_config, (config.clone(), repost.clone()));
                 if let Err(e) = engine.reconfigure(config, repost) {
                     tracing::error!(error = %e, "cannot restore the monitors of new probes");
                 }
@@ -307,8 +570,12 @@ type EngineUpdate = (Arc<Config>, HashMap<String, std::time::Duration>);
 /// its owner (scheduler, engine, dispatcher, metrics, API).
 struct Reloader {
     config: Arc<Config>,
+    /// Where the config in force is kept for restarts of the tasks.
+    current: Latest<Arc<Config>>,
+    current_channels: Latest<Vec<Arc<Channel>>>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     probes: mpsc::Sender<Replace>,
     channels: mpsc::Sender<ReplaceChannels>,
     engine: mpsc::Sender<EngineUpdate>,
@@ -318,7 +585,7 @@ struct Reloader {
 impl Reloader {
     async fn run(
         mut self,
-        mut requests: mpsc::Receiver<oneshot::Sender<ReloadReply>>,
+        requests: &mut mpsc::Receiver<oneshot::Sender<ReloadReply>>,
         shutdown: CancellationToken,
     ) {
         loop {
@@ -356,6 +623,9 @@ impl Reloader {
             Ok(b) => b,
             Err(e) => return refused(strings(e), &self.metrics, self.clock.now()),
         };
+        for w in &new.warnings {
+            tracing::warn!(target: "sonde", warning = %w, "configuration warning");
+        }
 
         let old = &self.config;
         let mut summary = ReloadSummary {
@@ -417,6 +687,7 @@ impl Reloader {
                 unchanged,
             })
             .await;
+        set_latest(&self.current_channels, channels.clone());
         let _ = self
             .channels
             .send(ReplaceChannels {
@@ -424,6 +695,9 @@ impl Reloader {
                 unchanged: unchanged_channels,
             })
             .await;
+        set_latest(&self.current, new.clone());
+        self.health
+            .set_stale_after(stale_after(&new, self.clock.now()), self.clock.now());
         if let Some(api) = &self.api {
             api.set_config(new.clone());
         }
@@ -447,10 +721,17 @@ impl Reloader {
         Ok(summary)
     }
 
-    /// `[store] path` and `[api] listen` apply at start only: a change is
-    /// reported and the running values are kept, the rest of the config applies.
+    /// `[store] path`, `[api] listen` and `[agent.heartbeat]` apply at start
+    /// only: a change is reported and the running values are kept, the rest
+    /// of the config applies.
     fn keep_restart_only_settings(&self, new: &mut Config) {
         let old = &self.config;
+        if new.agent.heartbeat != old.agent.heartbeat {
+            tracing::warn!(
+                "[agent.heartbeat] changed: it applies at the next restart; the rest of the config applies now"
+            );
+            new.agent.heartbeat.clone_from(&old.agent.heartbeat);
+        }
         if store_path(new) != store_path(old) {
             tracing::warn!(
                 running = %store_path(old).display(),

@@ -65,4 +65,5 @@ pub mod scheduler;
 pub mod secret;
 pub mod spec;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;

@@ -27,6 +27,28 @@ use crate::schedule::Schedule;
 use crate::telemetry::events::{ProbeRunSkipped, ShutdownDrained};
 use crate::telemetry::metrics::Metrics;
 
+/// Each probe's next fire instant, as the scheduler published it (the API
+/// shows it).
+#[derive(Debug, Default)]
+pub struct NextRuns(std::sync::RwLock<HashMap<Arc<str>, DateTime<Utc>>>);
+
+impl NextRuns {
+    pub fn get(&self, probe: &str) -> Option<DateTime<Utc>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(probe)
+            .copied()
+    }
+
+    fn set(&self, probe: &Arc<str>, at: DateTime<Utc>) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(probe.clone(), at);
+    }
+}
+
 /// A probe as the scheduler sees it.
 pub struct Scheduled {
     pub target: Target,
@@ -68,6 +90,7 @@ pub struct Scheduler {
     drain_timeout: Duration,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
+    next_runs: Arc<NextRuns>,
 }
 
 impl Scheduler {
@@ -78,7 +101,14 @@ impl Scheduler {
             drain_timeout,
             stats: Arc::new(Stats::default()),
             metrics: Arc::new(Metrics::new()),
+            next_runs: Arc::default(),
         }
+    }
+
+    /// Publishes each probe's next fire instant in `next_runs`.
+    pub fn with_next_runs(mut self, next_runs: Arc<NextRuns>) -> Self {
+        self.next_runs = next_runs;
+        self
     }
 
     /// Counts skipped fires in `metrics` (by default, in a registry of its own).
@@ -110,6 +140,18 @@ impl Scheduler {
         &self,
         probes: Vec<Scheduled>,
         mut updates: mpsc::Receiver<Replace>,
+        results: mpsc::Sender<RunRecord>,
+        shutdown: CancellationToken,
+    ) {
+        self.run_from(probes, &mut updates, results, shutdown).await
+    }
+
+    /// `run_replaceable` with a borrowed `updates`, which outlives the run
+    /// (the agent restarts a scheduler that failed with the same receiver).
+    pub async fn run_from(
+        &self,
+        probes: Vec<Scheduled>,
+        updates: &mut mpsc::Receiver<Replace>,
         results: mpsc::Sender<RunRecord>,
         shutdown: CancellationToken,
     ) {
@@ -213,6 +255,7 @@ struct LoopCtx {
     abort: CancellationToken,
     running: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
+    next_runs: Arc<NextRuns>,
 }
 
 impl Scheduler {
@@ -240,6 +283,7 @@ impl Scheduler {
             abort: abort.clone(),
             running: r.busy.clone(),
             skipped: r.skipped.clone(),
+            next_runs: self.next_runs.clone(),
         }
     }
 }
@@ -274,6 +318,7 @@ async fn probe_loop(ctx: LoopCtx) {
         return; // out of the calendar's range: nothing to fire
     };
     loop {
+        ctx.next_runs.set(name, due);
         if !sleep_until(ctx.clock.as_ref(), due, &ctx.stop).await {
             return;
         }
@@ -431,6 +476,40 @@ mod tests {
         sched.run(probes, tx, shutdown).await;
         stopper.await.unwrap();
         (collector.await.unwrap(), stats)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_probe_publishes_its_next_fire_instant() {
+        let start = t("2026-03-01T10:00:00Z");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(start));
+        let next = Arc::new(NextRuns::default());
+        let sched = Scheduler::new(clock, 4, Duration::from_secs(1)).with_next_runs(next.clone());
+        let (tx, mut rx) = mpsc::channel(100);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let hourly = Schedule::every(Duration::from_secs(3600), "hourly");
+        let probes = vec![scheduled(
+            "hourly",
+            hourly,
+            Duration::ZERO,
+            Duration::from_secs(5),
+            false,
+        )];
+        let handle = tokio::spawn(async move { sched.run(probes, tx, stop).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The first run, within a minute of the start: not where the schedule
+        // alone would put it.
+        let first = next.get("hourly").unwrap();
+        assert!(
+            first >= start && first - start < chrono::Duration::seconds(60),
+            "{first}"
+        );
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(rx.recv().await.unwrap().due, first);
+        assert_eq!(next.get("hourly"), Some(first + chrono::Duration::hours(1)));
+        assert_eq!(next.get("other"), None);
+        shutdown.cancel();
+        handle.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,7 +22,7 @@ const PRUNE_EVERY: i64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {path}: {source}")]
+    #[error("store {path}: {source}; {}", advice(source))]
     Open {
         path: String,
         source: rusqlite::Error,
@@ -38,6 +38,39 @@ pub enum StoreError {
 }
 
 const SCHEMA: i64 = 1;
+
+/// What an operator can do about a store that cannot be opened or written.
+pub fn advice(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::ReadOnly | C::CannotOpen | C::PermissionDenied) => {
+            "check that the file and its directory exist and are writable by sonde's user, or set another [store] path"
+        }
+        Some(C::DiskFull) => "the disk is full: free some space",
+        Some(C::NotADatabase | C::DatabaseCorrupt) => {
+            "the file is damaged or not a sonde store: move it aside (sonde starts a new one) or restore a backup"
+        }
+        Some(C::DatabaseBusy | C::DatabaseLocked) => {
+            "another process holds a lock on it (a second sonde on the same store?): stop that process"
+        }
+        Some(C::SystemIoFailure) => {
+            "a read or write failed: check that the disk has space, that the file and its directory are writable (not read-only or immutable), and the system log"
+        }
+        _ => "see the error above",
+    }
+}
+
+/// A write the agent could not make at once, kept (`alert::pending`) until the
+/// store takes it: a result and the monitor state it led to, and the alerts
+/// raised with them (channel, key, alert JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingWrite {
+    pub result: Option<ResultRow>,
+    /// The probe and its monitor's state JSON.
+    pub monitor: Option<(String, String)>,
+    pub alerts: Vec<(String, String, String)>,
+    pub now: i64,
+}
 
 /// One probe result as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +193,57 @@ impl Store {
         )
     }
 
+    /// How long a write waits for another process's lock before it fails
+    /// (5 s by default). The agent waits less: what it cannot write now waits
+    /// in memory, not in the pipeline.
+    pub fn set_busy_timeout(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+        Ok(self.conn().busy_timeout(wait)?)
+    }
+
+    /// Writes `writes` in order, in one transaction, then marks the outbox
+    /// entries of `delivered` (channel, key) delivered at `now`: they were
+    /// sent before they reached the store.
+    pub fn write_all(
+        &self,
+        writes: &[PendingWrite],
+        delivered: &[(String, String)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for w in writes {
+            if let Some(result) = &w.result {
+                insert_result(&tx, result)?;
+            }
+            if let Some((probe, json)) = &w.monitor {
+                tx.prepare_cached(
+                    "INSERT INTO monitors (probe, state_json, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (probe) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at",
+                )?
+                .execute(params![probe, json, w.now])?;
+            }
+            enqueue_in(&tx, &w.alerts, w.now)?;
+        }
+        let mut mark = tx.prepare_cached(
+            "UPDATE outbox SET delivered_at = ?3 WHERE channel = ?1 AND key = ?2 AND delivered_at IS NULL",
+        )?;
+        for (channel, key) in delivered {
+            mark.execute(params![channel, key, now])?;
+        }
+        drop(mark);
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks the outbox entry (channel, key) delivered, if it is there.
+    pub fn mark_delivered_key(&self, channel: &str, key: &str, now: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE outbox SET delivered_at = ?3 WHERE channel = ?1 AND key = ?2 AND delivered_at IS NULL",
+            params![channel, key, now],
+        )?;
+        Ok(())
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent: the
         // transaction rolls back. Keep going with the connection.
@@ -178,28 +262,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.prepare_cached(
-            "INSERT INTO results (probe, started_at, duration_seconds, status, category, summary, observations_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-                result.probe,
-                result.started_at,
-                result.duration_seconds,
-                result.status,
-                result.category,
-                result.summary,
-                result.observations_json
-            ])?;
-        // Old results are pruned now and then, not on every insert.
-        if tx.last_insert_rowid() % PRUNE_EVERY == 0 {
-            tx.prepare_cached(
-                "DELETE FROM results WHERE id IN (
-                     SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY probe ORDER BY id DESC) AS n
-                                     FROM results) WHERE n > ?1)",
-            )?
-            .execute(params![RESULTS_KEPT])?;
-        }
+        insert_result(&tx, result)?;
         tx.prepare_cached(
             "INSERT INTO monitors (probe, state_json, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (probe) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at",
@@ -477,6 +540,32 @@ impl Store {
     }
 }
 
+/// Inserts a result; prunes old results now and then, not on every insert.
+fn insert_result(tx: &rusqlite::Transaction<'_>, result: &ResultRow) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO results (probe, started_at, duration_seconds, status, category, summary, observations_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        result.probe,
+        result.started_at,
+        result.duration_seconds,
+        result.status,
+        result.category,
+        result.summary,
+        result.observations_json
+    ])?;
+    if tx.last_insert_rowid() % PRUNE_EVERY == 0 {
+        tx.prepare_cached(
+            "DELETE FROM results WHERE id IN (
+                 SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY probe ORDER BY id DESC) AS n
+                                 FROM results) WHERE n > ?1)",
+        )?
+        .execute(params![RESULTS_KEPT])?;
+    }
+    Ok(())
+}
+
 fn enqueue_in(
     tx: &rusqlite::Transaction<'_>,
     alerts: &[(String, String, String)],
@@ -694,5 +783,49 @@ mod tests {
         .unwrap();
         let err = Store::open(&path).err().unwrap().to_string();
         assert!(err.contains("sonde.db"), "{err}");
+        assert!(err.contains("move it aside"), "{err}");
+    }
+
+    #[test]
+    fn a_store_locked_by_another_process_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sonde.db");
+        drop(Store::open(&path).unwrap());
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let s = Store::open(&path).unwrap();
+        s.set_busy_timeout(std::time::Duration::from_millis(10))
+            .unwrap();
+        let err = s.record(&row("p", 1), "{}", &[], 1).err().unwrap();
+        let err = match err {
+            StoreError::Sql(e) => advice(&e),
+            other => panic!("{other}"),
+        };
+        assert!(err.contains("another process holds a lock"), "{err}");
+    }
+
+    #[test]
+    fn pending_writes_land_in_order_and_what_was_sent_is_marked_delivered() {
+        let s = Store::in_memory().unwrap();
+        let writes = vec![
+            PendingWrite {
+                result: Some(row("p", 1)),
+                monitor: Some(("p".into(), "{\"n\":1}".into())),
+                alerts: vec![alert("mail", "a"), alert("hook", "a")],
+                now: 10,
+            },
+            PendingWrite {
+                result: None,
+                monitor: Some(("p".into(), "{\"n\":2}".into())),
+                alerts: vec![],
+                now: 11,
+            },
+        ];
+        s.write_all(&writes, &[("mail".into(), "a".into())], 12)
+            .unwrap();
+        assert_eq!(s.monitors().unwrap()[0].1, "{\"n\":2}");
+        assert_eq!(s.recent_results("p", 5).unwrap().len(), 1);
+        assert_eq!(s.pending("mail").unwrap().0, 0);
+        assert_eq!(s.pending("hook").unwrap().0, 1);
     }
 }

@@ -12,11 +12,12 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use crate::alert::pending::PendingWrites;
 use crate::channel::{Alert, AlertEvent};
 use crate::config::Config;
 use crate::monitor::{self, EvalContext, Monitor, MonitorState, Notice, NoticeKind, Policy};
 use crate::outcome::Outcome;
-use crate::store::{ResultRow, Store, StoreError};
+use crate::store::{PendingWrite, ResultRow, Store, StoreError};
 use crate::telemetry::events::MonitorStateChanged;
 use crate::telemetry::metrics::Metrics;
 
@@ -63,6 +64,9 @@ pub struct Engine {
     silences: Option<(std::time::Instant, Vec<crate::store::Silence>)>,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// Where writes go in the agent (`with_pending`); without it they go to
+    /// the store at once.
+    pending: Option<Arc<PendingWrites>>,
 }
 
 fn event_of(kind: NoticeKind) -> AlertEvent {
@@ -161,7 +165,30 @@ impl Engine {
             silences: None,
             wake,
             metrics,
+            pending: None,
         })
+    }
+
+    /// Hands every write to `pending` instead of writing the store: results
+    /// and alerts never wait on the disk.
+    pub fn with_pending(mut self, pending: Arc<PendingWrites>) -> Engine {
+        self.pending = Some(pending);
+        self
+    }
+
+    /// Writes `w` (through `pending` when set); returns how many alerts
+    /// were queued.
+    fn write(&self, w: PendingWrite) -> Result<usize, StoreError> {
+        if let Some(pending) = &self.pending {
+            let n = w.alerts.len();
+            pending.push(w);
+            return Ok(n);
+        }
+        match (&w.result, &w.monitor) {
+            (Some(result), Some((_, state))) => self.store.record(result, state, &w.alerts, w.now),
+            (_, Some((probe, state))) => self.store.update(probe, state, &w.alerts, w.now),
+            _ => self.store.enqueue(&w.alerts, w.now),
+        }
     }
 
     /// Takes a reloaded config: the monitors of probes still configured (by
@@ -204,7 +231,16 @@ impl Engine {
             .as_ref()
             .is_none_or(|(read, _)| read.elapsed() > SILENCES_FRESH)
         {
-            self.silences = Some((std::time::Instant::now(), self.store.silences(i64::MIN)?));
+            // An unreadable store keeps the silences last read: evaluation
+            // goes on.
+            match self.store.silences(i64::MIN) {
+                Ok(list) => self.silences = Some((std::time::Instant::now(), list)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the silences; using those last read");
+                    let list = self.silences.take().map(|(_, l)| l).unwrap_or_default();
+                    self.silences = Some((std::time::Instant::now(), list));
+                }
+            }
         }
         let Some(health_set) = self.probes.get(probe).map(|p| p.health_set.as_str()) else {
             return Ok(false);
@@ -332,9 +368,12 @@ impl Engine {
                 .unwrap_or_else(|_| "{}".into()),
         };
         let state = serde_json::to_string(&m).unwrap_or_else(|_| "{}".into());
-        let added = self
-            .store
-            .record(&row, &state, &self.rows(probe, &alerts), now.timestamp())?;
+        let added = self.write(PendingWrite {
+            result: Some(row),
+            monitor: Some((probe.to_string(), state)),
+            alerts: self.rows(probe, &alerts),
+            now: now.timestamp(),
+        })?;
         if m.problem.as_ref().is_none_or(|p| p.notified.is_none()) {
             self.reposted.retain(|(p, _), _| p != probe);
         }
@@ -361,8 +400,9 @@ impl Engine {
             .pruned_at
             .is_none_or(|t| now - t > chrono::Duration::hours(1))
         {
-            self.store
-                .prune_delivered((now - OUTBOX_KEEP).timestamp())?;
+            if let Err(e) = self.store.prune_delivered((now - OUTBOX_KEEP).timestamp()) {
+                tracing::warn!(error = %e, "cannot prune delivered alerts");
+            }
             self.pruned_at = Some(now);
         }
         let mut raised = Vec::new();
@@ -372,7 +412,14 @@ impl Engine {
                 continue;
             };
             let m = &self.monitors[&probe];
-            let last = self.store.recent_results(&probe, 1)?.into_iter().next();
+            // The last stored result, for the reminder's text: an unreadable
+            // store leaves it out rather than the reminder.
+            let last = self
+                .store
+                .recent_results(&probe, 1)
+                .unwrap_or_default()
+                .into_iter()
+                .next();
             let (category, summary) = last
                 .as_ref()
                 .map(|r| (r.category.clone(), r.summary.clone()))
@@ -391,12 +438,12 @@ impl Engine {
                     &observations,
                 );
                 let state = serde_json::to_string(&next).unwrap_or_else(|_| "{}".into());
-                self.store.update(
-                    &probe,
-                    &state,
-                    &self.rows(&probe, std::slice::from_ref(&alert)),
-                    now.timestamp(),
-                )?;
+                self.write(PendingWrite {
+                    result: None,
+                    monitor: Some((probe.clone(), state)),
+                    alerts: self.rows(&probe, std::slice::from_ref(&alert)),
+                    now: now.timestamp(),
+                })?;
                 self.monitors.insert(probe.clone(), next);
                 raised.push(alert);
             }
@@ -444,7 +491,12 @@ impl Engine {
                 self.reposted.insert(key, now);
             }
             if !rows.is_empty() {
-                self.store.enqueue(&rows, now.timestamp())?;
+                self.write(PendingWrite {
+                    result: None,
+                    monitor: None,
+                    alerts: rows,
+                    now: now.timestamp(),
+                })?;
             }
         }
         if !raised.is_empty() {
@@ -645,6 +697,41 @@ duration = "1h"
             keys.push(e.key);
         }
         keys
+    }
+
+    #[test]
+    fn a_locked_store_neither_stops_evaluation_nor_holds_alerts_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Arc::new(Store::open(&path).unwrap());
+        store
+            .set_busy_timeout(std::time::Duration::from_millis(10))
+            .unwrap();
+        let pending = Arc::new(PendingWrites::new(
+            "s.db",
+            Arc::new(Notify::new()),
+            Arc::new(Metrics::new()),
+        ));
+        let mut e = setup(dir.path(), store.clone()).with_pending(pending.clone());
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let t = at("2026-11-29T10:00:00Z");
+        let mut raised = Vec::new();
+        for i in 0..2 {
+            let now = t + chrono::Duration::seconds(i);
+            raised.extend(e.on_outcome("token", &bad("ACS50008", now), now).unwrap());
+        }
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert_eq!(e.view("token").unwrap().state, MonitorState::Unhealthy);
+        let unsent = pending.unsent("hook", tokio::time::Instant::now());
+        assert_eq!(unsent[0].key, "token:1:firing");
+        assert!(pending.flush(&store, t.timestamp()).is_err());
+        other.execute_batch("COMMIT").unwrap();
+        pending.flush(&store, t.timestamp()).unwrap();
+        assert_eq!(
+            queued(&store, "hook", t.timestamp() + 1),
+            vec!["token:1:firing"]
+        );
     }
 
     #[test]

@@ -13,9 +13,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::pending::PendingWrites;
 use crate::channel::{Alert, AlertEvent, Channel, Severity};
 use crate::clock::Clock;
-use crate::store::{OutboxEntry, Store};
+use crate::store::{OutboxEntry, PendingWrite, Store};
 use crate::telemetry::events::{AlertDeliveryAttempted, OutboxDepth};
 use crate::telemetry::metrics::{DeliveryResult, Metrics};
 
@@ -76,6 +77,18 @@ impl Dispatcher {
         mut updates: tokio::sync::mpsc::Receiver<ReplaceChannels>,
         shutdown: CancellationToken,
     ) {
+        self.run_with_pending(None, &mut updates, shutdown).await
+    }
+
+    /// `run_replaceable`, also sending the alerts `pending` holds before the
+    /// store takes them (the agent's writes go through it), and queuing the
+    /// channel-health alerts there.
+    pub async fn run_with_pending(
+        self,
+        pending: Option<Arc<PendingWrites>>,
+        updates: &mut tokio::sync::mpsc::Receiver<ReplaceChannels>,
+        shutdown: CancellationToken,
+    ) {
         let names = Arc::new(std::sync::RwLock::new(Vec::<String>::new()));
         let mut tasks = tokio::task::JoinSet::new();
         let mut running: std::collections::HashMap<String, CancellationToken> =
@@ -107,6 +120,7 @@ impl Dispatcher {
                     turn,
                     names.clone(),
                     self.store.clone(),
+                    pending.clone(),
                     self.clock.clone(),
                     self.wake.clone(),
                     self.unhealthy_after,
@@ -138,7 +152,16 @@ impl Dispatcher {
                         break;
                     }
                 },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    // A channel loop that panicked takes the dispatcher down
+                    // with it: the agent's supervisor restarts them all, each
+                    // from its outbox.
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            std::panic::resume_unwind(e.into_panic());
+                        }
+                    }
+                }
             }
         }
         while tasks.join_next().await.is_some() {}
@@ -208,6 +231,7 @@ async fn channel_loop(
     turn: Arc<tokio::sync::Mutex<()>>,
     names: Arc<std::sync::RwLock<Vec<String>>>,
     store: Arc<Store>,
+    pending: Option<Arc<PendingWrites>>,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     unhealthy_after: Duration,
@@ -237,6 +261,44 @@ async fn channel_loop(
         last_error: String::new(),
     };
     while !stop.is_cancelled() {
+        // Alerts the store has not taken yet go first: alerting does not wait
+        // on the disk.
+        if let Some(pending) = &pending {
+            for alert in pending.unsent(&name, tokio::time::Instant::now()) {
+                let entry = OutboxEntry {
+                    id: 0,
+                    channel: name.clone(),
+                    key: alert.key.clone(),
+                    alert_json: alert.json.clone(),
+                    attempts: alert.attempts,
+                    created_at: 0,
+                };
+                let delivered = tokio::select! {
+                    d = deliver_one(&channel, None, &clock, &metrics, &entry, &mut health) => d,
+                    _ = shutdown.cancelled() => return,
+                };
+                match delivered {
+                    Delivery::Sent => {
+                        if !pending.delivered(&alert) {
+                            // It reached the store while it was being sent.
+                            let now = clock.now().timestamp();
+                            if let Err(e) = store.mark_delivered_key(&name, &alert.key, now) {
+                                tracing::error!(channel = %name, error = %e, "cannot mark an alert delivered");
+                            }
+                        }
+                    }
+                    // Refused: the store sets it aside once it has it.
+                    Delivery::SetAside => pending.failed(&alert, MAX_BACKOFF),
+                    Delivery::Retry => {
+                        pending.failed(&alert, backoff(alert.attempts + 1, jitter()));
+                        break;
+                    }
+                }
+                if stop.is_cancelled() {
+                    return;
+                }
+            }
+        }
         if let Ok((depth, _)) = store.pending(&name) {
             OutboxDepth {
                 channel: &name,
@@ -279,8 +341,16 @@ async fn channel_loop(
             }
         };
         for entry in batch {
+            if pending
+                .as_ref()
+                .is_some_and(|p| p.take_sent(&name, &entry.key))
+            {
+                // Sent from memory before it reached the store.
+                sent.push(entry.id);
+                continue;
+            }
             let delivered = tokio::select! {
-                ok = deliver_one(&channel, &store, &clock, &metrics, &entry, &mut health) => ok,
+                ok = deliver_one(&channel, Some(&store), &clock, &metrics, &entry, &mut health) => ok,
                 // An attempt cut short is not marked: it is sent again at the next start.
                 _ = shutdown.cancelled() => {
                     mark(&sent);
@@ -302,7 +372,7 @@ async fn channel_loop(
                 // The resolution starts when the failure did (as `Alert::started_at`
                 // says) and ends now; its key pairs with the unhealthy alert's.
                 let a = unhealthy_alert(&name, channel.kind(), since, now, true, 0, "");
-                enqueue_to(&store, &others(), &a, now);
+                enqueue_to(&store, pending.as_deref(), &others(), &a, now);
                 wake.notify_waiters();
             }
             if !delivered || stop.is_cancelled() {
@@ -315,6 +385,7 @@ async fn channel_loop(
             &channel,
             &others(),
             &store,
+            pending.as_deref(),
             &clock,
             unhealthy_after,
             &mut health,
@@ -335,7 +406,7 @@ enum Delivery {
 /// One attempt at one entry.
 async fn deliver_one(
     channel: &Channel,
-    store: &Store,
+    store: Option<&Store>,
     clock: &Arc<dyn Clock>,
     metrics: &Metrics,
     entry: &OutboxEntry,
@@ -346,7 +417,9 @@ async fn deliver_one(
         Ok(a) => a,
         Err(e) => {
             tracing::error!(channel = %name, key = %entry.key, error = %e, "outbox entry unreadable; set aside");
-            let _ = store.mark_failed(entry.id, &format!("unreadable: {e}"), None);
+            if let Some(store) = store {
+                let _ = store.mark_failed(entry.id, &format!("unreadable: {e}"), None);
+            }
             return Delivery::SetAside;
         }
     };
@@ -375,20 +448,26 @@ async fn deliver_one(
                 .retry_after()
                 .unwrap_or_else(|| backoff(entry.attempts + 1, jitter()));
             health.last_error = e.message().chars().take(300).collect();
-            let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
+            if let Some(store) = store {
+                let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
+            }
             health.failing_since.get_or_insert(now);
             attempted(DeliveryResult::Failed, &health.last_error, Some(wait));
             Delivery::Retry
         }
         Ok(Err(e)) => {
-            let _ = store.mark_failed(entry.id, e.message(), None);
+            if let Some(store) = store {
+                let _ = store.mark_failed(entry.id, e.message(), None);
+            }
             attempted(DeliveryResult::Refused, e.message(), None);
             Delivery::SetAside
         }
         Err(_) => {
             health.last_error = format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs());
             let wait = backoff(entry.attempts + 1, jitter());
-            let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
+            if let Some(store) = store {
+                let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
+            }
             health.failing_since.get_or_insert(now);
             attempted(DeliveryResult::Timeout, &health.last_error, Some(wait));
             Delivery::Retry
@@ -400,6 +479,7 @@ fn check_unhealthy(
     channel: &Channel,
     others: &[String],
     store: &Store,
+    queue: Option<&PendingWrites>,
     clock: &Arc<dyn Clock>,
     unhealthy_after: Duration,
     health: &mut Health,
@@ -427,10 +507,16 @@ fn check_unhealthy(
         &health.last_error,
     );
     tracing::error!(channel = %channel.name(), pending, "alert channel unhealthy");
-    enqueue_to(store, others, &a, now);
+    enqueue_to(store, queue, others, &a, now);
 }
 
-fn enqueue_to(store: &Store, channels: &[String], alert: &Alert, now: DateTime<Utc>) {
+fn enqueue_to(
+    store: &Store,
+    pending: Option<&PendingWrites>,
+    channels: &[String],
+    alert: &Alert,
+    now: DateTime<Utc>,
+) {
     let Ok(json) = serde_json::to_string(alert) else {
         return;
     };
@@ -438,6 +524,15 @@ fn enqueue_to(store: &Store, channels: &[String], alert: &Alert, now: DateTime<U
         .iter()
         .map(|c| (c.clone(), alert.key.clone(), json.clone()))
         .collect();
+    if let Some(pending) = pending {
+        pending.push(PendingWrite {
+            result: None,
+            monitor: None,
+            alerts: rows,
+            now: now.timestamp(),
+        });
+        return;
+    }
     if let Err(e) = store.enqueue(&rows, now.timestamp()) {
         tracing::error!(error = %e, "cannot queue the channel-health alert");
     }

@@ -36,7 +36,9 @@ use crate::alert::engine::SharedViews;
 use crate::clock::Clock;
 use crate::config::{ApiConfig, Config};
 use crate::reload::ReloadHandle;
+use crate::scheduler::NextRuns;
 use crate::store::Store;
+use crate::supervise::Health;
 use crate::telemetry::metrics::{self, Metrics};
 
 /// What the agent shares with its API: the parts of `ApiState` it owns too.
@@ -46,6 +48,8 @@ pub(crate) struct Shared {
     pub store: Arc<Store>,
     pub views: Arc<SharedViews>,
     pub clock: Arc<dyn Clock>,
+    pub health: Arc<Health>,
+    pub next_runs: Arc<NextRuns>,
 }
 
 /// What the routes share.
@@ -66,6 +70,11 @@ pub struct ApiState {
     pub built: BuiltProbes,
     /// Where `POST /-/reload` asks the agent to reload its config.
     pub reload: Option<ReloadHandle>,
+    /// What `/healthz` answers from; without it, it answers ok.
+    pub health: Option<Arc<Health>>,
+    /// The scheduler's next instant of each probe; without it, the next one
+    /// of its schedule.
+    pub next_runs: Option<Arc<NextRuns>>,
 }
 
 impl ApiState {
@@ -100,6 +109,22 @@ impl ApiState {
             runs: RateLimiter::new(api.run_min_interval),
             built: BuiltProbes::default(),
             reload,
+            health: Some(shared.health),
+            next_runs: Some(shared.next_runs),
+        }
+    }
+
+    /// When `p` runs next: the scheduler's instant when it published one.
+    pub fn next_run(
+        &self,
+        p: &crate::config::ProbeConfig,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        if !p.enabled {
+            return None;
+        }
+        match self.next_runs.as_ref().and_then(|n| n.get(&p.name)) {
+            Some(next) => Some(next),
+            None => p.schedule.next_after(self.clock.now()),
         }
     }
 
@@ -363,8 +388,23 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     }
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// 200 `{"status":"ok"}`, or 503 `{"status":"failing","reasons":[...]}` when
+/// a task of the agent is down, the store cannot be written, or results
+/// stopped coming (`supervise::Health`).
+async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
+    let problems = state
+        .health
+        .as_ref()
+        .map(|h| h.problems(state.clock.now()))
+        .unwrap_or_default();
+    if problems.is_empty() {
+        return Json(serde_json::json!({ "status": "ok" })).into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "status": "failing", "reasons": problems })),
+    )
+        .into_response()
 }
 
 async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
@@ -442,6 +482,8 @@ mod tests {
             built: BuiltProbes::default(),
             runs: RateLimiter::new(std::time::Duration::from_secs(10)),
             reload: None,
+            health: None,
+            next_runs: None,
         });
         let server = Server::bind_with(listen, limits).await.unwrap();
         let addr = server.local_addr().unwrap();

@@ -732,10 +732,7 @@ pub async fn page(State(state): State<Arc<ApiState>>) -> Response {
             health_set: &p.health_set,
             view: state.views.get(&p.name),
             results: results.get(&p.name).unwrap_or(&empty),
-            next_run: p
-                .enabled
-                .then(|| p.schedule.next_after(state.clock.now()))
-                .flatten(),
+            next_run: state.next_run(p),
         })
         .collect();
     let html = render_with(&probes, &dependencies(&config), state.clock.now());

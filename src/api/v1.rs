@@ -67,7 +67,7 @@ fn probe_json(
     p: &ProbeConfig,
     view: Option<&MonitorView>,
     last: Option<&ResultRow>,
-    now: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
 ) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     out.insert("name".into(), json!(p.name));
@@ -76,7 +76,6 @@ fn probe_json(
     out.insert("schedule".into(), json!(p.schedule.to_string()));
     out.insert("enabled".into(), json!(p.enabled));
     monitor_fields(&mut out, view);
-    let next = p.enabled.then(|| p.schedule.next_after(now)).flatten();
     out.insert("next_run".into(), json!(next.map(time)));
     out.insert("last_result".into(), last.map_or(Value::Null, result_json));
     out
@@ -173,14 +172,13 @@ pub async fn probes(State(state): State<Arc<ApiState>>) -> Response {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let now = state.clock.now();
     let items: Vec<Value> = config
         .probes
         .iter()
         .map(|p| {
             let view = state.views.get(&p.name);
             let row = last.get(&p.name).and_then(|r| r.first());
-            Value::Object(probe_json(p, view.as_ref(), row, now))
+            Value::Object(probe_json(p, view.as_ref(), row, state.next_run(p)))
         })
         .collect();
     Json(json!({ "probes": items })).into_response()
@@ -212,7 +210,7 @@ pub async fn probe(
         Err(r) => return r,
     };
     let view = state.views.get(&p.name);
-    let mut out = probe_json(p, view.as_ref(), rows.first(), state.clock.now());
+    let mut out = probe_json(p, view.as_ref(), rows.first(), state.next_run(p));
     out.insert("depends_on".into(), json!(p.depends_on));
     out.insert("alert".into(), json!(p.alert));
     out.insert(

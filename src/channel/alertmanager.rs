@@ -300,6 +300,7 @@ fn alertname(event: AlertEvent) -> &'static str {
         AlertEvent::Firing | AlertEvent::Reminder | AlertEvent::Resolved => "SondeProbe",
         AlertEvent::FlappingStarted | AlertEvent::FlappingStopped => "SondeProbeFlapping",
         AlertEvent::ChannelUnhealthy => "SondeChannelUnhealthy",
+        AlertEvent::Heartbeat => "SondeHeartbeat",
     }
 }
 
@@ -311,6 +312,9 @@ pub fn ends_at(alert: &Alert, now: DateTime<Utc>, repost_every: Duration) -> Dat
             .ends_at
             .unwrap_or(alert.created_at)
             .max(alert.started_at)
+    } else if let (AlertEvent::Heartbeat, Some(ends)) = (alert.event, alert.ends_at) {
+        // A heartbeat sets its own horizon, a few of its beats ahead.
+        ends
     } else {
         let horizon = repost_every.saturating_mul(HORIZON_INTERVALS);
         now + chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::hours(1))

@@ -75,6 +75,8 @@ pub enum AlertEvent {
     FlappingStarted,
     FlappingStopped,
     ChannelUnhealthy,
+    /// The agent's dead-man's switch (`[agent.heartbeat]`): always firing.
+    Heartbeat,
 }
 
 impl AlertEvent {
@@ -87,6 +89,7 @@ impl AlertEvent {
             AlertEvent::FlappingStarted => "flapping_started",
             AlertEvent::FlappingStopped => "flapping_stopped",
             AlertEvent::ChannelUnhealthy => "channel_unhealthy",
+            AlertEvent::Heartbeat => "heartbeat",
         }
     }
 
@@ -99,6 +102,7 @@ impl AlertEvent {
             AlertEvent::FlappingStarted => "FLAPPING",
             AlertEvent::FlappingStopped => "FLAPPING STOPPED",
             AlertEvent::ChannelUnhealthy => "CHANNEL UNHEALTHY",
+            AlertEvent::Heartbeat => "HEARTBEAT",
         }
     }
 

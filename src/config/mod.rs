@@ -128,6 +128,23 @@ pub struct AgentConfig {
         with = "crate::human::duration"
     )]
     pub channel_unhealthy_after: Duration,
+    /// `[agent.heartbeat]`: the dead-man's switch.
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatConfig>,
+}
+
+/// `[agent.heartbeat]`: every `every`, an always-firing `SondeHeartbeat` alert
+/// to each of `channels` (alertmanager channels only: refused at validation
+/// on any other kind) and an HTTP GET of `url`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    #[serde(with = "crate::human::duration")]
+    pub every: Duration,
+    #[serde(default)]
+    pub channels: Vec<String>,
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 fn default_channel_unhealthy_after() -> Duration {
@@ -147,6 +164,7 @@ impl Default for AgentConfig {
             max_concurrent: default_max_concurrent(),
             drain_timeout: default_drain(),
             channel_unhealthy_after: default_channel_unhealthy_after(),
+            heartbeat: None,
         }
     }
 }
@@ -647,6 +665,8 @@ impl Located {
 #[derive(Default)]
 struct Parts {
     agent: Option<AgentConfig>,
+    /// Where `[agent.heartbeat]` is, for the check of its channels.
+    heartbeat_at: Option<Located>,
     store: Option<StoreConfig>,
     api: Option<ApiConfig>,
     telemetry: Option<TelemetryConfig>,
@@ -687,6 +707,7 @@ impl Loader<'_> {
         }
 
         let channels = cross_check_channels(&parts.channels, &mut errors);
+        cross_check_heartbeat(&parts, &mut errors);
         let probes = cross_check_probes(parts.probes, &channels, &mut errors);
         let maintenance = cross_check_maintenance(parts.maintenance, &probes, &mut errors);
         if !errors.is_empty() {
@@ -816,9 +837,23 @@ impl Loader<'_> {
                 },
                 "agent" => {
                     let at = value_span(&value, "max_concurrent");
+                    let heartbeat_at = value_span(&value, "heartbeat");
                     parts.agent = section::<AgentConfig>(&mut report, "agent", value);
                     if parts.agent.as_ref().is_some_and(|a| a.max_concurrent == 0) {
                         report.at(at, "agent.max_concurrent", "must be at least 1");
+                    }
+                    if let Some(h) = parts.agent.as_ref().and_then(|a| a.heartbeat.as_ref()) {
+                        let at = heartbeat_at;
+                        if h.every < Duration::from_secs(1) {
+                            report.at(at.clone(), "agent.heartbeat.every", "must be at least 1s");
+                        }
+                        if let Some(url) = &h.url {
+                            if let Err(e) = crate::net::http::check_url(url) {
+                                report.at(at.clone(), "agent.heartbeat.url", e.to_string());
+                            }
+                        }
+                        parts.heartbeat_at =
+                            Some(Located::new(src, at, "agent.heartbeat".to_string()));
                     }
                 }
                 "store" => parts.store = section(&mut report, "store", value),
@@ -1545,6 +1580,27 @@ fn cross_check_channels(
         }
     }
     seen.keys().map(|s| s.to_string()).collect()
+}
+
+/// A heartbeat goes to alertmanager channels only: elsewhere an alert that
+/// always fires would page someone every beat.
+fn cross_check_heartbeat(parts: &Parts, errors: &mut Vec<ConfigError>) {
+    let (Some(h), Some(at)) = (
+        parts.agent.as_ref().and_then(|a| a.heartbeat.as_ref()),
+        parts.heartbeat_at.as_ref(),
+    ) else {
+        return;
+    };
+    for name in &h.channels {
+        match parts.channels.iter().find(|(c, _)| &c.name == name) {
+            None => errors.push(at.error(format!("heartbeat channel `{name}` is not defined"))),
+            Some((c, _)) if c.spec.kind() != "alertmanager" => errors.push(at.error(format!(
+                "heartbeat channel `{name}` is a {} channel: a heartbeat goes to alertmanager channels only",
+                c.spec.kind()
+            ))),
+            Some(_) => {}
+        }
+    }
 }
 
 fn cross_check_probes(

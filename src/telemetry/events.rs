@@ -235,3 +235,80 @@ impl ConfigLoaded<'_> {
         }
     }
 }
+
+/// A supervised task of the agent panicked or ended while the agent runs; it
+/// is restarted after `backoff`.
+pub struct TaskRestarted<'a> {
+    pub task: &'static str,
+    /// The panic message, or "ended".
+    pub reason: &'a str,
+    pub backoff: Duration,
+    /// Restarts within the current window, this one included.
+    pub recent: u32,
+}
+
+impl TaskRestarted<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics.task_restarted(self.task);
+        tracing::error!(
+            task = self.task,
+            reason = self.reason,
+            backoff_seconds = self.backoff.as_secs_f64(),
+            recent_restarts = self.recent,
+            "agent task stopped; restarting it"
+        );
+    }
+}
+
+/// A supervised task kept failing: the agent stops.
+pub struct TaskGaveUp<'a> {
+    pub task: &'static str,
+    pub reason: &'a str,
+    pub restarts: u32,
+    pub within: Duration,
+}
+
+impl TaskGaveUp<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            task = self.task,
+            reason = self.reason,
+            restarts = self.restarts,
+            within_seconds = self.within.as_secs_f64(),
+            "agent task keeps failing; stopping the agent"
+        );
+    }
+}
+
+/// The store's write state after an attempt: `error` is set while it fails.
+pub struct StoreWriteState<'a> {
+    pub path: &'a str,
+    /// The error of the failed attempt; `None` when the write succeeded.
+    pub error: Option<&'a str>,
+    /// Whether the state changed with this attempt (logged only then).
+    pub changed: bool,
+    pub pending: u64,
+    pub dropped: u64,
+}
+
+impl StoreWriteState<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics.store_state(self.error.is_none(), self.pending, self.dropped);
+        if !self.changed {
+            return;
+        }
+        match self.error {
+            Some(error) => tracing::error!(
+                store = self.path,
+                error,
+                pending = self.pending,
+                "cannot write the store; results and alerts are kept in memory until it can be written"
+            ),
+            None => tracing::info!(
+                store = self.path,
+                dropped = self.dropped,
+                "store writable again; the results and alerts kept in memory are written"
+            ),
+        }
+    }
+}

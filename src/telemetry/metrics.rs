@@ -52,6 +52,10 @@ pub const SONDE_OUTBOX_DEPTH: &str = "sonde_outbox_depth";
 pub const SONDE_SCHEDULER_LATENESS_SECONDS: &str = "sonde_scheduler_lateness_seconds";
 pub const SONDE_CONFIG_RELOAD_SUCCESS: &str = "sonde_config_reload_success";
 pub const SONDE_CONFIG_RELOAD_TIMESTAMP_SECONDS: &str = "sonde_config_reload_timestamp_seconds";
+pub const SONDE_TASK_RESTARTS_TOTAL: &str = "sonde_task_restarts_total";
+pub const SONDE_STORE_UP: &str = "sonde_store_up";
+pub const SONDE_STORE_PENDING: &str = "sonde_store_pending";
+pub const SONDE_STORE_DROPPED_TOTAL: &str = "sonde_store_dropped_total";
 
 // The OpenTelemetry instruments (exported over OTLP), mirroring sonde's own:
 // the runs counter and duration histogram (attributes probe, kind; the counter
@@ -369,6 +373,15 @@ pub struct Metrics {
     config_at: AtomicF64,
     /// The size of the last rendering, to allocate once.
     last_len: AtomicUsize,
+    /// Restarts of the agent's supervised tasks, by task (a handful of names).
+    restarts: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Whether the last store write succeeded (1), failed (0), or none was
+    /// reported yet (`NO_STATE`).
+    store_up: AtomicU8,
+    /// Writes held in memory while the store fails.
+    store_pending: AtomicU64,
+    /// Results dropped from memory because the store stayed down too long.
+    store_dropped: AtomicU64,
     otel: OtelInstruments,
 }
 
@@ -429,6 +442,10 @@ impl Metrics {
             config_ok: AtomicU8::new(NO_STATE),
             config_at: AtomicF64::new(0.0),
             last_len: AtomicUsize::new(0),
+            restarts: Mutex::default(),
+            store_up: AtomicU8::new(NO_STATE),
+            store_pending: AtomicU64::new(0),
+            store_dropped: AtomicU64::new(0),
             otel: OtelInstruments::new(&opentelemetry::global::meter("sonde")),
         }
     }
@@ -447,6 +464,40 @@ impl Metrics {
     /// Drops the series of every channel `keep` refuses.
     pub fn retain_channels(&self, keep: impl Fn(&str) -> bool) {
         retain(&self.channels, keep);
+    }
+
+    /// Makes a supervised task known before its first restart (counter at 0).
+    pub fn register_task(&self, task: &'static str) {
+        self.restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(task)
+            .or_insert(0);
+    }
+
+    pub(crate) fn task_restarted(&self, task: &'static str) {
+        *self
+            .restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(task)
+            .or_insert(0) += 1;
+    }
+
+    /// How often `task` was restarted.
+    pub fn task_restarts(&self, task: &str) -> u64 {
+        self.restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(task)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn store_state(&self, up: bool, pending: u64, dropped: u64) {
+        self.store_up.store(u8::from(up), Ordering::Relaxed);
+        self.store_pending.store(pending, Ordering::Relaxed);
+        self.store_dropped.store(dropped, Ordering::Relaxed);
     }
 
     /// Makes a channel known before its first delivery (counters at 0).
@@ -787,6 +838,54 @@ impl Metrics {
                 "",
                 self.config_at.get(),
             );
+        }
+
+        let restarts = self
+            .restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !restarts.is_empty() {
+            header(
+                out,
+                SONDE_TASK_RESTARTS_TOTAL,
+                "counter",
+                "Restarts of the agent's supervised tasks after a panic or an unexpected end.",
+            );
+            for (task, n) in restarts {
+                sample_u64(
+                    out,
+                    SONDE_TASK_RESTARTS_TOTAL,
+                    &format!("task=\"{}\"", escape(task)),
+                    n,
+                );
+            }
+        }
+        let up = self.store_up.load(Ordering::Relaxed);
+        if up != NO_STATE {
+            header(
+                out,
+                SONDE_STORE_UP,
+                "gauge",
+                "Whether the last write to the store succeeded.",
+            );
+            sample_u64(out, SONDE_STORE_UP, "", u64::from(up));
+            header(
+                out,
+                SONDE_STORE_PENDING,
+                "gauge",
+                "Writes kept in memory until the store can be written again.",
+            );
+            let pending = self.store_pending.load(Ordering::Relaxed);
+            sample_u64(out, SONDE_STORE_PENDING, "", pending);
+            header(
+                out,
+                SONDE_STORE_DROPPED_TOTAL,
+                "counter",
+                "Results dropped from memory because the store stayed unwritable (alerts are never dropped).",
+            );
+            let dropped = self.store_dropped.load(Ordering::Relaxed);
+            sample_u64(out, SONDE_STORE_DROPPED_TOTAL, "", dropped);
         }
     }
 }

@@ -17,5 +17,6 @@ mod layering;
 mod monitoring;
 mod otel;
 mod reload;
+mod supervision;
 mod support;
 mod telemetry;
