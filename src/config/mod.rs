@@ -996,6 +996,27 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// The most characters a name (probe, channel, health set, maintenance window)
+/// may have: names are labels, columns and file-like keys, not documents.
+pub const NAME_MAX: usize = 128;
+
+/// What is wrong with `name` (`what`: "name", "health set"), as a message that
+/// quotes at most the start of it; `None` when it is a good name.
+fn name_problem(what: &str, name: &str) -> Option<String> {
+    let count = name.chars().count();
+    let shown = crate::human::text::peer(name);
+    if count > NAME_MAX {
+        Some(format!(
+            "invalid {what} `{}`: {count} characters long, at most {NAME_MAX} are allowed",
+            crate::human::text::clip(&shown, 40)
+        ))
+    } else if !valid_name(name) {
+        Some(format!("invalid {what} `{shown}`: {NAME_RULE}"))
+    } else {
+        None
+    }
+}
+
 const NAME_RULE: &str =
     "names start with a letter or digit and hold only letters, digits, `-`, `_` and `.`";
 
@@ -1061,20 +1082,20 @@ fn parse_probe(
             (DEFAULT_FLAP_LOW, DEFAULT_FLAP_HIGH)
         }
     };
-    if !valid_name(&common.name) {
+    if let Some(problem) = name_problem("name", &common.name) {
         report.at(
             value_span(&table, "name"),
             format!("{prefix}.name"),
-            format!("invalid name `{}`: {NAME_RULE}", common.name),
+            problem,
         );
         ok = false;
     }
     let health_set = common.health_set.unwrap_or_else(|| "default".into());
-    if !valid_name(&health_set) {
+    if let Some(problem) = name_problem("health set", &health_set) {
         report.at(
             value_span(&table, "health_set"),
             format!("{prefix}.health_set"),
-            format!("invalid health set `{health_set}`: {NAME_RULE}"),
+            problem,
         );
         ok = false;
     }
@@ -1436,12 +1457,8 @@ fn parse_maintenance(
         report.at(span, path, message);
         ok = false;
     };
-    if !valid_name(&keys.name) {
-        error(
-            report,
-            "name",
-            format!("invalid name `{}`: {NAME_RULE}", keys.name),
-        );
+    if let Some(problem) = name_problem("name", &keys.name) {
+        error(report, "name", problem);
     }
     let probes = keys.probes.unwrap_or_default();
     if probes == ProbeSelection::Named(Vec::new()) && keys.health_sets.is_empty() {
@@ -1609,11 +1626,11 @@ fn parse_channel(
         );
         ok = false;
     }
-    if !valid_name(&common.name) {
+    if let Some(problem) = name_problem("name", &common.name) {
         report.at(
             value_span(&table, "name"),
             format!("{prefix}.name"),
-            format!("invalid name `{}`: {NAME_RULE}", common.name),
+            problem,
         );
         ok = false;
     }

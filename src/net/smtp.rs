@@ -143,8 +143,9 @@ async fn reply(reader: &mut BufReader<TcpStream>) -> Result<(u16, Vec<String>), 
     }
 }
 
+/// A server's line as an error may quote it: escaped and clipped.
 fn clip(s: &str) -> String {
-    s.chars().take(MAX_QUOTED).collect()
+    crate::human::text::clip(&crate::human::text::escape(s), MAX_QUOTED).into_owned()
 }
 
 #[cfg(test)]

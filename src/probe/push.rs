@@ -336,18 +336,14 @@ impl PushProbe {
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(300).collect::<String>());
+            .map(|v| crate::human::text::bounded(v, 300).into_owned());
         let body = read_prefix(response, MAX_RESPONSE).instrument(post).await;
         let latency = start.elapsed();
         let fault: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let message = fault.get("Message").and_then(Value::as_str).map(|m| {
-            m.lines()
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(200)
-                .collect::<String>()
-        });
+        let message = fault
+            .get("Message")
+            .and_then(Value::as_str)
+            .map(|m| crate::human::text::peer(m.lines().next().unwrap_or("")));
         let mut o = if status.is_success() {
             Outcome::ok(format!(
                 "push proxy accepted the monitoring batch in {} ms (HTTP {})",
@@ -530,7 +526,7 @@ impl EndToEnd {
                 category,
                 format!(
                     "cannot send the test mail: {}",
-                    text.chars().take(200).collect::<String>()
+                    crate::human::text::peer(&text)
                 ),
             );
         }

@@ -674,7 +674,7 @@ pub fn error_text(body: &[u8]) -> (Category, String) {
         }
         _ => (Category::Auth, "authentication failed"),
     };
-    let detail: String = first.chars().take(200).collect();
+    let detail = crate::human::text::peer(first);
     let text = if detail.is_empty() {
         format!(
             "{meaning} ({})",
@@ -713,7 +713,7 @@ fn check_answer(
     if !token_type.eq_ignore_ascii_case("bearer") {
         return Err(bad(format!(
             "token_type is `{}`, expected Bearer",
-            token_type.chars().take(32).collect::<String>()
+            crate::human::text::bounded(token_type, 32)
         )));
     }
     if mode == Mode::Acs {
@@ -757,7 +757,7 @@ fn check_answer(
     if !aud_ok {
         return Err(bad(format!(
             "access token audience is `{}`, expected `{resource}`",
-            aud.chars().take(120).collect::<String>()
+            crate::human::text::bounded(&aud, 120)
         )));
     }
     let (nbf, exp) = match (decoded.claim_i64("nbf"), decoded.claim_i64("exp")) {
