@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod demo;
+pub mod file;
 pub mod guid;
 pub mod human;
 pub mod jwt;

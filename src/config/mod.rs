@@ -742,15 +742,21 @@ impl Loader<'_> {
     }
 
     fn load_file(&self, path: &Path, main: bool, parts: &mut Parts, errors: &mut Vec<ConfigError>) {
-        let raw = match std::fs::read_to_string(path) {
+        // Only a regular file of at most 1 MiB: a FIFO or a device named by an
+        // include must not hang or flood `validate`.
+        let raw = match crate::file::read_to_string_blocking(path, crate::file::MAX_SIZE) {
             Ok(t) => t,
             Err(e) => {
+                let message = match e {
+                    Some(e) => format!("cannot read config file: {e}"),
+                    None => "cannot read config file: stream did not contain valid UTF-8".into(),
+                };
                 errors.push(ConfigError {
                     file: path.to_path_buf(),
                     line: 0,
                     column: 0,
                     key: String::new(),
-                    message: format!("cannot read config file: {e}"),
+                    message,
                 });
                 return;
             }

@@ -58,7 +58,8 @@ pub fn lettre_tls(
 }
 
 fn read_ca(path: &Path) -> Result<Certificate, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+    let pem = crate::file::read_blocking(path, crate::file::MAX_SIZE)
+        .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
     Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", path.display()))
 }
 

@@ -264,12 +264,8 @@ impl TokenClient {
     /// renewed certificate on disk is picked up without a restart.
     fn open_credential_now(&self) -> Result<(), BuildError> {
         let read = |key: &'static str, path: &Path| {
-            std::fs::read(path).map_err(|e| {
-                BuildError::new(
-                    key,
-                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
-                )
-            })
+            crate::file::read_blocking(path, crate::file::MAX_SIZE)
+                .map_err(|e| BuildError::new(key, format!("cannot read {}: {e}", path.display())))
         };
         let opened = match &self.key {
             KeySource::Pem { key, cert } => {
@@ -304,12 +300,14 @@ impl TokenClient {
     /// picked up without a restart.
     async fn credential(&self) -> Result<SigningCredential, Outcome> {
         let read = |path: PathBuf| async move {
-            tokio::fs::read(&path).await.map_err(|e| {
-                Outcome::critical(
-                    Category::Config,
-                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
-                )
-            })
+            crate::file::read(&path, crate::file::MAX_SIZE, crate::file::TIMEOUT)
+                .await
+                .map_err(|e| {
+                    Outcome::critical(
+                        Category::Config,
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })
         };
         match &self.key {
             KeySource::Pem { key, cert } => {
@@ -579,14 +577,6 @@ fn sign(cred: &SigningCredential, header: &Value, claims: &Value) -> Result<Stri
             format!("cannot sign the assertion: {e}"),
         )
     })
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
 }
 
 fn prefixed(mut o: Outcome, what: &str) -> Outcome {
