@@ -7,6 +7,7 @@
 //! tree, so one bad probe does not hide the errors of the next.
 
 pub mod env;
+mod include;
 pub mod timestamp;
 
 use std::collections::{HashMap, HashSet};
@@ -704,11 +705,15 @@ impl Loader<'_> {
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         self.load_file(path, true, &mut parts, &mut errors);
 
+        // Files are told apart by what they are, not how they are spelled:
+        // `--config ./sonde.toml` with `include = ["*.toml"]` must not load the
+        // main file again, nor `a.toml` and `./x/../a.toml` twice.
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let mut seen_files: HashSet<PathBuf> = HashSet::new();
-        seen_files.insert(path.to_path_buf());
+        seen_files.insert(canonical(path));
         for (pattern, at) in std::mem::take(&mut parts.includes) {
-            for file in expand_include(&base_dir, &pattern, &at, &mut errors) {
-                if seen_files.insert(file.clone()) {
+            for file in include::expand(&base_dir, &pattern, &at, &mut errors) {
+                if seen_files.insert(canonical(&file)) {
                     self.load_file(&file, false, &mut parts, &mut errors);
                 }
             }
@@ -1654,43 +1659,6 @@ fn parse_channel(
         },
         at,
     ))
-}
-
-fn expand_include(
-    base_dir: &Path,
-    pattern: &str,
-    at: &Located,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<PathBuf> {
-    let full = if Path::new(pattern).is_absolute() {
-        PathBuf::from(pattern)
-    } else {
-        base_dir.join(pattern)
-    };
-    let full_text = full.to_string_lossy().into_owned();
-    let paths = match glob::glob(&full_text) {
-        Ok(paths) => paths,
-        Err(e) => {
-            errors.push(at.error(format!("invalid glob `{pattern}`: {e}")));
-            return Vec::new();
-        }
-    };
-    let mut files = Vec::new();
-    for entry in paths {
-        match entry {
-            Ok(p) if p.is_file() => files.push(p),
-            Ok(_) => {}
-            Err(e) => {
-                errors.push(at.error(format!("cannot read {}: {}", e.path().display(), e.error())))
-            }
-        }
-    }
-    files.sort();
-    let wildcard = pattern.contains(['*', '?', '[']);
-    if files.is_empty() && !wildcard {
-        errors.push(at.error(format!("included file {} does not exist", full.display())));
-    }
-    files
 }
 
 fn cross_check_channels(
