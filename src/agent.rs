@@ -44,7 +44,8 @@ pub async fn run_probe_now(
 pub enum AgentError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
-    #[error("{0}")]
+    // Transparent: the store's message is one line; a cause chain would repeat it.
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Api(#[from] crate::api::ApiError),
@@ -199,7 +200,8 @@ pub async fn run_reloadable(
         repost,
         wake.clone(),
         metrics.clone(),
-    )?;
+    )
+    .map_err(|e| e.at(&store_path))?;
     // What the API shows of the monitors, republished after each result.
     let views = Arc::new(SharedViews::new(engine.views()));
     tracing::info!(
