@@ -444,18 +444,52 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// A file's text after substitution, for turning byte offsets into positions.
 struct Source {
     path: PathBuf,
+    /// The text parsed: the file after `${VAR}` substitution.
     text: String,
+    /// The file as written, when substitution changed it, with the splices
+    /// that map offsets of `text` back to it: positions refer to the file.
+    written: Option<(String, Vec<env::Splice>)>,
     lines: LineIndex,
 }
 
 impl Source {
     fn new(path: PathBuf, text: String) -> Self {
         let lines = LineIndex::new(&text);
-        Source { path, text, lines }
+        Source {
+            path,
+            text,
+            written: None,
+            lines,
+        }
     }
 
+    /// `text` substituted from `written` (`splices` say where they differ).
+    fn substituted(
+        path: PathBuf,
+        text: String,
+        written: String,
+        splices: Vec<env::Splice>,
+    ) -> Self {
+        if splices.is_empty() {
+            return Source::new(path, text);
+        }
+        let lines = LineIndex::new(&written);
+        Source {
+            path,
+            text,
+            written: Some((written, splices)),
+            lines,
+        }
+    }
+
+    /// Line and column in the file as written of byte `offset` of `text`.
     fn position(&self, offset: usize) -> (usize, usize) {
-        self.lines.position(&self.text, offset)
+        match &self.written {
+            None => self.lines.position(&self.text, offset),
+            Some((written, splices)) => self
+                .lines
+                .position(written, env::raw_offset(splices, offset)),
+        }
     }
 }
 
@@ -766,7 +800,11 @@ impl Loader<'_> {
                 return;
             }
         };
-        let (text, subst_errors) = env::substitute(&raw, self.env);
+        let env::Substituted {
+            text,
+            errors: subst_errors,
+            splices,
+        } = env::substitute(&raw, self.env);
         let raw_lines = LineIndex::new(if subst_errors.is_empty() { "" } else { &raw });
         let mut subst_lines = HashSet::new();
         for e in subst_errors {
@@ -780,7 +818,7 @@ impl Loader<'_> {
                 message: e.message,
             });
         }
-        let src = Source::new(path.to_path_buf(), text);
+        let src = Source::substituted(path.to_path_buf(), text, raw, splices);
         let first = errors.len();
         self.parse_source(&src, main, parts, errors);
         // A failed substitution leaves a hole in the text; what the parser then
