@@ -8,6 +8,7 @@ mod certificates;
 mod channels;
 mod cli;
 mod config_fixtures;
+mod hostile;
 mod hybrid;
 mod otel;
 mod reload;
