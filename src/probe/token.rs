@@ -747,7 +747,7 @@ fn check_answer(
     if !aud_ok {
         return Err(bad(format!(
             "access token audience is `{}`, expected `{resource}`",
-            crate::human::text::bounded(&aud, 120)
+            crate::human::text::bounded(aud, 120)
         )));
     }
     let (nbf, exp) = match (decoded.claim_i64("nbf"), decoded.claim_i64("exp")) {
