@@ -30,15 +30,17 @@ pub enum StoreError {
         cause: String,
         advice: Option<&'static str>,
     },
+    // Not `#[from]`, which would make it a `source`: a cause chain would
+    // repeat what the message already says (see the `From` impl below).
     #[error("store: {}{}", cause_of(.0), advice_text(advice_for(.0)))]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     /// A query failed on the store at `path` (named once the caller knows it).
-    #[error("store {path}: {}{}", cause_of(.source), advice_text(advice_for(.source)))]
+    #[error("store {path}: {}{}", cause_of(.error), advice_text(advice_for(.error)))]
     At {
         path: String,
-        // Not `#[source]`: the message already says it, a cause chain would
+        // Not a `source`: the message already says it, a cause chain would
         // repeat it.
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     #[error("store {path} was written by a newer sonde (schema {found}, this one knows {known})")]
     Newer {
@@ -48,13 +50,19 @@ pub enum StoreError {
     },
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e)
+    }
+}
+
 impl StoreError {
     /// This error, naming the store file at `path` if it does not yet.
     pub fn at(self, path: &Path) -> StoreError {
         match self {
-            StoreError::Sql(source) => StoreError::At {
+            StoreError::Sql(error) => StoreError::At {
                 path: path.display().to_string(),
-                source,
+                error,
             },
             other => other,
         }
@@ -596,7 +604,16 @@ mod tests {
             3,
             String::from_utf8(vec![0xff]).unwrap_err().utf8_error(),
         ));
-        let text = e.at(Path::new("/var/lib/sonde/sonde.db")).to_string();
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "no repeating chain"
+        );
+        let e = e.at(Path::new("/var/lib/sonde/sonde.db"));
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "no repeating chain"
+        );
+        let text = e.to_string();
         assert!(
             text.starts_with("store /var/lib/sonde/sonde.db: a stored value does not read back ("),
             "{text}"
