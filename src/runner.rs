@@ -53,7 +53,12 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
             break outcome;
         }
         attempt += 1;
-        tracing::debug!(parent: &span, attempt, summary = %outcome.summary, "retrying");
+        tracing::debug!(
+            parent: &span,
+            attempt,
+            summary = %crate::human::text::bounded(&outcome.summary, SUMMARY_MAX),
+            "retrying"
+        );
         tokio::time::sleep(pause).await;
     };
     if attempt > 0 {
