@@ -51,7 +51,8 @@ pub async fn run_probe_now(
 pub enum AgentError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
-    #[error("{0}")]
+    // Transparent: the store's message is one line; a cause chain would repeat it.
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Api(#[from] crate::api::ApiError),
@@ -212,7 +213,8 @@ pub async fn run_supervised(
         repost.clone(),
         wake.clone(),
         metrics.clone(),
-    )?
+    )
+    .map_err(|e| e.at(&store_path))?
     .with_pending(pending.clone());
     // What the API shows of the monitors, republished after each result.
     let views = Arc::new(SharedViews::new(engine.views()));

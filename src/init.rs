@@ -685,9 +685,9 @@ mod tests {
         let v: toml::Value = toml::from_str(&format!("k = {s}")).unwrap();
         // The file is read after substitution, which turns `$${` back into `${`.
         assert_eq!(v["k"].as_str().unwrap(), r#"C:\certs\"a"$${HOME}.pfx"#);
-        let (subst, errors) = crate::config::env::substitute(&format!("k = {s}"), &|_| None);
-        assert!(errors.is_empty());
-        let v: toml::Value = toml::from_str(&subst).unwrap();
+        let subst = crate::config::env::substitute(&format!("k = {s}"), &|_| None);
+        assert!(subst.errors.is_empty());
+        let v: toml::Value = toml::from_str(&subst.text).unwrap();
         assert_eq!(v["k"].as_str().unwrap(), r#"C:\certs\"a"${HOME}.pfx"#);
     }
 

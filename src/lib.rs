@@ -46,6 +46,7 @@ pub mod cmd;
 pub mod config;
 pub mod credential;
 pub mod demo;
+pub mod file;
 pub mod guid;
 pub mod human;
 pub mod init;

@@ -29,7 +29,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_UNKNOWN);
         }
     };
-    runtime.block_on(dispatch(cli))
+    let code = runtime.block_on(dispatch(cli));
+    // A blocking-pool thread stuck in a file system (a hung mount) must not keep
+    // the process alive after it said it stopped.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// Prints a command's output or failure and exits with its code.

@@ -89,13 +89,16 @@ pub fn json(labels: &Labels<'_>, o: &Outcome) -> String {
     json_value(labels, o).to_string()
 }
 
+/// The text form; nothing from the outcome reaches the terminal raw (the
+/// summary quotes peers).
 pub fn text(labels: &Labels<'_>, o: &Outcome) -> String {
+    use crate::human::text::escape;
     let mut out = format!(
         "{} {} [{}] {}",
         o.status.as_str().to_uppercase(),
-        labels.probe,
+        escape(labels.probe),
         labels.kind,
-        o.summary
+        escape(&o.summary)
     );
     if let Some(c) = o.category {
         out.push_str(&format!(" (category: {c})"));
@@ -125,6 +128,7 @@ fn format_number(v: f64) -> String {
 pub fn nagios(o: &Outcome, thresholds: &[Threshold]) -> String {
     // `|` starts perfdata in the plugin protocol: keep it out of the summary.
     let summary = o.summary.replace('|', "/").replace('\n', " ");
+    let summary = crate::human::text::escape(&summary);
     let mut out = format!("{} - {}", o.status.as_str().to_uppercase(), summary);
     if !o.observations.is_empty() {
         out.push_str(" |");
@@ -469,6 +473,17 @@ mod tests {
              'latency_seconds'=0.0125s;;;; 'seconds_left'=1728000s;2592000:;604800:;;"
         );
         assert_eq!(nagios(&Outcome::ok("fine"), &[]), "OK - fine");
+    }
+
+    #[test]
+    fn text_and_nagios_never_print_a_raw_control_character() {
+        let o = Outcome::critical(Category::Protocol, "realm x\nOK forged\u{1b}[2J");
+        let t = text(&LABELS, &o);
+        assert!(t.contains("realm x\\nOK forged\\u{1b}[2J (category: protocol)\n"));
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'));
+        let n = nagios(&o, &[]);
+        assert_eq!(n, "CRITICAL - realm x OK forged\\u{1b}[2J");
     }
 
     #[test]

@@ -82,13 +82,14 @@ async fn answer(url: &Url, request: reqwest::RequestBuilder) -> Result<Value, Re
         let message = body
             .as_ref()
             .and_then(|b| b.get("message")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| text.chars().take(200).collect());
+            .unwrap_or_else(|| text.clone());
+        let message = crate::human::text::peer(&message);
         return Err(RemoteError::Api {
             status: status.as_u16(),
             message,
         });
     }
-    body.ok_or_else(|| RemoteError::Body(text.chars().take(200).collect()))
+    body.ok_or_else(|| RemoteError::Body(crate::human::text::peer(&text)))
 }
 
 /// `POST {base}/api/v1/probes/{name}/run` with the bearer token: the object of
@@ -118,7 +119,9 @@ pub fn status_exit_code(report: &Value) -> u8 {
 /// The health report as text: each health set and its state, then its probes
 /// with state, last status and summary, in aligned columns.
 pub fn status_text(report: &Value) -> String {
-    let str_of = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    // The report comes over the network: its text is escaped (a newline in a
+    // summary must not forge a row) and summaries are clipped.
+    let str_of = |v: &Value| crate::human::text::escape(v.as_str().unwrap_or("-")).into_owned();
     let empty = Vec::new();
     let sets = report["health_sets"].as_array().unwrap_or(&empty);
     let mut rows: Vec<(usize, [String; 4])> = Vec::new();
@@ -128,7 +131,7 @@ pub fn status_text(report: &Value) -> String {
             let mut summary = if last.is_null() {
                 "no result yet".to_string()
             } else {
-                str_of(&last["summary"])
+                crate::human::text::clip(&str_of(&last["summary"]), 1024).into_owned()
             };
             if let Some(by) = p["suppressed_by"].as_str() {
                 summary.push_str(&format!(" [depends on {by}]"));

@@ -1,8 +1,10 @@
 //! One probe run: the common work every kind shares. The runner stamps the start
 //! time, opens the span, enforces the timeout, turns a panic into an `unknown`
-//! outcome, measures the duration and emits the finished event. Probes only probe.
+//! outcome, bounds the summary (escaped, at most `SUMMARY_MAX` characters),
+//! measures the duration and emits the finished event. Probes only probe.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +54,12 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
             break outcome;
         }
         attempt += 1;
-        tracing::debug!(parent: &span, attempt, summary = %outcome.summary, "retrying");
+        tracing::debug!(
+            parent: &span,
+            attempt,
+            summary = %crate::human::text::bounded(&outcome.summary, SUMMARY_MAX),
+            "retrying"
+        );
         tokio::time::sleep(pause).await;
     };
     if attempt > 0 {
@@ -68,6 +75,11 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
         };
         outcome.observe("retries", f64::from(attempt));
     }
+    // The central guard on peer text: whatever a kind quoted, the summary that
+    // reaches logs, the store, alerts and outputs is one bounded line.
+    if let Cow::Owned(bounded) = crate::human::text::bounded(&outcome.summary, SUMMARY_MAX) {
+        outcome.summary = bounded;
+    }
     outcome.started_at = started_at;
     outcome.duration = start.elapsed();
     span.in_scope(|| {
@@ -80,6 +92,9 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
     });
     outcome
 }
+
+/// The most characters a summary keeps (1 KiB of ASCII).
+pub const SUMMARY_MAX: usize = 1024;
 
 /// Pause between a failed attempt and its retry.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -339,6 +354,37 @@ pub(crate) mod tests {
         assert_eq!(o.status, Status::Unknown);
         assert_eq!(o.category, Some(Category::Internal));
         assert_eq!(o.summary, "probe panicked: boom in test probe");
+    }
+
+    /// Quotes a hostile peer without care: half a megabyte with a forged log line.
+    struct Careless;
+
+    impl Probe for Careless {
+        fn run<'a>(&'a self, _ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                let realm = format!("x\nINFO forged line\u{1b}[2J{}", "y".repeat(500_000));
+                Outcome::critical(Category::Protocol, format!("realm {realm}"))
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_summary_is_one_bounded_line() {
+        let t = Target {
+            name: "careless".into(),
+            kind: "test",
+            health_set: "default".into(),
+            timeout: Duration::from_secs(3),
+            retries: 0,
+            probe: Arc::new(Careless),
+        };
+        let o = run_once(&t, &clock()).await;
+        assert_eq!(o.summary.chars().count(), SUMMARY_MAX);
+        assert!(o
+            .summary
+            .starts_with("realm x\\nINFO forged line\\u{1b}[2Jyyy"));
+        assert!(o.summary.ends_with('…'));
+        assert!(!o.summary.chars().any(char::is_control));
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,8 @@
 //! - An empty secret is an error. Errors name where the secret was looked for,
 //!   never what was found.
 //!
-//! A leaf module: it depends on nothing else in the crate. Callers decide when
+//! A leaf module: it depends only on the leaf `file` (the one way config files
+//! are read: regular files only, capped). Callers decide when
 //! to read (at each use, so a rotated secret takes effect without a restart).
 
 use std::path::{Path, PathBuf};
@@ -64,9 +65,10 @@ impl SecretSource {
     pub fn read_blocking(&self, what: &str) -> Result<String, SecretError> {
         match self {
             SecretSource::Env(var) => self.read_env(what, var),
-            SecretSource::File(path) => {
-                self.finish(what, from_bytes(what, path, std::fs::read(path))?)
-            }
+            SecretSource::File(path) => self.finish(
+                what,
+                from_bytes(what, path, crate::file::read_blocking(path, SECRET_MAX))?,
+            ),
         }
     }
 
@@ -75,7 +77,7 @@ impl SecretSource {
         match self {
             SecretSource::Env(var) => self.read_env(what, var),
             SecretSource::File(path) => {
-                let bytes = tokio::fs::read(path).await;
+                let bytes = crate::file::read(path, SECRET_MAX, crate::file::TIMEOUT).await;
                 self.finish(what, from_bytes(what, path, bytes)?)
             }
         }
@@ -121,15 +123,18 @@ impl SecretSource {
     }
 }
 
+/// The most bytes a secret file may hold: passwords and tokens are short.
+const SECRET_MAX: u64 = 64 * 1024;
+
 fn from_bytes(
     what: &str,
     path: &Path,
-    bytes: std::io::Result<Vec<u8>>,
+    bytes: Result<Vec<u8>, crate::file::ReadError>,
 ) -> Result<String, SecretError> {
     let bytes = bytes.map_err(|e| SecretError::Unreadable {
         what: what.to_string(),
         path: path.to_path_buf(),
-        reason: io_reason(&e),
+        reason: e.to_string(),
     })?;
     String::from_utf8(bytes).map_err(|_| SecretError::FileNotUtf8 {
         what: what.to_string(),
@@ -142,16 +147,6 @@ pub fn clean(mut raw: String) -> String {
     let kept = raw.trim_end_matches(['\r', '\n']).len();
     raw.truncate(kept);
     raw
-}
-
-/// An I/O error as a reason: "No such file or directory", without the
-/// "(os error 2)" suffix.
-fn io_reason(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
 }
 
 /// `text` with every occurrence of each non-empty secret replaced by `<redacted>`:
@@ -218,6 +213,24 @@ mod tests {
         std::fs::write(&path, [0xff, 0xfe]).unwrap();
         let e = file.read_blocking("password").unwrap_err();
         assert!(e.to_string().ends_with("is not valid UTF-8"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_fifo_is_not_a_secret_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pw");
+        crate::file::tests::mkfifo(&fifo);
+        let source = SecretSource::File(fifo.clone());
+        let e = source.read("password").await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot read password file {}: not a regular file (a FIFO)",
+                fifo.display()
+            )
+        );
+        assert_eq!(source.read_blocking("password").unwrap_err(), e);
     }
 
     #[tokio::test]

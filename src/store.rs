@@ -20,21 +20,133 @@ pub const RESULTS_KEPT: i64 = 200;
 /// Prune old results once every this many inserts.
 const PRUNE_EVERY: i64 = 256;
 
+/// Why the store failed. Each message is one line naming the cause and, where
+/// there is one, what to do; SQLite's own text is not repeated as a chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {path}: {source}; {}", advice(source))]
+    #[error("store {path}: {cause}{}", advice_text(*.advice))]
     Open {
         path: String,
-        source: rusqlite::Error,
+        cause: String,
+        advice: Option<&'static str>,
     },
-    #[error("store: {0}")]
-    Sql(#[from] rusqlite::Error),
+    // Not `#[from]`, which would make it a `source`: a cause chain would
+    // repeat what the message already says (see the `From` impl below).
+    #[error("store: {}{}", cause_of(.0), advice_text(advice_for(.0)))]
+    Sql(rusqlite::Error),
+    /// A query failed on the store at `path` (named once the caller knows it).
+    #[error("store {path}: {}{}", cause_of(.error), advice_text(advice_for(.error)))]
+    At {
+        path: String,
+        // Not a `source`: the message already says it, a cause chain would
+        // repeat it.
+        error: rusqlite::Error,
+    },
     #[error("store {path} was written by a newer sonde (schema {found}, this one knows {known})")]
     Newer {
         path: String,
         found: i64,
         known: i64,
     },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e)
+    }
+}
+
+impl StoreError {
+    /// This error, naming the store file at `path` if it does not yet.
+    pub fn at(self, path: &Path) -> StoreError {
+        match self {
+            StoreError::Sql(error) => StoreError::At {
+                path: path.display().to_string(),
+                error,
+            },
+            other => other,
+        }
+    }
+}
+
+/// What to do about a damaged database file.
+const DAMAGED: &str =
+    "the file is damaged or not a sonde store: stop sonde and move it aside (a new store is \
+     made at start), or restore a backup";
+/// What to do when the file cannot be opened or created.
+const PLACE: &str = "check that the directory exists and that the user sonde runs as may \
+     write there, or set [store] path";
+
+/// SQLite's error as one short cause, without the "Error code N" repeat.
+fn cause_of(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(f, Some(text)) if f.code == rusqlite::ErrorCode::Unknown => {
+            text.clone()
+        }
+        rusqlite::Error::SqliteFailure(f, text) => text.clone().unwrap_or_else(|| f.to_string()),
+        rusqlite::Error::Utf8Error(..) | rusqlite::Error::FromSqlConversionFailure(..) => {
+            format!("a stored value does not read back ({e})")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn advice_for(e: &rusqlite::Error) -> Option<&'static str> {
+    use rusqlite::ErrorCode as C;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            C::DatabaseCorrupt | C::NotADatabase => Some(DAMAGED),
+            C::CannotOpen | C::ReadOnly | C::PermissionDenied => Some(PLACE),
+            C::DiskFull => Some("free space on the disk that holds it"),
+            C::DatabaseBusy | C::DatabaseLocked => {
+                Some("another process holds it: run one sonde agent per store")
+            }
+            _ => None,
+        },
+        rusqlite::Error::Utf8Error(..) | rusqlite::Error::FromSqlConversionFailure(..) => {
+            Some(DAMAGED)
+        }
+        _ => None,
+    }
+}
+
+fn advice_text(advice: Option<&'static str>) -> String {
+    advice.map(|a| format!("; {a}")).unwrap_or_default()
+}
+
+/// Why `path` could not be opened, as the file system says it when SQLite only
+/// says "unable to open database file".
+fn open_cause(path: &Path, e: &rusqlite::Error, dir_error: Option<std::io::Error>) -> String {
+    let cannot_open = matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::CannotOpen);
+    if !cannot_open {
+        return cause_of(e);
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir.filter(|d| d.exists() && !d.is_dir()) {
+        return format!("{} is not a directory", dir.display());
+    }
+    if let (Some(dir), Some(err)) = (dir, dir_error) {
+        return format!(
+            "cannot create the directory {}: {}",
+            dir.display(),
+            crate::file::io_reason(&err)
+        );
+    }
+    if path.is_dir() {
+        return "it is a directory".into();
+    }
+    // Opening the file for writing ourselves gives the system's reason.
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        Err(err) => format!(
+            "cannot open the database file: {}",
+            crate::file::io_reason(&err)
+        ),
+        Ok(_) => "SQLite cannot open the database file or its -wal/-shm files beside it".into(),
+    }
 }
 
 const SCHEMA: i64 = 1;
@@ -123,14 +235,21 @@ impl Store {
     /// Opens (creating on first start) the store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        let open_err = |source| StoreError::Open {
-            path: shown.clone(),
-            source,
-        };
+        let mut dir_error = None;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
+            dir_error = std::fs::create_dir_all(dir).err();
         }
-        let conn = Connection::open(path).map_err(open_err)?;
+        let opened = Connection::open(path).and_then(|conn| {
+            // SQLite opens lazily: read the schema now so that a file that
+            // cannot be opened or is not a database says so here, by name.
+            conn.query_row("PRAGMA schema_version", [], |_| Ok(()))?;
+            Ok(conn)
+        });
+        let conn = opened.map_err(|e| StoreError::Open {
+            path: shown.clone(),
+            advice: advice_for(&e),
+            cause: open_cause(path, &e, dir_error),
+        })?;
         Self::init(conn, &shown)
     }
 
@@ -140,9 +259,10 @@ impl Store {
     }
 
     fn init(conn: Connection, shown: &str) -> Result<Store, StoreError> {
-        let with_path = |source| StoreError::Open {
+        let with_path = |source: rusqlite::Error| StoreError::Open {
             path: shown.to_string(),
-            source,
+            cause: cause_of(&source),
+            advice: advice_for(&source),
         };
         let version = Self::prepare(&conn).map_err(with_path)?;
         if version > SCHEMA {
@@ -584,6 +704,64 @@ fn enqueue_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_errors_are_one_line_with_the_file_the_cause_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("afile");
+        std::fs::write(&file, "").unwrap();
+        let under_a_file = file.join("sonde.db");
+        let e = Store::open(&under_a_file).err().unwrap();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "store {}: {} is not a directory; ",
+                under_a_file.display(),
+                file.display()
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with(&format!("; {PLACE}")), "{text}");
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "no repeating chain"
+        );
+
+        let corrupt = dir.path().join("corrupt.db");
+        std::fs::write(&corrupt, "not a database ".repeat(400)).unwrap();
+        let e = Store::open(&corrupt).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "store {}: file is not a database; {DAMAGED}",
+                corrupt.display()
+            )
+        );
+        assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn query_errors_can_name_the_file() {
+        let e = StoreError::from(rusqlite::Error::Utf8Error(
+            3,
+            String::from_utf8(vec![0xff]).unwrap_err().utf8_error(),
+        ));
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "no repeating chain"
+        );
+        let e = e.at(Path::new("/var/lib/sonde/sonde.db"));
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "no repeating chain"
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with("store /var/lib/sonde/sonde.db: a stored value does not read back ("),
+            "{text}"
+        );
+        assert!(text.ends_with(DAMAGED), "{text}");
+    }
 
     fn row(probe: &str, i: i64) -> ResultRow {
         ResultRow {

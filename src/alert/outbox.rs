@@ -447,7 +447,7 @@ async fn deliver_one(
             let wait = e
                 .retry_after()
                 .unwrap_or_else(|| backoff(entry.attempts + 1, jitter()));
-            health.last_error = e.message().chars().take(300).collect();
+            health.last_error = crate::human::text::bounded(e.message(), 300).into_owned();
             if let Some(store) = store {
                 let _ = store.mark_failed(entry.id, &health.last_error, Some(retry(wait)));
             }

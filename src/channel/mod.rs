@@ -139,17 +139,29 @@ pub enum DeliveryError {
     Permanent { message: String },
 }
 
+/// The most characters a delivery error keeps: it quotes peers (an SMTP reply,
+/// a webhook's answer) and lands in logs, the store and the status page.
+const DELIVERY_ERROR_MAX: usize = 500;
+
+/// A delivery error's message as one bounded line.
+fn bounded(message: String) -> String {
+    match crate::human::text::bounded(&message, DELIVERY_ERROR_MAX) {
+        std::borrow::Cow::Borrowed(_) => message,
+        std::borrow::Cow::Owned(m) => m,
+    }
+}
+
 impl DeliveryError {
     pub fn retryable(message: impl Into<String>) -> Self {
         DeliveryError::Retryable {
-            message: message.into(),
+            message: bounded(message.into()),
             retry_after: None,
         }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
         DeliveryError::Permanent {
-            message: message.into(),
+            message: bounded(message.into()),
         }
     }
 

@@ -7,6 +7,7 @@
 //! tree, so one bad probe does not hide the errors of the next.
 
 pub mod env;
+mod include;
 pub mod timestamp;
 
 use std::collections::{HashMap, HashSet};
@@ -433,18 +434,52 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// A file's text after substitution, for turning byte offsets into positions.
 struct Source {
     path: PathBuf,
+    /// The text parsed: the file after `${VAR}` substitution.
     text: String,
+    /// The file as written, when substitution changed it, with the splices
+    /// that map offsets of `text` back to it: positions refer to the file.
+    written: Option<(String, Vec<env::Splice>)>,
     lines: LineIndex,
 }
 
 impl Source {
     fn new(path: PathBuf, text: String) -> Self {
         let lines = LineIndex::new(&text);
-        Source { path, text, lines }
+        Source {
+            path,
+            text,
+            written: None,
+            lines,
+        }
     }
 
+    /// `text` substituted from `written` (`splices` say where they differ).
+    fn substituted(
+        path: PathBuf,
+        text: String,
+        written: String,
+        splices: Vec<env::Splice>,
+    ) -> Self {
+        if splices.is_empty() {
+            return Source::new(path, text);
+        }
+        let lines = LineIndex::new(&written);
+        Source {
+            path,
+            text,
+            written: Some((written, splices)),
+            lines,
+        }
+    }
+
+    /// Line and column in the file as written of byte `offset` of `text`.
     fn position(&self, offset: usize) -> (usize, usize) {
-        self.lines.position(&self.text, offset)
+        match &self.written {
+            None => self.lines.position(&self.text, offset),
+            Some((written, splices)) => self
+                .lines
+                .position(written, env::raw_offset(splices, offset)),
+        }
     }
 }
 
@@ -696,11 +731,15 @@ impl Loader<'_> {
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         self.load_file(path, true, &mut parts, &mut errors);
 
+        // Files are told apart by what they are, not how they are spelled:
+        // `--config ./sonde.toml` with `include = ["*.toml"]` must not load the
+        // main file again, nor `a.toml` and `./x/../a.toml` twice.
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let mut seen_files: HashSet<PathBuf> = HashSet::new();
-        seen_files.insert(path.to_path_buf());
+        seen_files.insert(canonical(path));
         for (pattern, at) in std::mem::take(&mut parts.includes) {
-            for file in expand_include(&base_dir, &pattern, &at, &mut errors) {
-                if seen_files.insert(file.clone()) {
+            for file in include::expand(&base_dir, &pattern, &at, &mut errors) {
+                if seen_files.insert(canonical(&file)) {
                     self.load_file(&file, false, &mut parts, &mut errors);
                 }
             }
@@ -735,20 +774,30 @@ impl Loader<'_> {
     }
 
     fn load_file(&self, path: &Path, main: bool, parts: &mut Parts, errors: &mut Vec<ConfigError>) {
-        let raw = match std::fs::read_to_string(path) {
+        // Only a regular file of at most 1 MiB: a FIFO or a device named by an
+        // include must not hang or flood `validate`.
+        let raw = match crate::file::read_to_string_blocking(path, crate::file::MAX_SIZE) {
             Ok(t) => t,
             Err(e) => {
+                let message = match e {
+                    Some(e) => format!("cannot read config file: {e}"),
+                    None => "cannot read config file: stream did not contain valid UTF-8".into(),
+                };
                 errors.push(ConfigError {
                     file: path.to_path_buf(),
                     line: 0,
                     column: 0,
                     key: String::new(),
-                    message: format!("cannot read config file: {e}"),
+                    message,
                 });
                 return;
             }
         };
-        let (text, subst_errors) = env::substitute(&raw, self.env);
+        let env::Substituted {
+            text,
+            errors: subst_errors,
+            splices,
+        } = env::substitute(&raw, self.env);
         let raw_lines = LineIndex::new(if subst_errors.is_empty() { "" } else { &raw });
         let mut subst_lines = HashSet::new();
         for e in subst_errors {
@@ -762,7 +811,7 @@ impl Loader<'_> {
                 message: e.message,
             });
         }
-        let src = Source::new(path.to_path_buf(), text);
+        let src = Source::substituted(path.to_path_buf(), text, raw, splices);
         let first = errors.len();
         self.parse_source(&src, main, parts, errors);
         // A failed substitution leaves a hole in the text; what the parser then
@@ -1003,6 +1052,27 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// The most characters a name (probe, channel, health set, maintenance window)
+/// may have: names are labels, columns and file-like keys, not documents.
+pub const NAME_MAX: usize = 128;
+
+/// What is wrong with `name` (`what`: "name", "health set"), as a message that
+/// quotes at most the start of it; `None` when it is a good name.
+fn name_problem(what: &str, name: &str) -> Option<String> {
+    let count = name.chars().count();
+    let shown = crate::human::text::peer(name);
+    if count > NAME_MAX {
+        Some(format!(
+            "invalid {what} `{}`: {count} characters long, at most {NAME_MAX} are allowed",
+            crate::human::text::clip(&shown, 40)
+        ))
+    } else if !valid_name(name) {
+        Some(format!("invalid {what} `{shown}`: {NAME_RULE}"))
+    } else {
+        None
+    }
+}
+
 const NAME_RULE: &str =
     "names start with a letter or digit and hold only letters, digits, `-`, `_` and `.`";
 
@@ -1074,20 +1144,20 @@ fn parse_probe(
         );
         ok = false;
     }
-    if !valid_name(&common.name) {
+    if let Some(problem) = name_problem("name", &common.name) {
         report.at(
             value_span(&table, "name"),
             format!("{prefix}.name"),
-            format!("invalid name `{}`: {NAME_RULE}", common.name),
+            problem,
         );
         ok = false;
     }
     let health_set = common.health_set.unwrap_or_else(|| "default".into());
-    if !valid_name(&health_set) {
+    if let Some(problem) = name_problem("health set", &health_set) {
         report.at(
             value_span(&table, "health_set"),
             format!("{prefix}.health_set"),
-            format!("invalid health set `{health_set}`: {NAME_RULE}"),
+            problem,
         );
         ok = false;
     }
@@ -1329,12 +1399,8 @@ fn parse_maintenance(
         report.at(span, path, message);
         ok = false;
     };
-    if !valid_name(&keys.name) {
-        error(
-            report,
-            "name",
-            format!("invalid name `{}`: {NAME_RULE}", keys.name),
-        );
+    if let Some(problem) = name_problem("name", &keys.name) {
+        error(report, "name", problem);
     }
     let probes = keys.probes.unwrap_or_default();
     if probes == ProbeSelection::Named(Vec::new()) && keys.health_sets.is_empty() {
@@ -1502,11 +1568,11 @@ fn parse_channel(
         );
         ok = false;
     }
-    if !valid_name(&common.name) {
+    if let Some(problem) = name_problem("name", &common.name) {
         report.at(
             value_span(&table, "name"),
             format!("{prefix}.name"),
-            format!("invalid name `{}`: {NAME_RULE}", common.name),
+            problem,
         );
         ok = false;
     }
@@ -1524,43 +1590,6 @@ fn parse_channel(
         },
         at,
     ))
-}
-
-fn expand_include(
-    base_dir: &Path,
-    pattern: &str,
-    at: &Located,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<PathBuf> {
-    let full = if Path::new(pattern).is_absolute() {
-        PathBuf::from(pattern)
-    } else {
-        base_dir.join(pattern)
-    };
-    let full_text = full.to_string_lossy().into_owned();
-    let paths = match glob::glob(&full_text) {
-        Ok(paths) => paths,
-        Err(e) => {
-            errors.push(at.error(format!("invalid glob `{pattern}`: {e}")));
-            return Vec::new();
-        }
-    };
-    let mut files = Vec::new();
-    for entry in paths {
-        match entry {
-            Ok(p) if p.is_file() => files.push(p),
-            Ok(_) => {}
-            Err(e) => {
-                errors.push(at.error(format!("cannot read {}: {}", e.path().display(), e.error())))
-            }
-        }
-    }
-    files.sort();
-    let wildcard = pattern.contains(['*', '?', '[']);
-    if files.is_empty() && !wildcard {
-        errors.push(at.error(format!("included file {} does not exist", full.display())));
-    }
-    files
 }
 
 fn cross_check_channels(

@@ -1,10 +1,12 @@
 //! Human-readable quantities, both ways: durations written by users (`30s`, `14d`)
 //! read from config files, sizes (`512KiB`), and durations and timestamps written
-//! for people in summaries, alerts and pages. A leaf module: it depends on
-//! nothing else in the crate.
+//! for people in summaries, alerts and pages; text from peers escaped and
+//! clipped before it is shown (`text`). A leaf module: it depends on nothing
+//! else in the crate.
 
 pub mod duration;
 pub mod size;
+pub mod text;
 
 pub use size::ByteSize;
 

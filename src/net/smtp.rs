@@ -58,7 +58,8 @@ pub fn lettre_tls(
 }
 
 fn read_ca(path: &Path) -> Result<Certificate, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+    let pem = crate::file::read_blocking(path, crate::file::MAX_SIZE)
+        .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
     Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", path.display()))
 }
 
@@ -143,8 +144,9 @@ async fn reply(reader: &mut BufReader<TcpStream>) -> Result<(u16, Vec<String>), 
     }
 }
 
+/// A server's line as an error may quote it: escaped and clipped.
 fn clip(s: &str) -> String {
-    s.chars().take(MAX_QUOTED).collect()
+    crate::human::text::clip(&crate::human::text::escape(s), MAX_QUOTED).into_owned()
 }
 
 #[cfg(test)]

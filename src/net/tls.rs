@@ -41,8 +41,9 @@ pub fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
     roots.add_parsable_certificates(system_roots().iter().cloned());
     if let Some(ca_file) = ca_file {
         let shown = ca_file.display();
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
-            .map_err(|e| format!("ca_file {shown}: {e}"))?
+        let pem = crate::file::read_blocking(ca_file, crate::file::MAX_SIZE)
+            .map_err(|e| format!("ca_file {shown}: {e}"))?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
             .map_err(|e| format!("ca_file {shown}: {e}"))?;
         if certs.is_empty() {

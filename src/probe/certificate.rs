@@ -892,20 +892,22 @@ impl Probe for CertificateProbe {
     fn run<'a>(&'a self, ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let evidence = match &self.source {
-                Source::File { path, password } => from_file(path, password).await,
+                Source::File { path, password } => from_file(path, password, ctx.timeout).await,
                 Source::Endpoint(ep) => from_endpoint(ep, ctx).await,
             };
             let evidence = match (evidence, &self.next) {
-                (Ok(mut ev), Some((path, password))) => match from_file(path, password).await {
-                    Ok(next) => {
-                        ev.next = Some(next.subject);
-                        Ok(ev)
+                (Ok(mut ev), Some((path, password))) => {
+                    match from_file(path, password, ctx.timeout).await {
+                        Ok(next) => {
+                            ev.next = Some(next.subject);
+                            Ok(ev)
+                        }
+                        Err(mut o) => {
+                            o.summary = format!("next Auth certificate: {}", o.summary);
+                            Err(o)
+                        }
                     }
-                    Err(mut o) => {
-                        o.summary = format!("next Auth certificate: {}", o.summary);
-                        Err(o)
-                    }
-                },
+                }
                 (evidence, _) => evidence,
             };
             match evidence {
@@ -935,13 +937,21 @@ fn io_text(e: &std::io::Error) -> String {
     }
 }
 
-async fn from_file(path: &Path, password: &Option<SecretSource>) -> Result<Evidence, Outcome> {
-    let data = tokio::fs::read(path).await.map_err(|e| {
-        Outcome::critical(
-            Category::Config,
-            format!("cannot read {}: {}", path.display(), io_text(&e)),
-        )
-    })?;
+async fn from_file(
+    path: &Path,
+    password: &Option<SecretSource>,
+    timeout: std::time::Duration,
+) -> Result<Evidence, Outcome> {
+    // Only a regular file of at most 1 MiB, read without blocking the probe
+    // past its timeout: a FIFO or /dev/zero is refused by name.
+    let data = crate::file::read(path, crate::file::MAX_SIZE, timeout)
+        .await
+        .map_err(|e| {
+            Outcome::critical(
+                Category::Config,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
     let is_pkcs12 = path
         .extension()
         .and_then(|e| e.to_str())
@@ -1636,6 +1646,41 @@ mod tests {
             Status::Critical,
             Some(Category::Certificate),
             &[&format!("thumbprint {fp} does not match expected {other}")],
+        );
+    }
+
+    /// A FIFO used to block the read for ever (a thread per run) and
+    /// /dev/zero to be read without end: both are refused by name, at once.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_fifo_or_a_device_is_refused_without_blocking() {
+        let dir = TempDir::new().unwrap();
+        let fifo = dir.path().join("cert.pem");
+        crate::file::tests::mkfifo(&fifo);
+        let started = std::time::Instant::now();
+        let o = run_at(&file_toml(&fifo), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &["cert.pem: not a regular file (a FIFO)"],
+        );
+        let o = run_at("path = \"/dev/zero\"\n", dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &["cannot read /dev/zero: not a regular file (a character device)"],
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'A'; 2 * 1024 * 1024]).unwrap();
+        let o = run_at(&file_toml(&big), dir.path(), now()).await;
+        assert_outcome(
+            &o,
+            Status::Critical,
+            Some(Category::Config),
+            &["big.pem: larger than 1048576 bytes"],
         );
     }
 

@@ -606,6 +606,7 @@ fn leaf_not_after(der: &[u8]) -> Option<f64> {
 
 /// Elides long values so a summary stays one readable line.
 fn shown(text: &str) -> String {
+    let text = crate::human::text::escape(text);
     if text.chars().count() <= MAX_SHOWN {
         text.to_string()
     } else {

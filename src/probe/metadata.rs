@@ -473,10 +473,7 @@ async fn get_document(
     let parsed = reqwest::Url::parse(url).map_err(|e| {
         Outcome::critical(
             Category::Protocol,
-            format!(
-                "`{}` is not a URL: {e}",
-                url.chars().take(200).collect::<String>()
-            ),
+            format!("`{}` is not a URL: {e}", crate::human::text::peer(url)),
         )
     })?;
     let start = tokio::time::Instant::now();
@@ -522,7 +519,7 @@ fn too_large(url: &reqwest::Url, max: u64) -> Outcome {
 }
 
 fn bad_document(url: &str, e: MetadataError) -> Outcome {
-    let url: String = url.chars().take(200).collect();
+    let url = crate::human::text::peer(url);
     Outcome::critical(Category::Protocol, format!("{url}: {e}"))
 }
 
@@ -777,9 +774,9 @@ fn judge(doc: AuthMetadata, stats: FetchStats, now: i64, p: &Expect<'_>) -> Outc
         None => Outcome::ok(format!(
             "{kind} for realm {} in {} ms: {keys} signing key{}, issuing endpoint {}{}",
             if doc.realm.is_empty() {
-                "(none)"
+                "(none)".to_string()
             } else {
-                &doc.realm
+                clip(&doc.realm)
             },
             stats.latency.as_millis(),
             if keys == 1 { "" } else { "s" },
@@ -797,8 +794,9 @@ fn judge(doc: AuthMetadata, stats: FetchStats, now: i64, p: &Expect<'_>) -> Outc
     outcome
 }
 
+/// Text from the document as a summary may quote it: escaped and clipped.
 fn clip(s: &str) -> String {
-    s.chars().take(200).collect()
+    crate::human::text::peer(s)
 }
 
 impl Probe for MetadataProbe {

@@ -333,18 +333,15 @@ impl PushProbe {
         let challenge = response
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            .and_then(|v| v.to_str().ok())
+            .map(|v| crate::human::text::bounded(v, 300).into_owned());
         let body = read_prefix(response, MAX_RESPONSE).instrument(post).await;
         let latency = start.elapsed();
         let fault: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let message = fault.get("Message").and_then(Value::as_str).map(|m| {
-            m.lines()
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(200)
-                .collect::<String>()
-        });
+        let message = fault
+            .get("Message")
+            .and_then(Value::as_str)
+            .map(|m| crate::human::text::peer(m.lines().next().unwrap_or("")));
         let mut o = if status.is_success() {
             Outcome::ok(format!(
                 "push proxy accepted the monitoring batch in {} ms (HTTP {})",
@@ -798,7 +795,7 @@ impl EndToEnd {
                 category,
                 format!(
                     "cannot send the test mail: {}",
-                    text.chars().take(200).collect::<String>()
+                    crate::human::text::peer(&text)
                 ),
             );
         }

@@ -316,12 +316,8 @@ impl TokenClient {
     /// renewed certificate on disk is picked up without a restart.
     fn open_credential_now(&self) -> Result<(), BuildError> {
         let read = |key: &'static str, path: &Path| {
-            std::fs::read(path).map_err(|e| {
-                BuildError::new(
-                    key,
-                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
-                )
-            })
+            crate::file::read_blocking(path, crate::file::MAX_SIZE)
+                .map_err(|e| BuildError::new(key, format!("cannot read {}: {e}", path.display())))
         };
         let opened = match &self.key {
             KeySource::Pem { key, cert } => {
@@ -356,12 +352,14 @@ impl TokenClient {
     /// picked up without a restart.
     async fn credential(&self) -> Result<SigningCredential, Outcome> {
         let read = |path: PathBuf| async move {
-            tokio::fs::read(&path).await.map_err(|e| {
-                Outcome::critical(
-                    Category::Config,
-                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
-                )
-            })
+            crate::file::read(&path, crate::file::MAX_SIZE, crate::file::TIMEOUT)
+                .await
+                .map_err(|e| {
+                    Outcome::critical(
+                        Category::Config,
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })
         };
         match &self.key {
             KeySource::Pem { key, cert } => {
@@ -828,14 +826,6 @@ fn sign(cred: &SigningCredential, header: &Value, claims: &Value) -> Result<Stri
     })
 }
 
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
-}
-
 fn prefixed(mut o: Outcome, what: &str) -> Outcome {
     o.summary = format!("{what}: {}", o.summary);
     o
@@ -953,7 +943,7 @@ pub fn error_text(body: &[u8]) -> (Category, String) {
         }
         _ => (Category::Auth, "authentication failed"),
     };
-    let detail: String = first.chars().take(200).collect();
+    let detail = crate::human::text::peer(first);
     let text = if detail.is_empty() {
         format!(
             "{meaning} ({})",
@@ -1001,7 +991,7 @@ fn check_answer(answer: &Value, want: &Expected<'_>) -> Result<Checked, Outcome>
     if !token_type.eq_ignore_ascii_case("bearer") {
         return Err(bad(format!(
             "token_type is `{}`, expected Bearer",
-            token_type.chars().take(32).collect::<String>()
+            crate::human::text::bounded(token_type, 32)
         )));
     }
     if mode == Mode::Acs {
@@ -1045,7 +1035,7 @@ fn check_answer(answer: &Value, want: &Expected<'_>) -> Result<Checked, Outcome>
     if !aud_ok {
         return Err(bad(format!(
             "access token audience is `{}`, expected `{resource}`",
-            aud.chars().take(120).collect::<String>()
+            crate::human::text::bounded(aud, 120)
         )));
     }
     let iss = decoded.claim_str("iss").unwrap_or("");

@@ -10,6 +10,7 @@ mod channels;
 mod cli;
 mod config_fixtures;
 mod ha;
+mod hostile;
 mod hybrid;
 mod hybrid_app;
 mod init;
