@@ -221,7 +221,8 @@ impl PushProbe {
         let publish_url = reqwest::Url::parse(&format!("{base}{PUBLISH_PATH}"))
             .map_err(|e| format!("proxy_url: {e}"))?;
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
-        let http = crate::net::http::client(cfg.verify, ca_file.as_deref())?;
+        let http =
+            crate::net::http::Clients::process().probe_client(cfg.verify, ca_file.as_deref())?;
         let token = match (cfg.mode, token) {
             (Mode::Connectivity, Some((tc, dir))) => Some(TokenClient::new(tc, dir)?),
             (Mode::Connectivity, None) => {
