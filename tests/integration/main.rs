@@ -10,6 +10,7 @@ mod cli;
 mod config_fixtures;
 mod hybrid;
 mod otel;
+mod redirects;
 mod reload;
 mod support;
 mod telemetry;
