@@ -17,9 +17,10 @@
 //!    blackbox_exporter (Debian's) with a Prometheus (Debian's) scraping
 //!    `/probe?module=http_2xx` for the same 1,000 nginx URLs every 1 s.
 //!
-//! For each agent phase: a warm-up (`SONDE_SCALE_WARMUP`, default 15 s; every
-//! probe has run by then), then a window of `SONDE_SCALE_SECS` (default 20) s.
-//! Reported per process: peak RSS (VmHWM of /proc/PID/status at the end), CPU
+//! For each agent phase: a warm-up (`SONDE_SCALE_WARMUP`, default 15 s, at
+//! least 32 s for certificates; every probe has run by then), then a window of `SONDE_SCALE_SECS` (default 20) s.
+//! Reported per process: peak RSS (VmHWM of /proc/PID/status; for sonde both
+//! at the end of the warm-up, before anything reads `/metrics`, and at the end), CPU
 //! over the window as a share of one core (utime+stime of /proc/PID/stat), and
 //! for sonde the runs/s (`sonde_probe_runs_total`), CPU per 1,000 runs/s, and
 //! the scheduler lateness p99 (the upper bound of the bucket of
@@ -105,6 +106,17 @@ fn peak_rss_mib(pid: u32) -> f64 {
     status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Current resident set (VmRSS) of a process, MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kib| kib.parse::<f64>().ok())
         .map_or(f64::NAN, |kib| kib / 1024.0)
@@ -318,9 +330,16 @@ impl Usage {
 
 /// Warms up, measures a window, prints and returns sonde's line.
 fn measure(label: &str, sonde: &Reaped, api: u16, others: &[(&'static str, u32)]) {
-    let warmup = env_u64("SONDE_SCALE_WARMUP", 15);
+    // Every probe has run once by the end of the warm-up: the longest interval
+    // (30 s, certificates) is the widest splay.
+    let warmup =
+        env_u64("SONDE_SCALE_WARMUP", 15).max(if label.starts_with("cert") { 32 } else { 0 });
     let secs = env_u64("SONDE_SCALE_SECS", 20);
     std::thread::sleep(Duration::from_secs(warmup));
+    // What the running probes hold, before `/metrics` renders 10,000 probes'
+    // series (that render is the largest single allocation of the agent).
+    let running_hwm = peak_rss_mib(sonde.pid());
+    let running_now = rss_mib(sonde.pid());
     let before = scrape(api);
     let start = Instant::now();
     let mut usages = vec![Usage::start("sonde", sonde.pid())];
@@ -332,8 +351,9 @@ fn measure(label: &str, sonde: &Reaped, api: u16, others: &[(&'static str, u32)]
     let rate = (after.runs - before.runs) / elapsed;
     let (_, cpu, rss) = figures[0];
     println!(
-        "{label}: sonde RSS {rss:.1} MiB, CPU {cpu:.3} core, {rate:.0} runs/s, \
-         CPU per 1,000 runs/s {:.3} core, lateness p99 <= {} s",
+        "{label}: sonde RSS {running_now:.1} MiB running (peak {running_hwm:.1} MiB, loading \
+         included), peak {rss:.1} MiB after two /metrics scrapes, CPU {cpu:.3} core, {rate:.0} runs/s, CPU per 1,000 runs/s {:.3} core, \
+         lateness p99 <= {} s",
         cpu / (rate / 1000.0),
         lateness_p99(&before, &after)
     );
