@@ -1,13 +1,16 @@
 //! HTTP as every HTTP-based probe kind and channel uses it: the client (sonde's
 //! rustls config with an explicit ring provider, no proxies from the
-//! environment, sonde's user agent, no redirects), size-capped body reads, the
-//! class of a request error found by walking its source chain, the error text
-//! without reqwest's URL, URL checks, and the forms in which a URL may be shown.
+//! environment, sonde's user agent, no redirects), the cache through which
+//! probes share one client per distinct TLS setting (`Clients`), size-capped
+//! body reads, the class of a request error found by walking its source chain,
+//! the error text without reqwest's URL, URL checks, and the forms in which a
+//! URL may be shown.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -47,23 +50,231 @@ pub fn client_with_pool(
 /// roots plus `ca_file` when `verify`, any chain (handshake signatures still
 /// checked) otherwise; ALPN offers h2 and http/1.1.
 pub fn tls_config(verify: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let roots = match (verify, ca_file) {
+        (false, _) => None,
+        (true, ca_file) => Some(crate::net::tls::roots(ca_file)?),
+    };
+    tls_config_with(roots)
+}
+
+/// `tls_config` with the trust anchors given: `None` accepts any chain.
+fn tls_config_with(roots: Option<rustls::RootCertStore>) -> Result<rustls::ClientConfig, String> {
     let provider = crate::net::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
-    let mut config = if verify {
-        let roots = crate::net::tls::roots(ca_file)?;
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder
+    let mut config = match roots {
+        Some(roots) => builder.with_root_certificates(roots).with_no_client_auth(),
+        None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(crate::net::tls::AcceptAnyServerCert::new(
                 &provider,
             )))
-            .with_no_client_auth()
+            .with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// What sets one probe client apart from another: whether the chain is
+/// verified, and the extra anchors by file and content (so that a reload after
+/// the file changed builds a new client, and one that did not shares the old).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsKey {
+    verify: bool,
+    ca_file: Option<(PathBuf, [u8; 32])>,
+}
+
+impl TlsKey {
+    /// The key of these settings, and the CA file's bytes when it was read for
+    /// it. `ca_file` counts only when `verify` (validation refuses the pair).
+    fn read(verify: bool, ca_file: Option<&Path>) -> Result<(TlsKey, Option<Vec<u8>>), String> {
+        match ca_file.filter(|_| verify) {
+            None => Ok((
+                TlsKey {
+                    verify,
+                    ca_file: None,
+                },
+                None,
+            )),
+            Some(path) => {
+                let pem =
+                    std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &pem).as_ref());
+                Ok((
+                    TlsKey {
+                        verify,
+                        ca_file: Some((path.to_path_buf(), digest)),
+                    },
+                    Some(pem),
+                ))
+            }
+        }
+    }
+}
+
+/// The TLS configs and HTTP clients probes share, one per distinct TLS setting:
+/// built by the first probe that needs it, handed to every later one. A probe
+/// keeps only a handle; the roots, verifier and connector exist once.
+///
+/// A probe client opens a fresh connection for every request (no idle
+/// connections are kept) and resumes no TLS session, so each run measures DNS,
+/// connect and a full handshake, however many probes share the client. It
+/// follows no redirects and sends no `Referer`: a probe that follows redirects
+/// does so hop by hop itself, deciding what each hop may carry.
+///
+/// Probe constructors take the cache they use (`Clients::process()` is the one
+/// the agent's build step passes; tests pass their own). Configs are held
+/// weakly, so the settings no probe uses any more are dropped with their
+/// probes; clients are kept, their number bounded by `MAX_CLIENTS`.
+#[derive(Default)]
+pub struct Clients {
+    inner: Mutex<ClientsInner>,
+}
+
+#[derive(Default)]
+struct ClientsInner {
+    tls: HashMap<TlsKey, Weak<rustls::ClientConfig>>,
+    probe: HashMap<TlsKey, reqwest::Client>,
+    roots: HashMap<TlsKey, Weak<rustls::RootCertStore>>,
+    capture: Weak<rustls::ClientConfig>,
+}
+
+/// Distinct client settings kept at most; past it the cache starts afresh
+/// (probes built earlier keep their clients). A config has a handful; only a
+/// long run of reloads with changing CA files reaches this.
+const MAX_CLIENTS: usize = 256;
+
+impl Clients {
+    pub fn new() -> Self {
+        Clients::default()
+    }
+
+    /// The cache of this process, which the build step passes to the probes it
+    /// builds, so that probes built at start and at each reload share.
+    pub fn process() -> &'static Clients {
+        static CLIENTS: OnceLock<Clients> = OnceLock::new();
+        CLIENTS.get_or_init(Clients::new)
+    }
+
+    /// The shared TLS config of these settings (see `tls_config`), resuming no
+    /// sessions. Errors name an unreadable or empty `ca_file`.
+    pub fn tls_config(
+        &self,
+        verify: bool,
+        ca_file: Option<&Path>,
+    ) -> Result<Arc<rustls::ClientConfig>, String> {
+        let (key, pem) = TlsKey::read(verify, ca_file)?;
+        self.tls_for(&key, pem.as_deref())
+    }
+
+    fn tls_for(
+        &self,
+        key: &TlsKey,
+        pem: Option<&[u8]>,
+    ) -> Result<Arc<rustls::ClientConfig>, String> {
+        if let Some(config) = self.lock().tls.get(key).and_then(Weak::upgrade) {
+            return Ok(config);
+        }
+        // Built outside the lock: parsing anchors takes a while, and two
+        // probes racing to build the same config only waste the loser's.
+        let roots = match (&key.ca_file, pem) {
+            _ if !key.verify => None,
+            (Some((path, _)), Some(pem)) => Some(crate::net::tls::roots_with_pem(path, pem)?),
+            _ => Some(crate::net::tls::roots(None)?),
+        };
+        let mut config = tls_config_with(roots)?;
+        config.resumption = rustls::client::Resumption::disabled();
+        let config = Arc::new(config);
+        let mut inner = self.lock();
+        inner.tls.retain(|_, weak| weak.strong_count() > 0);
+        inner.tls.insert(key.clone(), Arc::downgrade(&config));
+        Ok(config)
+    }
+
+    /// The shared client of these settings for probes: a fresh connection per
+    /// request, no proxies from the environment, sonde's user agent, no
+    /// redirects, no `Referer`, and the peer's certificate in the response's
+    /// `TlsInfo`.
+    pub fn probe_client(
+        &self,
+        verify: bool,
+        ca_file: Option<&Path>,
+    ) -> Result<reqwest::Client, String> {
+        let (key, pem) = TlsKey::read(verify, ca_file)?;
+        if let Some(client) = self.lock().probe.get(&key) {
+            return Ok(client.clone());
+        }
+        let tls = self.tls_for(&key, pem.as_deref())?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
+            .tls_info(true)
+            .pool_max_idle_per_host(0)
+            .no_proxy()
+            .user_agent(USER_AGENT)
+            .redirect(redirect::Policy::none())
+            .referer(false)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
+        let mut inner = self.lock();
+        if inner.probe.len() >= MAX_CLIENTS {
+            inner.probe.clear();
+        }
+        Ok(inner.probe.entry(key).or_insert(client).clone())
+    }
+
+    /// The trust anchors of these settings (system roots plus `ca_file`), for
+    /// probes that verify a chain themselves.
+    pub fn roots(&self, ca_file: Option<&Path>) -> Result<Arc<rustls::RootCertStore>, String> {
+        let (key, pem) = TlsKey::read(true, ca_file)?;
+        if let Some(roots) = self.lock().roots.get(&key).and_then(Weak::upgrade) {
+            return Ok(roots);
+        }
+        let roots = Arc::new(match (&key.ca_file, pem) {
+            (Some((path, _)), Some(pem)) => crate::net::tls::roots_with_pem(path, &pem)?,
+            _ => crate::net::tls::roots(None)?,
+        });
+        let mut inner = self.lock();
+        inner.roots.retain(|_, weak| weak.strong_count() > 0);
+        inner.roots.insert(key, Arc::downgrade(&roots));
+        Ok(roots)
+    }
+
+    /// The TLS config of handshakes made to read a server's chain: any chain is
+    /// accepted (handshake signatures still checked; the chain is judged
+    /// afterwards) and no session is resumed, so every handshake shows the chain
+    /// the server sends now.
+    pub fn capture_tls(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        if let Some(config) = self.lock().capture.upgrade() {
+            return Ok(config);
+        }
+        let provider = crate::net::tls::provider();
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(crate::net::tls::AcceptAnyServerCert::new(
+                &provider,
+            )))
+            .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::disabled();
+        let config = Arc::new(config);
+        self.lock().capture = Arc::downgrade(&config);
+        Ok(config)
+    }
+
+    /// How many distinct TLS configs and probe clients the cache holds.
+    pub fn distinct(&self) -> (usize, usize) {
+        let inner = self.lock();
+        let tls = inner.tls.values().filter(|w| w.strong_count() > 0).count();
+        (tls, inner.probe.len())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClientsInner> {
+        // The maps stay consistent whatever panicked while holding the lock.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Why reading a body stopped.

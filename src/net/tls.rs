@@ -1,6 +1,7 @@
 //! TLS pieces the probes and channels share: the crypto provider (ring, passed
-//! explicitly so no process-wide default is needed), trust anchors, and the
-//! verifier that accepts any chain while still checking handshake signatures.
+//! explicitly so no process-wide default is needed), trust anchors (the system's
+//! read and parsed once per process), and the verifier that accepts any chain
+//! while still checking handshake signatures.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -11,9 +12,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-/// The crypto provider every TLS config of sonde uses.
+/// The crypto provider every TLS config of sonde uses: one per process (it is
+/// constant data), so configs built by the thousand share it.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 /// The system's trust anchors, read once per process: probes are built by the
@@ -34,26 +39,45 @@ fn system_roots() -> &'static [CertificateDer<'static>] {
     })
 }
 
+/// The system's trust anchors as a parsed store, built once per process from
+/// `system_roots`.
+fn system_store() -> &'static RootCertStore {
+    static STORE: OnceLock<RootCertStore> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(system_roots().iter().cloned());
+        roots
+    })
+}
+
 /// System roots plus the certificates of `ca_file` (a PEM bundle). An unreadable
 /// or empty `ca_file` is an error naming it.
 pub fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(system_roots().iter().cloned());
-    if let Some(ca_file) = ca_file {
-        let shown = ca_file.display();
-        let pem = crate::file::read_blocking(ca_file, crate::file::MAX_SIZE)
-            .map_err(|e| format!("ca_file {shown}: {e}"))?;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("ca_file {shown}: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!("ca_file {shown}: no CERTIFICATE in it"));
+    match ca_file {
+        None => Ok(system_store().clone()),
+        Some(ca_file) => {
+            let pem = crate::file::read_blocking(ca_file, crate::file::MAX_SIZE)
+                .map_err(|e| format!("ca_file {}: {e}", ca_file.display()))?;
+            roots_with_pem(ca_file, &pem)
         }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("ca_file {shown}: {e}"))?;
-        }
+    }
+}
+
+/// System roots plus the certificates of a PEM bundle read from `ca_file` (named
+/// in errors). A bundle without a certificate is an error.
+pub fn roots_with_pem(ca_file: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
+    let shown = ca_file.display();
+    let mut roots = system_store().clone();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("ca_file {shown}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("ca_file {shown}: no CERTIFICATE in it"));
+    }
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("ca_file {shown}: {e}"))?;
     }
     Ok(roots)
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig};
 use tokio::net::TcpStream;
@@ -835,30 +834,29 @@ impl CertificateProbe {
                 let name = cfg.server_name.clone().unwrap_or_else(|| host.clone());
                 let server_name = ServerName::try_from(name)
                     .map_err(|e| BuildError::new("server_name", e.to_string()))?;
-                let provider = crate::net::tls::provider();
+                // Probes share the handshake config and the anchors of each
+                // distinct ca_file; the handshake accepts any chain, which is
+                // verified afterwards, so that a bad chain's dates are still
+                // reported.
+                let clients = crate::net::http::Clients::process();
                 let verifier = if cfg.verify {
                     let ca_file = cfg.ca_file.as_deref().map(|f| resolve(base_dir, f));
-                    build_verifier(ca_file.as_deref(), &provider)
-                        .map_err(|m| BuildError::new("ca_file", m))?
+                    let roots = clients
+                        .roots(ca_file.as_deref())
+                        .map_err(|m| BuildError::new("ca_file", m))?;
+                    build_verifier(roots).map_err(|m| BuildError::new("ca_file", m))?
                 } else {
                     Ok(None)
                 };
-                let tls = ClientConfig::builder_with_provider(provider.clone())
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| BuildError::new("", format!("TLS setup: {e}")))?
-                    .dangerous()
-                    // Let the handshake finish whatever the chain; it is verified
-                    // afterwards, so that a bad chain's dates are still reported.
-                    .with_custom_certificate_verifier(Arc::new(
-                        crate::net::tls::AcceptAnyServerCert::new(&provider),
-                    ))
-                    .with_no_client_auth();
+                let tls = clients
+                    .capture_tls()
+                    .map_err(|m| BuildError::new("", format!("TLS setup: {m}")))?;
                 Source::Endpoint(Box::new(Endpoint {
                     host,
                     port,
                     server_name,
                     smtp_starttls: cfg.starttls.as_deref() == Some("smtp"),
-                    tls: Arc::new(tls),
+                    tls,
                     verifier,
                 }))
             }
@@ -875,14 +873,13 @@ impl CertificateProbe {
 /// System roots plus `ca_file`. An unreadable `ca_file` is a build error; system
 /// certificates that fail to load are skipped. With no anchors at all, every run
 /// reports that the chain cannot be verified (the inner `Err`).
-fn build_verifier(ca_file: Option<&Path>, provider: &Arc<CryptoProvider>) -> Result<Trust, String> {
-    let roots = crate::net::tls::roots(ca_file)?;
+fn build_verifier(roots: Arc<rustls::RootCertStore>) -> Result<Trust, String> {
     if roots.is_empty() {
         return Ok(Err(
             "no trust anchors (no system roots and no ca_file)".to_string()
         ));
     }
-    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    WebPkiServerVerifier::builder_with_provider(roots, crate::net::tls::provider())
         .build()
         .map(|v| Ok(Some(v)))
         .map_err(|e| format!("TLS verifier: {e}"))

@@ -2,12 +2,19 @@
 //! codes, body substrings, JSON pointer assertions and a cap on the body size.
 //!
 //! Lives here: the kind's settings (`HttpConfig`) and their pure validation, the
-//! client built once per probe (the TLS settings of `crate::net::http`, plus
-//! redirects and no connection reuse between runs, so every run measures a fresh
-//! connection like blackbox_exporter), the run, and how request errors map to
-//! categories. Not here: the shared HTTP pieces (`crate::net::http`: TLS config,
-//! capped body reads, error classes) and timeouts, timing, spans and shared
-//! metrics, which the runner owns.
+//! run, redirects followed hop by hop, and how request errors map to categories.
+//! Not here: the shared HTTP pieces (`crate::net::http`: the client probes share
+//! per TLS setting, with no connection reuse between runs so that every run
+//! measures a fresh connection like blackbox_exporter; capped body reads; error
+//! classes) and timeouts, timing, spans and shared metrics, which the runner owns.
+//!
+//! Redirects are followed here rather than by the client, because each hop
+//! decides what the request may carry: the configured headers go only to the
+//! configured URL's origin, no `Referer` is ever sent, an https-to-http hop is
+//! refused unless `allow_downgrade`, and a hop may lead only to the URL's own
+//! host or one in `redirect_hosts`. A client-side redirect policy can stop a hop
+//! but cannot take headers off it, and being part of the client it would split
+//! the shared client by every probe's redirect settings.
 //!
 //! Summaries never carry request headers, the request body or the URL's userinfo:
 //! those may hold credentials.
@@ -19,7 +26,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{redirect, Method, Url};
+use reqwest::{Method, StatusCode, Url};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -28,8 +35,8 @@ use tokio::time::Instant;
 use super::{BuildContext, ProbeKind};
 use crate::human::ByteSize;
 use crate::net::http::{
-    check_url, classify, error_chain, read_capped, tls_config, without_userinfo, BodyError,
-    ErrorClass, RedirectError, UrlError, USER_AGENT,
+    check_url, classify, error_chain, origin, read_capped, without_userinfo, BodyError, Clients,
+    ErrorClass, UrlError,
 };
 use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::spec::{BuildError, SpecProblem};
@@ -72,6 +79,13 @@ pub struct HttpConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default = "yes")]
     pub follow_redirects: bool,
+    /// Hosts a redirect may lead to besides the URL's own: names or addresses,
+    /// `*.example.org` for its subdomains, `*` for any host.
+    #[serde(default)]
+    pub redirect_hosts: Vec<String>,
+    /// Follow a redirect from https to http.
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }
 
 fn default_method() -> String {
@@ -106,6 +120,8 @@ impl fmt::Debug for HttpConfig {
             .field("verify", &self.verify)
             .field("ca_file", &self.ca_file)
             .field("follow_redirects", &self.follow_redirects)
+            .field("redirect_hosts", &self.redirect_hosts)
+            .field("allow_downgrade", &self.allow_downgrade)
             .finish()
     }
 }
@@ -188,6 +204,38 @@ impl ProbeKind for HttpConfig {
                 "ca_file",
                 "has no effect with `verify = false`: remove one of them",
             ));
+        }
+
+        for host in &self.redirect_hosts {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            let bad = name.is_empty()
+                || (name.contains('*') && host != "*")
+                || name
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "/@?#".contains(c));
+            if bad {
+                problems.push(SpecProblem::new(
+                    "redirect_hosts",
+                    format!(
+                        "{host:?} is not a host: write a name or address (`api.example.org`), \
+                         `*.example.org` or `*`"
+                    ),
+                ));
+            }
+        }
+        if !self.follow_redirects {
+            if !self.redirect_hosts.is_empty() {
+                problems.push(SpecProblem::new(
+                    "redirect_hosts",
+                    "has no effect with `follow_redirects = false`: remove one of them",
+                ));
+            }
+            if self.allow_downgrade {
+                problems.push(SpecProblem::new(
+                    "allow_downgrade",
+                    "has no effect with `follow_redirects = false`: remove one of them",
+                ));
+            }
         }
 
         problems
@@ -343,7 +391,8 @@ impl<'de> Deserialize<'de> for ExpectStatus {
     }
 }
 
-/// A runnable `http` probe: one client, built once, used for every run.
+/// A runnable `http` probe: its settings and a handle on the client it shares
+/// with every probe of the same TLS settings.
 pub struct HttpProbe {
     client: reqwest::Client,
     method: Method,
@@ -355,11 +404,67 @@ pub struct HttpProbe {
     body_not_contains: Option<String>,
     json: Vec<(String, Value)>,
     max_body: ByteSize,
+    /// `None`: redirects are answers like any other.
+    redirects: Option<Redirects>,
+}
+
+/// Where redirects may lead.
+struct Redirects {
+    /// Lowercased `redirect_hosts`.
+    hosts: Vec<String>,
+    allow_downgrade: bool,
+}
+
+impl Redirects {
+    /// Whether a hop may lead to `next`, coming from `from`; the refusal's
+    /// message otherwise. `first` is the configured URL.
+    fn check(&self, first: &Url, from: &Url, next: &Url) -> Result<(), String> {
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(format!(
+                "redirect to a {} URL refused: only http and https are followed",
+                next.scheme()
+            ));
+        }
+        if from.scheme() == "https" && next.scheme() == "http" && !self.allow_downgrade {
+            return Err(format!(
+                "redirect from https to {} refused: set allow_downgrade = true to follow it",
+                origin(next.as_str())
+            ));
+        }
+        let host = next.host_str().unwrap_or("").to_ascii_lowercase();
+        let own = first
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&host));
+        let listed = self.hosts.iter().any(|allowed| {
+            allowed == "*"
+                || *allowed == host
+                || allowed
+                    .strip_prefix("*.")
+                    .is_some_and(|domain| host.ends_with(&format!(".{domain}")))
+        });
+        if own || listed {
+            Ok(())
+        } else {
+            Err(format!(
+                "redirect to host {host} refused: not the URL's host and not in redirect_hosts"
+            ))
+        }
+    }
 }
 
 impl HttpProbe {
-    /// Builds the probe and its client. `base_dir` resolves a relative `ca_file`.
+    /// Builds the probe with the process's shared clients. `base_dir` resolves a
+    /// relative `ca_file`.
     pub fn new(cfg: &HttpConfig, base_dir: &Path) -> Result<Self, BuildError> {
+        HttpProbe::with_clients(cfg, base_dir, Clients::process())
+    }
+
+    /// Builds the probe, taking its client from `clients`.
+    pub fn with_clients(
+        cfg: &HttpConfig,
+        base_dir: &Path,
+        clients: &Clients,
+    ) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
             return Err(p.into());
         }
@@ -385,33 +490,18 @@ impl HttpProbe {
             value.set_sensitive(true);
             headers.append(name, value);
         }
-
-        let policy = if cfg.follow_redirects {
-            redirect::Policy::custom(follow_redirect)
-        } else {
-            redirect::Policy::none()
-        };
-        let tls = tls_config(
-            cfg.verify,
-            cfg.ca_file.as_ref().map(|f| base_dir.join(f)).as_deref(),
-        )
-        .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .tls_info(true)
-            // Each run measures a fresh connection (DNS, connect, handshake).
-            .pool_max_idle_per_host(0)
-            // Like blackbox_exporter: no proxy from the environment.
-            .no_proxy()
-            .user_agent(USER_AGENT)
-            .redirect(policy)
-            .build()
-            .map_err(|e| {
-                BuildError::new(
-                    "",
-                    format!("cannot build the HTTP client: {}", error_chain(&e)),
-                )
-            })?;
+        let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
+        let client = clients
+            .probe_client(cfg.verify, ca_file.as_deref())
+            .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?;
+        let redirects = cfg.follow_redirects.then(|| Redirects {
+            hosts: cfg
+                .redirect_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            allow_downgrade: cfg.allow_downgrade,
+        });
 
         Ok(HttpProbe {
             client,
@@ -428,21 +518,75 @@ impl HttpProbe {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             max_body: cfg.max_body,
+            redirects,
         })
+    }
+
+    /// Sends the request and follows the redirects the probe allows: the final
+    /// response, or the outcome that ended the chain.
+    async fn fetch(&self) -> Result<reqwest::Response, Outcome> {
+        let mut url = self.url.clone();
+        let mut method = self.method.clone();
+        let mut body = self.body.clone();
+        // Every URL requested so far, the current one last.
+        let mut visited: Vec<Url> = Vec::new();
+        loop {
+            let mut request = self.client.request(method.clone(), url.clone());
+            // The configured headers (an API key, say) are for the configured
+            // origin only: never for another host, nor the same host over
+            // another scheme or port.
+            if url.origin() == self.url.origin() {
+                request = request.headers(self.headers.clone());
+            }
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| self.request_failed(e, Stage::Request))?;
+            let Some(redirects) = &self.redirects else {
+                return Ok(response);
+            };
+            let Some(next) = redirect_target(&response, &url) else {
+                return Ok(response);
+            };
+            let status = response.status();
+            drop(response);
+            visited.push(url);
+            if visited.contains(&next) {
+                let message = format!("redirect loop at {}", without_userinfo(&next));
+                return Err(Outcome::critical(Category::Protocol, message));
+            }
+            if visited.len() > MAX_REDIRECTS {
+                return Err(Outcome::critical(
+                    Category::Protocol,
+                    format!("more than {MAX_REDIRECTS} redirects"),
+                ));
+            }
+            let from = visited.last().unwrap_or(&self.url);
+            if let Err(message) = redirects.check(&self.url, from, &next) {
+                return Err(Outcome::critical(Category::Protocol, message));
+            }
+            // As browsers and reqwest do: 301, 302 and 303 turn the request
+            // into a GET without a body (HEAD stays HEAD); 307 and 308 repeat it.
+            if matches!(
+                status,
+                StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND | StatusCode::SEE_OTHER
+            ) && method != Method::HEAD
+            {
+                method = Method::GET;
+                body = None;
+            }
+            url = next;
+        }
     }
 
     async fn check(&self) -> Outcome {
         let start = Instant::now();
-        let mut request = self
-            .client
-            .request(self.method.clone(), self.url.clone())
-            .headers(self.headers.clone());
-        if let Some(body) = &self.body {
-            request = request.body(body.clone());
-        }
-        let mut response = match request.send().await {
+        let mut response = match self.fetch().await {
             Ok(r) => r,
-            Err(e) => return self.request_failed(e, Stage::Request),
+            Err(outcome) => return outcome,
         };
         let code = response.status().as_u16();
         let not_after = response
@@ -585,18 +729,22 @@ impl Stage {
     }
 }
 
-/// Redirect policy: follow up to `MAX_REDIRECTS`, and name a loop as such.
-fn follow_redirect(attempt: redirect::Attempt<'_>) -> redirect::Action {
-    if attempt.previous().iter().any(|u| u == attempt.url()) {
-        let message = format!("redirect loop at {}", without_userinfo(attempt.url()));
-        attempt.error(RedirectError(message))
-    } else if attempt.previous().len() > MAX_REDIRECTS {
-        attempt.error(RedirectError(format!(
-            "more than {MAX_REDIRECTS} redirects"
-        )))
-    } else {
-        attempt.follow()
+/// Where a redirect answer points, resolved against the URL it answered: `None`
+/// when the answer is not a redirect, or has no usable `Location` (it is then the
+/// final answer, as reqwest treats it).
+fn redirect_target(response: &reqwest::Response, url: &Url) -> Option<Url> {
+    if !matches!(
+        response.status(),
+        StatusCode::MOVED_PERMANENTLY
+            | StatusCode::FOUND
+            | StatusCode::SEE_OTHER
+            | StatusCode::TEMPORARY_REDIRECT
+            | StatusCode::PERMANENT_REDIRECT
+    ) {
+        return None;
     }
+    let location = response.headers().get(reqwest::header::LOCATION)?;
+    url.join(location.to_str().ok()?).ok()
 }
 
 fn leaf_not_after(der: &[u8]) -> Option<f64> {
@@ -645,6 +793,7 @@ fn json_eq(found: &Value, expected: &Value) -> bool {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
+    use crate::net::http::USER_AGENT;
     use crate::outcome::Status;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
@@ -1365,6 +1514,196 @@ mod tests {
         ))
         .await;
         assert_critical(&strict, Category::Protocol, "HTTP 302, expected 200");
+    }
+
+    #[tokio::test]
+    async fn configured_headers_stay_with_the_configured_origin() {
+        // "localhost" and "127.0.0.1" reach the same server but are different
+        // hosts (and origins) to the probe.
+        let server = serve(
+            |seen: &Seen| match seen.path.split('?').next().unwrap_or("") {
+                "/start" => {
+                    let port = seen.header("host").and_then(|h| h.rsplit(':').next());
+                    redirect_to(&format!(
+                        "http://localhost:{}/other?q=1",
+                        port.unwrap_or("")
+                    ))
+                }
+                "/other" => reply(200, "other host"),
+                _ => reply(404, ""),
+            },
+            None,
+        )
+        .await;
+        let start = format!("{}?token=s3cret", server.url("http", "/start"));
+        let headers = "headers = { X-Api-Key = \"planted-key\" }";
+
+        // By default a redirect to another host is refused, and not requested.
+        let refused = run(&config(&start, headers)).await;
+        assert_critical(
+            &refused,
+            Category::Protocol,
+            "redirect to host localhost refused",
+        );
+        assert_eq!(server.seen().len(), 1);
+
+        // Allowed, the other host gets neither the header nor a Referer.
+        let allowed = run(&config(
+            &start,
+            &format!("{headers}\nredirect_hosts = [\"LocalHost\"]"),
+        ))
+        .await;
+        assert_eq!(allowed.status, Status::Ok, "{allowed:?}");
+        let seen = server.seen();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[1].header("x-api-key"), Some("planted-key"));
+        assert_eq!(seen[2].path, "/other?q=1");
+        assert_eq!(seen[2].header("x-api-key"), None, "{:?}", seen[2]);
+        assert_eq!(seen[2].header("referer"), None, "{:?}", seen[2]);
+    }
+
+    #[tokio::test]
+    async fn same_host_redirects_keep_headers_and_change_methods_like_browsers() {
+        let server = serve(
+            |seen: &Seen| match seen.path.as_str() {
+                "/post" => Reply::Fixed {
+                    status: 303,
+                    headers: vec![("Location".into(), "/see".into())],
+                    body: vec![],
+                },
+                "/keep" => Reply::Fixed {
+                    status: 307,
+                    headers: vec![("Location".into(), "/kept".into())],
+                    body: vec![],
+                },
+                _ => reply(200, "ok"),
+            },
+            None,
+        )
+        .await;
+        let extra = "method = \"POST\"\nbody = \"payload\"\nheaders = { X-Api-Key = \"k\" }";
+        let outcome = run(&config(&server.url("http", "/post"), extra)).await;
+        assert_eq!(outcome.status, Status::Ok, "{outcome:?}");
+        let outcome = run(&config(&server.url("http", "/keep"), extra)).await;
+        assert_eq!(outcome.status, Status::Ok, "{outcome:?}");
+        let seen = server.seen();
+        let shown: Vec<(&str, &str, &[u8], Option<&str>)> = seen
+            .iter()
+            .map(|s| {
+                (
+                    s.method.as_str(),
+                    s.path.as_str(),
+                    s.body.as_slice(),
+                    s.header("x-api-key"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("POST", "/post", &b"payload"[..], Some("k")),
+                ("GET", "/see", &b""[..], Some("k")),
+                ("POST", "/keep", &b"payload"[..], Some("k")),
+                ("POST", "/kept", &b"payload"[..], Some("k")),
+            ]
+        );
+    }
+
+    #[test]
+    fn redirect_rules_check_scheme_downgrade_and_host() {
+        let rules = |hosts: &[&str], allow_downgrade| Redirects {
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            allow_downgrade,
+        };
+        let u = |s: &str| Url::parse(s).unwrap();
+        let first = u("https://a.example/x");
+        let none = rules(&[], false);
+        assert_eq!(
+            none.check(&first, &first, &u("https://a.example:8443/y")),
+            Ok(())
+        );
+        let e = none
+            .check(&first, &first, &u("http://a.example/y"))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "redirect from https to http://a.example refused: set allow_downgrade = true to follow it"
+        );
+        assert_eq!(
+            rules(&[], true).check(&first, &first, &u("http://a.example/")),
+            Ok(())
+        );
+        // An upgrade is fine; a downgrade later in the chain is judged per hop.
+        let plain = u("http://a.example/");
+        assert_eq!(none.check(&plain, &plain, &u("https://a.example/")), Ok(()));
+        let e = none
+            .check(&first, &first, &u("https://b.example/"))
+            .unwrap_err();
+        assert!(e.contains("redirect to host b.example refused"), "{e}");
+        assert!(none.check(&first, &first, &u("ftp://a.example/")).is_err());
+        let listed = rules(&["b.example", "*.c.example"], false);
+        assert_eq!(
+            listed.check(&first, &first, &u("https://b.example/")),
+            Ok(())
+        );
+        assert_eq!(
+            listed.check(&first, &first, &u("https://x.c.example/")),
+            Ok(())
+        );
+        assert!(listed
+            .check(&first, &first, &u("https://c.example/"))
+            .is_err());
+        assert!(listed
+            .check(&first, &first, &u("https://evilc.example/"))
+            .is_err());
+        assert_eq!(
+            rules(&["*"], false).check(&first, &first, &u("https://z/")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn redirect_keys_are_validated() {
+        let keys = |extra: &str| -> Vec<(&'static str, String)> {
+            config("https://a.example/", extra)
+                .validate()
+                .into_iter()
+                .map(|p| (p.key, p.message))
+                .collect()
+        };
+        assert!(
+            keys(r#"redirect_hosts = ["b.example", "*.c.example", "*", "10.0.0.1"]"#).is_empty()
+        );
+        let bad = keys(r#"redirect_hosts = ["", "https://b.example/", "*x", "a b"]"#);
+        assert_eq!(bad.len(), 4, "{bad:?}");
+        assert!(bad.iter().all(|(k, _)| *k == "redirect_hosts"));
+        let moot =
+            keys("follow_redirects = false\nallow_downgrade = true\nredirect_hosts = [\"b\"]");
+        assert_eq!(
+            moot.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            ["redirect_hosts", "allow_downgrade"]
+        );
+    }
+
+    #[test]
+    fn probes_of_one_tls_setting_share_one_client() {
+        let clients = Clients::new();
+        let dir = Path::new(".");
+        let a = HttpProbe::with_clients(&config("https://a.example/", ""), dir, &clients).unwrap();
+        let b = HttpProbe::with_clients(
+            &config("https://b.example/", "redirect_hosts = [\"c\"]"),
+            dir,
+            &clients,
+        )
+        .unwrap();
+        let c = HttpProbe::with_clients(
+            &config("https://b.example/", "verify = false"),
+            dir,
+            &clients,
+        )
+        .unwrap();
+        assert_eq!(clients.distinct().1, 2);
+        drop((a, b, c));
     }
 
     #[tokio::test]

@@ -603,7 +603,8 @@ impl MetadataProbe {
             warn_before: cfg.warn_before.as_secs() as i64,
             critical_before: cfg.critical_before.as_secs() as i64,
             max_body: cfg.max_body.0,
-            http: crate::net::http::client(cfg.verify, ca_file.as_deref())
+            http: crate::net::http::Clients::process()
+                .probe_client(cfg.verify, ca_file.as_deref())
                 .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?,
         })
     }

@@ -250,7 +250,8 @@ impl PushProbe {
         let publish_url = reqwest::Url::parse(&format!("{base}{PUBLISH_PATH}"))
             .map_err(|e| BuildError::new("proxy_url", e.to_string()))?;
         let ca_file = cfg.ca_file.as_ref().map(|f| base_dir.join(f));
-        let http = crate::net::http::client(cfg.verify, ca_file.as_deref())
+        let http = crate::net::http::Clients::process()
+            .probe_client(cfg.verify, ca_file.as_deref())
             .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?;
         let token = match (cfg.mode, token) {
             (Mode::Connectivity, Some((tc, dir))) => {

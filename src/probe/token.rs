@@ -302,7 +302,8 @@ impl TokenClient {
             ),
             max_skew: cfg.max_skew.as_secs() as i64,
             warn_skew: cfg.warn_skew.as_secs() as i64,
-            http: crate::net::http::client(cfg.verify, ca_file.as_deref())
+            http: crate::net::http::Clients::process()
+                .probe_client(cfg.verify, ca_file.as_deref())
                 .map_err(|m| BuildError::tls(cfg.ca_file.is_some(), m))?,
         };
         client.open_credential_now()?;

@@ -17,6 +17,7 @@ mod init;
 mod layering;
 mod monitoring;
 mod otel;
+mod redirects;
 mod reload;
 mod supervision;
 mod support;
