@@ -70,20 +70,12 @@ fn config_dir(config: &Config) -> std::path::PathBuf {
 }
 
 /// Where the store lives: `[store] path`, relative to the main config file.
-pub fn store_path(config: &Config) -> std::path::PathBuf {
+pub(crate) fn store_path(config: &Config) -> std::path::PathBuf {
     config_dir(config).join(&config.store.path)
 }
 
-/// Runs the agent until `shutdown` is cancelled; returns after the drain.
-pub async fn run(
-    config: Config,
-    clock: Arc<dyn Clock>,
-    shutdown: CancellationToken,
-) -> Result<(), AgentError> {
-    run_with(config, clock, shutdown, |_| {}).await
-}
-
-/// `run`, handing every finished run to `on_record` as well (the demo prints them).
+/// Runs the agent until `shutdown` is cancelled and returns after the drain,
+/// handing every finished run to `on_record` as well (the demo prints them).
 ///
 /// Results go through the monitors (`alert::engine`) into the store, and the
 /// dispatcher (`alert::outbox`) sends the alerts they raise.
@@ -133,7 +125,7 @@ fn same_channel(a: &ChannelConfig, b: &ChannelConfig) -> bool {
 }
 
 /// `run_with`, reloading the config at each request from `reloads`.
-pub async fn run_reloadable(
+pub(crate) async fn run_reloadable(
     config: Config,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,

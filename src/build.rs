@@ -16,7 +16,7 @@ use crate::runner::Target;
 use crate::schedule::Schedule;
 
 /// Everything a config runs.
-pub struct Built {
+pub(crate) struct Built {
     /// The enabled probes, in config order, with their schedules.
     pub probes: Vec<(Target, Schedule)>,
     pub channels: Vec<Arc<Channel>>,
@@ -25,7 +25,7 @@ pub struct Built {
 /// Builds every enabled probe and every channel; all failures at once, in
 /// config order (probes, then channels). `clock` dates what channels compute at
 /// send time.
-pub fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Built, ConfigErrors> {
+pub(crate) fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Built, ConfigErrors> {
     let mut probes = Vec::new();
     let mut channels = Vec::new();
     build_each(
@@ -76,7 +76,7 @@ fn build_each(
 
 /// Builds the runnable probe of one config entry (`all` holds the probes it
 /// may use). A failure is placed at the key it concerns in the probe's table.
-pub fn build_target(p: &ProbeConfig, all: &[ProbeConfig]) -> Result<Target, ConfigError> {
+pub(crate) fn build_target(p: &ProbeConfig, all: &[ProbeConfig]) -> Result<Target, ConfigError> {
     let lookup = |name: &str| {
         all.iter()
             .find(|o| o.name == name)

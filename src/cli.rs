@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-pub use clap_complete::Shell;
+pub(crate) use clap_complete::Shell;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -194,7 +194,7 @@ pub enum ListFormat {
 /// The man pages, sonde(1) and sonde-SUBCOMMAND(1) for every visible
 /// subcommand (as `clap_mangen::generate_to` names them), rendered from the
 /// clap definitions: (file name, roff).
-pub fn man_pages() -> Vec<(String, Vec<u8>)> {
+pub(crate) fn man_pages() -> Vec<(String, Vec<u8>)> {
     fn walk(cmd: clap::Command, out: &mut Vec<(String, Vec<u8>)>) {
         for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
             walk(sub, out);
@@ -214,7 +214,7 @@ pub fn man_pages() -> Vec<(String, Vec<u8>)> {
 }
 
 /// The completion script for `shell`, from the clap definitions.
-pub fn completions(shell: Shell) -> Vec<u8> {
+pub(crate) fn completions(shell: Shell) -> Vec<u8> {
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "sonde", &mut out);
     out

@@ -2,6 +2,7 @@
 //! clock. The only reads of the system's wall clock in the crate are here.
 
 use std::fmt;
+#[cfg(test)]
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -21,27 +22,30 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock for tests and benchmarks: it starts at a chosen instant and then moves
+#[cfg(test)]
+/// A clock for tests: it starts at a chosen instant and then moves
 /// with tokio's clock, so `#[tokio::test(start_paused = true)]` drives it (pausing
 /// tokio time does not move `Utc::now()`). `set` jumps it, like an NTP step.
 #[derive(Debug)]
-pub struct ManualClock {
+pub(crate) struct ManualClock {
     state: Mutex<(DateTime<Utc>, tokio::time::Instant)>,
 }
 
+#[cfg(test)]
 impl ManualClock {
-    pub fn new(start: DateTime<Utc>) -> Self {
+    pub(crate) fn new(start: DateTime<Utc>) -> Self {
         ManualClock {
             state: Mutex::new((start, tokio::time::Instant::now())),
         }
     }
 
     /// Jumps the wall clock to `to`; it keeps following tokio's clock from there.
-    pub fn set(&self, to: DateTime<Utc>) {
+    pub(crate) fn set(&self, to: DateTime<Utc>) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (to, tokio::time::Instant::now());
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         let (base, at) = *self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -93,7 +93,8 @@ impl SigningCredential {
     pub fn thumbprint_hex(&self) -> String {
         self.thumbprint.clone()
     }
-    pub fn subject(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn subject(&self) -> &str {
         &self.subject
     }
     /// Certificate validity, unix seconds.
@@ -103,7 +104,7 @@ impl SigningCredential {
     pub fn not_after(&self) -> i64 {
         self.not_after
     }
-    pub fn key_bits(&self) -> usize {
+    pub(crate) fn key_bits(&self) -> usize {
         self.key.public().modulus_len() * 8
     }
     pub fn sign_rs256(&self, header: &Value, claims: &Value) -> Result<String, jwt::JwtError> {
@@ -121,7 +122,7 @@ fn sha1_hex(der: &[u8]) -> String {
 
 /// The thumbprint of the first certificate in `data` (PEM or DER, as a `.cer`
 /// is exported), after checking that it parses as X.509.
-pub fn certificate_thumbprint(data: &[u8]) -> Result<String, CredentialError> {
+pub(crate) fn certificate_thumbprint(data: &[u8]) -> Result<String, CredentialError> {
     let der = if is_pem(data) {
         pem_blocks(data)?
             .certs
@@ -226,7 +227,10 @@ pub fn from_pem(key: &[u8], cert: &[u8]) -> Result<SigningCredential, Credential
 }
 
 /// From a PKCS#12 (`.pfx`) file holding the key and its certificate.
-pub fn from_pkcs12(data: &[u8], password: &str) -> Result<SigningCredential, CredentialError> {
+pub(crate) fn from_pkcs12(
+    data: &[u8],
+    password: &str,
+) -> Result<SigningCredential, CredentialError> {
     use p12_keystore::error::Error as P12Error;
     let archive =
         p12_keystore::Pkcs12Archive::from_pkcs12(data, password).map_err(|e| match e {

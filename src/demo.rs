@@ -30,20 +30,19 @@ pub const HEALTH_SET: &str = include_str!("../probes/exchange-push-proxy.toml");
 pub const HYBRID_APP_SET: &str = include_str!("../probes/exchange-hybrid-app.toml");
 
 /// The demo's dedicated Exchange hybrid app and read-only monitoring app.
-pub const HYBRID_APP_NAME: &str = "ExchangeServerApp-sonde-demo";
-pub const MONITORING_APP_NAME: &str = "sonde monitoring (Application.Read.All)";
+pub(crate) const HYBRID_APP_NAME: &str = "ExchangeServerApp-sonde-demo";
+pub(crate) const MONITORING_APP_NAME: &str = "sonde monitoring (Application.Read.All)";
 
 /// The demo's tenant.
-pub const TENANT: &str = "contoso.onmicrosoft.com";
+pub(crate) const TENANT: &str = "contoso.onmicrosoft.com";
 
 /// The OAuth certificate as the seed's script makes it: self-signed, RSA 2048,
 /// five years, Exchange's subject name.
-pub const OAUTH_SUBJECT: &str = "Microsoft Exchange Server Auth Certificate";
+pub(crate) const OAUTH_SUBJECT: &str = "Microsoft Exchange Server Auth Certificate";
 const FIVE_YEARS: i64 = 5 * 365 * 86_400 + 86_400;
 
 /// Files the demo writes, in `dir`.
-pub struct DemoFiles {
-    pub dir: PathBuf,
+pub(crate) struct DemoFiles {
     pub config: PathBuf,
     pub env: HashMap<String, String>,
     /// The lab's id of the OAuth certificate (`DELETE /admin/credentials/{id}`
@@ -53,7 +52,7 @@ pub struct DemoFiles {
 
 /// Makes the OAuth certificate, registers it with `lab`, and writes the config
 /// that points the shipped health set at the lab. `every` is the probes' interval.
-pub fn prepare(
+pub(crate) fn prepare(
     dir: &Path,
     lab: &Lab,
     http: SocketAddr,
@@ -182,7 +181,6 @@ poll_every = "250ms"
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     Ok(DemoFiles {
-        dir: dir.to_path_buf(),
         config,
         env,
         oauth_credential,
@@ -199,7 +197,7 @@ fn restrict(path: &Path) {
 fn restrict(_path: &Path) {}
 
 /// One result as a line for people.
-pub fn line(r: &RunRecord) -> String {
+pub(crate) fn line(r: &RunRecord) -> String {
     format!(
         "{}  {:<8}  {:<18}  {}",
         r.outcome.started_at.format("%H:%M:%S"),
@@ -311,7 +309,7 @@ fn free_loopback_port() -> std::io::Result<SocketAddr> {
 /// endpoints (on-demand runs, reload) answer 403. A token would have to be
 /// printed for anyone to use it, and sonde prints no secret; the demo prints
 /// every result as it comes anyway.
-pub fn api_table(listen: SocketAddr) -> String {
+pub(crate) fn api_table(listen: SocketAddr) -> String {
     format!(
         "\n# The API, /metrics and the status page, on a free loopback port.\n\
          # No token: POST endpoints are refused in the demo.\n\
@@ -320,7 +318,7 @@ pub fn api_table(listen: SocketAddr) -> String {
 }
 
 /// What the demo prints about where to look and what to try.
-pub fn urls(listen: SocketAddr, lab: &str, oauth_credential: u64) -> Vec<String> {
+pub(crate) fn urls(listen: SocketAddr, lab: &str, oauth_credential: u64) -> Vec<String> {
     let at = format!("http://{listen}");
     vec![
         format!("status:   {at}/"),

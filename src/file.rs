@@ -21,16 +21,16 @@ use std::time::Duration;
 
 /// The largest file read from configuration: certificates, keys and configs
 /// are kilobytes; a megabyte is already a mistake.
-pub const MAX_SIZE: u64 = 1024 * 1024;
+pub(crate) const MAX_SIZE: u64 = 1024 * 1024;
 
 /// How long an async read waits for a file system before giving up, for
 /// callers without a deadline of their own.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a file could not be read. The message is the reason alone
 /// ("not a regular file (a FIFO)"), without the path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The operating system said no: "No such file or directory".
     #[error("{0}")]
     Io(String),
@@ -44,7 +44,7 @@ pub enum ReadError {
 }
 
 /// Reads the regular file at `path`, at most `cap` bytes, blocking.
-pub fn read_blocking(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_blocking(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
     let meta = std::fs::metadata(path).map_err(|e| ReadError::Io(io_reason(&e)))?;
     regular(&meta)?;
     if meta.len() > cap {
@@ -63,14 +63,14 @@ pub fn read_blocking(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
 }
 
 /// `read_blocking` as UTF-8 text; `Err(None)` when the bytes are not UTF-8.
-pub fn read_to_string_blocking(path: &Path, cap: u64) -> Result<String, Option<ReadError>> {
+pub(crate) fn read_to_string_blocking(path: &Path, cap: u64) -> Result<String, Option<ReadError>> {
     let data = read_blocking(path, cap).map_err(Some)?;
     String::from_utf8(data).map_err(|_| None)
 }
 
 /// Reads the regular file at `path`, at most `cap` bytes, giving up after
 /// `timeout`.
-pub async fn read(path: &Path, cap: u64, timeout: Duration) -> Result<Vec<u8>, ReadError> {
+pub(crate) async fn read(path: &Path, cap: u64, timeout: Duration) -> Result<Vec<u8>, ReadError> {
     let owned: PathBuf = path.to_path_buf();
     let task = tokio::task::spawn_blocking(move || read_blocking(&owned, cap));
     match tokio::time::timeout(timeout, task).await {
@@ -131,7 +131,7 @@ fn kind_of(t: &std::fs::FileType) -> &'static str {
 
 /// An I/O error as a reason: "No such file or directory", without the
 /// "(os error 2)" suffix.
-pub fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),

@@ -2,7 +2,7 @@
 //! 4 layout): random ones for request ids, stable ones derived from a name.
 
 /// A random GUID, for `client-request-id`, `jti` and trace ids.
-pub fn random() -> String {
+pub(crate) fn random() -> String {
     let mut b = [0u8; 16];
     // SystemRandom only fails when the OS has no entropy source; a zeroed id is
     // still a well-formed request id.
@@ -12,7 +12,7 @@ pub fn random() -> String {
 
 /// A stable GUID derived from `name` (SHA-256), e.g. a lab tenant id from its
 /// domain, case-insensitively.
-pub fn from_name(name: &str) -> String {
+pub(crate) fn from_name(name: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, name.to_ascii_lowercase().as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&d.as_ref()[..16]);
@@ -34,7 +34,7 @@ fn format(mut b: [u8; 16]) -> String {
 }
 
 /// True for `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex digits, any case).
-pub fn is_guid(s: &str) -> bool {
+pub(crate) fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
         && parts

@@ -23,7 +23,7 @@ const HEALTH_SET: &str = "PushNotifications.Proxy";
 const PASSWORD_VAR: &str = "SONDE_OAUTH_KEY_PASSWORD";
 
 #[derive(Debug, thiserror::Error)]
-pub enum InitError {
+pub(crate) enum InitError {
     #[error("{} exists: pass --force to overwrite it", .0.display())]
     Exists(PathBuf),
     #[error("cannot read the certificate {}: {source}", path.display())]
@@ -52,7 +52,7 @@ pub enum InitError {
 
 /// What `sonde init` wrote.
 #[derive(Debug)]
-pub struct Written {
+pub(crate) struct Written {
     pub path: PathBuf,
     pub probes: usize,
     /// What the operator still has to do before `sonde run`.
@@ -79,7 +79,7 @@ impl fmt::Display for Written {
 }
 
 /// Builds the template's text, then writes and validates it.
-pub fn run(template: &InitTemplate) -> Result<Written, InitError> {
+pub(crate) fn run(template: &InitTemplate) -> Result<Written, InitError> {
     let (starter, out) = match template {
         InitTemplate::Exchange {
             tenant,

@@ -5,13 +5,13 @@
 //! algorithm (`none` included) never verifies; the signature is checked with
 //! ring against a certificate's public key before any claim is trusted.
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::signature::{self, RsaKeyPair, UnparsedPublicKey};
 use serde_json::{Map, Value};
 
 /// Tokens larger than this are refused before decoding (real ones are ~1-2 KiB).
-pub const MAX_TOKEN_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
@@ -34,29 +34,25 @@ pub enum JwtError {
 }
 
 /// base64url without padding (RFC 7515 §2).
-pub fn b64url(data: &[u8]) -> String {
+pub(crate) fn b64url(data: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(data)
 }
 
 /// Decodes base64url; tolerates trailing `=` padding that some issuers add.
-pub fn b64url_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+pub(crate) fn b64url_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     URL_SAFE_NO_PAD.decode(text.trim_end_matches('='))
 }
 
-/// Standard base64 (the `keyValue`/`x5c` fields of metadata documents).
-pub fn b64_std(data: &[u8]) -> String {
-    STANDARD.encode(data)
-}
-
 /// The `x5t` of a certificate: base64url (unpadded) SHA-1 of its DER.
-pub fn x5t(cert_der: &[u8]) -> String {
+pub(crate) fn x5t(cert_der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der);
     b64url(digest.as_ref())
 }
 
+#[cfg(test)]
 /// The `x5t` for a SHA-1 thumbprint as Exchange prints it (hex, any case, spaces
 /// allowed); `None` when it is not 40 hex digits.
-pub fn x5t_from_thumbprint(hex: &str) -> Option<String> {
+pub(crate) fn x5t_from_thumbprint(hex: &str) -> Option<String> {
     let digits: String = hex
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ':')
@@ -71,7 +67,11 @@ pub fn x5t_from_thumbprint(hex: &str) -> Option<String> {
 }
 
 /// Signs `header` and `claims` (JSON objects) with RS256.
-pub fn sign_rs256(key: &RsaKeyPair, header: &Value, claims: &Value) -> Result<String, JwtError> {
+pub(crate) fn sign_rs256(
+    key: &RsaKeyPair,
+    header: &Value,
+    claims: &Value,
+) -> Result<String, JwtError> {
     let mut token = format!(
         "{}.{}",
         b64url(header.to_string().as_bytes()),
@@ -92,7 +92,7 @@ pub fn sign_rs256(key: &RsaKeyPair, header: &Value, claims: &Value) -> Result<St
 
 /// A decoded, not yet verified, token.
 #[derive(Debug, Clone)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     pub header: Map<String, Value>,
     pub claims: Map<String, Value>,
     signing_input_len: usize,
@@ -101,7 +101,7 @@ pub struct Decoded {
 }
 
 /// Splits and decodes a compact JWT. Nothing in it is trusted yet.
-pub fn decode(token: &str) -> Result<Decoded, JwtError> {
+pub(crate) fn decode(token: &str) -> Result<Decoded, JwtError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(JwtError::TooLarge);
     }
@@ -131,20 +131,20 @@ pub fn decode(token: &str) -> Result<Decoded, JwtError> {
 }
 
 impl Decoded {
-    pub fn alg(&self) -> Option<&str> {
+    pub(crate) fn alg(&self) -> Option<&str> {
         self.header_str("alg")
     }
 
-    pub fn header_str(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header_str(&self, name: &str) -> Option<&str> {
         self.header.get(name).and_then(Value::as_str)
     }
 
-    pub fn claim_str(&self, name: &str) -> Option<&str> {
+    pub(crate) fn claim_str(&self, name: &str) -> Option<&str> {
         self.claims.get(name).and_then(Value::as_str)
     }
 
     /// A numeric claim; ACS-style decimal strings are accepted too.
-    pub fn claim_i64(&self, name: &str) -> Option<i64> {
+    pub(crate) fn claim_i64(&self, name: &str) -> Option<i64> {
         match self.claims.get(name)? {
             Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
             Value::String(s) => s.trim().parse().ok(),
@@ -153,13 +153,13 @@ impl Decoded {
     }
 
     /// Verifies the RS256 signature against the public key of a certificate (DER).
-    pub fn verify_rs256(&self, cert_der: &[u8]) -> Result<(), JwtError> {
+    pub(crate) fn verify_rs256(&self, cert_der: &[u8]) -> Result<(), JwtError> {
         let key = rsa_public_key_of(cert_der).map_err(JwtError::Certificate)?;
         self.verify_rs256_with_key(&key)
     }
 
     /// Verifies the RS256 signature against a PKCS#1 `RSAPublicKey` (DER).
-    pub fn verify_rs256_with_key(&self, rsa_public_key: &[u8]) -> Result<(), JwtError> {
+    pub(crate) fn verify_rs256_with_key(&self, rsa_public_key: &[u8]) -> Result<(), JwtError> {
         match self.alg() {
             Some("RS256") => {}
             Some(other) => return Err(JwtError::Algorithm(other.chars().take(32).collect())),
@@ -173,7 +173,7 @@ impl Decoded {
 }
 
 /// The PKCS#1 `RSAPublicKey` of a certificate, or why there is none.
-pub fn rsa_public_key_of(cert_der: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn rsa_public_key_of(cert_der: &[u8]) -> Result<Vec<u8>, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
         .map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let spki = &cert.tbs_certificate.subject_pki;

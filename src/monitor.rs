@@ -62,14 +62,14 @@ use crate::outcome::Status;
 use crate::schedule::Schedule;
 use crate::spec::SpecProblem;
 
-pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
-pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 2;
+pub(crate) const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+pub(crate) const DEFAULT_SUCCESS_THRESHOLD: u32 = 2;
 /// Percent state change under which flapping stops.
-pub const DEFAULT_FLAP_LOW: f64 = 20.0;
+pub(crate) const DEFAULT_FLAP_LOW: f64 = 20.0;
 /// Percent state change over which flapping starts.
-pub const DEFAULT_FLAP_HIGH: f64 = 30.0;
+pub(crate) const DEFAULT_FLAP_HIGH: f64 = 30.0;
 /// Results kept for flapping detection, as in Nagios.
-pub const HISTORY_LEN: usize = 21;
+pub(crate) const HISTORY_LEN: usize = 21;
 
 crate::named_enum! {
     /// The state of one monitor, as operators see it.
@@ -96,7 +96,7 @@ impl MonitorState {
     /// unknown probe ranks above a healthy one, so a set is not shown healthy while
     /// one of its probes has not answered. Disabled and maintenance have no rank:
     /// they say nothing about the target's health.
-    pub fn severity(self) -> Option<u8> {
+    pub(crate) fn severity(self) -> Option<u8> {
         match self {
             MonitorState::Healthy => Some(0),
             MonitorState::Unknown => Some(1),
@@ -107,7 +107,7 @@ impl MonitorState {
     }
 
     /// Degraded or unhealthy.
-    pub fn is_problem(self) -> bool {
+    pub(crate) fn is_problem(self) -> bool {
         self.problem_severity().is_some()
     }
 
@@ -136,7 +136,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
             Severity::Warning => "warning",
@@ -153,7 +153,7 @@ impl fmt::Display for Severity {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum NoticeKind {
+pub(crate) enum NoticeKind {
     /// A problem started, or got worse (warning to critical).
     Firing,
     /// A problem receivers were told of has ended.
@@ -165,7 +165,7 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             NoticeKind::Firing => "firing",
             NoticeKind::Resolved => "resolved",
@@ -184,7 +184,7 @@ impl fmt::Display for NoticeKind {
 
 /// Something to tell operators about one monitor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Notice {
+pub(crate) struct Notice {
     pub kind: NoticeKind,
     /// Firing and reminder: the problem's severity. Resolved: the severity of the
     /// last firing notice, so that receivers keying alerts on their labels (such as
@@ -203,7 +203,7 @@ pub struct Notice {
 impl Notice {
     /// `"{probe}:{seq}:{kind}"`: the same for the same transition across restarts,
     /// since `seq` is persisted with the monitor.
-    pub fn idempotency_key(&self, probe: &str) -> String {
+    pub(crate) fn idempotency_key(&self, probe: &str) -> String {
         format!("{probe}:{}:{}", self.seq, self.kind)
     }
 }
@@ -252,7 +252,7 @@ impl Default for Policy {
 
 impl Policy {
     /// The probe-table keys that belong to the policy (its serde field names).
-    pub const KEYS: &'static [&'static str] = &[
+    pub(crate) const KEYS: &'static [&'static str] = &[
         "failure_threshold",
         "success_threshold",
         "remind_every",
@@ -266,7 +266,7 @@ impl Policy {
     /// Every value out of bounds, by key. `given` says whether a key was written
     /// in the table: a setting that only matters with another one is refused when
     /// given alone, and a message quoting a default says so.
-    pub fn validate(&self, given: &dyn Fn(&str) -> bool) -> Vec<SpecProblem> {
+    pub(crate) fn validate(&self, given: &dyn Fn(&str) -> bool) -> Vec<SpecProblem> {
         let mut problems = Vec::new();
         self.check_reminders(given, &mut problems);
         self.check_flapping(given, &mut problems);
@@ -349,7 +349,7 @@ impl Policy {
 
     /// The wait after the last notice when `sent` reminders have gone out since
     /// the problem fired: `remind_every × remind_backoff^sent`, capped.
-    pub fn reminder_interval(&self, sent: u32) -> Option<Duration> {
+    pub(crate) fn reminder_interval(&self, sent: u32) -> Option<Duration> {
         let base = self.remind_every.filter(|d| !d.is_zero())?;
         let backoff = if self.remind_backoff.is_finite() && self.remind_backoff >= 1.0 {
             self.remind_backoff
@@ -375,7 +375,7 @@ impl Policy {
 
 /// What the caller knows about the probe beyond its result.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EvalContext {
+pub(crate) struct EvalContext {
     pub enabled: bool,
     pub in_maintenance: bool,
     /// The unhealthy dependency at the root of the probe's `depends_on` chain, if
@@ -396,7 +396,7 @@ impl Default for EvalContext {
 /// Consecutive results of each kind, newest last.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Streaks {
+pub(crate) struct Streaks {
     /// `ok` results.
     pub ok: u32,
     /// Results that are not failures (`ok` or `warning`).
@@ -433,7 +433,7 @@ impl Streaks {
 /// An open problem: the monitor is (or, until receivers hear it ended, was)
 /// degraded or unhealthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// The first bad result of the run that opened it.
     pub since: DateTime<Utc>,
     /// Warning while degraded, critical while unhealthy.
@@ -449,7 +449,7 @@ pub struct Problem {
 /// Everything a monitor remembers between results; persisted as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Monitor {
+pub(crate) struct Monitor {
     /// What operators see.
     pub state: MonitorState,
     /// When `state` last changed.
@@ -478,14 +478,15 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn new() -> Monitor {
+    #[cfg(test)]
+    pub(crate) fn new() -> Monitor {
         Monitor::default()
     }
 
     /// When the next reminder is due under `policy`, if one will be: the problem
     /// was notified, still holds, and nothing holds notices back. The agent sleeps
     /// until then and calls [`due_reminder`].
-    pub fn reminder_due_at(&self, policy: &Policy) -> Option<DateTime<Utc>> {
+    pub(crate) fn reminder_due_at(&self, policy: &Policy) -> Option<DateTime<Utc>> {
         if matches!(
             self.state,
             MonitorState::Disabled | MonitorState::Maintenance
@@ -588,7 +589,7 @@ fn next_health(health: MonitorState, s: &Streaks, policy: &Policy) -> MonitorSta
 /// Nagios' weighted percent state change over `history` (oldest first): change
 /// number x of the 20 a full window holds weighs 0.8 + 0.4 (x - 1) / 19, and the sum
 /// is taken over 20, so a short history counts as one without the missing changes.
-pub fn flap_percent(history: &VecDeque<Status>) -> f64 {
+pub(crate) fn flap_percent(history: &VecDeque<Status>) -> f64 {
     let n = history.len().min(HISTORY_LEN);
     let changes = (HISTORY_LEN - 1) as f64;
     let mut sum = 0.0;
@@ -606,7 +607,7 @@ pub fn flap_percent(history: &VecDeque<Status>) -> f64 {
 }
 
 /// Evaluates one result: the monitor after it, and the notices to send, in order.
-pub fn evaluate(
+pub(crate) fn evaluate(
     prev: &Monitor,
     status: Status,
     now: DateTime<Utc>,
@@ -737,7 +738,11 @@ pub fn evaluate(
 /// A reminder, if one is due at `now` (see [`Monitor::reminder_due_at`]), with the
 /// monitor after sending it. The next one waits `remind_backoff` times longer (up
 /// to `remind_max`), counted from `now`, so a late timer does not cause a burst.
-pub fn due_reminder(m: &Monitor, now: DateTime<Utc>, policy: &Policy) -> Option<(Monitor, Notice)> {
+pub(crate) fn due_reminder(
+    m: &Monitor,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Option<(Monitor, Notice)> {
     let due = m.reminder_due_at(policy)?;
     if now < due {
         return None;
@@ -754,7 +759,7 @@ pub fn due_reminder(m: &Monitor, now: DateTime<Utc>, policy: &Policy) -> Option<
 /// A health set's state: its worst monitor's (unhealthy > degraded > unknown >
 /// healthy). Disabled and maintenance monitors do not count unless all are such:
 /// then the set is in maintenance if any is, else disabled. An empty set is unknown.
-pub fn health_set_state(states: impl IntoIterator<Item = MonitorState>) -> MonitorState {
+pub(crate) fn health_set_state(states: impl IntoIterator<Item = MonitorState>) -> MonitorState {
     let mut worst: Option<MonitorState> = None;
     let mut any_maintenance = false;
     let mut any_disabled = false;
@@ -780,7 +785,7 @@ pub fn health_set_state(states: impl IntoIterator<Item = MonitorState>) -> Monit
 /// The root cause blocking `probe`: walking its `depends_on` transitively (first
 /// listed first), the deepest dependency that is unhealthy. `None` when no
 /// dependency is. Cycles (which the config rejects) are walked once.
-pub fn root_cause<'a>(
+pub(crate) fn root_cause<'a>(
     probe: &str,
     depends_on: impl Fn(&str) -> &'a [String],
     unhealthy: impl Fn(&str) -> bool,
@@ -827,7 +832,7 @@ impl MaintenanceWindow {
     /// Whether `now` falls in the window: for a recurring one, whether some fire
     /// time `t` has `t <= now < t + duration`, i.e. whether the first fire after
     /// `now - duration` is not after `now`.
-    pub fn active_at(&self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn active_at(&self, now: DateTime<Utc>) -> bool {
         match self {
             MaintenanceWindow::OneOff { from, to } => *from <= now && now < *to,
             MaintenanceWindow::Recurring { schedule, duration } => {

@@ -28,7 +28,7 @@ crate::named_enum! {
 }
 
 impl Status {
-    pub fn exit_code(self) -> i32 {
+    pub(crate) fn exit_code(self) -> i32 {
         match self {
             Status::Ok => 0,
             Status::Warning => 1,
@@ -38,7 +38,7 @@ impl Status {
     }
 
     /// Severity order used to combine checks: ok < warning < unknown < critical.
-    pub fn severity(self) -> u8 {
+    pub(crate) fn severity(self) -> u8 {
         match self {
             Status::Ok => 0,
             Status::Warning => 1,
@@ -97,7 +97,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn new(status: Status, category: Option<Category>, summary: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: Status,
+        category: Option<Category>,
+        summary: impl Into<String>,
+    ) -> Self {
         Outcome {
             status,
             category: if status == Status::Ok { None } else { category },
@@ -120,12 +124,13 @@ impl Outcome {
         Self::new(Status::Critical, Some(category), summary)
     }
 
-    pub fn unknown(category: Category, summary: impl Into<String>) -> Self {
+    pub(crate) fn unknown(category: Category, summary: impl Into<String>) -> Self {
         Self::new(Status::Unknown, Some(category), summary)
     }
 
+    #[cfg(test)]
     /// Adds an observation (builder style).
-    pub fn with(mut self, name: &str, value: f64) -> Self {
+    pub(crate) fn with(mut self, name: &str, value: f64) -> Self {
         self.observations.insert(name.to_string(), value);
         self
     }
@@ -165,17 +170,17 @@ impl Progress {
     }
 
     /// Enters a phase, named as a person would say it ("waiting for the badge").
-    pub fn phase(&self, phase: &'static str) {
+    pub(crate) fn phase(&self, phase: &'static str) {
         self.lock().phase = Some(phase);
     }
 
     /// Records an observation now, so that it survives a timeout.
-    pub fn observe(&self, name: &str, value: f64) {
+    pub(crate) fn observe(&self, name: &str, value: f64) {
         self.lock().observations.insert(name.to_string(), value);
     }
 
     /// The current phase and the observations so far.
-    pub fn snapshot(&self) -> (Option<&'static str>, BTreeMap<String, f64>) {
+    pub(crate) fn snapshot(&self) -> (Option<&'static str>, BTreeMap<String, f64>) {
         let s = self.lock();
         (s.phase, s.observations.clone())
     }
@@ -214,7 +219,7 @@ pub struct RunRecord {
 impl Outcome {
     /// A request that got no response, as an outcome: `tls`, `network` or
     /// `protocol`. `what` names the request, e.g. "token request to https://...".
-    pub fn request_failure(err: &reqwest::Error, what: &str) -> Outcome {
+    pub(crate) fn request_failure(err: &reqwest::Error, what: &str) -> Outcome {
         use crate::net::http::{classify, error_chain, ErrorClass};
         let detail = error_chain(err);
         match classify(err) {

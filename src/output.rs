@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::outcome::{Category, Outcome, Status};
 
 /// Which probe an outcome belongs to.
-pub struct Labels<'a> {
+pub(crate) struct Labels<'a> {
     pub probe: &'a str,
     pub kind: &'a str,
     pub health_set: &'a str,
@@ -26,7 +26,7 @@ pub struct Threshold {
     pub crit: Option<String>,
 }
 
-pub fn json_value(labels: &Labels<'_>, o: &Outcome) -> Value {
+pub(crate) fn json_value(labels: &Labels<'_>, o: &Outcome) -> Value {
     let observations: Map<String, Value> = o
         .observations
         .iter()
@@ -47,7 +47,7 @@ pub fn json_value(labels: &Labels<'_>, o: &Outcome) -> Value {
 
 /// The labels and outcome of a `json_value` object (what `sonde probe --remote`
 /// gets back from the agent); `None` when a documented field is missing.
-pub fn from_json(v: &Value) -> Option<(String, String, String, Outcome)> {
+pub(crate) fn from_json(v: &Value) -> Option<(String, String, String, Outcome)> {
     let text = |k: &str| v.get(k)?.as_str().map(str::to_string);
     let status = serde_json::from_value(v.get("status")?.clone()).ok()?;
     let category = match v.get("category") {
@@ -85,13 +85,13 @@ fn number(v: f64) -> Value {
     }
 }
 
-pub fn json(labels: &Labels<'_>, o: &Outcome) -> String {
+pub(crate) fn json(labels: &Labels<'_>, o: &Outcome) -> String {
     json_value(labels, o).to_string()
 }
 
 /// The text form; nothing from the outcome reaches the terminal raw (the
 /// summary quotes peers).
-pub fn text(labels: &Labels<'_>, o: &Outcome) -> String {
+pub(crate) fn text(labels: &Labels<'_>, o: &Outcome) -> String {
     use crate::human::text::escape;
     let mut out = format!(
         "{} {} [{}] {}",
@@ -125,7 +125,7 @@ fn format_number(v: f64) -> String {
 }
 
 /// `STATUS - summary | 'name'=value[unit];warn;crit;;` — one line.
-pub fn nagios(o: &Outcome, thresholds: &[Threshold]) -> String {
+pub(crate) fn nagios(o: &Outcome, thresholds: &[Threshold]) -> String {
     // `|` starts perfdata in the plugin protocol: keep it out of the summary.
     let summary = o.summary.replace('|', "/").replace('\n', " ");
     let summary = crate::human::text::escape(&summary);
@@ -162,7 +162,7 @@ fn perfdata(out: &mut String, probe: Option<&str>, o: &Outcome, thresholds: &[Th
 }
 
 /// One probe's result within a health set's output.
-pub struct SetResult<'a> {
+pub(crate) struct SetResult<'a> {
     pub labels: Labels<'a>,
     pub outcome: &'a Outcome,
     pub thresholds: &'a [Threshold],
@@ -170,7 +170,7 @@ pub struct SetResult<'a> {
 
 /// The status a health set's results add up to: the most severe one, in the
 /// order `Status::severity` gives (ok < warning < unknown < critical).
-pub fn worst(results: &[SetResult<'_>]) -> Status {
+pub(crate) fn worst(results: &[SetResult<'_>]) -> Status {
     results
         .iter()
         .map(|r| r.outcome.status)
@@ -198,7 +198,7 @@ fn set_summary(set: &str, results: &[SetResult<'_>]) -> String {
 /// the worst status with a summary and every probe's perfdata (labelled
 /// `probe::observation`); then one line of long text per probe, `STATUS probe:
 /// summary`, without a `|` (only the first line carries perfdata here).
-pub fn nagios_set(set: &str, results: &[SetResult<'_>]) -> String {
+pub(crate) fn nagios_set(set: &str, results: &[SetResult<'_>]) -> String {
     let status = worst(results).as_str().to_uppercase();
     let mut out = format!("{status} - {}", one_line(&set_summary(set, results)));
     let mut perf = String::new();
@@ -222,7 +222,7 @@ pub fn nagios_set(set: &str, results: &[SetResult<'_>]) -> String {
 }
 
 /// A health set as text: each probe's `text`, then the set's line.
-pub fn text_set(set: &str, results: &[SetResult<'_>]) -> String {
+pub(crate) fn text_set(set: &str, results: &[SetResult<'_>]) -> String {
     let mut out: String = results.iter().map(|r| text(&r.labels, r.outcome)).collect();
     out.push_str(&format!(
         "{} {}\n",
@@ -243,7 +243,7 @@ fn one_line(text: &str) -> String {
 /// warning result (degradation is what its monitors make of failed results),
 /// so a warning is `Failed` too, and a filter on `ResultType -ne 'Succeeded'`
 /// sees it.
-pub fn ma_result_type(o: &Outcome) -> &'static str {
+pub(crate) fn ma_result_type(o: &Outcome) -> &'static str {
     match o.status {
         Status::Ok => "Succeeded",
         Status::Warning | Status::Critical | Status::Unknown => match o.category {
@@ -271,7 +271,7 @@ pub fn ma_result_type(o: &Outcome) -> &'static str {
 /// token (refused, expired, unregistered, exposed) are `Authentication`; an
 /// answer the probe does not understand, a push that did not arrive and
 /// sonde's own faults are `Unknown`.
-pub fn ma_class(category: Category) -> &'static str {
+pub(crate) fn ma_class(category: Category) -> &'static str {
     match category {
         Category::Config => "PushNotifications",
         Category::Network | Category::Tls | Category::Timeout => "Networking",
@@ -301,7 +301,7 @@ fn sample_value(o: &Outcome) -> f64 {
 
 /// One result as `Invoke-MonitoringProbe … | Format-List` prints it: `Name :
 /// value`, the names padded to the longest. `machine` is the host that ran it.
-pub fn ma(machine: &str, labels: &Labels<'_>, o: &Outcome) -> String {
+pub(crate) fn ma(machine: &str, labels: &Labels<'_>, o: &Outcome) -> String {
     let end =
         o.started_at + chrono::Duration::from_std(o.duration).unwrap_or(chrono::Duration::zero());
     let error = match o.status {
@@ -335,7 +335,7 @@ pub fn ma(machine: &str, labels: &Labels<'_>, o: &Outcome) -> String {
 
 /// Several results as Format-List prints them: one block each, a blank line
 /// between.
-pub fn ma_list(machine: &str, results: &[SetResult<'_>]) -> String {
+pub(crate) fn ma_list(machine: &str, results: &[SetResult<'_>]) -> String {
     results
         .iter()
         .map(|r| ma(machine, &r.labels, r.outcome))

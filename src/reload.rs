@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What a reload changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadSummary {
+pub(crate) struct ReloadSummary {
     /// Probes in the new config.
     pub probes: usize,
     pub added: usize,
@@ -18,7 +18,7 @@ pub struct ReloadSummary {
 }
 
 /// A reload's answer: what changed, or every reason the new config was refused.
-pub type ReloadReply = Result<ReloadSummary, Vec<String>>;
+pub(crate) type ReloadReply = Result<ReloadSummary, Vec<String>>;
 
 /// Asks a running agent to reload its config from its file.
 #[derive(Clone)]
@@ -26,7 +26,7 @@ pub struct ReloadHandle(mpsc::Sender<oneshot::Sender<ReloadReply>>);
 
 impl ReloadHandle {
     /// Requests a reload and waits for its answer; `None` when the agent is gone.
-    pub async fn reload(&self) -> Option<ReloadReply> {
+    pub(crate) async fn reload(&self) -> Option<ReloadReply> {
         let (tx, rx) = oneshot::channel();
         self.0.send(tx).await.ok()?;
         rx.await.ok()

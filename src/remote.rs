@@ -11,7 +11,7 @@ use crate::monitor::MonitorState;
 
 /// Why a call to the agent failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RemoteError {
+pub(crate) enum RemoteError {
     #[error("`{0}` is not an http(s) URL")]
     BadUrl(String),
     #[error("cannot reach the agent at {url}: {source}")]
@@ -29,7 +29,7 @@ pub enum RemoteError {
 
 /// The agent's URL from its `[api] listen`: a wildcard address is reached on
 /// loopback.
-pub fn url_of_listen(listen: std::net::SocketAddr) -> String {
+pub(crate) fn url_of_listen(listen: std::net::SocketAddr) -> String {
     let ip = match listen.ip() {
         std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
             std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
@@ -43,7 +43,7 @@ pub fn url_of_listen(listen: std::net::SocketAddr) -> String {
 }
 
 /// `base` plus path segments, each percent-encoded.
-pub fn endpoint(base: &str, segments: &[&str]) -> Result<Url, RemoteError> {
+pub(crate) fn endpoint(base: &str, segments: &[&str]) -> Result<Url, RemoteError> {
     let mut url = Url::parse(base).map_err(|_| RemoteError::BadUrl(base.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(RemoteError::BadUrl(base.to_string()));
@@ -94,20 +94,20 @@ async fn answer(url: &Url, request: reqwest::RequestBuilder) -> Result<Value, Re
 
 /// `POST {base}/api/v1/probes/{name}/run` with the bearer token: the object of
 /// `sonde probe --format json`.
-pub async fn run_probe(base: &str, name: &str, token: &str) -> Result<Value, RemoteError> {
+pub(crate) async fn run_probe(base: &str, name: &str, token: &str) -> Result<Value, RemoteError> {
     let url = endpoint(base, &["api", "v1", "probes", name, "run"])?;
     answer(&url, client().post(url.clone()).bearer_auth(token)).await
 }
 
 /// `GET {base}/api/v1/health`.
-pub async fn health(base: &str) -> Result<Value, RemoteError> {
+pub(crate) async fn health(base: &str) -> Result<Value, RemoteError> {
     let url = endpoint(base, &["api", "v1", "health"])?;
     answer(&url, client().get(url.clone())).await
 }
 
 /// `sonde status`'s exit code: 0 healthy, 1 degraded, 2 unhealthy, 3 anything
 /// else (unknown, nothing to say), like a Nagios plugin.
-pub fn status_exit_code(report: &Value) -> u8 {
+pub(crate) fn status_exit_code(report: &Value) -> u8 {
     match report["state"].as_str() {
         Some(s) if s == MonitorState::Healthy.as_str() => 0,
         Some(s) if s == MonitorState::Degraded.as_str() => 1,
@@ -118,7 +118,7 @@ pub fn status_exit_code(report: &Value) -> u8 {
 
 /// The health report as text: each health set and its state, then its probes
 /// with state, last status and summary, in aligned columns.
-pub fn status_text(report: &Value) -> String {
+pub(crate) fn status_text(report: &Value) -> String {
     // The report comes over the network: its text is escaped (a newline in a
     // summary must not forge a row) and summaries are clipped.
     let str_of = |v: &Value| crate::human::text::escape(v.as_str().unwrap_or("-")).into_owned();

@@ -28,7 +28,7 @@ pub struct Target {
 }
 
 /// Runs `target` once and returns its outcome, whatever the probe does.
-pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
+pub(crate) async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
     let span = tracing::info_span!("probe_run", probe = %target.name, kind = target.kind);
     let ctx = ProbeContext {
         clock: clock.clone(),
@@ -82,19 +82,12 @@ pub async fn run_once(target: &Target, clock: &Arc<dyn Clock>) -> Outcome {
     }
     outcome.started_at = started_at;
     outcome.duration = start.elapsed();
-    span.in_scope(|| {
-        ProbeRunFinished {
-            probe: &target.name,
-            kind: target.kind,
-            outcome: &outcome,
-        }
-        .emit()
-    });
+    span.in_scope(|| ProbeRunFinished { outcome: &outcome }.emit());
     outcome
 }
 
 /// The most characters a summary keeps (1 KiB of ASCII).
-pub const SUMMARY_MAX: usize = 1024;
+pub(crate) const SUMMARY_MAX: usize = 1024;
 
 /// Pause between a failed attempt and its retry.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);

@@ -131,7 +131,7 @@ impl Schedule {
 
     /// `cron`, refusing an expression whose every instant is at or before `now`
     /// (a year field in the past): it would be valid and silently never run.
-    pub fn cron_after(text: &str, now: DateTime<Utc>) -> Result<Schedule, String> {
+    pub(crate) fn cron_after(text: &str, now: DateTime<Utc>) -> Result<Schedule, String> {
         let schedule = Schedule::cron(text)?;
         if schedule.next_after(now).is_none() {
             return Err(format!(
@@ -157,7 +157,11 @@ impl Schedule {
     /// instants while an `every` schedule runs every interval from that first run.
     /// A cron whose last instant has passed still runs once. `None` only when
     /// the instants are out of chrono's range.
-    pub fn start(&self, now: DateTime<Utc>, name: &str) -> Option<(DateTime<Utc>, Schedule)> {
+    pub(crate) fn start(
+        &self,
+        now: DateTime<Utc>,
+        name: &str,
+    ) -> Option<(DateTime<Utc>, Schedule)> {
         let window = chrono::Duration::from_std(FIRST_RUN_WINDOW).ok()?;
         let soon = now.checked_add_signed(window)?;
         if let Some(next) = self.next_after(now).filter(|next| *next <= soon) {
@@ -254,7 +258,7 @@ fn cron_error(text: &str, expr: &str, err: &cron::error::Error) -> String {
 
 /// How soon after its start a probe runs at the latest: a new agent, or a probe
 /// added or changed by a reload, has a result within this time.
-pub const FIRST_RUN_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const FIRST_RUN_WINDOW: Duration = Duration::from_secs(60);
 
 /// Where inside `FIRST_RUN_WINDOW` the probe `name` first runs when its schedule
 /// has no instant in that window: derived from the name (FNV-1a, like the offset

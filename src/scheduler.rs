@@ -30,10 +30,10 @@ use crate::telemetry::metrics::Metrics;
 /// Each probe's next fire instant, as the scheduler published it (the API
 /// shows it).
 #[derive(Debug, Default)]
-pub struct NextRuns(std::sync::RwLock<HashMap<Arc<str>, DateTime<Utc>>>);
+pub(crate) struct NextRuns(std::sync::RwLock<HashMap<Arc<str>, DateTime<Utc>>>);
 
 impl NextRuns {
-    pub fn get(&self, probe: &str) -> Option<DateTime<Utc>> {
+    pub(crate) fn get(&self, probe: &str) -> Option<DateTime<Utc>> {
         self.0
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -61,7 +61,7 @@ pub struct Scheduled {
 /// `FIRST_RUN_WINDOW` as at start (a changed one still never overlaps its
 /// previous version's run); a running probe absent from `probes` stops being
 /// fired, and a run of it in flight finishes.
-pub struct Replace {
+pub(crate) struct Replace {
     pub probes: Vec<Scheduled>,
     pub unchanged: HashSet<String>,
 }
@@ -76,7 +76,7 @@ struct Running {
 
 /// Counters, readable while the scheduler runs.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub fired: AtomicU64,
     pub skipped_overlap: AtomicU64,
     pub completed: AtomicU64,
@@ -106,18 +106,19 @@ impl Scheduler {
     }
 
     /// Publishes each probe's next fire instant in `next_runs`.
-    pub fn with_next_runs(mut self, next_runs: Arc<NextRuns>) -> Self {
+    pub(crate) fn with_next_runs(mut self, next_runs: Arc<NextRuns>) -> Self {
         self.next_runs = next_runs;
         self
     }
 
     /// Counts skipped fires in `metrics` (by default, in a registry of its own).
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
         self
     }
 
-    pub fn stats(&self) -> Arc<Stats> {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
     }
 
@@ -136,7 +137,7 @@ impl Scheduler {
 
     /// `run`, replacing the probe set with each `Replace` received on `updates`
     /// (see `Replace` for what is kept).
-    pub async fn run_replaceable(
+    pub(crate) async fn run_replaceable(
         &self,
         probes: Vec<Scheduled>,
         mut updates: mpsc::Receiver<Replace>,
@@ -148,7 +149,7 @@ impl Scheduler {
 
     /// `run_replaceable` with a borrowed `updates`, which outlives the run
     /// (the agent restarts a scheduler that failed with the same receiver).
-    pub async fn run_from(
+    pub(crate) async fn run_from(
         &self,
         probes: Vec<Scheduled>,
         updates: &mut mpsc::Receiver<Replace>,

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 /// Where a secret is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
+pub(crate) enum SecretSource {
     /// An environment variable, by name.
     Env(String),
     /// A file, already resolved against its config file's directory.
@@ -29,7 +29,7 @@ pub enum SecretSource {
 /// Why a secret could not be read. The messages say what the secret is for
 /// (`what`, e.g. "password") and where it was looked for; never its value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SecretError {
+pub(crate) enum SecretError {
     #[error("{what} variable {var} is not set")]
     Unset { what: String, var: String },
     #[error("{what} variable {var} is not valid UTF-8")]
@@ -49,7 +49,7 @@ pub enum SecretError {
 impl SecretSource {
     /// From a `*_env` / `*_file` pair (validation rejects both set; `env` wins
     /// if both are); a relative file resolves against `base_dir`.
-    pub fn from_keys<S: AsRef<str>>(
+    pub(crate) fn from_keys<S: AsRef<str>>(
         env: Option<S>,
         file: Option<S>,
         base_dir: &Path,
@@ -62,7 +62,7 @@ impl SecretSource {
     }
 
     /// Reads the secret from the process environment or the file, blocking.
-    pub fn read_blocking(&self, what: &str) -> Result<String, SecretError> {
+    pub(crate) fn read_blocking(&self, what: &str) -> Result<String, SecretError> {
         match self {
             SecretSource::Env(var) => self.read_env(what, var),
             SecretSource::File(path) => self.finish(
@@ -73,7 +73,7 @@ impl SecretSource {
     }
 
     /// Reads the secret from the process environment or the file.
-    pub async fn read(&self, what: &str) -> Result<String, SecretError> {
+    pub(crate) async fn read(&self, what: &str) -> Result<String, SecretError> {
         match self {
             SecretSource::Env(var) => self.read_env(what, var),
             SecretSource::File(path) => {
@@ -84,7 +84,7 @@ impl SecretSource {
     }
 
     /// Where the secret is looked for, as errors name it: `variable X`, `file P`.
-    pub fn place(&self) -> String {
+    pub(crate) fn place(&self) -> String {
         match self {
             SecretSource::Env(var) => format!("variable {var}"),
             SecretSource::File(path) => format!("file {}", path.display()),
@@ -143,7 +143,7 @@ fn from_bytes(
 }
 
 /// The trimming rule: `raw` without its trailing `\r` and `\n` characters.
-pub fn clean(mut raw: String) -> String {
+pub(crate) fn clean(mut raw: String) -> String {
     let kept = raw.trim_end_matches(['\r', '\n']).len();
     raw.truncate(kept);
     raw
@@ -152,7 +152,7 @@ pub fn clean(mut raw: String) -> String {
 /// `text` with every occurrence of each non-empty secret replaced by `<redacted>`:
 /// the last line of defence for text that comes from a peer (a server's reply
 /// may echo what it was sent).
-pub fn redact(text: &str, secrets: &[&str]) -> String {
+pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_string();
     for s in secrets.iter().filter(|s| !s.is_empty()) {
         if out.contains(s) {

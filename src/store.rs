@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 /// Results kept per probe (for the API and the status page); a few more may
 /// be there between prunings.
-pub const RESULTS_KEPT: i64 = 200;
+pub(crate) const RESULTS_KEPT: i64 = 200;
 /// Prune old results once every this many inserts.
 const PRUNE_EVERY: i64 = 256;
 
@@ -58,7 +58,7 @@ impl From<rusqlite::Error> for StoreError {
 
 impl StoreError {
     /// This error, naming the store file at `path` if it does not yet.
-    pub fn at(self, path: &Path) -> StoreError {
+    pub(crate) fn at(self, path: &Path) -> StoreError {
         match self {
             StoreError::Sql(error) => StoreError::At {
                 path: path.display().to_string(),
@@ -152,7 +152,7 @@ fn open_cause(path: &Path, e: &rusqlite::Error, dir_error: Option<std::io::Error
 const SCHEMA: i64 = 1;
 
 /// What an operator can do about a store that cannot be opened or written.
-pub fn advice(e: &rusqlite::Error) -> &'static str {
+pub(crate) fn advice(e: &rusqlite::Error) -> &'static str {
     use rusqlite::ErrorCode as C;
     match e.sqlite_error_code() {
         Some(C::ReadOnly | C::CannotOpen | C::PermissionDenied) => {
@@ -176,7 +176,7 @@ pub fn advice(e: &rusqlite::Error) -> &'static str {
 /// store takes it: a result and the monitor state it led to, and the alerts
 /// raised with them (channel, key, alert JSON).
 #[derive(Debug, Clone, PartialEq)]
-pub struct PendingWrite {
+pub(crate) struct PendingWrite {
     pub result: Option<ResultRow>,
     /// The probe and its monitor's state JSON.
     pub monitor: Option<(String, String)>,
@@ -186,7 +186,7 @@ pub struct PendingWrite {
 
 /// One probe result as stored.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ResultRow {
+pub(crate) struct ResultRow {
     pub probe: String,
     pub started_at: i64,
     pub duration_seconds: f64,
@@ -198,7 +198,7 @@ pub struct ResultRow {
 
 /// An alert waiting for (or done with) delivery to one channel.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutboxEntry {
+pub(crate) struct OutboxEntry {
     pub id: i64,
     pub channel: String,
     pub key: String,
@@ -209,7 +209,7 @@ pub struct OutboxEntry {
 
 /// A one-off silence from `sonde silence`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Silence {
+pub(crate) struct Silence {
     pub id: i64,
     /// A probe name, `set:<health set>`, or `*`.
     pub target: String,
@@ -253,8 +253,9 @@ impl Store {
         Self::init(conn, &shown)
     }
 
+    #[cfg(test)]
     /// An in-memory store (tests, `sonde probe`).
-    pub fn in_memory() -> Result<Store, StoreError> {
+    pub(crate) fn in_memory() -> Result<Store, StoreError> {
         Self::init(Connection::open_in_memory()?, ":memory:")
     }
 
@@ -316,14 +317,14 @@ impl Store {
     /// How long a write waits for another process's lock before it fails
     /// (5 s by default). The agent waits less: what it cannot write now waits
     /// in memory, not in the pipeline.
-    pub fn set_busy_timeout(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+    pub(crate) fn set_busy_timeout(&self, wait: std::time::Duration) -> Result<(), StoreError> {
         Ok(self.conn().busy_timeout(wait)?)
     }
 
     /// Writes `writes` in order, in one transaction, then marks the outbox
     /// entries of `delivered` (channel, key) delivered at `now`: they were
     /// sent before they reached the store.
-    pub fn write_all(
+    pub(crate) fn write_all(
         &self,
         writes: &[PendingWrite],
         delivered: &[(String, String)],
@@ -356,7 +357,12 @@ impl Store {
     }
 
     /// Marks the outbox entry (channel, key) delivered, if it is there.
-    pub fn mark_delivered_key(&self, channel: &str, key: &str, now: i64) -> Result<(), StoreError> {
+    pub(crate) fn mark_delivered_key(
+        &self,
+        channel: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE outbox SET delivered_at = ?3 WHERE channel = ?1 AND key = ?2 AND delivered_at IS NULL",
             params![channel, key, now],
@@ -373,7 +379,7 @@ impl Store {
     /// Records a result, the monitor state it led to, and the alerts it raised
     /// (channel, key, alert JSON), atomically. An alert whose (channel, key) is
     /// already in the outbox is not added twice. Returns how many were added.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         result: &ResultRow,
         monitor_json: &str,
@@ -394,7 +400,7 @@ impl Store {
     }
 
     /// Saves a monitor state and alerts without a result (reminders, silences).
-    pub fn update(
+    pub(crate) fn update(
         &self,
         probe: &str,
         monitor_json: &str,
@@ -427,7 +433,7 @@ impl Store {
     }
 
     /// Every stored monitor state, by probe.
-    pub fn monitors(&self) -> Result<Vec<(String, String)>, StoreError> {
+    pub(crate) fn monitors(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT probe, state_json FROM monitors ORDER BY probe")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -435,7 +441,11 @@ impl Store {
     }
 
     /// The newest results of a probe, newest first.
-    pub fn recent_results(&self, probe: &str, limit: usize) -> Result<Vec<ResultRow>, StoreError> {
+    pub(crate) fn recent_results(
+        &self,
+        probe: &str,
+        limit: usize,
+    ) -> Result<Vec<ResultRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT probe, started_at, duration_seconds, status, category, summary, observations_json
@@ -461,7 +471,7 @@ impl Store {
     /// work is linear in `probes.len() * limit`, whatever the table holds, and
     /// there is no statement per probe. A probe without results maps to an
     /// empty list.
-    pub fn recent_results_of(
+    pub(crate) fn recent_results_of(
         &self,
         probes: &[String],
         limit: usize,
@@ -499,15 +509,20 @@ impl Store {
         Ok(out)
     }
 
+    #[cfg(test)]
     /// The oldest undelivered alert of a channel, when it is due at `now`.
     /// Delivery is in order per channel: a later alert waits for the head.
-    pub fn next_due(&self, channel: &str, now: i64) -> Result<Option<OutboxEntry>, StoreError> {
+    pub(crate) fn next_due(
+        &self,
+        channel: &str,
+        now: i64,
+    ) -> Result<Option<OutboxEntry>, StoreError> {
         Ok(self.due_batch(channel, now, 1)?.into_iter().next())
     }
 
     /// The due head of a channel's queue and the entries after it, in order, up
     /// to `limit`, stopping at the first one that is not due.
-    pub fn due_batch(
+    pub(crate) fn due_batch(
         &self,
         channel: &str,
         now: i64,
@@ -543,7 +558,7 @@ impl Store {
     }
 
     /// When the head of a channel's queue is next due, if anything is pending.
-    pub fn next_attempt_at(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+    pub(crate) fn next_attempt_at(&self, channel: &str) -> Result<Option<i64>, StoreError> {
         let conn = self.conn();
         Ok(conn
             .query_row(
@@ -555,7 +570,8 @@ impl Store {
             .optional()?)
     }
 
-    pub fn mark_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
+    #[cfg(test)]
+    pub(crate) fn mark_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
         self.conn()
             .prepare_cached(
                 "UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
@@ -565,7 +581,7 @@ impl Store {
     }
 
     /// Marks several entries delivered, in one transaction.
-    pub fn mark_delivered_many(&self, ids: &[i64], now: i64) -> Result<(), StoreError> {
+    pub(crate) fn mark_delivered_many(&self, ids: &[i64], now: i64) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
@@ -581,7 +597,7 @@ impl Store {
     }
 
     /// Records a failed attempt: retried at `retry_at`, or given up (`None`).
-    pub fn mark_failed(
+    pub(crate) fn mark_failed(
         &self,
         id: i64,
         error: &str,
@@ -612,14 +628,14 @@ impl Store {
     }
 
     /// Delivered alerts older than `before` are dropped (the outbox is not an archive).
-    pub fn prune_delivered(&self, before: i64) -> Result<usize, StoreError> {
+    pub(crate) fn prune_delivered(&self, before: i64) -> Result<usize, StoreError> {
         Ok(self.conn().execute(
             "DELETE FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < ?1) OR (dead = 1 AND created_at < ?1)",
             params![before],
         )?)
     }
 
-    pub fn add_silence(
+    pub(crate) fn add_silence(
         &self,
         target: &str,
         from: i64,
@@ -635,7 +651,7 @@ impl Store {
     }
 
     /// Silences not yet over at `now`.
-    pub fn silences(&self, now: i64) -> Result<Vec<Silence>, StoreError> {
+    pub(crate) fn silences(&self, now: i64) -> Result<Vec<Silence>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, target, from_ts, to_ts, comment FROM silences WHERE to_ts > ?1 ORDER BY from_ts, id",
@@ -652,7 +668,7 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn remove_silence(&self, id: i64) -> Result<bool, StoreError> {
+    pub(crate) fn remove_silence(&self, id: i64) -> Result<bool, StoreError> {
         Ok(self
             .conn()
             .execute("DELETE FROM silences WHERE id = ?1", params![id])?

@@ -48,7 +48,7 @@ impl Default for Policy {
 
 impl Policy {
     /// The wait before restart number `n` (1-based) within the window.
-    pub fn backoff(&self, n: u32) -> Duration {
+    pub(crate) fn backoff(&self, n: u32) -> Duration {
         self.first_backoff
             .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)))
             .min(self.max_backoff)
@@ -67,7 +67,7 @@ pub struct TaskFailed {
 
 /// Runs and restarts the agent's tasks.
 #[derive(Clone)]
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     policy: Policy,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -78,7 +78,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(
+    pub(crate) fn new(
         policy: Policy,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
@@ -94,7 +94,7 @@ impl Supervisor {
     }
 
     /// The first task that gave up, if one did.
-    pub fn failure(&self) -> Option<TaskFailed> {
+    pub(crate) fn failure(&self) -> Option<TaskFailed> {
         self.failed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -104,7 +104,7 @@ impl Supervisor {
     /// Runs `make()` as task `task`, again after each panic or end that comes
     /// before the shutdown. The handle ends when the task ended after the
     /// shutdown, or gave up.
-    pub fn spawn<F, Fut>(&self, task: &'static str, mut make: F) -> JoinHandle<()>
+    pub(crate) fn spawn<F, Fut>(&self, task: &'static str, mut make: F) -> JoinHandle<()>
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -180,11 +180,11 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 
 /// Below this, `Health` never calls results stale: the first runs come within
 /// a minute of the start, and a run may take its timeout.
-pub const STALE_FLOOR: Duration = Duration::from_secs(120);
+pub(crate) const STALE_FLOOR: Duration = Duration::from_secs(120);
 
 /// How long without a recorded result is too long for `config`: three times
 /// its shortest interval, at least `STALE_FLOOR`; `None` when no probe runs.
-pub fn stale_after(config: &Config, now: DateTime<Utc>) -> Option<Duration> {
+pub(crate) fn stale_after(config: &Config, now: DateTime<Utc>) -> Option<Duration> {
     config
         .probes
         .iter()
@@ -207,7 +207,7 @@ fn interval(schedule: &Schedule, now: DateTime<Utc>) -> Option<Duration> {
 }
 
 /// What `/healthz` answers from.
-pub struct Health {
+pub(crate) struct Health {
     /// Tasks down, with why.
     down: Mutex<BTreeMap<&'static str, String>>,
     /// When the last result was recorded (or the agent started).
@@ -220,7 +220,7 @@ pub struct Health {
 impl Health {
     /// A healthy agent started at `started`, calling results stale after
     /// `stale_after` without one.
-    pub fn new(started: DateTime<Utc>, stale_after: Option<Duration>) -> Health {
+    pub(crate) fn new(started: DateTime<Utc>, stale_after: Option<Duration>) -> Health {
         Health {
             down: Mutex::default(),
             last_result: Mutex::new(started),
@@ -229,38 +229,38 @@ impl Health {
         }
     }
 
-    pub fn watch_store(&self, pending: Arc<PendingWrites>) {
+    pub(crate) fn watch_store(&self, pending: Arc<PendingWrites>) {
         *self.store.lock().unwrap_or_else(|e| e.into_inner()) = Some(pending);
     }
 
-    pub fn task_down(&self, task: &'static str, reason: &str) {
+    pub(crate) fn task_down(&self, task: &'static str, reason: &str) {
         self.down
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(task, reason.to_string());
     }
 
-    pub fn task_up(&self, task: &'static str) {
+    pub(crate) fn task_up(&self, task: &'static str) {
         self.down
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(task);
     }
 
-    pub fn result_recorded(&self, at: DateTime<Utc>) {
+    pub(crate) fn result_recorded(&self, at: DateTime<Utc>) {
         let mut last = self.last_result.lock().unwrap_or_else(|e| e.into_inner());
         *last = (*last).max(at);
     }
 
     /// A reload changed the schedules: the clock restarts at `now` too, as
     /// new probes run within a minute.
-    pub fn set_stale_after(&self, stale_after: Option<Duration>, now: DateTime<Utc>) {
+    pub(crate) fn set_stale_after(&self, stale_after: Option<Duration>, now: DateTime<Utc>) {
         *self.stale_after.lock().unwrap_or_else(|e| e.into_inner()) = stale_after;
         self.result_recorded(now);
     }
 
     /// Why the agent is not healthy at `now`; empty when it is.
-    pub fn problems(&self, now: DateTime<Utc>) -> Vec<String> {
+    pub(crate) fn problems(&self, now: DateTime<Utc>) -> Vec<String> {
         let mut out: Vec<String> = self
             .down
             .lock()

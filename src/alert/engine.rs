@@ -40,7 +40,7 @@ struct ProbeInfo {
 
 /// A monitor's public view (API, status page, gauges).
 #[derive(Debug, Clone, PartialEq)]
-pub struct MonitorView {
+pub(crate) struct MonitorView {
     pub probe: String,
     pub health_set: String,
     pub state: MonitorState,
@@ -171,7 +171,7 @@ impl Engine {
 
     /// Hands every write to `pending` instead of writing the store: results
     /// and alerts never wait on the disk.
-    pub fn with_pending(mut self, pending: Arc<PendingWrites>) -> Engine {
+    pub(crate) fn with_pending(mut self, pending: Arc<PendingWrites>) -> Engine {
         self.pending = Some(pending);
         self
     }
@@ -195,7 +195,7 @@ impl Engine {
     /// name) are kept, those of removed probes dropped; new probes' states are
     /// restored from the store like at start. Policies, routes, maintenance
     /// windows and re-post intervals come from the new config.
-    pub fn reconfigure(
+    pub(crate) fn reconfigure(
         &mut self,
         config: Arc<Config>,
         repost: HashMap<String, std::time::Duration>,
@@ -395,7 +395,7 @@ impl Engine {
 
     /// Reminders that are due, and re-posts of firing alerts to channels whose
     /// receivers expire them. Call it periodically.
-    pub fn tick(&mut self, now: DateTime<Utc>) -> Result<Vec<Alert>, StoreError> {
+    pub(crate) fn tick(&mut self, now: DateTime<Utc>) -> Result<Vec<Alert>, StoreError> {
         if self
             .pruned_at
             .is_none_or(|t| now - t > chrono::Duration::hours(1))
@@ -506,7 +506,7 @@ impl Engine {
     }
 
     /// Every configured probe's monitor, in config order.
-    pub fn views(&self) -> Vec<MonitorView> {
+    pub(crate) fn views(&self) -> Vec<MonitorView> {
         self.config
             .probes
             .iter()
@@ -516,7 +516,7 @@ impl Engine {
 
     /// One probe's monitor view; `None` for a probe not in the config. A map
     /// lookup: it runs after every result.
-    pub fn view(&self, probe: &str) -> Option<MonitorView> {
+    pub(crate) fn view(&self, probe: &str) -> Option<MonitorView> {
         let (name, p) = self.probes.get_key_value(probe)?;
         let m = self.monitors.get(probe);
         Some(MonitorView {
@@ -533,14 +533,15 @@ impl Engine {
         })
     }
 
+    #[cfg(test)]
     /// Each health set and its state (its worst monitor's).
-    pub fn health_sets(&self) -> Vec<(String, MonitorState)> {
+    pub(crate) fn health_sets(&self) -> Vec<(String, MonitorState)> {
         health_sets_of(&self.views())
     }
 }
 
 /// Each health set of `views`, sorted by name, and its state (its worst monitor's).
-pub fn health_sets_of(views: &[MonitorView]) -> Vec<(String, MonitorState)> {
+pub(crate) fn health_sets_of(views: &[MonitorView]) -> Vec<(String, MonitorState)> {
     let mut sets: Vec<&str> = views.iter().map(|v| v.health_set.as_str()).collect();
     sets.sort();
     sets.dedup();
@@ -561,7 +562,7 @@ pub fn health_sets_of(views: &[MonitorView]) -> Vec<(String, MonitorState)> {
 /// outside it (the API and the status page). The engine lives in the task that
 /// consumes results; after each result that task replaces the one view that
 /// changed, so a publish costs one probe, not the whole config.
-pub struct SharedViews {
+pub(crate) struct SharedViews {
     /// The views (config order), and probe name -> position in them.
     inner: RwLock<(Vec<MonitorView>, HashMap<String, usize>)>,
 }
@@ -576,14 +577,14 @@ fn indexed(views: Vec<MonitorView>) -> (Vec<MonitorView>, HashMap<String, usize>
 }
 
 impl SharedViews {
-    pub fn new(views: Vec<MonitorView>) -> SharedViews {
+    pub(crate) fn new(views: Vec<MonitorView>) -> SharedViews {
         SharedViews {
             inner: RwLock::new(indexed(views)),
         }
     }
 
     /// Replaces the view of `view.probe`; a probe not published is ignored.
-    pub fn publish(&self, view: MonitorView) {
+    pub(crate) fn publish(&self, view: MonitorView) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if let Some(&i) = inner.1.get(&view.probe) {
             inner.0[i] = view;
@@ -591,12 +592,12 @@ impl SharedViews {
     }
 
     /// Replaces every view (a reload changed the probe set).
-    pub fn replace(&self, views: Vec<MonitorView>) {
+    pub(crate) fn replace(&self, views: Vec<MonitorView>) {
         *self.inner.write().unwrap_or_else(|e| e.into_inner()) = indexed(views);
     }
 
     /// Every view, in config order.
-    pub fn all(&self) -> Vec<MonitorView> {
+    pub(crate) fn all(&self) -> Vec<MonitorView> {
         self.inner
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -604,7 +605,7 @@ impl SharedViews {
             .clone()
     }
 
-    pub fn get(&self, probe: &str) -> Option<MonitorView> {
+    pub(crate) fn get(&self, probe: &str) -> Option<MonitorView> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let i = *inner.1.get(probe)?;
         Some(inner.0[i].clone())

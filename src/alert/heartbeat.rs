@@ -19,12 +19,12 @@ use crate::clock::Clock;
 use crate::config::HeartbeatConfig;
 
 /// How many beats ahead a heartbeat's `endsAt` is.
-pub const BEATS_AHEAD: u32 = 3;
+pub(crate) const BEATS_AHEAD: u32 = 3;
 /// One beat's delivery or GET may take this long (or `every`, if shorter).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The heartbeat alert posted at `now` by an agent started at `started`.
-pub fn alert(every: Duration, started: DateTime<Utc>, now: DateTime<Utc>) -> Alert {
+pub(crate) fn alert(every: Duration, started: DateTime<Utc>, now: DateTime<Utc>) -> Alert {
     let ahead = chrono::Duration::from_std(every.saturating_mul(BEATS_AHEAD))
         .unwrap_or(chrono::Duration::hours(1));
     Alert {
@@ -49,7 +49,7 @@ pub fn alert(every: Duration, started: DateTime<Utc>, now: DateTime<Utc>) -> Ale
 
 /// Beats until `shutdown`: `channels` are the heartbeat's (alertmanager)
 /// channels, `http` the client for `config.url` (without one, no GET).
-pub async fn run(
+pub(crate) async fn run(
     config: HeartbeatConfig,
     channels: Vec<Arc<Channel>>,
     http: Option<reqwest::Client>,

@@ -7,6 +7,6 @@
 //! in `crate::channel`. `heartbeat` is the agent's dead-man's switch.
 
 pub mod engine;
-pub mod heartbeat;
+pub(crate) mod heartbeat;
 pub mod outbox;
-pub mod pending;
+pub(crate) mod pending;

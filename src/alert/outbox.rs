@@ -31,7 +31,7 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 const BATCH: usize = 64;
 
 /// The wait before retry number `attempts` (1-based), with ±50 % jitter.
-pub fn backoff(attempts: u32, jitter: f64) -> Duration {
+pub(crate) fn backoff(attempts: u32, jitter: f64) -> Duration {
     let base =
         FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(16)));
     let capped = base.min(MAX_BACKOFF);
@@ -83,7 +83,7 @@ impl Dispatcher {
     /// `run_replaceable`, also sending the alerts `pending` holds before the
     /// store takes them (the agent's writes go through it), and queuing the
     /// channel-health alerts there.
-    pub async fn run_with_pending(
+    pub(crate) async fn run_with_pending(
         self,
         pending: Option<Arc<PendingWrites>>,
         updates: &mut tokio::sync::mpsc::Receiver<ReplaceChannels>,

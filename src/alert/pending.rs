@@ -21,10 +21,10 @@ use crate::telemetry::events::StoreWriteState;
 use crate::telemetry::metrics::Metrics;
 
 /// Writes kept in memory at most (alerts excepted).
-pub const MAX_PENDING: usize = 50_000;
+pub(crate) const MAX_PENDING: usize = 50_000;
 /// How long an agent's write waits for another process's lock: what cannot be
 /// written at once waits in memory.
-pub const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 /// Writes per transaction.
 const BATCH: usize = 512;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -32,7 +32,7 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// An alert not in the store yet, for the dispatcher to send from memory.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MemoryAlert {
+pub(crate) struct MemoryAlert {
     pub channel: String,
     pub key: String,
     pub json: String,
@@ -53,7 +53,7 @@ struct State {
     sent: Vec<(String, String)>,
 }
 
-pub struct PendingWrites {
+pub(crate) struct PendingWrites {
     /// The store's file, for the logs.
     path: String,
     state: Mutex<State>,
@@ -65,7 +65,7 @@ pub struct PendingWrites {
 }
 
 impl PendingWrites {
-    pub fn new(path: &str, dispatch: Arc<Notify>, metrics: Arc<Metrics>) -> PendingWrites {
+    pub(crate) fn new(path: &str, dispatch: Arc<Notify>, metrics: Arc<Metrics>) -> PendingWrites {
         PendingWrites {
             path: path.to_string(),
             state: Mutex::default(),
@@ -80,7 +80,7 @@ impl PendingWrites {
     }
 
     /// Takes a write; returns at once.
-    pub fn push(&self, write: PendingWrite) {
+    pub(crate) fn push(&self, write: PendingWrite) {
         let has_alerts = !write.alerts.is_empty();
         {
             let mut s = self.state();
@@ -115,21 +115,22 @@ impl PendingWrites {
     }
 
     /// Writes waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.state().queue.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Why the store cannot be written, while it cannot.
-    pub fn failing(&self) -> Option<String> {
+    pub(crate) fn failing(&self) -> Option<String> {
         self.state().failing.clone()
     }
 
     /// The alerts of `channel` not in the store yet and due for an attempt.
-    pub fn unsent(&self, channel: &str, now: tokio::time::Instant) -> Vec<MemoryAlert> {
+    pub(crate) fn unsent(&self, channel: &str, now: tokio::time::Instant) -> Vec<MemoryAlert> {
         self.state()
             .unsent
             .iter()
@@ -140,7 +141,7 @@ impl PendingWrites {
 
     /// The channel took `alert` from memory. False when it reached the store
     /// meanwhile: the caller marks it there.
-    pub fn delivered(&self, alert: &MemoryAlert) -> bool {
+    pub(crate) fn delivered(&self, alert: &MemoryAlert) -> bool {
         let mut s = self.state();
         let before = s.unsent.len();
         s.unsent
@@ -153,7 +154,7 @@ impl PendingWrites {
     }
 
     /// An attempt from memory failed: not again before `retry_in`.
-    pub fn failed(&self, alert: &MemoryAlert, retry_in: Duration) {
+    pub(crate) fn failed(&self, alert: &MemoryAlert, retry_in: Duration) {
         let mut s = self.state();
         if let Some(a) = s
             .unsent
@@ -167,7 +168,7 @@ impl PendingWrites {
 
     /// Whether (channel, key) was sent from memory and not marked in the store
     /// yet; forgets it.
-    pub fn take_sent(&self, channel: &str, key: &str) -> bool {
+    pub(crate) fn take_sent(&self, channel: &str, key: &str) -> bool {
         let mut s = self.state();
         let before = s.sent.len();
         s.sent.retain(|(c, k)| !(c == channel && k == key));
@@ -176,7 +177,7 @@ impl PendingWrites {
 
     /// Writes what waits, batch by batch, until nothing does; stops at the
     /// first failure, keeping what was not written. Blocking (SQLite).
-    pub fn flush(&self, store: &Store, now: i64) -> Result<(), StoreError> {
+    pub(crate) fn flush(&self, store: &Store, now: i64) -> Result<(), StoreError> {
         loop {
             let (batch, sent) = {
                 let s = self.state();
@@ -230,7 +231,7 @@ impl PendingWrites {
 
 /// The store writer: writes what `pending` holds as it comes, retrying with
 /// backoff while the store fails. On `stop` it makes one last attempt.
-pub async fn run_writer(
+pub(crate) async fn run_writer(
     pending: Arc<PendingWrites>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,

@@ -16,7 +16,7 @@ use crate::secret::SecretSource;
 
 /// Where the expected token comes from.
 #[derive(Clone)]
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     /// Neither `token_env` nor `token_file` is set (or the variable is empty):
     /// POST endpoints are refused.
     None,
@@ -40,7 +40,7 @@ impl std::fmt::Debug for TokenSource {
 
 /// The outcome of checking a request's `Authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allowed,
     /// No token is configured.
     NotConfigured,
@@ -54,7 +54,7 @@ impl TokenSource {
     /// `token_env` wins over `token_file` when both are set; `env` reads the
     /// environment (tests pass their own). `base` resolves a relative file. Both
     /// follow `crate::secret`'s rule: trailing line breaks dropped, empty refused.
-    pub fn from_config(
+    pub(crate) fn from_config(
         api: &ApiConfig,
         base: &std::path::Path,
         env: &dyn Fn(&str) -> Option<String>,
@@ -71,7 +71,7 @@ impl TokenSource {
     }
 
     /// Checks `authorization` (the header's value, if any) against the token.
-    pub fn check(&self, authorization: Option<&str>) -> Verdict {
+    pub(crate) fn check(&self, authorization: Option<&str>) -> Verdict {
         let expected = match self {
             TokenSource::None => return Verdict::NotConfigured,
             TokenSource::Fixed(t) => t.clone(),
@@ -103,7 +103,7 @@ fn bearer(header: &str) -> Option<&str> {
 /// Compares two secrets in time independent of where they differ: both are
 /// hashed first, so the comparison runs over equal-length digests and the
 /// length of the expected token does not leak either.
-pub fn same_secret(given: &str, expected: &str) -> bool {
+pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
     let a = digest(&SHA256, given.as_bytes());
     let b = digest(&SHA256, expected.as_bytes());
     a.as_ref()
@@ -117,25 +117,25 @@ pub fn same_secret(given: &str, expected: &str) -> bool {
 /// one token per probe, refilled after `min_interval`. A zero interval turns the
 /// limit off.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     min_interval: Duration,
     last: Mutex<HashMap<String, Instant>>,
 }
 
 impl RateLimiter {
-    pub fn new(min_interval: Duration) -> RateLimiter {
+    pub(crate) fn new(min_interval: Duration) -> RateLimiter {
         RateLimiter {
             min_interval,
             last: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn min_interval(&self) -> Duration {
+    pub(crate) fn min_interval(&self) -> Duration {
         self.min_interval
     }
 
     /// Takes the probe's token at `now`, or says how long until it is back.
-    pub fn take(&self, probe: &str, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take(&self, probe: &str, now: Instant) -> Result<(), Duration> {
         if self.min_interval.is_zero() {
             return Ok(());
         }

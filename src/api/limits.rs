@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// What the server allows each client and all of them together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
     /// How long a client may take to send a request's head, counted from the
@@ -37,7 +37,7 @@ const NOFILE_TARGET: u64 = 1 << 20;
 
 impl Limits {
     /// The limits for a process allowed `nofile` descriptors.
-    pub fn for_descriptors(nofile: u64) -> Limits {
+    pub(crate) fn for_descriptors(nofile: u64) -> Limits {
         let cap = (nofile / SHARE_DIVISOR).clamp(MIN_CONNECTIONS, MAX_CONNECTIONS);
         Limits {
             max_connections: usize::try_from(cap).unwrap_or(usize::MAX),
@@ -51,7 +51,7 @@ impl Limits {
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the soft limit
 /// now in force, or `None` where it cannot be read. Called when the API server
 /// binds, so that API clients and probes do not share a small default (often 1,024).
-pub fn raise_descriptor_limit() -> Option<u64> {
+pub(crate) fn raise_descriptor_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(NOFILE_TARGET) {
         Ok(n) => Some(n),
         Err(e) => {

@@ -9,10 +9,10 @@
 //! cap, header-read and idle timeout, connection age), so that no client can
 //! take the descriptors the probes need.
 
-pub mod auth;
-pub mod limits;
-pub mod page;
-pub mod v1;
+pub(crate) mod auth;
+pub(crate) mod limits;
+pub(crate) mod page;
+pub(crate) mod v1;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::auth::{RateLimiter, TokenSource};
-pub use self::limits::Limits;
+pub(crate) use self::limits::Limits;
 use crate::alert::engine::SharedViews;
 use crate::clock::Clock;
 use crate::config::{ApiConfig, Config};
@@ -53,7 +53,7 @@ pub(crate) struct Shared {
 }
 
 /// What the routes share.
-pub struct ApiState {
+pub(crate) struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The config in force; a reload replaces it.
     pub config: std::sync::RwLock<Arc<Config>>,
@@ -115,7 +115,7 @@ impl ApiState {
     }
 
     /// When `p` runs next: the scheduler's instant when it published one.
-    pub fn next_run(
+    pub(crate) fn next_run(
         &self,
         p: &crate::config::ProbeConfig,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -129,7 +129,7 @@ impl ApiState {
     }
 
     /// The config in force.
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.config
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -146,13 +146,13 @@ impl ApiState {
 /// configs of the probes it uses, such as a push probe's token probe): building
 /// one (an HTTP client, TLS roots) costs far more than a loopback run.
 #[derive(Default)]
-pub struct BuiltProbes(std::sync::Mutex<std::collections::HashMap<String, Built>>);
+pub(crate) struct BuiltProbes(std::sync::Mutex<std::collections::HashMap<String, Built>>);
 
 type Built = (Vec<crate::config::ProbeConfig>, Arc<crate::runner::Target>);
 
 impl BuiltProbes {
     /// The target for `p`, built now if it was not, or if its config changed.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         p: &crate::config::ProbeConfig,
         all: &[crate::config::ProbeConfig],
@@ -174,7 +174,7 @@ impl BuiltProbes {
 }
 
 /// An error answer: `{"error": code, "message": text}` with `status`.
-pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(serde_json::json!({ "error": code, "message": message.into() })),
@@ -192,7 +192,7 @@ pub struct ApiError {
 }
 
 /// Every route.
-pub fn router(state: Arc<ApiState>) -> Router {
+pub(crate) fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus))
@@ -208,7 +208,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 
 /// A bound, not yet serving, API server: binding first lets the agent refuse
 /// to start on a taken port before it schedules anything.
-pub struct Server {
+pub(crate) struct Server {
     listener: TcpListener,
     limits: Limits,
     /// The descriptor limit the limits were derived from, for the start log.
@@ -218,7 +218,7 @@ pub struct Server {
 impl Server {
     /// Binds `addr`, after raising the process's descriptor limit to derive
     /// the connection cap from it (`Limits::for_descriptors`).
-    pub async fn bind(addr: SocketAddr) -> Result<Server, ApiError> {
+    pub(crate) async fn bind(addr: SocketAddr) -> Result<Server, ApiError> {
         let nofile = limits::raise_descriptor_limit();
         // Unknown (no RLIMIT_NOFILE here): assume the common default of 1,024.
         let limits = Limits::for_descriptors(nofile.unwrap_or(1024));
@@ -228,7 +228,7 @@ impl Server {
     }
 
     /// Binds `addr` with the given limits.
-    pub async fn bind_with(addr: SocketAddr, limits: Limits) -> Result<Server, ApiError> {
+    pub(crate) async fn bind_with(addr: SocketAddr, limits: Limits) -> Result<Server, ApiError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ApiError { addr, source })?;
@@ -240,7 +240,7 @@ impl Server {
     }
 
     /// The bound address (the real port when `listen` asked for port 0).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
     }
 
@@ -253,7 +253,7 @@ impl Server {
     /// once that the server is busy instead of hanging behind the connections
     /// that hold it, the backlog never fills, and the descriptor is back a
     /// moment later.
-    pub async fn serve(self, state: Arc<ApiState>, shutdown: CancellationToken) {
+    pub(crate) async fn serve(self, state: Arc<ApiState>, shutdown: CancellationToken) {
         let Server {
             listener,
             limits,

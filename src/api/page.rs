@@ -26,10 +26,10 @@ use crate::monitor::{self, MonitorState};
 use crate::store::ResultRow;
 
 /// Results shown in each probe's history strip.
-pub const HISTORY: usize = 20;
+pub(crate) const HISTORY: usize = 20;
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -45,7 +45,7 @@ pub fn escape(text: &str) -> String {
 }
 
 /// One probe as the page shows it.
-pub struct PageProbe<'a> {
+pub(crate) struct PageProbe<'a> {
     pub name: &'a str,
     pub kind: &'a str,
     pub health_set: &'a str,
@@ -59,13 +59,13 @@ pub struct PageProbe<'a> {
 /// One edge of a dependency chain: `probe` needs `on` (it `depends_on` it, or
 /// uses it, as a push probe uses its `token_probe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Dependency<'a> {
+pub(crate) struct Dependency<'a> {
     pub probe: &'a str,
     pub on: &'a str,
 }
 
 /// The dependencies of the configured probes, each edge once.
-pub fn dependencies(config: &crate::config::Config) -> Vec<Dependency<'_>> {
+pub(crate) fn dependencies(config: &crate::config::Config) -> Vec<Dependency<'_>> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for p in &config.probes {
@@ -119,13 +119,14 @@ section>h2{margin:0;padding:10px 14px;font-size:17px;display:flex;flex-wrap:wrap
 .chain p{margin:6px 0 0;font-size:13px;overflow-wrap:anywhere}.chain .why{color:#c9372c;font-weight:600}\
 @media (max-width:600px){main{padding:8px}body{font-size:14px}.strip span{width:9px}.chain{padding:6px 8px 8px}}";
 
+#[cfg(test)]
 /// Renders the whole page, without dependency chains.
-pub fn render(probes: &[PageProbe<'_>], now: DateTime<Utc>) -> String {
+pub(crate) fn render(probes: &[PageProbe<'_>], now: DateTime<Utc>) -> String {
     render_with(probes, &[], now)
 }
 
 /// Renders the whole page, drawing each health set's chain from `deps`.
-pub fn render_with(
+pub(crate) fn render_with(
     probes: &[PageProbe<'_>],
     deps: &[Dependency<'_>],
     now: DateTime<Utc>,
@@ -709,7 +710,7 @@ fn probe_html(html: &mut String, p: &PageProbe<'_>, view: &MonitorView, now: Dat
 }
 
 /// `GET /`
-pub async fn page(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn page(State(state): State<Arc<ApiState>>) -> Response {
     let config = state.config();
     let names = config.probes.iter().map(|p| p.name.clone()).collect();
     let results = match super::v1::recent(&state, names, HISTORY).await {

@@ -25,8 +25,8 @@ use crate::output::{self, Labels};
 use crate::store::ResultRow;
 
 /// Results per probe when `?limit=` is absent, and the most it may ask for.
-pub const DEFAULT_LIMIT: usize = 20;
-pub const MAX_LIMIT: usize = 200;
+pub(crate) const DEFAULT_LIMIT: usize = 20;
+pub(crate) const MAX_LIMIT: usize = 200;
 
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -37,7 +37,7 @@ fn timestamp(t: i64) -> Option<String> {
 }
 
 /// One stored result as the API shows it.
-pub fn result_json(r: &ResultRow) -> Value {
+pub(crate) fn result_json(r: &ResultRow) -> Value {
     let observations: Value = serde_json::from_str(&r.observations_json).unwrap_or(json!({}));
     json!({
         "status": r.status,
@@ -83,7 +83,7 @@ fn probe_json(
 
 /// The `limit` latest results of each probe in `names`, newest first. SQLite
 /// is blocking work: it runs off the request threads.
-pub async fn recent(
+pub(crate) async fn recent(
     state: &Arc<ApiState>,
     names: Vec<String>,
     limit: usize,
@@ -118,7 +118,7 @@ fn no_such_probe(name: &str) -> Response {
 }
 
 /// `GET /api/v1/health`
-pub async fn health(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn health(State(state): State<Arc<ApiState>>) -> Response {
     let config = state.config();
     let names = config.probes.iter().map(|p| p.name.clone()).collect();
     let last = match recent(&state, names, 1).await {
@@ -165,7 +165,7 @@ pub async fn health(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 /// `GET /api/v1/probes`
-pub async fn probes(State(state): State<Arc<ApiState>>) -> Response {
+pub(crate) async fn probes(State(state): State<Arc<ApiState>>) -> Response {
     let config = state.config();
     let names = config.probes.iter().map(|p| p.name.clone()).collect();
     let last = match recent(&state, names, 1).await {
@@ -185,7 +185,7 @@ pub async fn probes(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 /// `GET /api/v1/probes/{name}?limit=N`
-pub async fn probe(
+pub(crate) async fn probe(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -222,7 +222,7 @@ pub async fn probe(
 
 /// `POST /api/v1/probes/{name}/run`: runs the probe now and answers with the
 /// object of `sonde probe --format json`.
-pub async fn run(
+pub(crate) async fn run(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
@@ -310,7 +310,7 @@ fn refusal(state: &ApiState, headers: &HeaderMap) -> Option<Response> {
 /// `POST /-/reload`: re-reads the config file and applies it, like SIGHUP.
 /// 200 `{"status":"reloaded","probes":N}`; 400 `{"error":"invalid_config",
 /// "errors":[...]}` when the new config is refused (the old one keeps running).
-pub async fn reload(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+pub(crate) async fn reload(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     if let Some(r) = refusal(&state, &headers) {
         return r;
     }

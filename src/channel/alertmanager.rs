@@ -48,13 +48,13 @@ use crate::clock::Clock;
 use crate::spec::{BuildError, SpecProblem};
 
 /// The path of the v2 alerts API under the configured `url`.
-pub const ALERTS_PATH: &str = "/api/v2/alerts";
+pub(crate) const ALERTS_PATH: &str = "/api/v2/alerts";
 
 /// How many re-post intervals a firing alert stays valid without a re-post.
-pub const HORIZON_INTERVALS: u32 = 4;
+pub(crate) const HORIZON_INTERVALS: u32 = 4;
 
 /// The most nodes `urls` may list.
-pub const MAX_NODES: usize = 32;
+pub(crate) const MAX_NODES: usize = 32;
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
@@ -101,7 +101,7 @@ impl fmt::Debug for AlertmanagerConfig {
 
 impl AlertmanagerConfig {
     /// The nodes' base URLs: `url` alone, or `urls`.
-    pub fn nodes(&self) -> Vec<&str> {
+    pub(crate) fn nodes(&self) -> Vec<&str> {
         if self.url.is_empty() {
             self.urls.iter().map(String::as_str).collect()
         } else {
@@ -109,7 +109,7 @@ impl AlertmanagerConfig {
         }
     }
 
-    pub fn validate(&self) -> Vec<SpecProblem> {
+    pub(crate) fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         match (self.url.is_empty(), self.urls.is_empty()) {
             (true, true) => p.push(SpecProblem::new(
@@ -196,7 +196,7 @@ impl ChannelKind for AlertmanagerChannel {
 }
 
 impl AlertmanagerChannel {
-    pub fn new(cfg: &AlertmanagerConfig, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &AlertmanagerConfig, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
         let key = if cfg.url.is_empty() { "urls" } else { "url" };
         let nodes = cfg
             .nodes()
@@ -225,13 +225,9 @@ impl AlertmanagerChannel {
         })
     }
 
-    pub fn repost_interval(&self) -> Duration {
-        self.repost_every
-    }
-
     /// Posts `alert` to every node at once; see the module doc for when that
     /// counts as delivered.
-    pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+    pub(crate) async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
         let body = payload(alert, self.clock.now(), self.repost_every)
             .to_string()
             .into_bytes();
@@ -306,7 +302,7 @@ fn alertname(event: AlertEvent) -> &'static str {
 
 /// `endsAt` for `alert` posted at `now`: the resolution time (never before
 /// `startsAt`, which Alertmanager rejects) or now + the horizon.
-pub fn ends_at(alert: &Alert, now: DateTime<Utc>, repost_every: Duration) -> DateTime<Utc> {
+pub(crate) fn ends_at(alert: &Alert, now: DateTime<Utc>, repost_every: Duration) -> DateTime<Utc> {
     if alert.event.is_resolution() {
         alert
             .ends_at
@@ -322,7 +318,7 @@ pub fn ends_at(alert: &Alert, now: DateTime<Utc>, repost_every: Duration) -> Dat
 }
 
 /// The JSON array posted for `alert` at `now`.
-pub fn payload(alert: &Alert, now: DateTime<Utc>, repost_every: Duration) -> Value {
+pub(crate) fn payload(alert: &Alert, now: DateTime<Utc>, repost_every: Duration) -> Value {
     let labels = json!({
         "alertname": alertname(alert.event),
         "probe": alert.probe,

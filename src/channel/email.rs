@@ -27,7 +27,7 @@ use crate::secret::SecretSource;
 use crate::spec::{BuildError, SpecProblem};
 
 /// The names a template may use, each in braces.
-pub const PLACEHOLDERS: &[&str] = &[
+pub(crate) const PLACEHOLDERS: &[&str] = &[
     "probe",
     "kind",
     "health_set",
@@ -44,9 +44,9 @@ pub const PLACEHOLDERS: &[&str] = &[
     "observations",
 ];
 
-pub const DEFAULT_SUBJECT: &str = "[sonde] {severity} {probe} is {state}";
+pub(crate) const DEFAULT_SUBJECT: &str = "[sonde] {severity} {probe} is {state}";
 
-pub const DEFAULT_BODY: &str = "{summary}
+pub(crate) const DEFAULT_BODY: &str = "{summary}
 
 Probe:        {probe}
 Kind:         {kind}
@@ -99,11 +99,11 @@ fn default_timeout() -> Duration {
 
 impl EmailConfig {
     /// The port, defaulting by TLS mode (587 STARTTLS, 465 implicit TLS, 25 plain).
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.smtp_port.unwrap_or(self.tls.default_port())
     }
 
-    pub fn validate(&self) -> Vec<SpecProblem> {
+    pub(crate) fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         if self.smtp_host.trim().is_empty() {
             p.push(SpecProblem::new("smtp_host", "must not be empty"));
@@ -254,7 +254,7 @@ fn value(name: &str, alert: &Alert) -> Option<String> {
 
 /// `template` with every known `{name}` replaced by the alert's value; unknown
 /// ones (which validation rejects) are left as written.
-pub fn render(template: &str, alert: &Alert) -> String {
+pub(crate) fn render(template: &str, alert: &Alert) -> String {
     let mut out = String::with_capacity(template.len() + 64);
     for segment in segments(template) {
         match segment {
@@ -284,7 +284,7 @@ fn one_line(text: &str) -> String {
 
 /// `X-Sonde-Alert-Key: <key>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertKeyHeader(pub String);
+pub(crate) struct AlertKeyHeader(pub String);
 
 impl Header for AlertKeyHeader {
     fn name() -> HeaderName {
@@ -360,7 +360,7 @@ impl ChannelKind for EmailChannel {
 impl EmailChannel {
     /// Parses the addresses and sets up TLS (reading `ca_file`); the password is
     /// read at each delivery.
-    pub fn new(cfg: &EmailConfig, base_dir: &Path) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &EmailConfig, base_dir: &Path) -> Result<Self, BuildError> {
         let host = cfg.smtp_host.trim().to_string();
         let port = cfg.port();
         let ca_file = cfg.ca_file.as_ref().map(|ca| base_dir.join(ca));
@@ -405,7 +405,7 @@ impl EmailChannel {
     }
 
     /// The message for `alert`.
-    pub fn message(&self, alert: &Alert) -> Result<Message, DeliveryError> {
+    pub(crate) fn message(&self, alert: &Alert) -> Result<Message, DeliveryError> {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(one_line(&render(&self.subject, alert)))
@@ -424,7 +424,7 @@ impl EmailChannel {
             .map_err(|e| DeliveryError::permanent(format!("cannot build the mail: {e}")))
     }
 
-    pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+    pub(crate) async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
         let message = self.message(alert)?;
         let mut transport = self.transport.clone();
         let mut password = None;

@@ -37,13 +37,13 @@ impl ChannelKind for SlackChannel {
 }
 
 impl SlackChannel {
-    pub fn new(cfg: &PresetConfig) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &PresetConfig) -> Result<Self, BuildError> {
         Ok(SlackChannel {
             poster: Poster::new("slack", &cfg.url, cfg.timeout)?,
         })
     }
 
-    pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+    pub(crate) async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
         let body = payload(alert).to_string().into_bytes();
         let mut headers = reqwest::header::HeaderMap::new();
         // Slack ignores it; a relay in between may use it to drop repeats.
@@ -114,7 +114,7 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
 }
 
 /// The message posted for `alert`.
-pub fn payload(alert: &Alert) -> Value {
+pub(crate) fn payload(alert: &Alert) -> Value {
     let headline = headline(alert);
     let fields: Vec<Value> = facts(alert)
         .into_iter()

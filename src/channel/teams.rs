@@ -36,13 +36,13 @@ impl ChannelKind for TeamsChannel {
 }
 
 impl TeamsChannel {
-    pub fn new(cfg: &PresetConfig) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &PresetConfig) -> Result<Self, BuildError> {
         Ok(TeamsChannel {
             poster: Poster::new("teams", &cfg.url, cfg.timeout)?,
         })
     }
 
-    pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+    pub(crate) async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
         let body = payload(alert).to_string().into_bytes();
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(super::webhook::KEY_HEADER, key_header(alert)?);
@@ -63,7 +63,7 @@ fn color(alert: &Alert) -> &'static str {
 }
 
 /// The message posted for `alert`.
-pub fn payload(alert: &Alert) -> Value {
+pub(crate) fn payload(alert: &Alert) -> Value {
     let facts: Vec<Value> = facts(alert)
         .into_iter()
         .chain([("Key", alert.key.clone())])

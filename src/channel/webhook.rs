@@ -23,13 +23,13 @@ use crate::spec::{BuildError, SpecProblem};
 
 /// The version of the webhook payload; it changes only when a field changes
 /// meaning or goes away (new fields may appear within a version).
-pub const PAYLOAD_VERSION: &str = "1";
+pub(crate) const PAYLOAD_VERSION: &str = "1";
 
 /// The header carrying the alert's idempotency key.
-pub const KEY_HEADER: &str = "x-sonde-alert-key";
+pub(crate) const KEY_HEADER: &str = "x-sonde-alert-key";
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>` when a secret is set.
-pub const SIGNATURE_HEADER: &str = "x-sonde-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-sonde-signature";
 
 /// Headers sonde sets itself, which `headers` may not override.
 const RESERVED_HEADERS: &[&str] = &[
@@ -78,7 +78,7 @@ impl fmt::Debug for WebhookConfig {
 }
 
 impl WebhookConfig {
-    pub fn validate(&self) -> Vec<SpecProblem> {
+    pub(crate) fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         check_url_key("url", &self.url, &mut p);
         if self.secret_env.is_some() && self.secret_file.is_some() {
@@ -131,7 +131,7 @@ impl fmt::Debug for PresetConfig {
 }
 
 impl PresetConfig {
-    pub fn validate(&self) -> Vec<SpecProblem> {
+    pub(crate) fn validate(&self) -> Vec<SpecProblem> {
         let mut p = Vec::new();
         check_url_key("url", &self.url, &mut p);
         super::check_timeout(self.timeout, &mut p);
@@ -148,7 +148,7 @@ struct Payload<'a> {
 }
 
 /// The exact bytes a webhook posts for `alert`.
-pub fn payload(alert: &Alert) -> Vec<u8> {
+pub(crate) fn payload(alert: &Alert) -> Vec<u8> {
     // Serialising plain data to a Vec cannot fail (non-finite numbers become null).
     serde_json::to_vec(&Payload {
         version: PAYLOAD_VERSION,
@@ -158,7 +158,7 @@ pub fn payload(alert: &Alert) -> Vec<u8> {
 }
 
 /// `sha256=<lower-case hex HMAC-SHA256 of body under secret>`.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+pub(crate) fn signature(secret: &[u8], body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
     let tag = ring::hmac::sign(&key, body);
     format!("sha256={}", hex::encode(tag))
@@ -190,7 +190,7 @@ impl ChannelKind for WebhookChannel {
 }
 
 impl WebhookChannel {
-    pub fn new(cfg: &WebhookConfig, base_dir: &Path) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &WebhookConfig, base_dir: &Path) -> Result<Self, BuildError> {
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -217,7 +217,7 @@ impl WebhookChannel {
         })
     }
 
-    pub async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
+    pub(crate) async fn deliver(&self, alert: &Alert) -> Result<(), DeliveryError> {
         let body = payload(alert);
         let mut headers = self.headers.clone();
         headers.insert(KEY_HEADER, key_header(alert)?);

@@ -16,20 +16,20 @@ use std::ops::Range;
 /// A variable reference that could not be substituted: byte offset in the
 /// original text, and what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubstError {
+pub(crate) struct SubstError {
     pub offset: usize,
     pub message: String,
 }
 
 /// One replacement: `raw` bytes of the file became `out` bytes of the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Splice {
+pub(crate) struct Splice {
     pub out: Range<usize>,
     pub raw: Range<usize>,
 }
 
 /// The substituted text, the errors, and where the text differs from the file.
-pub struct Substituted {
+pub(crate) struct Substituted {
     pub text: String,
     pub errors: Vec<SubstError>,
     pub splices: Vec<Splice>,
@@ -37,7 +37,7 @@ pub struct Substituted {
 
 /// The offset in the file as written of byte `offset` of the substituted text:
 /// inside a substituted value, the start of its `${`.
-pub fn raw_offset(splices: &[Splice], offset: usize) -> usize {
+pub(crate) fn raw_offset(splices: &[Splice], offset: usize) -> usize {
     let i = splices.partition_point(|s| s.out.start <= offset);
     match i.checked_sub(1).map(|i| &splices[i]) {
         None => offset,
@@ -57,7 +57,7 @@ enum Lex {
 }
 
 /// Substitutes variables from `env`.
-pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Substituted {
+pub(crate) fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Substituted {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();

@@ -6,9 +6,9 @@
 //! through `Loader`. Each table is deserialized on its own from the spanned TOML
 //! tree, so one bad probe does not hide the errors of the next.
 
-pub mod env;
+pub(crate) mod env;
 mod include;
-pub mod timestamp;
+pub(crate) mod timestamp;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -32,7 +32,7 @@ use crate::schedule::Schedule;
 pub const DEFAULT_PATH: &str = "sonde.toml";
 
 /// The default interval of a probe with neither `schedule` nor `every`.
-pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_EVERY: Duration = Duration::from_secs(60);
 
 /// One configuration problem, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl Config {
     }
 
     /// The first `[[maintenance]]` window that covers `probe` and is active at `now`.
-    pub fn maintenance_at(
+    pub(crate) fn maintenance_at(
         &self,
         probe: &ProbeConfig,
         now: DateTime<Utc>,
@@ -341,7 +341,7 @@ impl Site {
 
     /// A problem with `key` of this table (empty: the table as a whole), placed
     /// at the key's value when the table sets it, at the table otherwise.
-    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         let at = self
             .keys
             .iter()
@@ -363,7 +363,7 @@ impl Site {
 }
 
 impl ProbeConfig {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         self.spec.kind()
     }
 }
@@ -1054,7 +1054,7 @@ fn valid_name(name: &str) -> bool {
 
 /// The most characters a name (probe, channel, health set, maintenance window)
 /// may have: names are labels, columns and file-like keys, not documents.
-pub const NAME_MAX: usize = 128;
+pub(crate) const NAME_MAX: usize = 128;
 
 /// What is wrong with `name` (`what`: "name", "health set"), as a message that
 /// quotes at most the start of it; `None` when it is a good name.
@@ -1350,7 +1350,7 @@ pub struct MaintenanceConfig {
 
 impl MaintenanceConfig {
     /// Whether the window covers `probe`, by name or by health set.
-    pub fn covers(&self, probe: &ProbeConfig) -> bool {
+    pub(crate) fn covers(&self, probe: &ProbeConfig) -> bool {
         let by_name = match &self.probes {
             ProbeSelection::All => true,
             ProbeSelection::Named(names) => names.contains(&probe.name),

@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 /// Parses an RFC 3339 time with an offset.
-pub fn parse(text: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text.trim())
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
@@ -43,14 +43,14 @@ impl<'de> Visitor<'de> for TimeVisitor {
     }
 }
 
-pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<DateTime<Utc>, D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<DateTime<Utc>, D::Error> {
     de.deserialize_any(TimeVisitor)
 }
 
-pub mod option {
+pub(crate) mod option {
     use super::*;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         de: D,
     ) -> Result<Option<DateTime<Utc>>, D::Error> {
         super::deserialize(de).map(Some)

@@ -11,11 +11,11 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// The longest duration accepted: one year as humantime counts it (`1y`, 365.25 days).
-pub const MAX: Duration = Duration::from_secs(31_557_600);
+pub(crate) const MAX: Duration = Duration::from_secs(31_557_600);
 
 /// Parses a humantime duration of at most `MAX`, with a message that shows the
 /// expected form or names the limit.
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("invalid duration `{text}`: {e} (expected e.g. `30s`, `10m`, `14d`)")
     })?;
@@ -27,15 +27,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(de)?;
     parse(&text).map_err(serde::de::Error::custom)
 }
 
-pub mod option {
+pub(crate) mod option {
     use super::*;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(de)?;
         super::parse(&text)
             .map(Some)

@@ -4,18 +4,18 @@
 //! clipped before it is shown (`text`). A leaf module: it depends on nothing
 //! else in the crate.
 
-pub mod duration;
-pub mod size;
-pub mod text;
+pub(crate) mod duration;
+pub(crate) mod size;
+pub(crate) mod text;
 
-pub use size::ByteSize;
+pub(crate) use size::ByteSize;
 
 use chrono::{DateTime, Utc};
 
 /// A duration for people: `3d 4h`, `5h 12m`, `45m`, `30s`; `412d` from 10 days up.
 /// Rounds down; a zero lower unit is left out (`3d`, not `3d 0h`); negative input
 /// gets a leading `-`. The one format of CLI summaries, alerts and the status page.
-pub fn format_duration(secs: i64) -> String {
+pub(crate) fn format_duration(secs: i64) -> String {
     let sign = if secs < 0 { "-" } else { "" };
     let s = secs.unsigned_abs();
     let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
@@ -43,7 +43,7 @@ pub fn format_duration(secs: i64) -> String {
 
 /// A Unix timestamp as RFC 3339 in UTC to the second (`2026-03-01T10:00:00Z`),
 /// or `@<ts>` when out of chrono's range.
-pub fn rfc3339(ts: i64) -> String {
+pub(crate) fn rfc3339(ts: i64) -> String {
     DateTime::<Utc>::from_timestamp(ts, 0)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_else(|| format!("@{ts}"))

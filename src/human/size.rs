@@ -18,7 +18,7 @@ impl Default for ByteSize {
 }
 
 impl ByteSize {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let digits = text
             .find(|c: char| !c.is_ascii_digit())

@@ -8,18 +8,18 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// How many characters of a peer's text are quoted.
-pub const PEER_MAX: usize = 200;
+pub(crate) const PEER_MAX: usize = 200;
 
 /// `text` as it may be quoted from a peer: control characters escaped, then
 /// clipped to `PEER_MAX` characters.
-pub fn peer(text: &str) -> String {
+pub(crate) fn peer(text: &str) -> String {
     clip(&escape(text), PEER_MAX).into_owned()
 }
 
 /// `text` without a raw control character: `\n`, `\r` and `\t` as those two
 /// characters, any other control or bidirectional-override character as
 /// `\u{..}`. Printable text, including non-ASCII, is left as is.
-pub fn escape(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
@@ -39,7 +39,7 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 }
 
 /// `text` cut to at most `max` characters, the last of them `…` when cut.
-pub fn clip(text: &str, max: usize) -> Cow<'_, str> {
+pub(crate) fn clip(text: &str, max: usize) -> Cow<'_, str> {
     match text.char_indices().nth(max) {
         None => Cow::Borrowed(text),
         Some(_) => {
@@ -52,7 +52,7 @@ pub fn clip(text: &str, max: usize) -> Cow<'_, str> {
 
 /// `text` escaped and clipped to `max` characters: the guard for a whole line
 /// (a summary) built from pieces some of which came from peers.
-pub fn bounded(text: &str, max: usize) -> Cow<'_, str> {
+pub(crate) fn bounded(text: &str, max: usize) -> Cow<'_, str> {
     match escape(text) {
         Cow::Borrowed(t) => clip(t, max),
         Cow::Owned(t) => Cow::Owned(clip(&t, max).into_owned()),

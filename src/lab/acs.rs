@@ -21,7 +21,7 @@ use super::{
 };
 use crate::jwt;
 
-pub fn routes() -> Router<Lab> {
+pub(crate) fn routes() -> Router<Lab> {
     Router::new()
         .route("/metadata/json/1", get(acs_metadata))
         .route("/metadata/json/1/", get(acs_metadata))
@@ -238,7 +238,7 @@ async fn jwks(State(lab): State<Lab>, headers: HeaderMap, Path(tenant): Path<Str
 
 /// Why an assertion was refused, in the two dialects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reject {
+pub(crate) enum Reject {
     /// Not a JWT, or the request is malformed.
     Malformed(String),
     /// The x5t names no registered credential.
@@ -305,7 +305,7 @@ fn trace_suffix(now: i64) -> String {
 
 /// Verifies a client assertion: RS256 against a registered credential valid now,
 /// then the claims. `check_claims` sees the decoded token.
-pub fn verify_assertion(
+pub(crate) fn verify_assertion(
     lab: &Lab,
     assertion: &str,
     check_claims: impl FnOnce(&jwt::Decoded, i64) -> Result<(), Reject>,

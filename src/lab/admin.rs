@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{Faults, Lab, Mailbox};
 
-pub fn routes() -> Router<Lab> {
+pub(crate) fn routes() -> Router<Lab> {
     Router::new()
         .route("/admin/state", get(state))
         .route("/admin/credentials", post(register).get(list_credentials))

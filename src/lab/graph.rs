@@ -25,13 +25,13 @@ use super::{Lab, ALLOWED_SKEW_SECONDS, EXCHANGE_APP_ID};
 use crate::jwt;
 
 /// The resource Graph tokens are issued for.
-pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
+pub(crate) const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 /// Graph's own application id, which also appears as a token audience.
-pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+pub(crate) const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
 /// The permission the Graph reads need.
 pub const READ_ALL: &str = "Application.Read.All";
 /// Lifetime of the Entra access tokens the lab issues, as Entra's are (~1 h).
-pub const APP_TOKEN_SECONDS: i64 = 3599;
+pub(crate) const APP_TOKEN_SECONDS: i64 = 3599;
 
 /// A key credential on an application or service principal.
 #[derive(Debug, Clone, Serialize)]
@@ -178,7 +178,7 @@ fn entra_error(now: i64, status: StatusCode, error: &str, code: u32, text: &str)
 
 /// `POST /<tenant>/oauth2/v2.0/token` for an application registered here;
 /// `None` when `client_id` names none (ACS's Entra handling answers then).
-pub fn app_token(
+pub(crate) fn app_token(
     lab: &Lab,
     headers: &HeaderMap,
     tenant: &str,
@@ -370,7 +370,7 @@ fn check_assertion(
 // ---------------------------------------------------------------------------
 // Graph.
 
-pub fn routes() -> Router<Lab> {
+pub(crate) fn routes() -> Router<Lab> {
     Router::new().route("/v1.0/{*rest}", get(graph_get))
 }
 
@@ -521,7 +521,7 @@ async fn graph_get(
 // ---------------------------------------------------------------------------
 // Admin.
 
-pub fn admin_routes() -> Router<Lab> {
+pub(crate) fn admin_routes() -> Router<Lab> {
     Router::new()
         .route("/admin/graph", get(admin_state))
         .route("/admin/graph/applications/{app_id}", put(put_app))

@@ -10,11 +10,11 @@
 //! inject faults and read state (`admin`). Plain HTTP on loopback: the probes' TLS
 //! handling is tested against real TLS servers elsewhere.
 
-pub mod acs;
-pub mod admin;
+pub(crate) mod acs;
+pub(crate) mod admin;
 pub mod graph;
-pub mod push;
-pub mod smtp;
+pub(crate) mod push;
+pub(crate) mod smtp;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,13 +30,13 @@ use crate::clock::Clock;
 use crate::credential::SigningCredential;
 
 /// Exchange / Exchange Online's application id.
-pub const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
+pub(crate) const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
 /// ACS's application id.
-pub const ACS_APP_ID: &str = "00000001-0000-0000-c000-000000000000";
+pub(crate) const ACS_APP_ID: &str = "00000001-0000-0000-c000-000000000000";
 /// How far the lab tolerates a client's clock, as ACS does.
-pub const ALLOWED_SKEW_SECONDS: i64 = 300;
+pub(crate) const ALLOWED_SKEW_SECONDS: i64 = 300;
 /// Lifetime of the access tokens the lab issues.
-pub const ACCESS_TOKEN_SECONDS: i64 = 86_399;
+pub(crate) const ACCESS_TOKEN_SECONDS: i64 = 86_399;
 
 /// How to start a lab.
 #[derive(Debug, Clone)]
@@ -191,7 +191,7 @@ impl LabState {
     }
 
     /// Records a badge delivered to `device`.
-    pub fn set_badge(&mut self, device: &str, badge: u32, at: i64) {
+    pub(crate) fn set_badge(&mut self, device: &str, badge: u32, at: i64) {
         self.badges.insert(device.to_string(), badge);
         self.badge_log.push_back(BadgeEvent {
             device: device.to_string(),
@@ -203,7 +203,7 @@ impl LabState {
         }
     }
 
-    pub fn record_mail(&mut self, mail: MailEvent) {
+    pub(crate) fn record_mail(&mut self, mail: MailEvent) {
         self.mails.push_back(mail);
         while self.mails.len() > LOG_CAP {
             self.mails.pop_front();
@@ -257,7 +257,7 @@ impl Lab {
 
     /// The lab's notion of now, in unix seconds: the host clock plus any
     /// injected skew.
-    pub fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         let skew = self.state().faults.clock_skew_seconds;
         self.clock.now().timestamp() + skew
     }
@@ -266,7 +266,7 @@ impl Lab {
         self.state().tenant_id.clone()
     }
 
-    pub fn router(&self) -> Router {
+    pub(crate) fn router(&self) -> Router {
         Router::new()
             .merge(acs::routes())
             .merge(push::routes())
@@ -290,10 +290,10 @@ pub fn tenant_id_for(domain: &str) -> String {
     crate::guid::from_name(domain)
 }
 
-pub use crate::guid::is_guid;
+pub(crate) use crate::guid::is_guid;
 
 /// A certificate file's DER: PEM (first CERTIFICATE block) or DER as is.
-pub fn cert_der_from(data: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn cert_der_from(data: &[u8]) -> Result<Vec<u8>, String> {
     use rustls::pki_types::pem::PemObject;
     if data.windows(11).any(|w| w == b"-----BEGIN ") {
         rustls::pki_types::CertificateDer::from_pem_slice(data)

@@ -17,13 +17,13 @@ use serde_json::{json, Value};
 use super::{delay, is_guid, Lab, PushFault, ACS_APP_ID, ALLOWED_SKEW_SECONDS, EXCHANGE_APP_ID};
 use crate::jwt;
 
-pub const PUBLISH_PATH: &str = "/PushNotifications/service.svc/PublishOnPremNotifications";
+pub(crate) const PUBLISH_PATH: &str = "/PushNotifications/service.svc/PublishOnPremNotifications";
 /// Largest batch the proxy accepts.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// APNs' payload limit.
 const MAX_APNS_PAYLOAD: usize = 4096;
 
-pub fn routes() -> Router<Lab> {
+pub(crate) fn routes() -> Router<Lab> {
     Router::new()
         .route(PUBLISH_PATH, post(publish))
         .route("/3/device/{token}", post(apns))
@@ -46,7 +46,7 @@ fn fault(status: StatusCode, message: &str, can_retry: bool, backoff_ms: u64) ->
 
 /// The challenge the real push endpoint sends with a 401: it trusts ACS for
 /// any realm (`@*`).
-pub const CHALLENGE: &str = concat!(
+pub(crate) const CHALLENGE: &str = concat!(
     "Bearer client_id=\"00000002-0000-0ff1-ce00-000000000000\", ",
     "trusted_issuers=\"00000001-0000-0000-c000-000000000000@*\", ",
     "token_types=\"app_asserted_user_v1 service_asserted_app_v1\", ",
@@ -357,7 +357,7 @@ async fn mailbox(State(lab): State<Lab>, Path(address): Path<String>) -> Respons
 
 /// A mail reached `address`: raise its unseen count and push the new badge to its
 /// devices, through the same fault and latency settings as the proxy.
-pub async fn mail_arrived(lab: &Lab, address: &str) {
+pub(crate) async fn mail_arrived(lab: &Lab, address: &str) {
     let (devices, badge, fault_cfg, latency) = {
         let mut s = lab.state();
         let key = address.to_ascii_lowercase();

@@ -15,7 +15,7 @@ const MAX_MESSAGE: usize = 10 * 1024 * 1024;
 const IDLE: Duration = Duration::from_secs(60);
 const HOST: &str = "lab.sonde.local";
 
-pub async fn serve(listener: TcpListener, lab: Lab, shutdown: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, lab: Lab, shutdown: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -18,20 +18,20 @@ use reqwest::{redirect, Url};
 
 use crate::spec::SpecProblem;
 
-pub const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
 
 /// A client as the HTTP-based probe kinds (metadata, token, push) build it:
 /// sonde's TLS settings, a fresh connection per run, no proxies from the
 /// environment, sonde's user agent, and no redirects (their requests are POSTs or
 /// documents whose address is configuration).
-pub fn client(verify: bool, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+pub(crate) fn client(verify: bool, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
     client_with_pool(verify, ca_file, 0)
 }
 
 /// `client`, keeping up to `idle` connections per host open between requests:
 /// alert channels post many times to one receiver, probes measure fresh
 /// connections.
-pub fn client_with_pool(
+pub(crate) fn client_with_pool(
     verify: bool,
     ca_file: Option<&Path>,
     idle: usize,
@@ -49,7 +49,10 @@ pub fn client_with_pool(
 /// A client's TLS settings, with the ring provider passed explicitly: the system
 /// roots plus `ca_file` when `verify`, any chain (handshake signatures still
 /// checked) otherwise; ALPN offers h2 and http/1.1.
-pub fn tls_config(verify: bool, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_config(
+    verify: bool,
+    ca_file: Option<&Path>,
+) -> Result<rustls::ClientConfig, String> {
     let roots = match (verify, ca_file) {
         (false, _) => None,
         (true, ca_file) => Some(crate::net::tls::roots(ca_file)?),
@@ -80,7 +83,7 @@ fn tls_config_with(roots: Option<rustls::RootCertStore>) -> Result<rustls::Clien
 /// verified, and the extra anchors by file and content (so that a reload after
 /// the file changed builds a new client, and one that did not shares the old).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TlsKey {
+pub(crate) struct TlsKey {
     verify: bool,
     ca_file: Option<(PathBuf, [u8; 32])>,
 }
@@ -129,7 +132,7 @@ impl TlsKey {
 /// weakly, so the settings no probe uses any more are dropped with their
 /// probes; clients are kept, their number bounded by `MAX_CLIENTS`.
 #[derive(Default)]
-pub struct Clients {
+pub(crate) struct Clients {
     inner: Mutex<ClientsInner>,
 }
 
@@ -147,26 +150,15 @@ struct ClientsInner {
 const MAX_CLIENTS: usize = 256;
 
 impl Clients {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Clients::default()
     }
 
     /// The cache of this process, which the build step passes to the probes it
     /// builds, so that probes built at start and at each reload share.
-    pub fn process() -> &'static Clients {
+    pub(crate) fn process() -> &'static Clients {
         static CLIENTS: OnceLock<Clients> = OnceLock::new();
         CLIENTS.get_or_init(Clients::new)
-    }
-
-    /// The shared TLS config of these settings (see `tls_config`), resuming no
-    /// sessions. Errors name an unreadable or empty `ca_file`.
-    pub fn tls_config(
-        &self,
-        verify: bool,
-        ca_file: Option<&Path>,
-    ) -> Result<Arc<rustls::ClientConfig>, String> {
-        let (key, pem) = TlsKey::read(verify, ca_file)?;
-        self.tls_for(&key, pem.as_deref())
     }
 
     fn tls_for(
@@ -197,7 +189,7 @@ impl Clients {
     /// request, no proxies from the environment, sonde's user agent, no
     /// redirects, no `Referer`, and the peer's certificate in the response's
     /// `TlsInfo`.
-    pub fn probe_client(
+    pub(crate) fn probe_client(
         &self,
         verify: bool,
         ca_file: Option<&Path>,
@@ -226,7 +218,10 @@ impl Clients {
 
     /// The trust anchors of these settings (system roots plus `ca_file`), for
     /// probes that verify a chain themselves.
-    pub fn roots(&self, ca_file: Option<&Path>) -> Result<Arc<rustls::RootCertStore>, String> {
+    pub(crate) fn roots(
+        &self,
+        ca_file: Option<&Path>,
+    ) -> Result<Arc<rustls::RootCertStore>, String> {
         let (key, pem) = TlsKey::read(true, ca_file)?;
         if let Some(roots) = self.lock().roots.get(&key).and_then(Weak::upgrade) {
             return Ok(roots);
@@ -245,7 +240,7 @@ impl Clients {
     /// accepted (handshake signatures still checked; the chain is judged
     /// afterwards) and no session is resumed, so every handshake shows the chain
     /// the server sends now.
-    pub fn capture_tls(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+    pub(crate) fn capture_tls(&self) -> Result<Arc<rustls::ClientConfig>, String> {
         if let Some(config) = self.lock().capture.upgrade() {
             return Ok(config);
         }
@@ -264,8 +259,9 @@ impl Clients {
         Ok(config)
     }
 
+    #[cfg(test)]
     /// How many distinct TLS configs and probe clients the cache holds.
-    pub fn distinct(&self) -> (usize, usize) {
+    pub(crate) fn distinct(&self) -> (usize, usize) {
         let inner = self.lock();
         let tls = inner.tls.values().filter(|w| w.strong_count() > 0).count();
         (tls, inner.probe.len())
@@ -279,7 +275,7 @@ impl Clients {
 
 /// Why reading a body stopped.
 #[derive(Debug)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// The body is larger than the cap; the Content-Length when that told.
     TooLarge(Option<u64>),
     Read(reqwest::Error),
@@ -287,7 +283,10 @@ pub enum BodyError {
 
 /// Reads the whole body, giving up as soon as it is known to exceed `cap` bytes:
 /// from Content-Length, or once the bytes received pass the cap.
-pub async fn read_capped(response: &mut reqwest::Response, cap: u64) -> Result<Vec<u8>, BodyError> {
+pub(crate) async fn read_capped(
+    response: &mut reqwest::Response,
+    cap: u64,
+) -> Result<Vec<u8>, BodyError> {
     let length = response.content_length();
     if let Some(n) = length.filter(|&n| n > cap) {
         return Err(BodyError::TooLarge(Some(n)));
@@ -306,7 +305,7 @@ pub async fn read_capped(response: &mut reqwest::Response, cap: u64) -> Result<V
 /// At most the first `cap` bytes of the body, for replies read only to quote or
 /// peek into (an error reply, a badge): a read error or a longer body ends the
 /// read with what arrived.
-pub async fn read_prefix(mut response: reqwest::Response, cap: usize) -> Vec<u8> {
+pub(crate) async fn read_prefix(mut response: reqwest::Response, cap: usize) -> Vec<u8> {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         body.extend_from_slice(&chunk);
@@ -320,7 +319,7 @@ pub async fn read_prefix(mut response: reqwest::Response, cap: usize) -> Vec<u8>
 
 /// What a request error was, found by walking its source chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ErrorClass {
+pub(crate) enum ErrorClass {
     /// The rustls error's text, e.g. "invalid peer certificate: UnknownIssuer".
     Tls(String),
     /// A redirect that failed, with the message to show.
@@ -330,7 +329,7 @@ pub enum ErrorClass {
     Other,
 }
 
-pub fn classify(err: &reqwest::Error) -> ErrorClass {
+pub(crate) fn classify(err: &reqwest::Error) -> ErrorClass {
     let mut io = false;
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
@@ -365,7 +364,7 @@ pub fn classify(err: &reqwest::Error) -> ErrorClass {
 
 /// The messages of an error's source chain, joined, without reqwest's outermost
 /// one (which names the URL, userinfo included).
-pub fn error_chain(err: &reqwest::Error) -> String {
+pub(crate) fn error_chain(err: &reqwest::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = err.source();
     while let Some(e) = current {
@@ -399,7 +398,7 @@ fn reqwest_error_without_url(err: &reqwest::Error) -> String {
 /// The error a redirect policy returns to stop with a message of its own;
 /// `classify` finds it again as `ErrorClass::Redirect`.
 #[derive(Debug)]
-pub struct RedirectError(pub String);
+pub(crate) struct RedirectError(pub String);
 
 impl fmt::Display for RedirectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -412,7 +411,7 @@ impl StdError for RedirectError {}
 /// How long a `Retry-After` value asks to wait, at `now`: either delay-seconds
 /// (`120`) or an HTTP-date (`Wed, 21 Oct 2015 07:28:00 GMT`, RFC 9110 10.2.3),
 /// a date already past meaning now. `None` when it is neither.
-pub fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub(crate) fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -427,7 +426,7 @@ pub fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// Why a configured URL is not one sonde can send HTTP requests to. The
 /// messages never echo the URL (some carry a token).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UrlError {
+pub(crate) enum UrlError {
     /// The parser's reason.
     #[error("invalid URL: {0}")]
     Invalid(String),
@@ -437,7 +436,7 @@ pub enum UrlError {
 }
 
 /// Parses `url` as an absolute http(s) URL with a host.
-pub fn check_url(url: &str) -> Result<Url, UrlError> {
+pub(crate) fn check_url(url: &str) -> Result<Url, UrlError> {
     let u = Url::parse(url).map_err(|e| UrlError::Invalid(e.to_string()))?;
     if matches!(u.scheme(), "http" | "https") && u.host().is_some() {
         Ok(u)
@@ -449,14 +448,14 @@ pub fn check_url(url: &str) -> Result<Url, UrlError> {
 }
 
 /// `check_url` for validation: a problem under `key` when `url` does not pass.
-pub fn check_url_key(key: &'static str, url: &str, problems: &mut Vec<SpecProblem>) {
+pub(crate) fn check_url_key(key: &'static str, url: &str, problems: &mut Vec<SpecProblem>) {
     if let Err(e) = check_url(url) {
         problems.push(SpecProblem::new(key, e.to_string()));
     }
 }
 
 /// The URL without userinfo: what a probe's summary shows of a URL it was told.
-pub fn without_userinfo(url: &Url) -> String {
+pub(crate) fn without_userinfo(url: &Url) -> String {
     let mut url = url.clone();
     let _ = url.set_username("");
     let _ = url.set_password(None);
@@ -465,7 +464,7 @@ pub fn without_userinfo(url: &Url) -> String {
 
 /// The URL without userinfo and query (a token endpoint's query may carry
 /// credentials).
-pub fn without_credentials(url: &Url) -> String {
+pub(crate) fn without_credentials(url: &Url) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");
     let _ = u.set_password(None);
@@ -475,7 +474,7 @@ pub fn without_credentials(url: &Url) -> String {
 
 /// `scheme://host[:port]` of a URL: all that channel errors and `Debug` show of
 /// a receiver's URL (Slack's and Teams' carry their token in the path).
-pub fn origin(url: &str) -> String {
+pub(crate) fn origin(url: &str) -> String {
     match Url::parse(url) {
         Ok(u) => {
             let host = u.host_str().unwrap_or("");

@@ -9,6 +9,6 @@
 //! kinds, channels or outcomes; callers turn its typed errors into their own
 //! (an `Outcome`, a `DeliveryError`).
 
-pub mod http;
-pub mod smtp;
-pub mod tls;
+pub(crate) mod http;
+pub(crate) mod smtp;
+pub(crate) mod tls;

@@ -22,7 +22,7 @@ pub enum SmtpTls {
 
 impl SmtpTls {
     /// The port when none is configured: 587 STARTTLS, 465 implicit TLS, 25 plain.
-    pub fn default_port(self) -> u16 {
+    pub(crate) fn default_port(self) -> u16 {
         match self {
             SmtpTls::Starttls => 587,
             SmtpTls::Tls => 465,
@@ -33,7 +33,7 @@ impl SmtpTls {
 
 /// lettre's TLS setting for `mode`: the system roots plus `ca_file` (PEM), and
 /// certificate checks off only when `verify` is false.
-pub fn lettre_tls(
+pub(crate) fn lettre_tls(
     host: &str,
     mode: SmtpTls,
     ca_file: Option<&Path>,
@@ -65,7 +65,7 @@ fn read_ca(path: &Path) -> Result<Certificate, String> {
 
 /// Why a STARTTLS handshake stopped before TLS.
 #[derive(Debug, thiserror::Error)]
-pub enum StarttlsError {
+pub(crate) enum StarttlsError {
     /// Reading or writing the connection failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -80,7 +80,7 @@ const MAX_QUOTED: usize = 80;
 /// Greets the server, asks for STARTTLS and returns the connection ready for
 /// the TLS handshake. Lines are read bounded (4 KiB, 100 lines per reply), so a
 /// server that streams garbage cannot grow memory.
-pub async fn starttls(tcp: TcpStream) -> Result<TcpStream, StarttlsError> {
+pub(crate) async fn starttls(tcp: TcpStream) -> Result<TcpStream, StarttlsError> {
     let protocol = |m: String| StarttlsError::Protocol(m);
     let mut reader = BufReader::new(tcp);
     let (code, lines) = reply(&mut reader).await?;

@@ -14,7 +14,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The crypto provider every TLS config of sonde uses: one per process (it is
 /// constant data), so configs built by the thousand share it.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
@@ -52,7 +52,7 @@ fn system_store() -> &'static RootCertStore {
 
 /// System roots plus the certificates of `ca_file` (a PEM bundle). An unreadable
 /// or empty `ca_file` is an error naming it.
-pub fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
+pub(crate) fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
     match ca_file {
         None => Ok(system_store().clone()),
         Some(ca_file) => {
@@ -65,7 +65,7 @@ pub fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
 
 /// System roots plus the certificates of a PEM bundle read from `ca_file` (named
 /// in errors). A bundle without a certificate is an error.
-pub fn roots_with_pem(ca_file: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
+pub(crate) fn roots_with_pem(ca_file: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
     let shown = ca_file.display();
     let mut roots = system_store().clone();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
@@ -87,12 +87,12 @@ pub fn roots_with_pem(ca_file: &Path, pem: &[u8]) -> Result<RootCertStore, Strin
 /// still checks the handshake signatures: the peer must hold the key of the
 /// certificate it shows. Stateless, so one config serves concurrent runs.
 #[derive(Debug)]
-pub struct AcceptAnyServerCert {
+pub(crate) struct AcceptAnyServerCert {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl AcceptAnyServerCert {
-    pub fn new(provider: &CryptoProvider) -> Self {
+    pub(crate) fn new(provider: &CryptoProvider) -> Self {
         AcceptAnyServerCert {
             algorithms: provider.signature_verification_algorithms,
         }

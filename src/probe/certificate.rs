@@ -108,11 +108,11 @@ pub enum Role {
 /// Days left under which the current Auth certificate needs a successor, and
 /// under which a configured successor is itself too short-lived, as
 /// `MonitorExchangeAuthCertificate.ps1` judges them.
-pub const AUTH_RENEW_DAYS: i64 = 60;
-pub const AUTH_NEXT_MIN_DAYS: i64 = 120;
+pub(crate) const AUTH_RENEW_DAYS: i64 = 60;
+pub(crate) const AUTH_NEXT_MIN_DAYS: i64 = 120;
 
 /// What an operator runs when the Auth certificate needs attention.
-pub const AUTH_ADVICE: &str = "run MonitorExchangeAuthCertificate.ps1 -ValidateAndRenewAuthCertificate $true; \
+pub(crate) const AUTH_ADVICE: &str = "run MonitorExchangeAuthCertificate.ps1 -ValidateAndRenewAuthCertificate $true; \
      in a hybrid organisation, once the certificate changed, re-run the Hybrid Configuration Wizard \
      or ConfigureExchangeHybridApplication.ps1 -UpdateCertificate";
 

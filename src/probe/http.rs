@@ -283,7 +283,7 @@ impl Default for ExpectStatus {
 
 impl ExpectStatus {
     /// Parses comma-separated codes (`301`), ranges (`200-299`) and classes (`2xx`).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let mut ranges = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             ranges.push(parse_status_part(part)?);
@@ -291,11 +291,12 @@ impl ExpectStatus {
         Ok(ExpectStatus { ranges })
     }
 
-    pub fn ranges(&self) -> &[(u32, u32)] {
+    #[cfg(test)]
+    pub(crate) fn ranges(&self) -> &[(u32, u32)] {
         &self.ranges
     }
 
-    pub fn contains(&self, code: u16) -> bool {
+    pub(crate) fn contains(&self, code: u16) -> bool {
         let code = u32::from(code);
         self.ranges.iter().any(|&(lo, hi)| lo <= code && code <= hi)
     }
@@ -460,7 +461,7 @@ impl HttpProbe {
     }
 
     /// Builds the probe, taking its client from `clients`.
-    pub fn with_clients(
+    pub(crate) fn with_clients(
         cfg: &HttpConfig,
         base_dir: &Path,
         clients: &Clients,

@@ -102,13 +102,13 @@ impl ProbeKind for MetadataConfig {
 
 /// Problems with `jwks_hosts` entries: each must be an origin,
 /// `http(s)://host[:port]`, with nothing after it.
-pub fn validate_jwks_hosts(hosts: &[String]) -> Vec<SpecProblem> {
+pub(crate) fn validate_jwks_hosts(hosts: &[String]) -> Vec<SpecProblem> {
     validate_origins("jwks_hosts", hosts)
 }
 
 /// Problems with the entries of a list of origins at `key` (`jwks_hosts`,
 /// the token kind's `token_hosts`).
-pub fn validate_origins(key: &'static str, hosts: &[String]) -> Vec<SpecProblem> {
+pub(crate) fn validate_origins(key: &'static str, hosts: &[String]) -> Vec<SpecProblem> {
     let mut p = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
         let shown: String = h.chars().take(200).collect();
@@ -158,14 +158,14 @@ pub(super) fn origin_allowed(
 
 /// Which kind of document the metadata came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Acs,
     OpenId,
 }
 
 /// What the chain needs from the metadata.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AuthMetadata {
+pub(crate) struct AuthMetadata {
     pub source: Source,
     /// `issuer` as written (empty when the document has none).
     pub issuer: String,
@@ -181,7 +181,7 @@ pub struct AuthMetadata {
 
 /// A key that signs the STS's tokens.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SigningKey {
+pub(crate) struct SigningKey {
     /// The certificate, DER.
     pub der: Vec<u8>,
     /// JWKS only: the issuer the key is bound to, when the key says so: the
@@ -190,10 +190,10 @@ pub struct SigningKey {
 }
 
 /// The template Entra's multi-tenant documents put where the tenant id goes.
-pub const TENANT_TEMPLATE: &str = "{tenantid}";
+pub(crate) const TENANT_TEMPLATE: &str = "{tenantid}";
 
 /// What the metadata probe and the token probe say about a realm-less ACS document.
-pub const NO_REALM: &str =
+pub(crate) const NO_REALM: &str =
     "the metadata names no tenant: AuthMetadataUrl must end with ?realm=<tenant>";
 
 fn has_template(s: &str) -> bool {
@@ -201,7 +201,7 @@ fn has_template(s: &str) -> bool {
 }
 
 /// `s` with every `{tenantid}` (any case) replaced by `tenant_id`.
-pub fn substitute_tenant(s: &str, tenant_id: &str) -> String {
+pub(crate) fn substitute_tenant(s: &str, tenant_id: &str) -> String {
     let lower = s.to_ascii_lowercase();
     let mut out = String::with_capacity(s.len());
     let mut rest = 0;
@@ -216,14 +216,14 @@ pub fn substitute_tenant(s: &str, tenant_id: &str) -> String {
 
 impl AuthMetadata {
     /// The certificates of the signing keys, DER.
-    pub fn signing_certs(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn signing_certs(&self) -> Vec<Vec<u8>> {
         self.signing_keys.iter().map(|k| k.der.clone()).collect()
     }
 
     /// True when the document names no tenant: an ACS document fetched without
     /// `?realm=` (realm empty or `*`), or multi-tenant OpenID discovery whose
     /// issuer still holds `{tenantid}`.
-    pub fn names_no_tenant(&self) -> bool {
+    pub(crate) fn names_no_tenant(&self) -> bool {
         let realm = self.realm.trim();
         match self.source {
             Source::Acs => realm.is_empty() || realm == "*",
@@ -235,7 +235,7 @@ impl AuthMetadata {
     /// issuer, the realm set, and the keys bound to another tenant dropped (a
     /// key whose issuer names another tenant does not sign this one's tokens).
     /// Returns the document and how many keys were dropped.
-    pub fn for_tenant(mut self, tenant_id: &str) -> (AuthMetadata, usize) {
+    pub(crate) fn for_tenant(mut self, tenant_id: &str) -> (AuthMetadata, usize) {
         if self.source == Source::Acs {
             return (self, 0);
         }
@@ -259,7 +259,7 @@ impl AuthMetadata {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MetadataError {
+pub(crate) enum MetadataError {
     #[error("the document is empty")]
     Empty,
     #[error("the document is not valid JSON: {0}")]
@@ -322,13 +322,14 @@ fn certificate(index: usize, b64: &str) -> Result<Vec<u8>, MetadataError> {
 }
 
 /// Whether a parsed document is OpenID Connect discovery rather than ACS.
-pub fn is_openid(doc: &Map<String, Value>) -> bool {
+pub(crate) fn is_openid(doc: &Map<String, Value>) -> bool {
     get(doc, "endpoints").is_none()
         && (get(doc, "token_endpoint").is_some() || get(doc, "jwks_uri").is_some())
 }
 
+#[cfg(test)]
 /// The ACS JSON document.
-pub fn parse_acs(body: &[u8]) -> Result<AuthMetadata, MetadataError> {
+pub(crate) fn parse_acs(body: &[u8]) -> Result<AuthMetadata, MetadataError> {
     let doc = object(body)?;
     acs_from(&doc)
 }
@@ -392,9 +393,12 @@ fn acs_from(doc: &Map<String, Value>) -> Result<AuthMetadata, MetadataError> {
     })
 }
 
+#[cfg(test)]
 /// The parts of an OpenID Connect discovery document that matter here:
 /// (issuer, token endpoint, jwks_uri).
-pub fn parse_openid_discovery(body: &[u8]) -> Result<(String, String, String), MetadataError> {
+pub(crate) fn parse_openid_discovery(
+    body: &[u8],
+) -> Result<(String, String, String), MetadataError> {
     let doc = object(body)?;
     openid_from(&doc)
 }
@@ -414,7 +418,7 @@ fn openid_from(doc: &Map<String, Value>) -> Result<(String, String, String), Met
 
 /// Signing keys of a JWKS: keys with `use` `sig` (or none) and an `x5c`, each
 /// with the `issuer` it carries, if any.
-pub fn parse_jwks(body: &[u8]) -> Result<Vec<SigningKey>, MetadataError> {
+pub(crate) fn parse_jwks(body: &[u8]) -> Result<Vec<SigningKey>, MetadataError> {
     let doc = object(body)?;
     let keys = get(&doc, "keys")
         .and_then(Value::as_array)
@@ -458,7 +462,7 @@ fn realm_of_issuer_url(issuer: &str) -> String {
 
 /// Timing and size of a fetch, for observations.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FetchStats {
+pub(crate) struct FetchStats {
     pub latency: Duration,
     pub body_bytes: u64,
 }
@@ -525,7 +529,7 @@ fn bad_document(url: &str, e: MetadataError) -> Outcome {
 
 /// Fetches and parses the metadata at `url`, ACS or OpenID (then its JWKS,
 /// if it is on `url`'s origin or one of `jwks_hosts`).
-pub async fn fetch(
+pub(crate) async fn fetch(
     http: &reqwest::Client,
     url: &str,
     max_body: u64,
@@ -578,7 +582,7 @@ pub async fn fetch(
     ))
 }
 
-pub struct MetadataProbe {
+pub(crate) struct MetadataProbe {
     url: String,
     jwks_hosts: Vec<String>,
     expect_realm: Option<String>,
@@ -590,7 +594,7 @@ pub struct MetadataProbe {
 }
 
 impl MetadataProbe {
-    pub fn new(cfg: &MetadataConfig, base_dir: &Path) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &MetadataConfig, base_dir: &Path) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
             return Err(p.into());
         }

@@ -31,7 +31,7 @@ use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::secret::SecretSource;
 use crate::spec::{BuildError, SpecProblem};
 
-pub const PUBLISH_PATH: &str = "/service.svc/PublishOnPremNotifications";
+pub(crate) const PUBLISH_PATH: &str = "/service.svc/PublishOnPremNotifications";
 const USER_AGENT: &str = "Exchange/15.00.0000.000/PushNotificationsOnPremProxy";
 const MAX_RESPONSE: usize = 64 * 1024;
 
@@ -215,7 +215,7 @@ impl ProbeKind for PushConfig {
     }
 }
 
-pub struct PushProbe {
+pub(crate) struct PushProbe {
     mode: Mode,
     publish_url: reqwest::Url,
     token: Option<TokenClient>,
@@ -238,7 +238,7 @@ struct EndToEnd {
 
 impl PushProbe {
     /// `token` is the configuration (and its directory) of the `token_probe`.
-    pub fn new(
+    pub(crate) fn new(
         cfg: &PushConfig,
         base_dir: &Path,
         token: Option<(&TokenConfig, &Path)>,
@@ -406,7 +406,7 @@ fn token_observation(name: &str) -> &str {
 /// backslashes are in the text; without them it is a plain string and the batch
 /// is refused). The date is a day back, so that an agent clock ahead of the
 /// service cannot put it in the future.
-pub fn monitoring_batch(now_ms: i64) -> String {
+pub(crate) fn monitoring_batch(now_ms: i64) -> String {
     const PLACEHOLDER: &str = "\"lastSubscriptionUpdate-placeholder\"";
     let batch = json!({"notifications": [{
         "payload": {"tenantId": "", "unseenEmailCount": 1, "isMonitoring": true},
@@ -423,17 +423,17 @@ pub fn monitoring_batch(now_ms: i64) -> String {
 }
 
 /// The longest `WWW-Authenticate` value parsed; real ones are about 300 bytes.
-pub const MAX_CHALLENGE_BYTES: usize = 4096;
+pub(crate) const MAX_CHALLENGE_BYTES: usize = 4096;
 const MAX_CHALLENGE_PARAMS: usize = 32;
 
 /// A Bearer challenge (RFC 6750 §3): parameter names lower-cased, values unquoted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
+pub(crate) struct Challenge {
     pub params: Vec<(String, String)>,
 }
 
 impl Challenge {
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -442,7 +442,7 @@ impl Challenge {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChallengeError {
+pub(crate) enum ChallengeError {
     #[error("it is empty")]
     Empty,
     #[error("it is longer than {MAX_CHALLENGE_BYTES} bytes")]
@@ -475,7 +475,7 @@ fn is_tchar(c: char) -> bool {
 /// Bearer: `Bearer name="quoted, with commas", name=token, …`. Quoted strings
 /// may hold commas and `\`-escapes; names are matched without regard to case.
 /// A second challenge after the first (`…, Basic realm="x"`) ends the parse.
-pub fn parse_challenge(header: &str) -> Result<Challenge, ChallengeError> {
+pub(crate) fn parse_challenge(header: &str) -> Result<Challenge, ChallengeError> {
     if header.len() > MAX_CHALLENGE_BYTES {
         return Err(ChallengeError::TooLong);
     }
@@ -578,7 +578,7 @@ pub fn parse_challenge(header: &str) -> Result<Challenge, ChallengeError> {
 
 /// Says how the refused token compares with what the proxy's challenge asks
 /// for: its trusted issuers (service and realm) and its own id (the audience).
-pub fn compare_challenge(c: &Challenge, issuer: &str, audience: &str) -> String {
+pub(crate) fn compare_challenge(c: &Challenge, issuer: &str, audience: &str) -> String {
     let shown = |s: &str| s.chars().take(120).collect::<String>();
     let trusted: Vec<&str> = c
         .param("trusted_issuers")

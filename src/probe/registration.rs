@@ -30,12 +30,12 @@ use crate::secret::SecretSource;
 use crate::spec::{BuildError, SpecProblem};
 
 /// The shared `Office 365 Exchange Online` service principal.
-pub const FIRST_PARTY_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
+pub(crate) const FIRST_PARTY_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
 /// The resource whose `/.default` scope the monitoring app asks for, whatever
 /// `graph_url` says (a test double or a national cloud answers for it).
-pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
+pub(crate) const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 /// The one permission the monitoring app needs.
-pub const PERMISSION: &str = "Application.Read.All";
+pub(crate) const PERMISSION: &str = "Application.Read.All";
 const CLEANUP: &str = "ConfigureExchangeHybridApplication.ps1 -ResetFirstPartyServicePrincipalKeyCredentials -CertificateInformation";
 const UPLOAD: &str = "ConfigureExchangeHybridApplication.ps1 -UpdateCertificate";
 /// Graph's answers are a few KiB; anything larger is not what was asked for.
@@ -464,7 +464,7 @@ enum Credential {
 }
 
 /// A runnable `registration` probe; built once from its config.
-pub struct RegistrationProbe {
+pub(crate) struct RegistrationProbe {
     credential: Credential,
     http: reqwest::Client,
     graph_url: String,
@@ -484,7 +484,7 @@ fn resolve(base_dir: &Path, p: &str) -> PathBuf {
 }
 
 impl RegistrationProbe {
-    pub fn new(cfg: &RegistrationConfig, base_dir: &Path) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &RegistrationConfig, base_dir: &Path) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
             return Err(p.into());
         }

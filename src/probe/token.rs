@@ -33,8 +33,8 @@ use crate::outcome::{Category, Outcome, Probe, ProbeContext};
 use crate::secret::SecretSource;
 use crate::spec::{BuildError, SpecProblem};
 
-pub const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
-pub const ACS_APP_ID: &str = "00000001-0000-0000-c000-000000000000";
+pub(crate) const EXCHANGE_APP_ID: &str = "00000002-0000-0ff1-ce00-000000000000";
+pub(crate) const ACS_APP_ID: &str = "00000001-0000-0000-c000-000000000000";
 const JWT_BEARER: &str = "http://oauth.net/grant_type/jwt/1.0/bearer";
 const ASSERTION_LIFETIME: i64 = 600;
 const MAX_RESPONSE: u64 = 256 * 1024;
@@ -218,7 +218,7 @@ impl ProbeKind for TokenConfig {
 }
 
 /// A token obtained and checked.
-pub struct IssuedToken {
+pub(crate) struct IssuedToken {
     /// The bearer token; never printed.
     access_token: String,
     pub resource: String,
@@ -233,7 +233,7 @@ pub struct IssuedToken {
 }
 
 impl IssuedToken {
-    pub fn bearer(&self) -> &str {
+    pub(crate) fn bearer(&self) -> &str {
         &self.access_token
     }
 }
@@ -253,7 +253,7 @@ enum KeySource {
 }
 
 /// Gets tokens with the configured credential; shared by `token` and `push`.
-pub struct TokenClient {
+pub(crate) struct TokenClient {
     mode: Mode,
     tenant: String,
     resource: Option<String>,
@@ -270,7 +270,7 @@ pub struct TokenClient {
 }
 
 impl TokenClient {
-    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, BuildError> {
         if let Some(p) = cfg.validate().into_iter().next() {
             return Err(p.into());
         }
@@ -395,7 +395,7 @@ impl TokenClient {
     }
 
     /// Obtains a token and checks it; a failure is the outcome to report.
-    pub async fn acquire(&self, ctx: &ProbeContext) -> Result<IssuedToken, Outcome> {
+    pub(crate) async fn acquire(&self, ctx: &ProbeContext) -> Result<IssuedToken, Outcome> {
         ctx.progress.phase("reading the signing credential");
         let cred = self.credential().await?;
         let mut observations: Vec<(&'static str, f64)> = Vec::new();
@@ -754,7 +754,7 @@ fn bind_tenant(doc: AuthMetadata, configured: &str) -> Result<AuthMetadata, Outc
 
 /// `common`, `organizations` or `consumers` when `url`'s first path segment is
 /// one of Entra's multi-tenant names, where client credentials are refused.
-pub fn multi_tenant_segment(url: &reqwest::Url) -> Option<&'static str> {
+pub(crate) fn multi_tenant_segment(url: &reqwest::Url) -> Option<&'static str> {
     let first = url.path_segments()?.next()?;
     ["common", "organizations", "consumers"]
         .into_iter()
@@ -864,7 +864,7 @@ async fn read_body(mut response: reqwest::Response, cap: u64) -> Result<Vec<u8>,
 
 /// The STS's error as (category, operator-facing text). Codes are kept in the
 /// text so that they can be looked up; trace ids and timestamps are dropped.
-pub fn error_text(body: &[u8]) -> (Category, String) {
+pub(crate) fn error_text(body: &[u8]) -> (Category, String) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let error = v.get("error").and_then(Value::as_str).unwrap_or("");
     let description = v
@@ -1077,12 +1077,12 @@ fn check_answer(answer: &Value, want: &Expected<'_>) -> Result<Checked, Outcome>
     })
 }
 
-pub struct TokenProbe {
+pub(crate) struct TokenProbe {
     client: TokenClient,
 }
 
 impl TokenProbe {
-    pub fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, BuildError> {
+    pub(crate) fn new(cfg: &TokenConfig, base_dir: &Path) -> Result<Self, BuildError> {
         Ok(TokenProbe {
             client: TokenClient::new(cfg, base_dir)?,
         })

@@ -16,14 +16,12 @@ use crate::outcome::{Outcome, Status};
 /// span, which carries `probe` and `kind`. Log only: the runner also serves
 /// `sonde probe`, which keeps no metrics; the agent counts the run when it
 /// records it (`ProbeRunRecorded`).
-pub struct ProbeRunFinished<'a> {
-    pub probe: &'a str,
-    pub kind: &'a str,
+pub(crate) struct ProbeRunFinished<'a> {
     pub outcome: &'a Outcome,
 }
 
 impl ProbeRunFinished<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         let o = self.outcome;
         let category = o.category.map(|c| c.as_str()).unwrap_or("");
         let duration = o.duration.as_secs_f64();
@@ -77,7 +75,7 @@ impl ProbeRunRecorded<'_> {
 }
 
 /// A fire was skipped because the probe's previous run was still going.
-pub struct ProbeRunSkipped<'a> {
+pub(crate) struct ProbeRunSkipped<'a> {
     pub probe: &'a str,
     pub kind: &'a str,
     pub health_set: &'a str,
@@ -85,7 +83,7 @@ pub struct ProbeRunSkipped<'a> {
 }
 
 impl ProbeRunSkipped<'_> {
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         metrics.probe_skipped(self.probe, self.kind, self.health_set);
         tracing::warn!(
             probe = self.probe,
@@ -97,14 +95,14 @@ impl ProbeRunSkipped<'_> {
 }
 
 /// The agent is stopping: how the drain went.
-pub struct ShutdownDrained {
+pub(crate) struct ShutdownDrained {
     pub in_flight_at_signal: usize,
     pub aborted: usize,
     pub took: Duration,
 }
 
 impl ShutdownDrained {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         if self.aborted > 0 {
             tracing::warn!(
                 in_flight = self.in_flight_at_signal,
@@ -210,7 +208,7 @@ impl OutboxDepth<'_> {
 }
 
 /// The configuration was loaded (at start) or reloaded; `error` says why not.
-pub struct ConfigLoaded<'a> {
+pub(crate) struct ConfigLoaded<'a> {
     pub path: &'a std::path::Path,
     pub probes: usize,
     pub at: DateTime<Utc>,
@@ -218,7 +216,7 @@ pub struct ConfigLoaded<'a> {
 }
 
 impl ConfigLoaded<'_> {
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         let at = self.at.timestamp_millis() as f64 / 1000.0;
         metrics.config_loaded(self.error.is_none(), at);
         match self.error {
@@ -238,7 +236,7 @@ impl ConfigLoaded<'_> {
 
 /// A supervised task of the agent panicked or ended while the agent runs; it
 /// is restarted after `backoff`.
-pub struct TaskRestarted<'a> {
+pub(crate) struct TaskRestarted<'a> {
     pub task: &'static str,
     /// The panic message, or "ended".
     pub reason: &'a str,
@@ -248,7 +246,7 @@ pub struct TaskRestarted<'a> {
 }
 
 impl TaskRestarted<'_> {
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         metrics.task_restarted(self.task);
         tracing::error!(
             task = self.task,
@@ -261,7 +259,7 @@ impl TaskRestarted<'_> {
 }
 
 /// A supervised task kept failing: the agent stops.
-pub struct TaskGaveUp<'a> {
+pub(crate) struct TaskGaveUp<'a> {
     pub task: &'static str,
     pub reason: &'a str,
     pub restarts: u32,
@@ -269,7 +267,7 @@ pub struct TaskGaveUp<'a> {
 }
 
 impl TaskGaveUp<'_> {
-    pub fn emit(&self) {
+    pub(crate) fn emit(&self) {
         tracing::error!(
             task = self.task,
             reason = self.reason,
@@ -281,7 +279,7 @@ impl TaskGaveUp<'_> {
 }
 
 /// The store's write state after an attempt: `error` is set while it fails.
-pub struct StoreWriteState<'a> {
+pub(crate) struct StoreWriteState<'a> {
     pub path: &'a str,
     /// The error of the failed attempt; `None` when the write succeeded.
     pub error: Option<&'a str>,
@@ -292,7 +290,7 @@ pub struct StoreWriteState<'a> {
 }
 
 impl StoreWriteState<'_> {
-    pub fn emit(&self, metrics: &Metrics) {
+    pub(crate) fn emit(&self, metrics: &Metrics) {
         metrics.store_state(self.error.is_none(), self.pending, self.dropped);
         if !self.changed {
             return;

@@ -35,52 +35,54 @@ use crate::monitor::MonitorState;
 use crate::outcome::{Category, Outcome, Status};
 
 // blackbox_exporter-compatible, per probe: the latest run.
-pub const PROBE_SUCCESS: &str = "probe_success";
-pub const PROBE_DURATION_SECONDS: &str = "probe_duration_seconds";
-pub const PROBE_SSL_EARLIEST_CERT_EXPIRY: &str = "probe_ssl_earliest_cert_expiry";
-pub const PROBE_HTTP_STATUS_CODE: &str = "probe_http_status_code";
+pub(crate) const PROBE_SUCCESS: &str = "probe_success";
+pub(crate) const PROBE_DURATION_SECONDS: &str = "probe_duration_seconds";
+pub(crate) const PROBE_SSL_EARLIEST_CERT_EXPIRY: &str = "probe_ssl_earliest_cert_expiry";
+pub(crate) const PROBE_HTTP_STATUS_CODE: &str = "probe_http_status_code";
 // sonde's own.
-pub const SONDE_BUILD_INFO: &str = "sonde_build_info";
-pub const SONDE_PROBE_STATUS: &str = "sonde_probe_status";
-pub const SONDE_PROBE_RUNS_TOTAL: &str = "sonde_probe_runs_total";
-pub const SONDE_PROBE_RUNS_SKIPPED_TOTAL: &str = "sonde_probe_runs_skipped_total";
-pub const SONDE_PROBE_DURATION_SECONDS: &str = "sonde_probe_duration_seconds";
-pub const SONDE_CERTIFICATE_SECONDS_LEFT: &str = "sonde_certificate_seconds_left";
-pub const SONDE_MONITOR_STATE: &str = "sonde_monitor_state";
-pub const SONDE_ALERT_DELIVERIES_TOTAL: &str = "sonde_alert_deliveries_total";
-pub const SONDE_OUTBOX_DEPTH: &str = "sonde_outbox_depth";
-pub const SONDE_SCHEDULER_LATENESS_SECONDS: &str = "sonde_scheduler_lateness_seconds";
-pub const SONDE_CONFIG_RELOAD_SUCCESS: &str = "sonde_config_reload_success";
-pub const SONDE_CONFIG_RELOAD_TIMESTAMP_SECONDS: &str = "sonde_config_reload_timestamp_seconds";
-pub const SONDE_TASK_RESTARTS_TOTAL: &str = "sonde_task_restarts_total";
-pub const SONDE_STORE_UP: &str = "sonde_store_up";
-pub const SONDE_STORE_PENDING: &str = "sonde_store_pending";
-pub const SONDE_STORE_DROPPED_TOTAL: &str = "sonde_store_dropped_total";
+pub(crate) const SONDE_BUILD_INFO: &str = "sonde_build_info";
+pub(crate) const SONDE_PROBE_STATUS: &str = "sonde_probe_status";
+pub(crate) const SONDE_PROBE_RUNS_TOTAL: &str = "sonde_probe_runs_total";
+pub(crate) const SONDE_PROBE_RUNS_SKIPPED_TOTAL: &str = "sonde_probe_runs_skipped_total";
+pub(crate) const SONDE_PROBE_DURATION_SECONDS: &str = "sonde_probe_duration_seconds";
+pub(crate) const SONDE_CERTIFICATE_SECONDS_LEFT: &str = "sonde_certificate_seconds_left";
+pub(crate) const SONDE_MONITOR_STATE: &str = "sonde_monitor_state";
+pub(crate) const SONDE_ALERT_DELIVERIES_TOTAL: &str = "sonde_alert_deliveries_total";
+pub(crate) const SONDE_OUTBOX_DEPTH: &str = "sonde_outbox_depth";
+pub(crate) const SONDE_SCHEDULER_LATENESS_SECONDS: &str = "sonde_scheduler_lateness_seconds";
+pub(crate) const SONDE_CONFIG_RELOAD_SUCCESS: &str = "sonde_config_reload_success";
+pub(crate) const SONDE_CONFIG_RELOAD_TIMESTAMP_SECONDS: &str =
+    "sonde_config_reload_timestamp_seconds";
+pub(crate) const SONDE_TASK_RESTARTS_TOTAL: &str = "sonde_task_restarts_total";
+pub(crate) const SONDE_STORE_UP: &str = "sonde_store_up";
+pub(crate) const SONDE_STORE_PENDING: &str = "sonde_store_pending";
+pub(crate) const SONDE_STORE_DROPPED_TOTAL: &str = "sonde_store_dropped_total";
 
 // The OpenTelemetry instruments (exported over OTLP), mirroring sonde's own:
 // the runs counter and duration histogram (attributes probe, kind; the counter
 // also status, category), the certificate gauge (probe), the monitor state
 // (probe, health_set, state: 1 or 0) and alert deliveries (channel, result).
-pub const OTEL_PROBE_RUNS: &str = "sonde.probe.runs";
-pub const OTEL_PROBE_DURATION: &str = "sonde.probe.duration";
-pub const OTEL_CERTIFICATE_SECONDS_LEFT: &str = "sonde.certificate.seconds_left";
-pub const OTEL_MONITOR_STATE: &str = "sonde.monitor.state";
-pub const OTEL_ALERT_DELIVERIES: &str = "sonde.alert.deliveries";
+pub(crate) const OTEL_PROBE_RUNS: &str = "sonde.probe.runs";
+pub(crate) const OTEL_PROBE_DURATION: &str = "sonde.probe.duration";
+pub(crate) const OTEL_CERTIFICATE_SECONDS_LEFT: &str = "sonde.certificate.seconds_left";
+pub(crate) const OTEL_MONITOR_STATE: &str = "sonde.monitor.state";
+pub(crate) const OTEL_ALERT_DELIVERIES: &str = "sonde.alert.deliveries";
 
 /// Observations that feed series of their own.
-pub const OBS_NOT_AFTER: &str = "not_after_timestamp_seconds";
-pub const OBS_SECONDS_LEFT: &str = "seconds_left";
-pub const OBS_STATUS_CODE: &str = "status_code";
+pub(crate) const OBS_NOT_AFTER: &str = "not_after_timestamp_seconds";
+pub(crate) const OBS_SECONDS_LEFT: &str = "seconds_left";
+pub(crate) const OBS_STATUS_CODE: &str = "status_code";
 
 /// Probe run durations: from a local file check to a slow token endpoint.
-pub const PROBE_DURATION_BUCKETS: &[f64] = &[
+pub(crate) const PROBE_DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 /// Scheduler lateness: a healthy scheduler stays in the first buckets.
-pub const LATENESS_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
+pub(crate) const LATENESS_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
 
 /// The `content-type` of `render`'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The label values come from the enums themselves (`ALL`, `as_str`, `index`):
 /// a new status, category or state is counted under its own label.
@@ -126,7 +128,7 @@ const RESULTS: [DeliveryResult; 4] = [
 ];
 
 impl DeliveryResult {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryResult::Delivered => "delivered",
             DeliveryResult::Failed => "failed",
@@ -164,7 +166,7 @@ impl AtomicF64 {
 
 /// A Prometheus histogram with fixed buckets; counts are per bucket, made
 /// cumulative when rendered.
-pub struct Histogram {
+pub(crate) struct Histogram {
     bounds: &'static [f64],
     /// The bounds as `le` label values, formatted once.
     le: Box<[String]>,
@@ -175,7 +177,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
+    pub(crate) fn new(bounds: &'static [f64]) -> Self {
         let le = bounds
             .iter()
             .map(|b| {
@@ -194,7 +196,7 @@ impl Histogram {
         }
     }
 
-    pub fn observe(&self, v: f64) {
+    pub(crate) fn observe(&self, v: f64) {
         if v.is_nan() {
             return;
         }
@@ -457,17 +459,17 @@ impl Metrics {
     }
 
     /// Drops the series of every probe `keep` refuses (a reload removed them).
-    pub fn retain_probes(&self, keep: impl Fn(&str) -> bool) {
+    pub(crate) fn retain_probes(&self, keep: impl Fn(&str) -> bool) {
         retain(&self.probes, keep);
     }
 
     /// Drops the series of every channel `keep` refuses.
-    pub fn retain_channels(&self, keep: impl Fn(&str) -> bool) {
+    pub(crate) fn retain_channels(&self, keep: impl Fn(&str) -> bool) {
         retain(&self.channels, keep);
     }
 
     /// Makes a supervised task known before its first restart (counter at 0).
-    pub fn register_task(&self, task: &'static str) {
+    pub(crate) fn register_task(&self, task: &'static str) {
         self.restarts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -484,8 +486,9 @@ impl Metrics {
             .or_insert(0) += 1;
     }
 
+    #[cfg(test)]
     /// How often `task` was restarted.
-    pub fn task_restarts(&self, task: &str) -> u64 {
+    pub(crate) fn task_restarts(&self, task: &str) -> u64 {
         self.restarts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -501,7 +504,7 @@ impl Metrics {
     }
 
     /// Makes a channel known before its first delivery (counters at 0).
-    pub fn register_channel(&self, channel: &str) {
+    pub(crate) fn register_channel(&self, channel: &str) {
         self.channel(channel);
     }
 
@@ -614,7 +617,7 @@ impl Metrics {
     }
 
     /// `render`, appending to `out`.
-    pub fn render_into(&self, out: &mut String) {
+    pub(crate) fn render_into(&self, out: &mut String) {
         let probes = snapshot(&self.probes);
         let last: Vec<Option<LastRun>> = probes.iter().map(|p| p.last()).collect();
         let ran = || {
@@ -961,7 +964,7 @@ fn push_f64(out: &mut String, v: f64) {
 }
 
 /// Escapes a label value: backslash, double quote and newline.
-pub fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     let mut s = String::with_capacity(value.len());
     for ch in value.chars() {
         match ch {

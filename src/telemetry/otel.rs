@@ -34,19 +34,19 @@ use opentelemetry_sdk::resource::{
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 
-pub use crate::config::OtlpProtocol;
+pub(crate) use crate::config::OtlpProtocol;
 use crate::config::TelemetryConfig;
 
-pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
-pub const OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
-pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
-pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
-pub const OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
+pub(crate) const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub(crate) const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+pub(crate) const OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
+pub(crate) const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+pub(crate) const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+pub(crate) const OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
 const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 
-pub const HTTP_PROTOBUF: &str = "http/protobuf";
-pub const GRPC: &str = "grpc";
+pub(crate) const HTTP_PROTOBUF: &str = "http/protobuf";
+pub(crate) const GRPC: &str = "grpc";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtelError {
@@ -64,21 +64,21 @@ pub enum OtelError {
 /// Where and how one signal goes. `endpoint: None` leaves the endpoint to the
 /// SDK's reading of the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub endpoint: Option<String>,
     pub protocol: OtlpProtocol,
 }
 
 /// Each signal's target; `None` for a signal that is not exported.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     pub traces: Option<Target>,
     pub metrics: Option<Target>,
 }
 
 /// The protocol for one signal: the config's, else the signal's variable, else
 /// the general one, else HTTP/protobuf.
-pub fn resolve_protocol(
+pub(crate) fn resolve_protocol(
     cfg: &TelemetryConfig,
     signal_var: &'static str,
     env: impl Fn(&str) -> Option<String>,
@@ -104,7 +104,7 @@ pub fn resolve_protocol(
 
 impl Endpoints {
     /// The config's endpoint wins over the environment; `env` looks a variable up.
-    pub fn resolve(
+    pub(crate) fn resolve(
         cfg: &TelemetryConfig,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, OtelError> {
@@ -140,7 +140,7 @@ impl Endpoints {
         })
     }
 
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         self.traces.is_some() || self.metrics.is_some()
     }
 
@@ -163,7 +163,7 @@ pub struct Otel {
 
 impl Otel {
     /// The layer that turns `tracing` spans into OTel spans, when traces export.
-    pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::Tracer> {
+    pub(crate) fn tracer(&self) -> Option<opentelemetry_sdk::trace::Tracer> {
         self.tracer_provider.as_ref().map(|p| p.tracer("sonde"))
     }
 
@@ -204,7 +204,7 @@ pub fn init(cfg: &TelemetryConfig) -> Result<Option<Otel>, OtelError> {
 
 /// `init` with `env` to look variables up (the SDK still reads the process
 /// environment for the settings it owns).
-pub fn init_with(
+pub(crate) fn init_with(
     cfg: &TelemetryConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Otel>, OtelError> {
