@@ -7,7 +7,8 @@
 //!
 //! 1. Leaves, which import nothing of the crate's but each other: `clock`, `guid`,
 //!    `human` (durations and sizes), `spec` (problems found in a kind's settings),
-//!    `secret` (`*_env`/`*_file` secrets), `net` (HTTP, SMTP and TLS client
+//!    `secret` (`*_env`/`*_file` secrets), `file` (bounded reads of regular
+//!    files), `net` (HTTP, SMTP and TLS client
 //!    layers), `names` (the `named_enum!` declaration), `jwt`, `credential`,
 //!    `schedule` (cron and `every`), `reload` (the reload request channel),
 //!    `store` (SQLite).
@@ -21,8 +22,10 @@
 //! 5. `runner` (one run: timeout, span, panic isolation) and `scheduler`.
 //! 6. `build`: turns a loaded config into runnable targets and channels, the
 //!    same for `sonde run` and `sonde validate`.
-//! 7. `alert`: the monitor engine (results -> states -> notices) and the durable
-//!    outbox that sends alerts through the channels.
+//! 7. `alert`: the monitor engine (results -> states -> notices), the durable
+//!    outbox that sends alerts through the channels, the writes kept in memory
+//!    while the store fails, and the heartbeat; `supervise`: restarts the
+//!    agent's tasks with backoff and keeps the pipeline's health for `/healthz`.
 //! 8. `api`: the HTTP server (routes over the metrics, the engine's views and the
 //!    store); `remote`: its client for `sonde status` and `sonde probe --remote`.
 //! 9. `agent`: runs the scheduler, the engine, the outbox and the API (through

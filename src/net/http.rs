@@ -101,8 +101,8 @@ impl TlsKey {
                 None,
             )),
             Some(path) => {
-                let pem =
-                    std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                let pem = crate::file::read_blocking(path, crate::file::MAX_SIZE)
+                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
                 let mut digest = [0u8; 32];
                 digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &pem).as_ref());
                 Ok((
