@@ -46,6 +46,8 @@ pub mod cmd;
 pub mod config;
 pub mod credential;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guid;
 pub mod human;
 pub mod init;
