@@ -9,6 +9,7 @@ mod certificates;
 mod channels;
 mod cli;
 mod config_fixtures;
+mod fuzz_corpus;
 mod hybrid;
 mod hybrid_app;
 mod init;
