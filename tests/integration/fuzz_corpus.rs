@@ -36,20 +36,12 @@ fn replay(root: &str, harness: &Harness, target: &str) -> usize {
 }
 
 #[test]
-fn every_seed_of_every_fuzz_target_runs_without_a_panic() {
+fn every_seed_and_every_kept_crash_of_every_fuzz_target_runs_without_a_panic() {
     let scratch = TempDir::new().unwrap();
     let harness = Harness::new(scratch.path()).unwrap();
     for target in TARGETS {
         let seeds = replay("fuzz/corpus", &harness, target);
         assert!(seeds > 0, "fuzz/corpus/{target} has no seed");
-    }
-}
-
-#[test]
-fn every_input_that_crashed_a_fuzz_target_runs_without_a_panic() {
-    let scratch = TempDir::new().unwrap();
-    let harness = Harness::new(scratch.path()).unwrap();
-    for target in TARGETS {
         replay("tests/fixtures/fuzz", &harness, target);
     }
 }
