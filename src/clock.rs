@@ -2,7 +2,6 @@
 //! clock. The only reads of the system's wall clock in the crate are here.
 
 use std::fmt;
-#[cfg(test)]
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -22,8 +21,7 @@ impl Clock for SystemClock {
     }
 }
 
-#[cfg(test)]
-/// A clock for tests: it starts at a chosen instant and then moves
+/// A clock for tests and the fuzzing harness: it starts at a chosen instant and then moves
 /// with tokio's clock, so `#[tokio::test(start_paused = true)]` drives it (pausing
 /// tokio time does not move `Utc::now()`). `set` jumps it, like an NTP step.
 #[derive(Debug)]
@@ -31,7 +29,6 @@ pub(crate) struct ManualClock {
     state: Mutex<(DateTime<Utc>, tokio::time::Instant)>,
 }
 
-#[cfg(test)]
 impl ManualClock {
     pub(crate) fn new(start: DateTime<Utc>) -> Self {
         ManualClock {
@@ -39,13 +36,13 @@ impl ManualClock {
         }
     }
 
+    #[cfg(test)]
     /// Jumps the wall clock to `to`; it keeps following tokio's clock from there.
     pub(crate) fn set(&self, to: DateTime<Utc>) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (to, tokio::time::Instant::now());
     }
 }
 
-#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         let (base, at) = *self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -93,7 +93,6 @@ impl SigningCredential {
     pub fn thumbprint_hex(&self) -> String {
         self.thumbprint.clone()
     }
-    #[cfg(test)]
     pub(crate) fn subject(&self) -> &str {
         &self.subject
     }

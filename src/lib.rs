@@ -50,6 +50,8 @@ pub mod config;
 pub mod credential;
 pub mod demo;
 pub(crate) mod file;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod guid;
 pub(crate) mod human;
 pub(crate) mod init;

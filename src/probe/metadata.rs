@@ -327,7 +327,6 @@ pub(crate) fn is_openid(doc: &Map<String, Value>) -> bool {
         && (get(doc, "token_endpoint").is_some() || get(doc, "jwks_uri").is_some())
 }
 
-#[cfg(test)]
 /// The ACS JSON document.
 pub(crate) fn parse_acs(body: &[u8]) -> Result<AuthMetadata, MetadataError> {
     let doc = object(body)?;
@@ -393,7 +392,6 @@ fn acs_from(doc: &Map<String, Value>) -> Result<AuthMetadata, MetadataError> {
     })
 }
 
-#[cfg(test)]
 /// The parts of an OpenID Connect discovery document that matter here:
 /// (issuer, token endpoint, jwks_uri).
 pub(crate) fn parse_openid_discovery(

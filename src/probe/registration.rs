@@ -809,6 +809,50 @@ impl RegistrationProbe {
     }
 }
 
+/// A Graph reply as [`RegistrationProbe`] reads it (an error reply, or an
+/// application's or service principal's `keyCredentials`, then judged against
+/// a fixed Auth certificate): the entry point of the fuzz target `graph_reply`
+/// (through `crate::fuzzing`).
+pub(crate) fn read_graph_reply(status: u16, body: &[u8], now: i64) -> Outcome {
+    if !(200..300).contains(&status) {
+        return graph_error(
+            status,
+            body,
+            "Graph applications(appId='x')",
+            "applications",
+            "x",
+        );
+    }
+    let object: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return Outcome::critical(Category::Protocol, format!("reply is not JSON: {e}")),
+    };
+    let keys = match key_credentials(&object) {
+        Ok(keys) => keys,
+        Err(e) => return Outcome::critical(Category::Protocol, e),
+    };
+    let cert = |thumbprint: &str| AuthCert {
+        thumbprint: thumbprint.into(),
+        subject: "CN=Microsoft Exchange Server Auth Certificate".into(),
+        not_after: now + 400 * 86_400,
+    };
+    let ev = Evidence {
+        current: cert("84E05C1D98BCE3A5421D225B140B36E86A3D5534"),
+        next: Some(cert("8BF833E6A7D8A7960F5802B5FFFD188599E2A4B2")),
+        app_id: "6f2a4c31-8d3e-4b7a-9c15-2e0d8f4b1a77".into(),
+        app_name: clip(
+            object
+                .get("displayName")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        ),
+        app_keys: keys.clone(),
+        first_party_id: FIRST_PARTY_APP_ID.into(),
+        first_party_keys: keys,
+    };
+    judge(&ev, now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

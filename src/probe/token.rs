@@ -1109,6 +1109,48 @@ impl Probe for TokenProbe {
     }
 }
 
+/// A token endpoint reply as [`TokenClient::acquire`] reads it, against fixed
+/// expectations in both modes and with both kinds of issuer list: the entry
+/// point of the fuzz target `token_reply` (through `crate::fuzzing`).
+pub(crate) fn read_reply(body: &[u8], signing_keys: Option<&[Vec<u8>]>, now: i64) -> Vec<Outcome> {
+    let mut seen = Vec::new();
+    let (category, text) = error_text(body);
+    seen.push(Outcome::critical(category, text));
+    let Ok(answer) = serde_json::from_slice::<Value>(body) else {
+        return seen;
+    };
+    let exact = Issuers::Exact(vec![
+        "00000001-0000-0000-c000-000000000000@72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
+        "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/".into(),
+    ]);
+    for (mode, issuers) in [
+        (Mode::Acs, &exact),
+        (Mode::Entra, &exact),
+        (Mode::Entra, &Issuers::AnyEntraTenant),
+    ] {
+        let want = Expected {
+            resource: "00000002-0000-0ff1-ce00-000000000000/mail.contoso.com@72f988bf-86f1-41af-91ab-2d7cd011db47",
+            issuers,
+            signing_keys,
+            now,
+            max_skew: 300,
+            mode,
+        };
+        match check_answer(&answer, &want) {
+            Ok(c) => seen.push(Outcome::ok(format!(
+                "{} {} {} {} {}",
+                c.token.len(),
+                c.issuer,
+                c.audience,
+                c.nbf,
+                c.exp
+            ))),
+            Err(o) => seen.push(o),
+        }
+    }
+    seen
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ mod certificates;
 mod channels;
 mod cli;
 mod config_fixtures;
+mod fuzz_corpus;
 mod ha;
 mod hostile;
 mod hybrid;
