@@ -73,6 +73,41 @@ crate::named_enum! {
     }
 }
 
+crate::named_enum! {
+    /// A phase of a run: the `phase` label of the phase-duration histogram and
+    /// the name of the phase's span. A fixed set, so the label stays
+    /// low-cardinality; `text` is how a timeout summary names it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Phase {
+        CredentialRead = "credential_read",
+        MetadataFetch = "metadata_fetch",
+        AssertionSigning = "assertion_signing",
+        TokenRequest = "token_request",
+        TokenCheck = "token_check",
+        PushPost = "push_post",
+        BadgeRead = "badge_read",
+        MailSend = "mail_send",
+        EndToEndWait = "end_to_end_wait",
+    }
+}
+
+impl Phase {
+    /// The phase as a person would say it ("waiting for the badge ...").
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Phase::CredentialRead => "reading the signing credential",
+            Phase::MetadataFetch => "fetching the metadata",
+            Phase::AssertionSigning => "signing the assertion",
+            Phase::TokenRequest => "requesting a token",
+            Phase::TokenCheck => "checking the token",
+            Phase::PushPost => "posting the monitoring batch",
+            Phase::BadgeRead => "reading the badge before the test mail",
+            Phase::MailSend => "sending the test mail",
+            Phase::EndToEndWait => "waiting for the badge to rise after the test mail",
+        }
+    }
+}
+
 impl fmt::Display for Category {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -94,6 +129,10 @@ pub struct Outcome {
     pub started_at: DateTime<Utc>,
     /// Filled in by the runner.
     pub duration: Duration,
+    /// How long each phase the run entered took, in order (filled in by the
+    /// runner from `Progress`; empty for kinds without phases). Metrics only:
+    /// not stored, not in the JSON output.
+    pub phases: Vec<(Phase, Duration)>,
 }
 
 impl Outcome {
@@ -109,6 +148,7 @@ impl Outcome {
             observations: BTreeMap::new(),
             started_at: DateTime::<Utc>::UNIX_EPOCH,
             duration: Duration::ZERO,
+            phases: Vec::new(),
         }
     }
 
@@ -160,7 +200,9 @@ pub struct Progress(Arc<std::sync::Mutex<ProgressState>>);
 
 #[derive(Default)]
 struct ProgressState {
-    phase: Option<&'static str>,
+    /// Every phase entered, with when (tokio's clock, so paused-time tests
+    /// measure it); the last is the current one.
+    phases: Vec<(Phase, tokio::time::Instant)>,
     observations: BTreeMap<String, f64>,
 }
 
@@ -169,9 +211,10 @@ impl Progress {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Enters a phase, named as a person would say it ("waiting for the badge").
-    pub(crate) fn phase(&self, phase: &'static str) {
-        self.lock().phase = Some(phase);
+    /// Enters a phase; the previous one, if any, ends now.
+    pub(crate) fn phase(&self, phase: Phase) {
+        let now = tokio::time::Instant::now();
+        self.lock().phases.push((phase, now));
     }
 
     /// Records an observation now, so that it survives a timeout.
@@ -180,9 +223,21 @@ impl Progress {
     }
 
     /// The current phase and the observations so far.
-    pub(crate) fn snapshot(&self) -> (Option<&'static str>, BTreeMap<String, f64>) {
+    pub(crate) fn snapshot(&self) -> (Option<Phase>, BTreeMap<String, f64>) {
         let s = self.lock();
-        (s.phase, s.observations.clone())
+        (s.phases.last().map(|(p, _)| *p), s.observations.clone())
+    }
+
+    /// How long each phase entered so far took: from its start to the next
+    /// phase's start, the last one to `end`.
+    pub(crate) fn durations(&self, end: tokio::time::Instant) -> Vec<(Phase, Duration)> {
+        let s = self.lock();
+        let ends = s.phases.iter().skip(1).map(|(_, at)| *at).chain([end]);
+        s.phases
+            .iter()
+            .zip(ends)
+            .map(|((phase, start), end)| (*phase, end.saturating_duration_since(*start)))
+            .collect()
     }
 }
 

@@ -72,6 +72,7 @@ pub(crate) fn from_json(v: &Value) -> Option<(String, String, String, Outcome)> 
         observations,
         started_at,
         duration,
+        phases: Vec::new(),
     };
     Some((text("probe")?, text("kind")?, text("health_set")?, outcome))
 }

@@ -106,7 +106,7 @@ async fn attempt_once(
         ..ctx.clone()
     };
     let run = AssertUnwindSafe(target.probe.run(&ctx)).catch_unwind();
-    match tokio::time::timeout_at(deadline, run).await {
+    let mut outcome = match tokio::time::timeout_at(deadline, run).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => Outcome::unknown(
             Category::Internal,
@@ -119,13 +119,16 @@ async fn attempt_once(
                 humantime::format_duration(target.timeout)
             );
             if let Some(phase) = phase {
-                summary.push_str(&format!(" while {phase}"));
+                summary.push_str(&format!(" while {}", phase.text()));
             }
             let mut o = Outcome::critical(Category::Timeout, summary);
             o.observations = observations;
             o
         }
-    }
+    };
+    // The phases of the attempt that gave the outcome, the last one ending now.
+    outcome.phases = ctx.progress.durations(tokio::time::Instant::now());
+    outcome
 }
 
 fn panic_message(panic: &Box<dyn Any + Send>) -> String {
@@ -149,7 +152,7 @@ fn panic_message(panic: &Box<dyn Any + Send>) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::outcome::Status;
+    use crate::outcome::{Phase, RunRecord, Status};
     use chrono::DateTime;
     use futures::future::BoxFuture;
 
@@ -299,10 +302,10 @@ pub(crate) mod tests {
     impl Probe for HangingInPhase {
         fn run<'a>(&'a self, ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
             Box::pin(async move {
-                ctx.progress.phase("sending the test mail");
+                ctx.progress.phase(Phase::MailSend);
                 ctx.progress.observe("badge_before", 3.0);
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                ctx.progress.phase("waiting for the badge to rise");
+                ctx.progress.phase(Phase::EndToEndWait);
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 Outcome::ok("never")
             })
@@ -327,9 +330,93 @@ pub(crate) mod tests {
         assert_eq!(o.category, Some(Category::Timeout));
         assert_eq!(
             o.summary,
-            "timed out after 5s while waiting for the badge to rise"
+            "timed out after 5s while waiting for the badge to rise after the test mail"
         );
         assert_eq!(o.observations.get("badge_before"), Some(&3.0));
+        // Each phase lasts until the next one; the last until the timeout.
+        assert_eq!(
+            o.phases,
+            vec![
+                (Phase::MailSend, Duration::from_secs(1)),
+                (Phase::EndToEndWait, Duration::from_secs(4)),
+            ]
+        );
+    }
+
+    /// Two phases, 200 ms then 1.5 s, then ok.
+    struct TwoPhases;
+
+    impl Probe for TwoPhases {
+        fn run<'a>(&'a self, ctx: &'a ProbeContext) -> BoxFuture<'a, Outcome> {
+            Box::pin(async move {
+                ctx.progress.phase(Phase::MetadataFetch);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ctx.progress.phase(Phase::TokenRequest);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Outcome::ok("token")
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_with_two_phases_is_two_phase_observations() {
+        use crate::telemetry::events::ProbeRunRecorded;
+        use crate::telemetry::metrics::Metrics;
+        let t = Target {
+            probe: Arc::new(TwoPhases),
+            kind: "token",
+            ..target(
+                "tok",
+                Duration::from_secs(5),
+                TestProbe {
+                    sleep: Duration::ZERO,
+                    panic: false,
+                },
+            )
+        };
+        let outcome = run_once(&t, &clock()).await;
+        assert_eq!(outcome.status, Status::Ok);
+        let record = RunRecord {
+            probe: t.name.clone(),
+            kind: t.kind,
+            health_set: t.health_set.clone(),
+            due: outcome.started_at,
+            lateness: Duration::ZERO,
+            outcome,
+        };
+        let metrics = Metrics::new();
+        ProbeRunRecorded { record: &record }.emit(&metrics);
+        let text = metrics.render();
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("sonde_probe_phase_duration_seconds_sum{")
+                    || l.starts_with("sonde_probe_phase_duration_seconds_count{")
+            })
+            .collect();
+        assert_eq!(
+            samples,
+            [
+                r#"sonde_probe_phase_duration_seconds_sum{probe="tok",kind="token",phase="metadata_fetch"} 0.2"#,
+                r#"sonde_probe_phase_duration_seconds_count{probe="tok",kind="token",phase="metadata_fetch"} 1"#,
+                r#"sonde_probe_phase_duration_seconds_sum{probe="tok",kind="token",phase="token_request"} 1.5"#,
+                r#"sonde_probe_phase_duration_seconds_count{probe="tok",kind="token",phase="token_request"} 1"#,
+            ],
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_without_phases_has_none() {
+        let t = target(
+            "plain",
+            Duration::from_secs(5),
+            TestProbe {
+                sleep: Duration::from_millis(10),
+                panic: false,
+            },
+        );
+        assert!(run_once(&t, &clock()).await.phases.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,7 +26,7 @@ use futures::future::BoxFuture;
 use super::{BuildContext, ProbeKind};
 use crate::human::{format_duration, rfc3339, ByteSize};
 use crate::net::http::{read_capped, without_userinfo, BodyError};
-use crate::outcome::{Category, Outcome, Probe, ProbeContext};
+use crate::outcome::{Category, Outcome, Phase, Probe, ProbeContext};
 use crate::spec::{BuildError, SpecProblem};
 
 fn default_critical_before() -> Duration {
@@ -612,7 +612,7 @@ impl MetadataProbe {
     }
 
     async fn check(&self, ctx: &ProbeContext) -> Outcome {
-        ctx.progress.phase("fetching the metadata");
+        ctx.progress.phase(Phase::MetadataFetch);
         let (doc, stats) = match fetch(&self.http, &self.url, self.max_body, &self.jwks_hosts).await
         {
             Ok(x) => x,

@@ -27,7 +27,7 @@ use futures::future::BoxFuture;
 use super::{BuildContext, ProbeKind};
 use crate::net::http::{check_url_key, read_prefix};
 use crate::net::smtp::{lettre_tls, SmtpTls};
-use crate::outcome::{Category, Outcome, Probe, ProbeContext};
+use crate::outcome::{Category, Outcome, Phase, Probe, ProbeContext};
 use crate::secret::SecretSource;
 use crate::spec::{BuildError, SpecProblem};
 
@@ -306,7 +306,7 @@ impl PushProbe {
         }
         let batch = monitoring_batch(ctx.clock.now().timestamp_millis());
         // The span lasts until the whole answer is read.
-        ctx.progress.phase("posting the monitoring batch");
+        ctx.progress.phase(Phase::PushPost);
         let post = tracing::info_span!("push_post");
         let start = tokio::time::Instant::now();
         let sent = self
@@ -750,7 +750,7 @@ impl EndToEnd {
     }
 
     async fn run(&self, http: &reqwest::Client, ctx: &ProbeContext) -> Outcome {
-        ctx.progress.phase("reading the badge before the test mail");
+        ctx.progress.phase(Phase::BadgeRead);
         let before = match self.badge(http).await {
             Ok(b) => b,
             Err(o) => return o,
@@ -781,7 +781,7 @@ impl EndToEnd {
             Ok(None) => self.mailer.clone().build(),
             Err(o) => return o,
         };
-        ctx.progress.phase("sending the test mail");
+        ctx.progress.phase(Phase::MailSend);
         let sent_at = tokio::time::Instant::now();
         if let Err(e) = mailer.send(mail).await {
             let text = e.to_string();
@@ -800,8 +800,7 @@ impl EndToEnd {
                 ),
             );
         }
-        ctx.progress
-            .phase("waiting for the badge to rise after the test mail");
+        ctx.progress.phase(Phase::EndToEndWait);
         self.wait_for_badge(http, before, sent_at, ctx)
             .instrument(tracing::info_span!("end_to_end_wait"))
             .await

@@ -29,7 +29,7 @@ use crate::credential::{self, SigningCredential};
 use crate::human::{format_duration, rfc3339};
 use crate::jwt;
 use crate::net::http::{read_capped, without_credentials, BodyError};
-use crate::outcome::{Category, Outcome, Probe, ProbeContext};
+use crate::outcome::{Category, Outcome, Phase, Probe, ProbeContext};
 use crate::secret::SecretSource;
 use crate::spec::{BuildError, SpecProblem};
 
@@ -396,13 +396,13 @@ impl TokenClient {
 
     /// Obtains a token and checks it; a failure is the outcome to report.
     pub(crate) async fn acquire(&self, ctx: &ProbeContext) -> Result<IssuedToken, Outcome> {
-        ctx.progress.phase("reading the signing credential");
+        ctx.progress.phase(Phase::CredentialRead);
         let cred = self.credential().await?;
         let mut observations: Vec<(&'static str, f64)> = Vec::new();
         // Where to ask, for which tenant, and which keys sign the answer.
         let (endpoint, tenant_id, signing_keys, discovery_issuer) = match &self.metadata_url {
             Some(url) => {
-                ctx.progress.phase("fetching the metadata");
+                ctx.progress.phase(Phase::MetadataFetch);
                 let (doc, stats) =
                     metadata::fetch(&self.http, url, MAX_RESPONSE * 4, &self.jwks_hosts)
                         .instrument(tracing::info_span!("metadata_fetch"))
@@ -458,6 +458,7 @@ impl TokenClient {
         let resource = self.resource_for(&tenant_id);
         let x5t = cred.x5t();
         let header = json!({"typ": "JWT", "alg": "RS256", "x5t": x5t});
+        ctx.progress.phase(Phase::AssertionSigning);
         let signing = tracing::info_span!("assertion_signing");
         let form: Vec<(&str, String)> = match self.mode {
             Mode::Acs => {
@@ -502,7 +503,7 @@ impl TokenClient {
         };
         drop(signing);
         // The span lasts until the whole answer is read.
-        ctx.progress.phase("requesting a token");
+        ctx.progress.phase(Phase::TokenRequest);
         let request = tracing::info_span!("token_request");
         let start = tokio::time::Instant::now();
         let response = self
@@ -574,7 +575,7 @@ impl TokenClient {
                 &observations,
             )
         })?;
-        ctx.progress.phase("checking the token");
+        ctx.progress.phase(Phase::TokenCheck);
         let issuers = self.issuers_for(&tenant_id, discovery_issuer.as_deref());
         let checked = check_answer(
             &answer,

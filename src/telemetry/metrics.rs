@@ -32,7 +32,7 @@ use opentelemetry::metrics::{self as otel_metrics, Counter, Gauge};
 use opentelemetry::KeyValue;
 
 use crate::monitor::MonitorState;
-use crate::outcome::{Category, Outcome, Status};
+use crate::outcome::{Category, Outcome, Phase, Status};
 
 // blackbox_exporter-compatible, per probe: the latest run.
 pub(crate) const PROBE_SUCCESS: &str = "probe_success";
@@ -45,6 +45,7 @@ pub(crate) const SONDE_PROBE_STATUS: &str = "sonde_probe_status";
 pub(crate) const SONDE_PROBE_RUNS_TOTAL: &str = "sonde_probe_runs_total";
 pub(crate) const SONDE_PROBE_RUNS_SKIPPED_TOTAL: &str = "sonde_probe_runs_skipped_total";
 pub(crate) const SONDE_PROBE_DURATION_SECONDS: &str = "sonde_probe_duration_seconds";
+pub(crate) const SONDE_PROBE_PHASE_DURATION_SECONDS: &str = "sonde_probe_phase_duration_seconds";
 pub(crate) const SONDE_CERTIFICATE_SECONDS_LEFT: &str = "sonde_certificate_seconds_left";
 pub(crate) const SONDE_MONITOR_STATE: &str = "sonde_monitor_state";
 pub(crate) const SONDE_ALERT_DELIVERIES_TOTAL: &str = "sonde_alert_deliveries_total";
@@ -60,10 +61,12 @@ pub(crate) const SONDE_STORE_DROPPED_TOTAL: &str = "sonde_store_dropped_total";
 
 // The OpenTelemetry instruments (exported over OTLP), mirroring sonde's own:
 // the runs counter and duration histogram (attributes probe, kind; the counter
-// also status, category), the certificate gauge (probe), the monitor state
+// also status, category), the phase duration histogram (probe, kind, phase),
+// the certificate gauge (probe), the monitor state
 // (probe, health_set, state: 1 or 0) and alert deliveries (channel, result).
 pub(crate) const OTEL_PROBE_RUNS: &str = "sonde.probe.runs";
 pub(crate) const OTEL_PROBE_DURATION: &str = "sonde.probe.duration";
+pub(crate) const OTEL_PROBE_PHASE_DURATION: &str = "sonde.probe.phase.duration";
 pub(crate) const OTEL_CERTIFICATE_SECONDS_LEFT: &str = "sonde.certificate.seconds_left";
 pub(crate) const OTEL_MONITOR_STATE: &str = "sonde.monitor.state";
 pub(crate) const OTEL_ALERT_DELIVERIES: &str = "sonde.alert.deliveries";
@@ -74,6 +77,7 @@ pub(crate) const OBS_SECONDS_LEFT: &str = "seconds_left";
 pub(crate) const OBS_STATUS_CODE: &str = "status_code";
 
 /// Probe run durations: from a local file check to a slow token endpoint.
+/// Phase durations use the same buckets, so a phase compares with its run.
 pub(crate) const PROBE_DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
@@ -271,6 +275,9 @@ struct ProbeSeries {
     runs: [[AtomicU64; CATEGORIES.len() + 1]; STATUSES.len()],
     skipped: AtomicU64,
     duration: Histogram,
+    /// Phase durations, by phase, for the phases this probe has entered
+    /// (most kinds have none, so nothing is allocated for them).
+    phases: Mutex<Vec<PhaseSeries>>,
     state: AtomicU8,
     /// OTel attributes `probe`, `kind`, `health_set`.
     attrs: [KeyValue; 3],
@@ -289,6 +296,7 @@ impl ProbeSeries {
             runs: Default::default(),
             skipped: AtomicU64::new(0),
             duration: Histogram::new(PROBE_DURATION_BUCKETS),
+            phases: Mutex::default(),
             state: AtomicU8::new(NO_STATE),
             attrs: [
                 attr("probe", probe),
@@ -301,6 +309,41 @@ impl ProbeSeries {
     fn last(&self) -> Option<LastRun> {
         *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn observe_phase(&self, phase: Phase, seconds: f64) {
+        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        let at = match phases.iter().position(|p| p.phase == phase) {
+            Some(at) => at,
+            None => {
+                phases.push(PhaseSeries {
+                    phase,
+                    labels: format!("{},phase=\"{}\"", self.probe_kind, phase.as_str()),
+                    duration: Arc::new(Histogram::new(PROBE_DURATION_BUCKETS)),
+                });
+                // Rendered in `Phase::ALL` order, whatever order they were seen in.
+                phases.sort_by_key(|p| p.phase.index());
+                phases.iter().position(|p| p.phase == phase).unwrap_or(0)
+            }
+        };
+        phases[at].duration.observe(seconds);
+    }
+
+    /// The phase histograms, with their labels, in `Phase::ALL` order.
+    fn phases(&self) -> Vec<(String, Arc<Histogram>)> {
+        let phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        phases
+            .iter()
+            .map(|p| (p.labels.clone(), p.duration.clone()))
+            .collect()
+    }
+}
+
+/// One phase's durations for one probe.
+struct PhaseSeries {
+    phase: Phase,
+    /// `probe="..",kind="..",phase=".."`
+    labels: String,
+    duration: Arc<Histogram>,
 }
 
 struct ChannelSeries {
@@ -391,6 +434,7 @@ pub struct Metrics {
 struct OtelInstruments {
     runs: Counter<u64>,
     duration: otel_metrics::Histogram<f64>,
+    phase_duration: otel_metrics::Histogram<f64>,
     seconds_left: Gauge<f64>,
     state: Gauge<u64>,
     deliveries: Counter<u64>,
@@ -407,6 +451,12 @@ impl OtelInstruments {
                 .f64_histogram(OTEL_PROBE_DURATION)
                 .with_unit("s")
                 .with_description("Probe run durations.")
+                .with_boundaries(PROBE_DURATION_BUCKETS.to_vec())
+                .build(),
+            phase_duration: meter
+                .f64_histogram(OTEL_PROBE_PHASE_DURATION)
+                .with_unit("s")
+                .with_description("Probe phase durations, by phase.")
                 .with_boundaries(PROBE_DURATION_BUCKETS.to_vec())
                 .build(),
             seconds_left: meter
@@ -533,6 +583,14 @@ impl Metrics {
         let [probe_attr, kind_attr, _] = &s.attrs;
         let probe_kind = [probe_attr.clone(), kind_attr.clone()];
         self.otel.duration.record(duration, &probe_kind);
+        for (phase, took) in &o.phases {
+            let took = took.as_secs_f64();
+            s.observe_phase(*phase, took);
+            let [p, k] = probe_kind.clone();
+            self.otel
+                .phase_duration
+                .record(took, &[p, k, KeyValue::new("phase", phase.as_str())]);
+        }
         let [p, k] = probe_kind;
         self.otel.runs.add(
             1,
@@ -743,6 +801,17 @@ impl Metrics {
             if p.duration.count.load(Ordering::Relaxed) > 0 {
                 p.duration
                     .render(out, SONDE_PROBE_DURATION_SECONDS, &p.probe_kind);
+            }
+        }
+        header(
+            out,
+            SONDE_PROBE_PHASE_DURATION_SECONDS,
+            "histogram",
+            "Probe phase durations (from the phase's start to the next phase or the end of the run), in seconds.",
+        );
+        for p in &probes {
+            for (labels, h) in p.phases() {
+                h.render(out, SONDE_PROBE_PHASE_DURATION_SECONDS, &labels);
             }
         }
         header(
@@ -1096,6 +1165,60 @@ mod tests {
         let text = m.render();
         assert!(text.contains("sonde_scheduler_lateness_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("sonde_scheduler_lateness_seconds_count 1\n"));
+    }
+
+    #[test]
+    fn phases_are_histograms_by_probe_kind_and_phase() {
+        let m = Metrics::new();
+        let mut o = outcome(Status::Ok, None, 1.2);
+        o.phases = vec![
+            (Phase::MetadataFetch, Duration::from_millis(200)),
+            (Phase::TokenRequest, Duration::from_secs(1)),
+        ];
+        m.probe_run("tok", "token", "d", &o);
+        // A run without phases adds none.
+        m.probe_run("web", "http", "d", &outcome(Status::Ok, None, 0.1));
+        let text = m.render();
+        let counts = lines(&text, "sonde_probe_phase_duration_seconds_count{");
+        assert_eq!(
+            counts,
+            [
+                r#"sonde_probe_phase_duration_seconds_count{probe="tok",kind="token",phase="metadata_fetch"} 1"#,
+                r#"sonde_probe_phase_duration_seconds_count{probe="tok",kind="token",phase="token_request"} 1"#,
+            ]
+        );
+        for want in [
+            r#"sonde_probe_phase_duration_seconds_bucket{probe="tok",kind="token",phase="metadata_fetch",le="0.1"} 0"#,
+            r#"sonde_probe_phase_duration_seconds_bucket{probe="tok",kind="token",phase="metadata_fetch",le="0.25"} 1"#,
+            r#"sonde_probe_phase_duration_seconds_bucket{probe="tok",kind="token",phase="token_request",le="0.5"} 0"#,
+            r#"sonde_probe_phase_duration_seconds_bucket{probe="tok",kind="token",phase="token_request",le="1"} 1"#,
+            r#"sonde_probe_phase_duration_seconds_bucket{probe="tok",kind="token",phase="token_request",le="+Inf"} 1"#,
+            r#"sonde_probe_phase_duration_seconds_sum{probe="tok",kind="token",phase="metadata_fetch"} 0.2"#,
+        ] {
+            assert!(text.lines().any(|l| l == want), "missing {want} in\n{text}");
+        }
+        assert_eq!(
+            lines(&text, "sonde_probe_phase_duration_seconds_bucket{").len(),
+            2 * (PROBE_DURATION_BUCKETS.len() + 1)
+        );
+        assert!(text.contains("# TYPE sonde_probe_phase_duration_seconds histogram\n"));
+        // A second run adds to the same series, in `Phase::ALL` order.
+        let mut o = outcome(Status::Ok, None, 0.5);
+        o.phases = vec![
+            (Phase::TokenRequest, Duration::from_millis(300)),
+            (Phase::CredentialRead, Duration::from_millis(1)),
+        ];
+        m.probe_run("tok", "token", "d", &o);
+        let text = m.render();
+        let counts = lines(&text, "sonde_probe_phase_duration_seconds_count{");
+        assert_eq!(
+            counts,
+            [
+                r#"sonde_probe_phase_duration_seconds_count{probe="tok",kind="token",phase="credential_read"} 1"#,
+                r#"sonde_probe_phase_duration_seconds_count{probe="tok",kind="token",phase="metadata_fetch"} 1"#,
+                r#"sonde_probe_phase_duration_seconds_count{probe="tok",kind="token",phase="token_request"} 2"#,
+            ]
+        );
     }
 
     #[test]

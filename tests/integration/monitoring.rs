@@ -1,6 +1,7 @@
 //! The shipped Prometheus rules and Grafana dashboard against the real thing:
-//! the agent runs a healthy and a broken health set, a certificate probe and a
-//! webhook channel; Debian's Prometheus scrapes it every second and evaluates
+//! the agent runs a healthy and a broken health set, a certificate probe, a
+//! metadata probe (whose phase feeds the phase-duration panel) and a webhook
+//! channel; Debian's Prometheus scrapes it every second and evaluates
 //! `packaging/prometheus/sonde-rules.yml`. Every rule must evaluate without
 //! error, every recording rule and every alert's expression (without its
 //! threshold, so an alert that rightly does not fire is still checked) must
@@ -138,6 +139,15 @@ every = "1s"
 timeout = "2s"
 failure_threshold = 1
 alert = ["hook"]
+
+# Not metadata: critical, but its metadata_fetch phase is timed all the same.
+[[probe]]
+name = "sts-metadata"
+kind = "metadata"
+health_set = "broken"
+url = "http://{web}/metadata"
+every = "1s"
+timeout = "2s"
 "#
         ),
     )
