@@ -69,7 +69,7 @@ pub mod runner;
 pub mod schedule;
 pub mod scheduler;
 pub(crate) mod secret;
-pub(crate) mod spec;
+pub mod spec;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;

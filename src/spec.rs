@@ -13,7 +13,7 @@ pub struct SpecProblem {
 }
 
 impl SpecProblem {
-    pub(crate) fn new(key: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(key: &'static str, message: impl Into<String>) -> Self {
         SpecProblem {
             key,
             message: message.into(),
@@ -33,7 +33,7 @@ pub struct BuildError {
 }
 
 impl BuildError {
-    pub(crate) fn new(key: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(key: &'static str, message: impl Into<String>) -> Self {
         BuildError {
             key,
             message: message.into(),
@@ -42,7 +42,7 @@ impl BuildError {
 
     /// A failed TLS setup: reading `ca_file` is what fails when one is set,
     /// otherwise the TLS settings as a whole.
-    pub(crate) fn tls(ca_file_set: bool, message: impl Into<String>) -> Self {
+    pub fn tls(ca_file_set: bool, message: impl Into<String>) -> Self {
         BuildError::new(if ca_file_set { "ca_file" } else { "" }, message)
     }
 }
