@@ -31,7 +31,8 @@
 //! 9. `agent`: runs the scheduler, the engine, the outbox and the API (through
 //!    `ApiState::new`) on what `build` made, and reloads them.
 //! 10. `cmd`: each command's logic, with `cli` (the clap definitions); `lab` and
-//!     `demo`: the loopback emulation of the cloud side and the demo run on it.
+//!     `demo`: the loopback emulation of the cloud side and the demo run on it;
+//!     `fuzzing`: the entry points the fuzz targets in `fuzz/` call.
 //!
 //! `telemetry` is a side layer: every layer emits its typed events; it imports only
 //! data types. `main.rs` parses the command line, sets up logging and telemetry,

@@ -32,7 +32,7 @@ const LAYERS: &[&[&str]] = &[
     &["alert", "supervise"],
     &["api", "remote"],
     &["agent"],
-    &["cmd", "cli", "init", "lab", "demo"],
+    &["cmd", "cli", "init", "lab", "demo", "fuzzing"],
 ];
 
 /// The side layer, and the last layer it may import from.
