@@ -23,6 +23,11 @@ use std::time::Duration;
 /// are kilobytes; a megabyte is already a mistake.
 pub(crate) const MAX_SIZE: u64 = 1024 * 1024;
 
+/// The largest configuration file: a probe takes about 100 bytes, so a single
+/// file of 100,000 probes is about 10 MB. Larger fleets split their probes
+/// over `include`d files.
+pub(crate) const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
+
 /// How long an async read waits for a file system before giving up, for
 /// callers without a deadline of their own.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);

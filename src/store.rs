@@ -14,11 +14,8 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// Results kept per probe (for the API and the status page); a few more may
-/// be there between prunings.
+/// Results kept per probe (for the API and the status page).
 pub(crate) const RESULTS_KEPT: i64 = 200;
-/// Prune old results once every this many inserts.
-const PRUNE_EVERY: i64 = 256;
 
 /// Why the store failed. Each message is one line naming the cause and, where
 /// there is one, what to do; SQLite's own text is not repeated as a chain.
@@ -226,6 +223,11 @@ FROM (SELECT DISTINCT value AS name FROM json_each(?1)) AS p
 JOIN results AS r ON r.id IN (
     SELECT id FROM results WHERE probe = p.name ORDER BY id DESC LIMIT ?2)
 ORDER BY r.probe, r.id DESC";
+
+/// Drops probe ?1's results older than its (?2 + 1)-th newest.
+const PRUNE_PROBE: &str = "\
+DELETE FROM results WHERE probe = ?1 AND id < (
+    SELECT id FROM results WHERE probe = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)";
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -447,7 +449,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<ResultRow>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT probe, started_at, duration_seconds, status, category, summary, observations_json
              FROM results WHERE probe = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
@@ -676,7 +678,9 @@ impl Store {
     }
 }
 
-/// Inserts a result; prunes old results now and then, not on every insert.
+/// Inserts a result and drops that probe's results beyond the newest
+/// `RESULTS_KEPT`: two index seeks on `(probe, id)`, whatever the size of the
+/// table, so that the cost of a write does not grow with the number of probes.
 fn insert_result(tx: &rusqlite::Transaction<'_>, result: &ResultRow) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO results (probe, started_at, duration_seconds, status, category, summary, observations_json)
@@ -691,14 +695,8 @@ fn insert_result(tx: &rusqlite::Transaction<'_>, result: &ResultRow) -> Result<(
         result.summary,
         result.observations_json
     ])?;
-    if tx.last_insert_rowid() % PRUNE_EVERY == 0 {
-        tx.prepare_cached(
-            "DELETE FROM results WHERE id IN (
-                 SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY probe ORDER BY id DESC) AS n
-                                 FROM results) WHERE n > ?1)",
-        )?
-        .execute(params![RESULTS_KEPT])?;
-    }
+    tx.prepare_cached(PRUNE_PROBE)?
+        .execute(params![result.probe, RESULTS_KEPT - 1])?;
     Ok(())
 }
 
@@ -933,15 +931,37 @@ mod tests {
     fn results_are_capped_per_probe() {
         let s = Store::in_memory().unwrap();
         s.record(&row("q", 0), "{}", &[], 0).unwrap();
-        for i in 0..(2 * PRUNE_EVERY - 1) {
+        let count = |probe: &str| -> i64 {
+            s.conn()
+                .query_row("SELECT COUNT(*) FROM results WHERE probe = ?1", [probe], |r| r.get(0))
+                .unwrap()
+        };
+        for i in 0..(2 * RESULTS_KEPT + 7) {
             s.record(&row("p", i), "{}", &[], i).unwrap();
+            // Never more than the cap, after any insert.
+            assert_eq!(count("p"), (i + 1).min(RESULTS_KEPT), "after insert {i}");
         }
-        // q has id 1, p's results ids 2 ..= 2 * PRUNE_EVERY; the last insert prunes:
         // p's newest RESULTS_KEPT remain, and q's one result.
         let kept = s.recent_results("p", 1000).unwrap();
         assert_eq!(kept.len() as i64, RESULTS_KEPT);
-        assert_eq!(kept[0].started_at, 2 * PRUNE_EVERY - 2);
+        assert_eq!(kept[0].started_at, 2 * RESULTS_KEPT + 6);
+        assert_eq!(kept.last().unwrap().started_at, RESULTS_KEPT + 7);
         assert_eq!(s.recent_results("q", 10).unwrap().len(), 1);
+
+        // Pruning seeks the (probe, id) index: its cost does not grow with
+        // the other probes' results.
+        let conn = s.conn();
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_PROBE}"))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(params!["p", RESULTS_KEPT - 1], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("SCAN"), "{plan}");
+        assert!(plan.contains("INDEX results_probe (probe=?"), "{plan}");
     }
 
     #[test]

@@ -406,12 +406,29 @@ impl Engine {
             self.pruned_at = Some(now);
         }
         let mut raised = Vec::new();
-        let names: Vec<String> = self.monitors.keys().cloned().collect();
+        // Only a monitor with a problem has reminders or re-posts: the tick
+        // costs nothing per healthy probe, and reads the store only for a
+        // probe with something to send.
+        let names: Vec<String> = self
+            .monitors
+            .iter()
+            .filter(|(_, m)| m.problem.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
         for probe in names {
             let Some(info) = self.probes.get(&probe) else {
                 continue;
             };
             let m = &self.monitors[&probe];
+            let reminder = monitor::due_reminder(m, now, &info.policy);
+            if reminder.is_none()
+                && !info
+                    .channels
+                    .iter()
+                    .any(|channel| self.repost_due(&probe, channel, m, now))
+            {
+                continue;
+            }
             // The last stored result, for the reminder's text: an unreadable
             // store leaves it out rather than the reminder.
             let last = self
@@ -428,7 +445,7 @@ impl Engine {
                 .as_ref()
                 .and_then(|r| serde_json::from_str(&r.observations_json).ok())
                 .unwrap_or_default();
-            if let Some((next, notice)) = monitor::due_reminder(m, now, &info.policy) {
+            if let Some((next, notice)) = reminder {
                 let alert = self.alert_for(
                     &probe,
                     &next,
@@ -454,20 +471,10 @@ impl Engine {
             };
             let mut rows = Vec::new();
             for channel in &self.probes[&probe].channels {
-                let Some(every) = self.repost.get(channel) else {
-                    continue;
-                };
-                let key = (probe.clone(), channel.clone());
-                let last = self
-                    .reposted
-                    .get(&key)
-                    .copied()
-                    .or(problem.last_notified_at)
-                    .unwrap_or(problem.since);
-                if now - last < chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::MAX)
-                {
+                if !self.repost_due(&probe, channel, m, now) {
                     continue;
                 }
+                let key = (probe.clone(), channel.clone());
                 let notice = Notice {
                     kind: NoticeKind::Firing,
                     severity: problem.notified.unwrap_or(problem.severity),
@@ -503,6 +510,24 @@ impl Engine {
             self.wake.notify_one();
         }
         Ok(raised)
+    }
+
+    /// Whether a firing alert of `probe` is due to be re-posted to `channel`
+    /// (a channel whose receiver expires alerts).
+    fn repost_due(&self, probe: &str, channel: &str, m: &Monitor, now: DateTime<Utc>) -> bool {
+        let Some(problem) = m.problem.as_ref().filter(|p| p.notified.is_some()) else {
+            return false;
+        };
+        let Some(every) = self.repost.get(channel) else {
+            return false;
+        };
+        let last = self
+            .reposted
+            .get(&(probe.to_string(), channel.to_string()))
+            .copied()
+            .or(problem.last_notified_at)
+            .unwrap_or(problem.since);
+        now - last >= chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::MAX)
     }
 
     /// Every configured probe's monitor, in config order.

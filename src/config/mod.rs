@@ -774,9 +774,9 @@ impl Loader<'_> {
     }
 
     fn load_file(&self, path: &Path, main: bool, parts: &mut Parts, errors: &mut Vec<ConfigError>) {
-        // Only a regular file of at most 1 MiB: a FIFO or a device named by an
+        // Only a regular file of at most 16 MiB: a FIFO or a device named by an
         // include must not hang or flood `validate`.
-        let raw = match crate::file::read_to_string_blocking(path, crate::file::MAX_SIZE) {
+        let raw = match crate::file::read_to_string_blocking(path, crate::file::MAX_CONFIG_SIZE) {
             Ok(t) => t,
             Err(e) => {
                 let message = match e {
