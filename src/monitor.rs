@@ -790,27 +790,26 @@ pub(crate) fn root_cause<'a>(
     depends_on: impl Fn(&str) -> &'a [String],
     unhealthy: impl Fn(&str) -> bool,
 ) -> Option<String> {
-    fn walk<'a>(
-        name: &str,
-        depends_on: &dyn Fn(&str) -> &'a [String],
-        unhealthy: &dyn Fn(&str) -> bool,
-        seen: &mut HashSet<String>,
-    ) -> Option<String> {
-        for dep in depends_on(name) {
-            if !seen.insert(dep.clone()) {
-                continue;
-            }
-            if let Some(deeper) = walk(dep, depends_on, unhealthy, seen) {
-                return Some(deeper);
-            }
-            if unhealthy(dep) {
-                return Some(dep.clone());
-            }
-        }
-        None
-    }
+    // Depth-first with an explicit path (a dependency, its dependencies, the
+    // next one to look at): a long chain must not exhaust the stack. A
+    // dependency is judged once all of its own are: the deepest one wins.
     let mut seen = HashSet::from([probe.to_string()]);
-    walk(probe, &depends_on, &unhealthy, &mut seen)
+    let mut path: Vec<(Option<&'a str>, &'a [String], usize)> = vec![(None, depends_on(probe), 0)];
+    while let Some(top) = path.last_mut() {
+        let (name, deps, next) = *top;
+        if let Some(dep) = deps.get(next) {
+            top.2 += 1;
+            if seen.insert(dep.clone()) {
+                path.push((Some(dep.as_str()), depends_on(dep), 0));
+            }
+            continue;
+        }
+        path.pop();
+        if let Some(name) = name.filter(|name| unhealthy(name)) {
+            return Some(name.to_string());
+        }
+    }
+    None
 }
 
 /// When a `[[maintenance]]` window holds a probe's notices back.
@@ -1365,6 +1364,18 @@ mod tests {
                 .collect();
         let lookup = |n: &str| cyc.get(n).map(Vec::as_slice).unwrap_or(&[]);
         assert_eq!(root_cause("a", lookup, |_| false), None);
+        // A chain of 200,000 probes is walked without exhausting the stack;
+        // the deepest unhealthy one is the cause.
+        let chain: Vec<Vec<String>> = (0..200_000)
+            .map(|i| vec![format!("p{}", i + 1)])
+            .chain(std::iter::once(Vec::new()))
+            .collect();
+        let lookup = |n: &str| {
+            let i: usize = n[1..].parse().unwrap();
+            chain[i].as_slice()
+        };
+        let bad = |n: &str| n == "p7" || n == "p150000";
+        assert_eq!(root_cause("p0", lookup, bad).as_deref(), Some("p150000"));
     }
 
     #[test]

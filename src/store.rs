@@ -933,7 +933,11 @@ mod tests {
         s.record(&row("q", 0), "{}", &[], 0).unwrap();
         let count = |probe: &str| -> i64 {
             s.conn()
-                .query_row("SELECT COUNT(*) FROM results WHERE probe = ?1", [probe], |r| r.get(0))
+                .query_row(
+                    "SELECT COUNT(*) FROM results WHERE probe = ?1",
+                    [probe],
+                    |r| r.get(0),
+                )
                 .unwrap()
         };
         for i in 0..(2 * RESULTS_KEPT + 7) {

@@ -1637,16 +1637,17 @@ fn cross_check_probes(
     channels: &HashSet<String>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<ProbeConfig> {
-    let mut seen: HashMap<String, Located> = HashMap::new();
+    // Each name's first definition: lookups stay linear in the number of probes.
+    let mut seen: HashMap<&str, &Pending> = HashMap::new();
     for p in &pending {
-        if let Some(first) = seen.get(&p.probe.name) {
+        if let Some(first) = seen.get(p.probe.name.as_str()) {
             errors.push(p.name_at.error(format!(
                 "duplicate probe name `{}` (first defined at {})",
                 p.probe.name,
-                first.here()
+                first.name_at.here()
             )));
         } else {
-            seen.insert(p.probe.name.clone(), p.name_at.clone());
+            seen.insert(&p.probe.name, p);
         }
     }
     for p in &pending {
@@ -1654,13 +1655,13 @@ fn cross_check_probes(
             let at = p.depends_at.get(i).unwrap_or(&p.name_at);
             if dep == &p.probe.name {
                 errors.push(at.error("a probe cannot depend on itself"));
-            } else if !seen.contains_key(dep) {
+            } else if !seen.contains_key(dep.as_str()) {
                 errors.push(at.error(format!("depends on unknown probe `{dep}`")));
             }
         }
         for (i, (_, name, kind)) in p.probe.spec.references().into_iter().enumerate() {
             let at = p.refs_at.get(i).unwrap_or(&p.name_at);
-            match pending.iter().find(|o| o.probe.name == name) {
+            match seen.get(name) {
                 None => errors.push(at.error(format!("no probe named `{name}`"))),
                 Some(o) if o.probe.kind() != kind => errors.push(at.error(format!(
                     "`{name}` is a `{}` probe; expected a `{kind}` probe",
@@ -1695,7 +1696,12 @@ fn cross_check_probes(
             names[0]
         )));
     }
-    pending.into_iter().map(|p| p.probe).collect()
+    drop(seen);
+    // A fresh vector of exactly the probes: collecting in place would keep the
+    // larger `Pending` allocation (and its doubling slack) for the agent's life.
+    let mut probes = Vec::with_capacity(pending.len());
+    probes.extend(pending.into_iter().map(|p| p.probe));
+    probes
 }
 
 fn cross_check_maintenance(
@@ -1739,43 +1745,40 @@ fn find_cycle(pending: &[Pending]) -> Option<Vec<usize>> {
         .enumerate()
         .map(|(i, p)| (p.probe.name.as_str(), i))
         .collect();
-    // 0 = unvisited, 1 = on the stack, 2 = done
+    // 0 = unvisited, 1 = on the path, 2 = done. Depth-first with an explicit
+    // path (node, next dependency to look at): a chain of 100,000 probes
+    // must not exhaust the thread's stack.
     let mut state = vec![0u8; pending.len()];
-    fn visit(
-        i: usize,
-        pending: &[Pending],
-        index: &HashMap<&str, usize>,
-        state: &mut [u8],
-        stack: &mut Vec<usize>,
-    ) -> Option<Vec<usize>> {
-        state[i] = 1;
-        stack.push(i);
-        for dep in &pending[i].probe.depends_on {
+    for root in 0..pending.len() {
+        if state[root] != 0 {
+            continue;
+        }
+        state[root] = 1;
+        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        while let Some(top) = path.last_mut() {
+            let (i, next) = *top;
+            let Some(dep) = pending[i].probe.depends_on.get(next) else {
+                state[i] = 2;
+                path.pop();
+                continue;
+            };
+            top.1 += 1;
             let Some(&j) = index.get(dep.as_str()) else {
                 continue;
             };
             if j == i {
                 continue; // reported as self-dependency
             }
-            if state[j] == 1 {
-                let from = stack.iter().position(|&k| k == j).unwrap_or(0);
-                return Some(stack[from..].to_vec());
-            }
-            if state[j] == 0 {
-                if let Some(c) = visit(j, pending, index, state, stack) {
-                    return Some(c);
+            match state[j] {
+                1 => {
+                    let from = path.iter().position(|&(k, _)| k == j).unwrap_or(0);
+                    return Some(path[from..].iter().map(|&(k, _)| k).collect());
                 }
-            }
-        }
-        stack.pop();
-        state[i] = 2;
-        None
-    }
-    for i in 0..pending.len() {
-        if state[i] == 0 {
-            let mut stack = Vec::new();
-            if let Some(c) = visit(i, pending, &index, &mut state, &mut stack) {
-                return Some(c);
+                0 => {
+                    state[j] = 1;
+                    path.push((j, 0));
+                }
+                _ => {}
             }
         }
     }
@@ -1817,6 +1820,53 @@ notify_resolved = false
 flap_low = 10
 flap_high = 45.5
 "#;
+
+    #[test]
+    fn a_long_dependency_chain_loads_and_a_long_cycle_is_named() {
+        // 20,000 probes each depending on the next, loaded on a thread with a
+        // 512 KiB stack: the cycle check walks the chain without recursion
+        // (a frame per probe would need more than that).
+        let n = 20_000;
+        let chain = |last_dep: &str| {
+            let mut text = String::new();
+            for i in 0..n {
+                let dep = if i + 1 < n {
+                    format!("p{}", i + 1)
+                } else {
+                    last_dep.to_string()
+                };
+                let deps = if dep.is_empty() {
+                    String::new()
+                } else {
+                    format!("depends_on = [\"{dep}\"]\n")
+                };
+                text.push_str(&format!(
+                    "[[probe]]\nname = \"p{i}\"\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\n{deps}\n"
+                ));
+            }
+            text
+        };
+        let small_stack = |text: String| {
+            std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn(move || load_text(&text))
+                .unwrap()
+                .join()
+                .unwrap()
+        };
+        let config = small_stack(chain("")).unwrap();
+        assert_eq!(config.probes.len(), n);
+        let errors = small_stack(chain("p0")).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .message
+                .starts_with("dependency cycle: p0 -> p1 -> p2 -> "),
+            "{}",
+            &errors[0].message[..80]
+        );
+        assert!(errors[0].message.ends_with(&format!("p{} -> p0", n - 1)));
+    }
 
     #[test]
     fn positions_count_characters_and_find_the_last_line() {

@@ -196,7 +196,7 @@ impl ProbeKind for PushConfig {
             .as_deref()
             .and_then(|name| (ctx.lookup)(name))
             .and_then(|(spec, dir)| match spec {
-                super::ProbeSpec::Token(t) => Some((t, dir)),
+                super::ProbeSpec::Token(t) => Some((&**t, dir)),
                 _ => None,
             });
         Ok(std::sync::Arc::new(PushProbe::new(
