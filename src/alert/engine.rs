@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::alert::pending::PendingWrites;
 use crate::channel::{Alert, AlertEvent};
 use crate::config::Config;
-use crate::monitor::{self, EvalContext, Monitor, MonitorState, Notice, NoticeKind, Policy};
+use crate::monitor::{self, EvalContext, Monitor, MonitorState, Notice, NoticeKind};
 use crate::outcome::Outcome;
 use crate::store::{PendingWrite, ResultRow, Store, StoreError};
 use crate::telemetry::events::MonitorStateChanged;
@@ -26,17 +26,6 @@ const SILENCES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Delivered (and set-aside) alerts stay in the outbox this long.
 const OUTBOX_KEEP: chrono::Duration = chrono::Duration::days(7);
-
-/// What the engine knows of one configured probe.
-#[derive(Clone)]
-struct ProbeInfo {
-    kind: String,
-    health_set: String,
-    depends_on: Vec<String>,
-    channels: Vec<String>,
-    policy: Policy,
-    enabled: bool,
-}
 
 /// A monitor's public view (API, status page, gauges).
 #[derive(Debug, Clone, PartialEq)]
@@ -52,12 +41,15 @@ pub(crate) struct MonitorView {
 pub struct Engine {
     config: Arc<Config>,
     store: Arc<Store>,
-    probes: HashMap<String, ProbeInfo>,
+    /// Each configured probe's index in `config.probes`, by name: the engine
+    /// reads kinds, sets, routes and policies from the config it holds anyway.
+    probes: HashMap<String, usize>,
     monitors: HashMap<String, Monitor>,
     /// Channels whose receivers expire alerts (Alertmanager): re-post interval.
     repost: HashMap<String, std::time::Duration>,
-    /// Last re-post per (probe, channel).
-    reposted: HashMap<(String, String), DateTime<Utc>>,
+    /// Last re-post per probe and channel (by probe first: a probe's entries
+    /// go at once when its problem ends).
+    reposted: HashMap<String, HashMap<String, DateTime<Utc>>>,
     /// When delivered outbox entries were last pruned.
     pruned_at: Option<DateTime<Utc>>,
     /// The silences, and when they were read from the store.
@@ -79,31 +71,22 @@ fn event_of(kind: NoticeKind) -> AlertEvent {
     }
 }
 
-/// What the engine needs of each configured probe, by name.
-fn probe_infos(config: &Config) -> HashMap<String, ProbeInfo> {
+/// Each configured probe's index in `config.probes`, by name.
+fn probe_index(config: &Config) -> HashMap<String, usize> {
     config
         .probes
         .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                ProbeInfo {
-                    kind: p.kind().to_string(),
-                    health_set: p.health_set.clone(),
-                    depends_on: p.depends_on.clone(),
-                    channels: p.alert.clone(),
-                    policy: p.policy.clone(),
-                    enabled: p.enabled,
-                },
-            )
-        })
+        .enumerate()
+        .map(|(i, p)| (p.name.clone(), i))
         .collect()
 }
 
-/// Reads the stored monitors of `probes` into `monitors` and reports their states.
+/// Reads the stored monitors of `probes` (indexes into `config.probes`) into
+/// `monitors` and reports their states.
 fn restore(
     store: &Store,
-    probes: &HashMap<String, ProbeInfo>,
+    config: &Config,
+    probes: &HashMap<String, usize>,
     monitors: &mut HashMap<String, Monitor>,
     metrics: &Metrics,
 ) -> Result<(), StoreError> {
@@ -120,7 +103,8 @@ fn restore(
             }
         }
     }
-    for (name, info) in probes {
+    for (name, &i) in probes {
+        let info = &config.probes[i];
         // A disabled probe never runs: its stored state would stay stale.
         let to = match monitors.get(name) {
             _ if !info.enabled => MonitorState::Disabled,
@@ -129,7 +113,7 @@ fn restore(
         };
         MonitorStateChanged {
             probe: name,
-            kind: &info.kind,
+            kind: info.kind(),
             health_set: &info.health_set,
             from: to,
             to,
@@ -151,9 +135,9 @@ impl Engine {
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
-        let probes = probe_infos(&config);
+        let probes = probe_index(&config);
         let mut monitors = HashMap::new();
-        restore(&store, &probes, &mut monitors, &metrics)?;
+        restore(&store, &config, &probes, &mut monitors, &metrics)?;
         Ok(Engine {
             config,
             store,
@@ -200,16 +184,27 @@ impl Engine {
         config: Arc<Config>,
         repost: HashMap<String, std::time::Duration>,
     ) -> Result<(), StoreError> {
-        let probes = probe_infos(&config);
+        let probes = probe_index(&config);
         self.monitors.retain(|name, _| probes.contains_key(name));
-        self.reposted
-            .retain(|(p, c), _| probes.get(p).is_some_and(|i| i.channels.contains(c)));
-        let fresh: HashMap<String, ProbeInfo> = probes
+        self.reposted.retain(|p, channels| {
+            let Some(&i) = probes.get(p) else {
+                return false;
+            };
+            channels.retain(|c, _| config.probes[i].alert.contains(c));
+            !channels.is_empty()
+        });
+        let fresh: HashMap<String, usize> = probes
             .iter()
             .filter(|(name, _)| !self.probes.contains_key(*name))
-            .map(|(n, i)| (n.clone(), i.clone()))
+            .map(|(n, &i)| (n.clone(), i))
             .collect();
-        restore(&self.store, &fresh, &mut self.monitors, &self.metrics)?;
+        restore(
+            &self.store,
+            &config,
+            &fresh,
+            &mut self.monitors,
+            &self.metrics,
+        )?;
         self.probes = probes;
         self.config = config;
         self.repost = repost;
@@ -242,7 +237,7 @@ impl Engine {
                 }
             }
         }
-        let Some(health_set) = self.probes.get(probe).map(|p| p.health_set.as_str()) else {
+        let Some(health_set) = self.info(probe).map(|p| p.health_set.as_str()) else {
             return Ok(false);
         };
         let t = now.timestamp();
@@ -262,8 +257,7 @@ impl Engine {
         monitor::root_cause(
             probe,
             |name| {
-                self.probes
-                    .get(name)
+                self.info(name)
                     .map(|p| p.depends_on.as_slice())
                     .unwrap_or(empty)
             },
@@ -284,13 +278,13 @@ impl Engine {
         summary: &str,
         observations: &std::collections::BTreeMap<String, f64>,
     ) -> Alert {
-        let info = &self.probes[probe];
+        let info = &self.config.probes[self.probes[probe]];
         Alert {
             key: notice.idempotency_key(probe),
             event: event_of(notice.kind),
             severity: notice.severity,
             probe: probe.to_string(),
-            kind: info.kind.clone(),
+            kind: info.kind().to_string(),
             health_set: info.health_set.clone(),
             state: m.state.as_str().to_string(),
             category,
@@ -316,7 +310,7 @@ impl Engine {
                     continue;
                 }
             };
-            for channel in &self.probes[probe].channels {
+            for channel in &self.config.probes[self.probes[probe]].alert {
                 rows.push((channel.clone(), alert.key.clone(), json.clone()));
             }
         }
@@ -335,7 +329,8 @@ impl Engine {
             return Ok(Vec::new());
         }
         let in_maintenance = self.in_maintenance(probe, now)?;
-        let info = &self.probes[probe];
+        let config = self.config.clone();
+        let info = &config.probes[self.probes[probe]];
         let ctx = EvalContext {
             enabled: info.enabled,
             in_maintenance,
@@ -375,11 +370,11 @@ impl Engine {
             now: now.timestamp(),
         })?;
         if m.problem.as_ref().is_none_or(|p| p.notified.is_none()) {
-            self.reposted.retain(|(p, _), _| p != probe);
+            self.reposted.remove(probe);
         }
         MonitorStateChanged {
             probe,
-            kind: &info.kind,
+            kind: info.kind(),
             health_set: &info.health_set,
             from: prev.state,
             to: m.state,
@@ -416,14 +411,16 @@ impl Engine {
             .map(|(name, _)| name.clone())
             .collect();
         for probe in names {
-            let Some(info) = self.probes.get(&probe) else {
+            let Some(&i) = self.probes.get(&probe) else {
                 continue;
             };
+            let config = self.config.clone();
+            let info = &config.probes[i];
             let m = &self.monitors[&probe];
             let reminder = monitor::due_reminder(m, now, &info.policy);
             if reminder.is_none()
                 && !info
-                    .channels
+                    .alert
                     .iter()
                     .any(|channel| self.repost_due(&probe, channel, m, now))
             {
@@ -470,11 +467,10 @@ impl Engine {
                 continue;
             };
             let mut rows = Vec::new();
-            for channel in &self.probes[&probe].channels {
+            for channel in &info.alert {
                 if !self.repost_due(&probe, channel, m, now) {
                     continue;
                 }
-                let key = (probe.clone(), channel.clone());
                 let notice = Notice {
                     kind: NoticeKind::Firing,
                     severity: problem.notified.unwrap_or(problem.severity),
@@ -495,7 +491,10 @@ impl Engine {
                 if let Ok(json) = serde_json::to_string(&alert) {
                     rows.push((channel.clone(), alert.key.clone(), json));
                 }
-                self.reposted.insert(key, now);
+                self.reposted
+                    .entry(probe.clone())
+                    .or_default()
+                    .insert(channel.clone(), now);
             }
             if !rows.is_empty() {
                 self.write(PendingWrite {
@@ -523,11 +522,17 @@ impl Engine {
         };
         let last = self
             .reposted
-            .get(&(probe.to_string(), channel.to_string()))
+            .get(probe)
+            .and_then(|channels| channels.get(channel))
             .copied()
             .or(problem.last_notified_at)
             .unwrap_or(problem.since);
         now - last >= chrono::Duration::from_std(*every).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// A configured probe's config.
+    fn info(&self, probe: &str) -> Option<&crate::config::ProbeConfig> {
+        self.probes.get(probe).map(|&i| &self.config.probes[i])
     }
 
     /// Every configured probe's monitor, in config order.
@@ -542,7 +547,8 @@ impl Engine {
     /// One probe's monitor view; `None` for a probe not in the config. A map
     /// lookup: it runs after every result.
     pub(crate) fn view(&self, probe: &str) -> Option<MonitorView> {
-        let (name, p) = self.probes.get_key_value(probe)?;
+        let (name, &i) = self.probes.get_key_value(probe)?;
+        let p = &self.config.probes[i];
         let m = self.monitors.get(probe);
         Some(MonitorView {
             probe: name.clone(),
@@ -881,6 +887,29 @@ duration = "1h"
         let am = queued(&store, "am", hour.timestamp());
         assert_eq!(am.len(), 2, "{am:?}");
         assert!(am[1].starts_with("token:1:firing:repost:"), "{am:?}");
+        // (`queued` marks what it returns delivered: each call shows what is new.)
+        // The next re-post waits for its interval after the last one.
+        let soon = hour + chrono::Duration::seconds(30);
+        assert!(e.tick(soon).unwrap().is_empty());
+        assert_eq!(queued(&store, "am", soon.timestamp()), Vec::<String>::new());
+        let later = hour + chrono::Duration::seconds(61);
+        e.tick(later).unwrap();
+        let am = queued(&store, "am", later.timestamp());
+        assert_eq!(am.len(), 1, "{am:?}");
+        assert!(am[0].starts_with("token:1:firing:repost:"), "{am:?}");
+        // Once the token probe recovers, its alert is resolved and no longer re-posted.
+        for i in 0..2 {
+            let now = later + chrono::Duration::seconds(i);
+            e.on_outcome("token", &good(now), now).unwrap();
+        }
+        let am = queued(&store, "am", later.timestamp() + 1);
+        assert_eq!(am, ["token:2:resolved"], "{am:?}");
+        let much_later = later + chrono::Duration::minutes(10);
+        e.tick(much_later).unwrap();
+        assert_eq!(
+            queued(&store, "am", much_later.timestamp()),
+            Vec::<String>::new()
+        );
         // Recovery resolves, once.
         let r = e.on_outcome("cert", &good(hour), hour).unwrap();
         assert!(r.is_empty());
