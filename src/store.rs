@@ -224,10 +224,21 @@ JOIN results AS r ON r.id IN (
     SELECT id FROM results WHERE probe = p.name ORDER BY id DESC LIMIT ?2)
 ORDER BY r.probe, r.id DESC";
 
-/// Drops probe ?1's results older than its (?2 + 1)-th newest.
+const INSERT_RESULT: &str = "\
+INSERT INTO results (probe, started_at, duration_seconds, status, category, summary, observations_json)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+const UPSERT_MONITOR: &str = "\
+INSERT INTO monitors (probe, state_json, updated_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (probe) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at";
+
+/// Drops probe ?1's results older than its `RESULTS_KEPT`-th newest. The
+/// offset is written out: SQLite re-prepares a statement whose LIMIT or
+/// OFFSET is a bound parameter each time it is bound, a full SQL parse per
+/// result (`results_are_capped_per_probe` checks it against `RESULTS_KEPT`).
 const PRUNE_PROBE: &str = "\
 DELETE FROM results WHERE probe = ?1 AND id < (
-    SELECT id FROM results WHERE probe = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)";
+    SELECT id FROM results WHERE probe = ?1 ORDER BY id DESC LIMIT 1 OFFSET 199)";
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -286,6 +297,13 @@ impl Store {
     /// Connection settings; returns the schema version found.
     fn prepare(conn: &Connection) -> rusqlite::Result<i64> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // One plan per statement, whatever values are bound: without it SQLite
+        // marks a statement comparing a column with a bound value for
+        // re-preparing on every bind, a full SQL parse per stored result.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_query_value(None, "user_version", |r| r.get(0))
@@ -339,11 +357,8 @@ impl Store {
                 insert_result(&tx, result)?;
             }
             if let Some((probe, json)) = &w.monitor {
-                tx.prepare_cached(
-                    "INSERT INTO monitors (probe, state_json, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (probe) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at",
-                )?
-                .execute(params![probe, json, w.now])?;
+                tx.prepare_cached(UPSERT_MONITOR)?
+                    .execute(params![probe, json, w.now])?;
             }
             enqueue_in(&tx, &w.alerts, w.now)?;
         }
@@ -391,11 +406,8 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         insert_result(&tx, result)?;
-        tx.prepare_cached(
-            "INSERT INTO monitors (probe, state_json, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (probe) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at",
-        )?
-        .execute(params![result.probe, monitor_json, now])?;
+        tx.prepare_cached(UPSERT_MONITOR)?
+            .execute(params![result.probe, monitor_json, now])?;
         let added = enqueue_in(&tx, alerts, now)?;
         tx.commit()?;
         Ok(added)
@@ -411,11 +423,8 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO monitors (probe, state_json, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (probe) DO UPDATE SET state_json = excluded.state_json, updated_at = excluded.updated_at",
-            params![probe, monitor_json, now],
-        )?;
+        tx.prepare_cached(UPSERT_MONITOR)?
+            .execute(params![probe, monitor_json, now])?;
         let added = enqueue_in(&tx, alerts, now)?;
         tx.commit()?;
         Ok(added)
@@ -682,11 +691,7 @@ impl Store {
 /// `RESULTS_KEPT`: two index seeks on `(probe, id)`, whatever the size of the
 /// table, so that the cost of a write does not grow with the number of probes.
 fn insert_result(tx: &rusqlite::Transaction<'_>, result: &ResultRow) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO results (probe, started_at, duration_seconds, status, category, summary, observations_json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
+    tx.prepare_cached(INSERT_RESULT)?.execute(params![
         result.probe,
         result.started_at,
         result.duration_seconds,
@@ -696,7 +701,7 @@ fn insert_result(tx: &rusqlite::Transaction<'_>, result: &ResultRow) -> Result<(
         result.observations_json
     ])?;
     tx.prepare_cached(PRUNE_PROBE)?
-        .execute(params![result.probe, RESULTS_KEPT - 1])?;
+        .execute(params![result.probe])?;
     Ok(())
 }
 
@@ -959,13 +964,44 @@ mod tests {
             .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_PROBE}"))
             .unwrap();
         let plan: Vec<String> = stmt
-            .query_map(params!["p", RESULTS_KEPT - 1], |r| r.get::<_, String>(3))
+            .query_map(params!["p"], |r| r.get::<_, String>(3))
             .unwrap()
             .map(Result::unwrap)
             .collect();
         let plan = plan.join("\n");
         assert!(!plan.contains("SCAN"), "{plan}");
         assert!(plan.contains("INDEX results_probe (probe=?"), "{plan}");
+    }
+
+    #[test]
+    fn writing_results_never_re_prepares_a_statement() {
+        // A statement SQLite must re-prepare on each bind (a bound LIMIT or
+        // OFFSET does that) costs a full SQL parse per result.
+        let s = Store::in_memory().unwrap();
+        let writes: Vec<PendingWrite> = (0..300)
+            .map(|i| PendingWrite {
+                result: Some(row(&format!("p{}", i % 7), i)),
+                monitor: Some((format!("p{}", i % 7), format!("{{\"n\":{i}}}"))),
+                alerts: Vec::new(),
+                now: i,
+            })
+            .collect();
+        s.write_all(&writes, &[], 300).unwrap();
+        s.write_all(&writes[..10], &[], 301).unwrap();
+        let conn = s.conn();
+        for sql in [INSERT_RESULT, PRUNE_PROBE, UPSERT_MONITOR] {
+            let stmt = conn.prepare_cached(sql).unwrap();
+            let runs = stmt.get_status(rusqlite::StatementStatus::Run);
+            assert!(
+                runs >= 300,
+                "{sql}: {runs} runs (not the cached statement?)"
+            );
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "{sql}"
+            );
+        }
     }
 
     #[test]
