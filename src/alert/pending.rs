@@ -27,6 +27,11 @@ pub(crate) const MAX_PENDING: usize = 50_000;
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 /// Writes per transaction.
 const BATCH: usize = 512;
+/// How long the writer gathers results without an alert before it writes
+/// them: one transaction per result would cost a commit (the WAL pages of the
+/// results table, its index and the monitors) each, most of a write's cost at
+/// a thousand results a second. Alerts and full batches are written at once.
+const GATHER: Duration = Duration::from_millis(100);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
@@ -59,6 +64,8 @@ pub(crate) struct PendingWrites {
     state: Mutex<State>,
     /// Wakes the writer.
     wake: Notify,
+    /// Wakes a gathering writer at once: an alert or a full batch waits.
+    urgent: Notify,
     /// Wakes the dispatcher: alerts to send.
     dispatch: Arc<Notify>,
     metrics: Arc<Metrics>,
@@ -70,6 +77,7 @@ impl PendingWrites {
             path: path.to_string(),
             state: Mutex::default(),
             wake: Notify::new(),
+            urgent: Notify::new(),
             dispatch,
             metrics,
         }
@@ -82,7 +90,7 @@ impl PendingWrites {
     /// Takes a write; returns at once.
     pub(crate) fn push(&self, write: PendingWrite) {
         let has_alerts = !write.alerts.is_empty();
-        {
+        let urgent = {
             let mut s = self.state();
             for (channel, key, json) in &write.alerts {
                 s.unsent.push(MemoryAlert {
@@ -107,8 +115,12 @@ impl PendingWrites {
                     }
                 }
             }
-        }
+            has_alerts || s.queue.len() >= BATCH
+        };
         self.wake.notify_one();
+        if urgent {
+            self.urgent.notify_one();
+        }
         if has_alerts {
             self.dispatch.notify_waiters();
         }
@@ -264,9 +276,15 @@ pub(crate) async fn run_writer(
             Some(wait)
         };
         tokio::select! {
-            _ = stop.cancelled() => {}
+            _ = stop.cancelled() => continue,
             _ = pending.wake.notified(), if wait.is_none() => {}
-            _ = tokio::time::sleep(wait.unwrap_or(MAX_RETRY)) => {}
+            _ = tokio::time::sleep(wait.unwrap_or(MAX_RETRY)) => continue,
+        }
+        // Something came: gather more unless it is urgent.
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = pending.urgent.notified() => {}
+            _ = tokio::time::sleep(GATHER) => {}
         }
     }
 }
