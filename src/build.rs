@@ -56,7 +56,7 @@ fn build_each(
 ) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
     for p in config.probes.iter().filter(|p| p.enabled) {
-        match build_target(p, &config.probes) {
+        match build_target_in(p, config) {
             Ok(target) => on_probe(target, p.schedule.clone()),
             Err(e) => errors.push(e),
         }
@@ -77,11 +77,20 @@ fn build_each(
 /// Builds the runnable probe of one config entry (`all` holds the probes it
 /// may use). A failure is placed at the key it concerns in the probe's table.
 pub(crate) fn build_target(p: &ProbeConfig, all: &[ProbeConfig]) -> Result<Target, ConfigError> {
-    let lookup = |name: &str| {
-        all.iter()
-            .find(|o| o.name == name)
-            .map(|o| (&o.spec, o.base_dir.as_path()))
-    };
+    build_target_with(p, &|name| all.iter().find(|o| o.name == name))
+}
+
+/// `build_target` with the probes of `config`, found by name in its index:
+/// building every probe stays linear in their number.
+pub(crate) fn build_target_in(p: &ProbeConfig, config: &Config) -> Result<Target, ConfigError> {
+    build_target_with(p, &|name| config.probe(name))
+}
+
+fn build_target_with<'a>(
+    p: &ProbeConfig,
+    find: &dyn Fn(&str) -> Option<&'a ProbeConfig>,
+) -> Result<Target, ConfigError> {
+    let lookup = |name: &str| find(name).map(|o| (&o.spec, o.base_dir.as_path()));
     let ctx = BuildContext {
         base_dir: &p.base_dir,
         lookup: &lookup,

@@ -235,10 +235,12 @@ ON CONFLICT (probe) DO UPDATE SET state_json = excluded.state_json, updated_at =
 /// Drops probe ?1's results older than its `RESULTS_KEPT`-th newest. The
 /// offset is written out: SQLite re-prepares a statement whose LIMIT or
 /// OFFSET is a bound parameter each time it is bound, a full SQL parse per
-/// result (`results_are_capped_per_probe` checks it against `RESULTS_KEPT`).
+/// result.
 const PRUNE_PROBE: &str = "\
 DELETE FROM results WHERE probe = ?1 AND id < (
     SELECT id FROM results WHERE probe = ?1 ORDER BY id DESC LIMIT 1 OFFSET 199)";
+// The offset above is `RESULTS_KEPT - 1`.
+const _: () = assert!(RESULTS_KEPT == 200);
 
 pub struct Store {
     conn: Mutex<Connection>,

@@ -6,7 +6,7 @@
 //! between the two loses nothing. Monitor states are restored from the store at
 //! start, so a restart neither re-fires open problems nor forgets them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -41,9 +41,6 @@ pub(crate) struct MonitorView {
 pub struct Engine {
     config: Arc<Config>,
     store: Arc<Store>,
-    /// Each configured probe's index in `config.probes`, by name: the engine
-    /// reads kinds, sets, routes and policies from the config it holds anyway.
-    probes: HashMap<String, usize>,
     monitors: HashMap<String, Monitor>,
     /// Channels whose receivers expire alerts (Alertmanager): re-post interval.
     repost: HashMap<String, std::time::Duration>,
@@ -71,27 +68,17 @@ fn event_of(kind: NoticeKind) -> AlertEvent {
     }
 }
 
-/// Each configured probe's index in `config.probes`, by name.
-fn probe_index(config: &Config) -> HashMap<String, usize> {
-    config
-        .probes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.name.clone(), i))
-        .collect()
-}
-
-/// Reads the stored monitors of `probes` (indexes into `config.probes`) into
-/// `monitors` and reports their states.
+/// Reads the stored monitors of `probes` (those of `config` with these
+/// names) into `monitors` and reports their states.
 fn restore(
     store: &Store,
     config: &Config,
-    probes: &HashMap<String, usize>,
+    probes: &HashSet<&str>,
     monitors: &mut HashMap<String, Monitor>,
     metrics: &Metrics,
 ) -> Result<(), StoreError> {
     for (probe, json) in store.monitors()? {
-        if !probes.contains_key(&probe) {
+        if !probes.contains(probe.as_str()) {
             continue;
         }
         match serde_json::from_str::<Monitor>(&json) {
@@ -103,8 +90,12 @@ fn restore(
             }
         }
     }
-    for (name, &i) in probes {
-        let info = &config.probes[i];
+    for info in config
+        .probes
+        .iter()
+        .filter(|p| probes.contains(p.name.as_str()))
+    {
+        let name = &info.name;
         // A disabled probe never runs: its stored state would stay stale.
         let to = match monitors.get(name) {
             _ if !info.enabled => MonitorState::Disabled,
@@ -135,13 +126,12 @@ impl Engine {
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
-        let probes = probe_index(&config);
         let mut monitors = HashMap::new();
-        restore(&store, &config, &probes, &mut monitors, &metrics)?;
+        let all = config.probes.iter().map(|p| p.name.as_str()).collect();
+        restore(&store, &config, &all, &mut monitors, &metrics)?;
         Ok(Engine {
             config,
             store,
-            probes,
             monitors,
             repost,
             reposted: HashMap::new(),
@@ -184,19 +174,19 @@ impl Engine {
         config: Arc<Config>,
         repost: HashMap<String, std::time::Duration>,
     ) -> Result<(), StoreError> {
-        let probes = probe_index(&config);
-        self.monitors.retain(|name, _| probes.contains_key(name));
+        self.monitors.retain(|name, _| config.probe(name).is_some());
         self.reposted.retain(|p, channels| {
-            let Some(&i) = probes.get(p) else {
+            let Some(probe) = config.probe(p) else {
                 return false;
             };
-            channels.retain(|c, _| config.probes[i].alert.contains(c));
+            channels.retain(|c, _| probe.alert.contains(c));
             !channels.is_empty()
         });
-        let fresh: HashMap<String, usize> = probes
+        let fresh: HashSet<&str> = config
+            .probes
             .iter()
-            .filter(|(name, _)| !self.probes.contains_key(*name))
-            .map(|(n, &i)| (n.clone(), i))
+            .map(|p| p.name.as_str())
+            .filter(|name| self.config.probe(name).is_none())
             .collect();
         restore(
             &self.store,
@@ -205,7 +195,6 @@ impl Engine {
             &mut self.monitors,
             &self.metrics,
         )?;
-        self.probes = probes;
         self.config = config;
         self.repost = repost;
         Ok(())
@@ -271,14 +260,14 @@ impl Engine {
 
     fn alert_for(
         &self,
-        probe: &str,
+        info: &crate::config::ProbeConfig,
         m: &Monitor,
         notice: &Notice,
         category: Option<String>,
         summary: &str,
         observations: &std::collections::BTreeMap<String, f64>,
     ) -> Alert {
-        let info = &self.config.probes[self.probes[probe]];
+        let probe = info.name.as_str();
         Alert {
             key: notice.idempotency_key(probe),
             event: event_of(notice.kind),
@@ -310,7 +299,11 @@ impl Engine {
                     continue;
                 }
             };
-            for channel in &self.config.probes[self.probes[probe]].alert {
+            let channels = self
+                .info(probe)
+                .map(|p| p.alert.as_slice())
+                .unwrap_or_default();
+            for channel in channels {
                 rows.push((channel.clone(), alert.key.clone(), json.clone()));
             }
         }
@@ -325,12 +318,11 @@ impl Engine {
         outcome: &Outcome,
         now: DateTime<Utc>,
     ) -> Result<Vec<Alert>, StoreError> {
-        if !self.probes.contains_key(probe) {
-            return Ok(Vec::new());
-        }
-        let in_maintenance = self.in_maintenance(probe, now)?;
         let config = self.config.clone();
-        let info = &config.probes[self.probes[probe]];
+        let Some(info) = config.probe(probe) else {
+            return Ok(Vec::new());
+        };
+        let in_maintenance = self.in_maintenance(probe, now)?;
         let ctx = EvalContext {
             enabled: info.enabled,
             in_maintenance,
@@ -343,7 +335,7 @@ impl Engine {
             .iter()
             .map(|n| {
                 self.alert_for(
-                    probe,
+                    info,
                     &m,
                     n,
                     category.clone(),
@@ -411,11 +403,10 @@ impl Engine {
             .map(|(name, _)| name.clone())
             .collect();
         for probe in names {
-            let Some(&i) = self.probes.get(&probe) else {
+            let config = self.config.clone();
+            let Some(info) = config.probe(&probe) else {
                 continue;
             };
-            let config = self.config.clone();
-            let info = &config.probes[i];
             let m = &self.monitors[&probe];
             let reminder = monitor::due_reminder(m, now, &info.policy);
             if reminder.is_none()
@@ -444,7 +435,7 @@ impl Engine {
                 .unwrap_or_default();
             if let Some((next, notice)) = reminder {
                 let alert = self.alert_for(
-                    &probe,
+                    info,
                     &next,
                     &notice,
                     category.clone(),
@@ -479,14 +470,8 @@ impl Engine {
                     at: now,
                     root_cause: m.suppressed_by.clone(),
                 };
-                let mut alert = self.alert_for(
-                    &probe,
-                    m,
-                    &notice,
-                    category.clone(),
-                    &summary,
-                    &observations,
-                );
+                let mut alert =
+                    self.alert_for(info, m, &notice, category.clone(), &summary, &observations);
                 alert.key = format!("{}:repost:{}", alert.key, now.timestamp());
                 if let Ok(json) = serde_json::to_string(&alert) {
                     rows.push((channel.clone(), alert.key.clone(), json));
@@ -532,7 +517,7 @@ impl Engine {
 
     /// A configured probe's config.
     fn info(&self, probe: &str) -> Option<&crate::config::ProbeConfig> {
-        self.probes.get(probe).map(|&i| &self.config.probes[i])
+        self.config.probe(probe)
     }
 
     /// Every configured probe's monitor, in config order.
@@ -547,11 +532,10 @@ impl Engine {
     /// One probe's monitor view; `None` for a probe not in the config. A map
     /// lookup: it runs after every result.
     pub(crate) fn view(&self, probe: &str) -> Option<MonitorView> {
-        let (name, &i) = self.probes.get_key_value(probe)?;
-        let p = &self.config.probes[i];
+        let p = self.config.probe(probe)?;
         let m = self.monitors.get(probe);
         Some(MonitorView {
-            probe: name.clone(),
+            probe: p.name.clone(),
             health_set: p.health_set.clone(),
             state: if !p.enabled {
                 MonitorState::Disabled

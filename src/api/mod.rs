@@ -155,11 +155,11 @@ impl BuiltProbes {
     pub(crate) fn get(
         &self,
         p: &crate::config::ProbeConfig,
-        all: &[crate::config::ProbeConfig],
+        config: &Config,
     ) -> Result<Arc<crate::runner::Target>, crate::config::ConfigError> {
         let mut configs = vec![p.clone()];
         for (_, name, _) in p.spec.references() {
-            configs.extend(all.iter().filter(|o| o.name == name).cloned());
+            configs.extend(config.probe(name).cloned());
         }
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((built_from, target)) = map.get(&p.name) {
@@ -167,7 +167,7 @@ impl BuiltProbes {
                 return Ok(target.clone());
             }
         }
-        let target = Arc::new(crate::build::build_target(p, all)?);
+        let target = Arc::new(crate::build::build_target_in(p, config)?);
         map.insert(p.name.clone(), (configs, target.clone()));
         Ok(target)
     }

@@ -252,7 +252,7 @@ pub(crate) async fn run(
             .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         return r;
     }
-    let outcome = match state.built.get(p, &config.probes) {
+    let outcome = match state.built.get(p, &config) {
         Ok(target) => crate::runner::run_once(&target, &state.clock).await,
         Err(e) => {
             return error(

@@ -95,11 +95,27 @@ pub struct Config {
     /// located like errors. `validate` prints them and `run` logs them; they
     /// change no exit code.
     pub warnings: Vec<ConfigError>,
+    /// Each probe's position in `probes`, by name: a lookup by name must not
+    /// cost a scan of every probe (the engine does one per result, a reload one
+    /// per probe).
+    probe_index: HashMap<String, usize>,
 }
 
 impl Config {
     pub fn probe(&self, name: &str) -> Option<&ProbeConfig> {
-        self.probes.iter().find(|p| p.name == name)
+        self.probe_position(name).map(|i| &self.probes[i])
+    }
+
+    /// The position of the probe `name` in `probes`.
+    pub(crate) fn probe_position(&self, name: &str) -> Option<usize> {
+        if self.probe_index.len() != self.probes.len() {
+            // `probes` was changed after loading: the index no longer holds.
+            return self.probes.iter().position(|p| p.name == name);
+        }
+        self.probe_index
+            .get(name)
+            .copied()
+            .filter(|&i| self.probes.get(i).is_some_and(|p| p.name == name))
     }
 
     /// The first `[[maintenance]]` window that covers `probe` and is active at `now`.
@@ -760,7 +776,13 @@ impl Loader<'_> {
             errors.sort_by_key(|e| (order.iter().position(|f| f == &e.file), e.line, e.column));
             return Err(ConfigErrors(errors));
         }
+        let probe_index = probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.clone(), i))
+            .collect();
         Ok(Config {
+            probe_index,
             path: path.to_path_buf(),
             agent: parts.agent.unwrap_or_default(),
             store: parts.store.unwrap_or_default(),
