@@ -22,9 +22,71 @@ pub(crate) enum TokenSource {
     None,
     /// The value of `token_env`, read once at start.
     Fixed(String),
-    /// `token_file`, read at each request so that a rotated token takes effect
-    /// without a restart.
-    File(PathBuf),
+    /// `token_file`, looked at on each request so that a rotated token takes
+    /// effect without a restart.
+    File(std::sync::Arc<TokenFile>),
+}
+
+/// A token file and what was last read from it. Each check stats the file and
+/// reads it again only when it changed (another inode, size, modification or
+/// change time): a read per request would cost more than the check itself.
+/// File times advance in coarse steps (a few milliseconds), so a file changed
+/// in the last seconds is read on every check until it has been quiet for
+/// `SETTLED` seconds.
+pub(crate) struct TokenFile {
+    path: PathBuf,
+    last: Mutex<Option<(FileStamp, String)>>,
+}
+
+/// What tells a changed file apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            modified: (m.mtime(), m.mtime_nsec()),
+            changed: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// How long a file must be unchanged before its stamp is trusted.
+const SETTLED: i64 = 2;
+
+impl TokenFile {
+    /// The token in the file, read again only if the file changed.
+    fn token(&self) -> Result<String, String> {
+        let stamp = FileStamp::of(&self.path);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(stamp), Some((seen, token))) = (stamp, last.as_ref()) {
+            if stamp == *seen {
+                return Ok(token.clone());
+            }
+        }
+        *last = None;
+        let token = SecretSource::File(self.path.clone())
+            .read_blocking("token")
+            .map_err(|e| e.to_string())?;
+        // Stamped as it was before the read: a change during the read is read
+        // again on the next check.
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock).timestamp();
+        if let Some(stamp) = stamp.filter(|s| now - s.changed.0 > SETTLED) {
+            *last = Some((stamp, token.clone()));
+        }
+        Ok(token)
+    }
 }
 
 // Never print the token.
@@ -33,7 +95,7 @@ impl std::fmt::Debug for TokenSource {
         match self {
             TokenSource::None => f.write_str("TokenSource::None"),
             TokenSource::Fixed(_) => f.write_str("TokenSource::Fixed(<redacted>)"),
-            TokenSource::File(p) => write!(f, "TokenSource::File({})", p.display()),
+            TokenSource::File(t) => write!(f, "TokenSource::File({})", t.path.display()),
         }
     }
 }
@@ -65,7 +127,10 @@ impl TokenSource {
             }
         }
         match &api.token_file {
-            Some(f) => TokenSource::File(base.join(f)),
+            Some(f) => TokenSource::File(std::sync::Arc::new(TokenFile {
+                path: base.join(f),
+                last: Mutex::new(None),
+            })),
             None => TokenSource::None,
         }
     }
@@ -75,12 +140,10 @@ impl TokenSource {
         let expected = match self {
             TokenSource::None => return Verdict::NotConfigured,
             TokenSource::Fixed(t) => t.clone(),
-            TokenSource::File(path) => {
-                match SecretSource::File(path.clone()).read_blocking("token") {
-                    Ok(t) => t,
-                    Err(e) => return Verdict::Unavailable(e.to_string()),
-                }
-            }
+            TokenSource::File(file) => match file.token() {
+                Ok(t) => t,
+                Err(e) => return Verdict::Unavailable(e),
+            },
         };
         let Some(given) = authorization.and_then(bearer) else {
             return Verdict::Denied;
@@ -212,6 +275,29 @@ mod tests {
         assert_eq!(from_file.check(Some("Bearer t2")), Verdict::Allowed);
         std::fs::write(dir.path().join("token.txt"), "t3").unwrap();
         assert_eq!(from_file.check(Some("Bearer t2")), Verdict::Denied);
+        // Rewritten in place at once, same length: the file's times may not
+        // have moved, and the new token still counts.
+        assert_eq!(from_file.check(Some("Bearer t3")), Verdict::Allowed);
+        std::fs::write(dir.path().join("token.txt"), "t4").unwrap();
+        assert_eq!(from_file.check(Some("Bearer t4")), Verdict::Allowed);
+        assert_eq!(from_file.check(Some("Bearer t3")), Verdict::Denied);
+        // Whatever the file's times say, a change of its length is read.
+        let settled = dir.path().join("settled.txt");
+        std::fs::write(&settled, "old-token").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&settled)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let file = TokenFile {
+            path: settled.clone(),
+            last: Mutex::new(None),
+        };
+        assert_eq!(file.token().unwrap(), "old-token");
+        std::fs::write(&settled, "new-token-2").unwrap();
+        assert_eq!(file.token().unwrap(), "new-token-2");
         let none = ApiConfig::default();
         assert!(matches!(
             TokenSource::from_config(&none, dir.path(), &|_| Some("x".into())),

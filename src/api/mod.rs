@@ -148,27 +148,43 @@ impl ApiState {
 #[derive(Default)]
 pub(crate) struct BuiltProbes(std::sync::Mutex<std::collections::HashMap<String, Built>>);
 
-type Built = (Vec<crate::config::ProbeConfig>, Arc<crate::runner::Target>);
+/// The configs a target was built from (the probe's and those it uses), the
+/// config they came from, and the target.
+type Built = (
+    Vec<crate::config::ProbeConfig>,
+    std::sync::Weak<Config>,
+    Arc<crate::runner::Target>,
+);
 
 impl BuiltProbes {
     /// The target for `p`, built now if it was not, or if its config changed.
     pub(crate) fn get(
         &self,
         p: &crate::config::ProbeConfig,
-        config: &Config,
+        config: &Arc<Config>,
     ) -> Result<Arc<crate::runner::Target>, crate::config::ConfigError> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Built from this very config: nothing to compare.
+        if let Some((_, from, target)) = map.get(&p.name) {
+            if std::ptr::eq(from.as_ptr(), Arc::as_ptr(config)) {
+                return Ok(target.clone());
+            }
+        }
         let mut configs = vec![p.clone()];
         for (_, name, _) in p.spec.references() {
             configs.extend(config.probe(name).cloned());
         }
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((built_from, target)) = map.get(&p.name) {
+        if let Some((built_from, from, target)) = map.get_mut(&p.name) {
             if *built_from == configs {
+                *from = Arc::downgrade(config);
                 return Ok(target.clone());
             }
         }
         let target = Arc::new(crate::build::build_target_in(p, config)?);
-        map.insert(p.name.clone(), (configs, target.clone()));
+        map.insert(
+            p.name.clone(),
+            (configs, Arc::downgrade(config), target.clone()),
+        );
         Ok(target)
     }
 }
