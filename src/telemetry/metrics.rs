@@ -434,7 +434,8 @@ impl ProbeSeries {
         labels.push_str(PROBE_LABEL);
         labels.push_str(&p);
         labels.push('"');
-        // Beyond u32 (a 4 GiB name), the slices come out empty rather than wrong.
+        // A config holds 16 MiB at most, so an offset past u32 cannot come
+        // from one; were it to, the slices are taken with `get` and never panic.
         let probe_end = u32::try_from(labels.len()).unwrap_or(u32::MAX);
         labels.push_str(KIND_LABEL);
         labels.push_str(&k);
