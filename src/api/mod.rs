@@ -18,11 +18,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::StreamExt as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -423,13 +425,51 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
+/// `/metrics` is rendered in pieces of about this size (10,000 probes make
+/// some 16 MB of text)...
+const METRICS_PIECE: usize = 64 * 1024;
+/// ...of which at most this many wait for the client.
+const METRICS_PIECES_AHEAD: usize = 2;
+
 async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
     // Rendering many probes is CPU work: keep it off the request threads.
+    // The renderer hands pieces over as the client takes them, so that a
+    // scrape holds a few pieces, not the whole text; when the client goes
+    // away the receiver drops, the next send fails and rendering stops.
     let metrics = state.metrics.clone();
-    match tokio::task::spawn_blocking(move || metrics.render()).await {
-        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(METRICS_PIECES_AHEAD);
+    let render = tokio::task::spawn_blocking(move || {
+        metrics.render_chunks(METRICS_PIECE, |piece| tx.blocking_send(piece))
+    });
+    let headers = [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)];
+    let Some(first) = rx.recv().await else {
+        // Nothing rendered: the renderer failed.
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Some(second) = rx.recv().await else {
+        // It all fits in one piece: an ordinary body, with its length.
+        return match render.await {
+            Ok(Ok(())) => (headers, first).into_response(),
+            _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+    };
+    let rest = futures::stream::unfold(Some((rx, render)), |state| async move {
+        let (mut rx, render) = state?;
+        if let Some(piece) = rx.recv().await {
+            return Some((Ok(Bytes::from(piece)), Some((rx, render))));
+        }
+        match render.await {
+            Ok(Ok(())) => None,
+            // A renderer that failed midway cuts the body off, which the
+            // client sees as an incomplete answer rather than a short one.
+            _ => Some((
+                Err(std::io::Error::other("rendering /metrics failed")),
+                None,
+            )),
+        }
+    });
+    let pieces = futures::stream::iter([Ok(Bytes::from(first)), Ok(Bytes::from(second))]);
+    (headers, Body::from_stream(pieces.chain(rest))).into_response()
 }
 
 #[cfg(test)]
@@ -699,6 +739,61 @@ timeout = "2s"
             .expect("the server stops on the shutdown token")
             .unwrap();
         assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    /// The body of a `transfer-encoding: chunked` answer, put together.
+    fn dechunk(mut raw: &str) -> String {
+        let mut body = String::new();
+        loop {
+            let (size, rest) = raw.split_once("\r\n").expect("a chunk size line");
+            let size = usize::from_str_radix(size, 16).expect("a hex chunk size");
+            if size == 0 {
+                assert_eq!(rest, "\r\n", "nothing after the last chunk");
+                return body;
+            }
+            body.push_str(&rest[..size]);
+            raw = rest[size..]
+                .strip_prefix("\r\n")
+                .expect("a chunk ends a line");
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_of_thousands_of_probes_stream_whole() {
+        let metrics = Arc::new(Metrics::new());
+        for i in 0..3000 {
+            let name = format!("probe-{i}");
+            metrics.register_probe(&name, "http", "site");
+            let o = crate::outcome::Outcome::ok("fine").with("status_code", 200.0);
+            metrics.probe_run(&name, "http", "site", &o);
+        }
+        let (addr, stop, _) = start(metrics.clone()).await;
+        let (status, headers, body) = get(addr, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(
+            headers.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+            "{headers}"
+        );
+        assert!(headers.contains("transfer-encoding: chunked"), "{headers}");
+        let text = metrics.render();
+        assert!(text.len() > 10 * METRICS_PIECE, "{} bytes", text.len());
+        assert_eq!(dechunk(&body), text);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn metrics_that_fit_one_piece_have_a_length() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.register_probe("one", "http", "site");
+        let (addr, stop, _) = start(metrics.clone()).await;
+        let (status, headers, body) = get(addr, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(
+            headers.contains(&format!("content-length: {}", body.len())),
+            "{headers}"
+        );
+        assert_eq!(body, metrics.render());
+        stop.cancel();
     }
 
     #[tokio::test]

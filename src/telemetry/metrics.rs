@@ -7,6 +7,13 @@
 //! each other. Label strings are escaped once, when a probe or channel is
 //! registered, which keeps rendering 10,000 probes in a few milliseconds.
 //!
+//! A probe's series are kept small, since an agent has thousands: one label
+//! string that the label sets are slices of, run counters only for the
+//! (status, category) pairs seen, histogram counts inline with their `le`
+//! values formatted once per registry, and what few probes record (skipped
+//! fires, phases) allocated at its first record. `render_chunks` writes the
+//! text in pieces, so that `/metrics` for many probes never holds it whole.
+//!
 //! Two families of series per probe:
 //! - blackbox_exporter's (`probe_success`, `probe_duration_seconds`,
 //!   `probe_ssl_earliest_cert_expiry`, `probe_http_status_code`), with labels
@@ -22,10 +29,11 @@
 //! names) of the global meter provider, which `super::otel` installs when OTLP
 //! export is configured; otherwise they are the API's no-op instruments.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use opentelemetry::metrics::{self as otel_metrics, Counter, Gauge};
@@ -78,11 +86,11 @@ pub(crate) const OBS_STATUS_CODE: &str = "status_code";
 
 /// Probe run durations: from a local file check to a slow token endpoint.
 /// Phase durations use the same buckets, so a phase compares with its run.
-pub(crate) const PROBE_DURATION_BUCKETS: &[f64] = &[
+pub(crate) const PROBE_DURATION_BUCKETS: &[f64; 13] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 /// Scheduler lateness: a healthy scheduler stays in the first buckets.
-pub(crate) const LATENESS_BUCKETS: &[f64] =
+pub(crate) const LATENESS_BUCKETS: &[f64; 10] =
     &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0];
 
 /// The `content-type` of `render`'s output.
@@ -97,6 +105,8 @@ const STATES: [MonitorState; MonitorState::ALL.len()] = MonitorState::ALL;
 const NO_STATE: u8 = u8::MAX;
 
 fn status_index(s: Status) -> usize {
+    // Kept as a u8 in `Latest`, below `NO_STATE`: checked at compile time.
+    const _: () = assert!(Status::ALL.len() < NO_STATE as usize);
     s.index()
 }
 
@@ -168,70 +178,101 @@ impl AtomicF64 {
     }
 }
 
-/// A Prometheus histogram with fixed buckets; counts are per bucket, made
-/// cumulative when rendered.
-pub(crate) struct Histogram {
-    bounds: &'static [f64],
-    /// The bounds as `le` label values, formatted once.
-    le: Box<[String]>,
-    /// `bounds.len() + 1` counts; the last is above every bound.
-    counts: Box<[AtomicU64]>,
-    sum: AtomicF64,
-    count: AtomicU64,
-}
+/// The `le` label values of one set of bounds, `+Inf` last: formatted once
+/// per registry and shared by every histogram over those bounds.
+struct Le(Box<[Box<str>]>);
 
-impl Histogram {
-    pub(crate) fn new(bounds: &'static [f64]) -> Self {
+impl Le {
+    fn new(bounds: &[f64]) -> Self {
         let le = bounds
             .iter()
             .map(|b| {
                 let mut s = String::new();
                 push_f64(&mut s, *b);
-                s
+                s.into_boxed_str()
             })
-            .chain(std::iter::once("+Inf".to_string()))
+            .chain(std::iter::once("+Inf".into()))
             .collect();
+        Le(le)
+    }
+}
+
+/// A Prometheus histogram over `B` fixed bounds, which its owner passes to
+/// `observe` (they are consts: no need to keep a pointer to them in each
+/// histogram); counts are per bucket, made cumulative when rendered. The
+/// counts live inline, and the `_count` is their total.
+pub(crate) struct Histogram<const B: usize> {
+    /// Per bound, the observations above the previous bound and up to this one.
+    counts: [AtomicU64; B],
+    /// The observations above every bound.
+    above: AtomicU64,
+    sum: AtomicF64,
+}
+
+/// A probe's run or phase durations.
+type DurationHistogram = Histogram<{ PROBE_DURATION_BUCKETS.len() }>;
+
+impl<const B: usize> Histogram<B> {
+    pub(crate) fn new() -> Self {
         Histogram {
-            bounds,
-            le,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            above: AtomicU64::new(0),
             sum: AtomicF64::new(0.0),
-            count: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn observe(&self, v: f64) {
+    pub(crate) fn observe(&self, bounds: &[f64; B], v: f64) {
         if v.is_nan() {
             return;
         }
         // Buckets are `le`: a value equal to a bound counts in that bucket.
-        let i = self.bounds.partition_point(|b| *b < v);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let i = bounds.partition_point(|b| *b < v);
+        self.counts
+            .get(i)
+            .unwrap_or(&self.above)
+            .fetch_add(1, Ordering::Relaxed);
         self.sum.add(v);
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Writes `_bucket`, `_sum` and `_count` lines; `labels` is empty or
-    /// `a="x",b="y"` (already escaped).
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
+    /// How many values were observed.
+    fn count(&self) -> u64 {
+        self.counts
+            .iter()
+            .chain(std::iter::once(&self.above))
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Writes `_bucket`, `_sum` and `_count` lines; `labels` are pieces of
+    /// `a="x",b="y"` (already escaped), none for no labels; `le` holds this
+    /// histogram's bounds as label values.
+    fn render(&self, out: &mut String, name: &str, labels: &[&str], le: &Le) {
+        let push_labels = |out: &mut String| {
+            for l in labels {
+                out.push_str(l);
+            }
+        };
+        let labelled = labels.iter().any(|l| !l.is_empty());
         let mut cumulative = 0u64;
-        for (i, c) in self.counts.iter().enumerate() {
+        let counts = self.counts.iter().chain(std::iter::once(&self.above));
+        for (c, le) in counts.zip(le.0.iter()) {
             cumulative += c.load(Ordering::Relaxed);
             out.push_str(name);
             out.push_str("_bucket{");
-            out.push_str(labels);
-            out.push_str(sep);
+            if labelled {
+                push_labels(out);
+                out.push(',');
+            }
             out.push_str("le=\"");
-            out.push_str(&self.le[i]);
+            out.push_str(le);
             out.push_str("\"} ");
             push_u64(out, cumulative);
             out.push('\n');
         }
         let braces = |out: &mut String| {
-            if !labels.is_empty() {
+            if labelled {
                 out.push('{');
-                out.push_str(labels);
+                push_labels(out);
                 out.push('}');
             }
         };
@@ -245,105 +286,283 @@ impl Histogram {
         out.push_str("_count");
         braces(out);
         out.push(' ');
-        push_u64(out, self.count.load(Ordering::Relaxed));
+        push_u64(out, cumulative);
         out.push('\n');
     }
 }
 
-/// The latest run of a probe, as the blackbox series show it.
+/// The latest run of a probe, as the blackbox series show it, and its
+/// monitor's state. Absent observations are NaN (observations are finite).
 #[derive(Debug, Clone, Copy)]
-struct LastRun {
-    status: Status,
+struct Latest {
+    /// `Status::index` of the latest run, `NO_STATE` before the first.
+    status: u8,
+    /// `state_index` of the monitor's state, `NO_STATE` before the first.
+    state: u8,
     duration: f64,
-    not_after: Option<f64>,
-    seconds_left: Option<f64>,
-    status_code: Option<f64>,
+    not_after: f64,
+    seconds_left: f64,
+    status_code: f64,
+}
+
+impl Latest {
+    const NONE: Latest = Latest {
+        status: NO_STATE,
+        state: NO_STATE,
+        duration: 0.0,
+        not_after: f64::NAN,
+        seconds_left: f64::NAN,
+        status_code: f64::NAN,
+    };
+
+    fn status(&self) -> Option<Status> {
+        STATUSES.get(usize::from(self.status)).copied()
+    }
+}
+
+/// An observation, `None` when absent (NaN).
+fn present(v: f64) -> Option<f64> {
+    Some(v).filter(|v| !v.is_nan())
+}
+
+/// Runs by status and category, sparse: a probe sees one or two pairs in its
+/// life (ok, and the way it fails), so a few slots hold one pair each, and
+/// the whole matrix (`Rare::runs`) is allocated only for a probe that has
+/// seen more pairs.
+struct RunSlots([AtomicU64; RUN_SLOTS]);
+
+const RUN_SLOTS: usize = 3;
+/// The bits below a slot's pair key: 2^56 runs of one pair would take a
+/// probe running every microsecond two thousand years.
+const RUN_KEY_SHIFT: u32 = 56;
+const RUN_COUNT_MASK: u64 = (1 << RUN_KEY_SHIFT) - 1;
+// Every pair key + 1 fits above the count.
+const _: () = assert!(STATUSES.len() * (CATEGORIES.len() + 1) < 255);
+
+/// Runs by status and `category_index`.
+type RunMatrix<T> = [[T; CATEGORIES.len() + 1]; STATUSES.len()];
+
+impl RunSlots {
+    /// Counts a run in its pair's slot, taking a free one if needed; false
+    /// when every slot holds another pair.
+    ///
+    /// A slot holds `pair_key + 1` in its top bits and the count below; 0 is
+    /// free. A slot, once taken, keeps its pair, so concurrent recorders,
+    /// which all scan the slots in order, agree on where a pair lives.
+    fn add(&self, status: usize, category: usize) -> bool {
+        let key = (status * (CATEGORIES.len() + 1) + category + 1) as u64;
+        for slot in &self.0 {
+            let mut seen = slot.load(Ordering::Relaxed);
+            if seen == 0 {
+                match slot.compare_exchange(
+                    0,
+                    key << RUN_KEY_SHIFT | 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return true,
+                    // Taken meanwhile, maybe for this very pair.
+                    Err(now) => seen = now,
+                }
+            }
+            if seen >> RUN_KEY_SHIFT == key {
+                slot.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Adds the slots' counts to `counts`.
+    fn add_to(&self, counts: &mut RunMatrix<u64>) {
+        for slot in &self.0 {
+            let v = slot.load(Ordering::Relaxed);
+            let Some(pair) = (v >> RUN_KEY_SHIFT).checked_sub(1) else {
+                continue;
+            };
+            let pair = pair as usize;
+            let (s, c) = (pair / (CATEGORIES.len() + 1), pair % (CATEGORIES.len() + 1));
+            if let Some(n) = counts.get_mut(s).and_then(|row| row.get_mut(c)) {
+                *n += v & RUN_COUNT_MASK;
+            }
+        }
+    }
+}
+
+/// What most probes never record, allocated at the first of it.
+#[derive(Default)]
+struct Rare {
+    /// Runs of the pairs beyond the slots.
+    runs: OnceLock<Box<RunMatrix<AtomicU64>>>,
+    skipped: AtomicU64,
+    /// Phase durations, in `Phase::ALL` order, for the phases this probe has
+    /// entered (most kinds have none).
+    phases: Mutex<Vec<PhaseSeries>>,
 }
 
 /// Everything kept per probe.
 struct ProbeSeries {
-    /// `probe="..",kind="..",health_set=".."`
-    labels: String,
-    /// `probe="..",kind=".."`
-    probe_kind: String,
-    /// `probe=".."`
-    probe_only: String,
-    /// `probe="..",health_set=".."`
-    probe_set: String,
-    last: Mutex<Option<LastRun>>,
-    /// Runs by status and category (`category_index`).
-    runs: [[AtomicU64; CATEGORIES.len() + 1]; STATUSES.len()],
-    skipped: AtomicU64,
-    duration: Histogram,
-    /// Phase durations, by phase, for the phases this probe has entered
-    /// (most kinds have none, so nothing is allocated for them).
-    phases: Mutex<Vec<PhaseSeries>>,
-    state: AtomicU8,
-    /// OTel attributes `probe`, `kind`, `health_set`.
-    attrs: [KeyValue; 3],
+    /// `probe="..",kind="..",health_set=".."`, escaped; the other label sets
+    /// are slices of it (`probe_only`, `probe_kind`, `probe_set`).
+    labels: Box<str>,
+    /// Where `probe=".."` ends in `labels`.
+    probe_end: u32,
+    /// Where `probe="..",kind=".."` ends in `labels`.
+    kind_end: u32,
+    latest: Mutex<Latest>,
+    runs: RunSlots,
+    duration: DurationHistogram,
+    rare: OnceLock<Box<Rare>>,
 }
+
+const PROBE_LABEL: &str = "probe=\"";
+const KIND_LABEL: &str = ",kind=\"";
+const HEALTH_SET_LABEL: &str = ",health_set=\"";
 
 impl ProbeSeries {
     fn new(probe: &str, kind: &str, health_set: &str) -> Self {
-        let (p, k, h) = (escape(probe), escape(kind), escape(health_set));
-        let attr = |key: &'static str, v: &str| KeyValue::new(key, Arc::<str>::from(v));
+        let (p, k, h) = (escaped(probe), escaped(kind), escaped(health_set));
+        let mut labels = String::with_capacity(
+            PROBE_LABEL.len()
+                + p.len()
+                + KIND_LABEL.len()
+                + k.len()
+                + HEALTH_SET_LABEL.len()
+                + h.len()
+                + 1,
+        );
+        labels.push_str(PROBE_LABEL);
+        labels.push_str(&p);
+        labels.push('"');
+        // A config holds 16 MiB at most, so an offset past u32 cannot come
+        // from one; were it to, the slices are taken with `get` and never panic.
+        let probe_end = u32::try_from(labels.len()).unwrap_or(u32::MAX);
+        labels.push_str(KIND_LABEL);
+        labels.push_str(&k);
+        labels.push('"');
+        let kind_end = u32::try_from(labels.len()).unwrap_or(u32::MAX);
+        labels.push_str(HEALTH_SET_LABEL);
+        labels.push_str(&h);
+        labels.push('"');
         ProbeSeries {
-            labels: format!("probe=\"{p}\",kind=\"{k}\",health_set=\"{h}\""),
-            probe_kind: format!("probe=\"{p}\",kind=\"{k}\""),
-            probe_only: format!("probe=\"{p}\""),
-            probe_set: format!("probe=\"{p}\",health_set=\"{h}\""),
-            last: Mutex::new(None),
-            runs: Default::default(),
-            skipped: AtomicU64::new(0),
-            duration: Histogram::new(PROBE_DURATION_BUCKETS),
-            phases: Mutex::default(),
-            state: AtomicU8::new(NO_STATE),
-            attrs: [
-                attr("probe", probe),
-                attr("kind", kind),
-                attr("health_set", health_set),
-            ],
+            labels: labels.into_boxed_str(),
+            probe_end,
+            kind_end,
+            latest: Mutex::new(Latest::NONE),
+            runs: RunSlots(Default::default()),
+            duration: Histogram::new(),
+            rare: OnceLock::new(),
         }
     }
 
-    fn last(&self) -> Option<LastRun> {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    /// `probe=".."`
+    fn probe_only(&self) -> &str {
+        self.labels.get(..self.probe_end as usize).unwrap_or("")
+    }
+
+    /// `probe="..",kind=".."`
+    fn probe_kind(&self) -> &str {
+        self.labels.get(..self.kind_end as usize).unwrap_or("")
+    }
+
+    /// `probe="..",health_set=".."`, as its two pieces.
+    fn probe_set(&self) -> [&str; 2] {
+        [
+            self.probe_only(),
+            self.labels.get(self.kind_end as usize..).unwrap_or(""),
+        ]
+    }
+
+    /// The escaped probe name.
+    fn escaped_name(&self) -> &str {
+        let end = (self.probe_end as usize).saturating_sub(1);
+        self.labels.get(PROBE_LABEL.len()..end).unwrap_or("")
+    }
+
+    /// The escaped kind.
+    fn escaped_kind(&self) -> &str {
+        let start = self.probe_end as usize + KIND_LABEL.len();
+        let end = (self.kind_end as usize).saturating_sub(1);
+        self.labels.get(start..end).unwrap_or("")
+    }
+
+    /// The escaped health set.
+    fn escaped_health_set(&self) -> &str {
+        let start = self.kind_end as usize + HEALTH_SET_LABEL.len();
+        let end = self.labels.len().saturating_sub(1);
+        self.labels.get(start..end).unwrap_or("")
+    }
+
+    /// The OTel attribute `key` for a label value as registered, built when
+    /// recorded rather than kept: the names are already in `labels`.
+    fn attr(key: &'static str, escaped_value: &str) -> KeyValue {
+        KeyValue::new(key, unescape(escaped_value).into_owned())
+    }
+
+    fn latest(&self) -> std::sync::MutexGuard<'_, Latest> {
+        self.latest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rare(&self) -> &Rare {
+        self.rare.get_or_init(Box::default)
+    }
+
+    fn add_run(&self, status: usize, category: usize) {
+        if self.runs.add(status, category) {
+            return;
+        }
+        let more = self.rare().runs.get_or_init(Box::default);
+        if let Some(n) = more.get(status).and_then(|row| row.get(category)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts by status and category.
+    fn run_counts(&self) -> RunMatrix<u64> {
+        let mut counts = [[0; CATEGORIES.len() + 1]; STATUSES.len()];
+        self.runs.add_to(&mut counts);
+        if let Some(more) = self.rare.get().and_then(|r| r.runs.get()) {
+            for (row, more) in counts.iter_mut().zip(more.iter()) {
+                for (n, more) in row.iter_mut().zip(more) {
+                    *n += more.load(Ordering::Relaxed);
+                }
+            }
+        }
+        counts
+    }
+
+    fn skipped(&self) -> u64 {
+        self.rare
+            .get()
+            .map_or(0, |r| r.skipped.load(Ordering::Relaxed))
     }
 
     fn observe_phase(&self, phase: Phase, seconds: f64) {
-        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
-        let at = match phases.iter().position(|p| p.phase == phase) {
-            Some(at) => at,
-            None => {
-                phases.push(PhaseSeries {
-                    phase,
-                    labels: format!("{},phase=\"{}\"", self.probe_kind, phase.as_str()),
-                    duration: Arc::new(Histogram::new(PROBE_DURATION_BUCKETS)),
-                });
-                // Rendered in `Phase::ALL` order, whatever order they were seen in.
-                phases.sort_by_key(|p| p.phase.index());
-                phases.iter().position(|p| p.phase == phase).unwrap_or(0)
+        let mut phases = self.rare().phases.lock().unwrap_or_else(|e| e.into_inner());
+        // Kept in `Phase::ALL` order, whatever order they were seen in.
+        let at = match phases.binary_search_by_key(&phase.index(), |p| p.phase.index()) {
+            Ok(at) => at,
+            Err(at) => {
+                phases.insert(
+                    at,
+                    PhaseSeries {
+                        phase,
+                        duration: Histogram::new(),
+                    },
+                );
+                at
             }
         };
-        phases[at].duration.observe(seconds);
-    }
-
-    /// The phase histograms, with their labels, in `Phase::ALL` order.
-    fn phases(&self) -> Vec<(String, Arc<Histogram>)> {
-        let phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
-        phases
-            .iter()
-            .map(|p| (p.labels.clone(), p.duration.clone()))
-            .collect()
+        if let Some(p) = phases.get(at) {
+            p.duration.observe(PROBE_DURATION_BUCKETS, seconds);
+        }
     }
 }
 
 /// One phase's durations for one probe.
 struct PhaseSeries {
     phase: Phase,
-    /// `probe="..",kind="..",phase=".."`
-    labels: String,
-    duration: Arc<Histogram>,
+    duration: DurationHistogram,
 }
 
 struct ChannelSeries {
@@ -356,51 +575,93 @@ struct ChannelSeries {
     attr: KeyValue,
 }
 
+const CHANNEL_LABEL: &str = "channel=\"";
+
+/// A table entry's name, escaped, as it appears in its labels.
+trait Named {
+    fn escaped_name(&self) -> &str;
+}
+
+impl Named for ProbeSeries {
+    fn escaped_name(&self) -> &str {
+        ProbeSeries::escaped_name(self)
+    }
+}
+
+impl Named for ChannelSeries {
+    fn escaped_name(&self) -> &str {
+        let end = self.label.len().saturating_sub(1);
+        self.label.get(CHANNEL_LABEL.len()..end).unwrap_or("")
+    }
+}
+
+/// An entry of a table's index, found by its escaped name (escaping is one
+/// to one), which it already holds in its labels: the index keeps no copy.
+struct Entry<T>(Arc<T>);
+
+impl<T: Named> std::borrow::Borrow<str> for Entry<T> {
+    fn borrow(&self) -> &str {
+        self.0.escaped_name()
+    }
+}
+
+impl<T: Named> std::hash::Hash for Entry<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, which `Borrow<str>` requires.
+        self.0.escaped_name().hash(state);
+    }
+}
+
+impl<T: Named> PartialEq for Entry<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.escaped_name() == other.0.escaped_name()
+    }
+}
+
+impl<T: Named> Eq for Entry<T> {}
+
 /// Named entries in first-seen order (so that output is stable), with an index.
 struct Table<T> {
-    index: HashMap<Arc<str>, usize>,
+    index: HashSet<Entry<T>>,
     list: Vec<Arc<T>>,
 }
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
         Table {
-            index: HashMap::new(),
+            index: HashSet::new(),
             list: Vec::new(),
         }
     }
 }
 
-fn get_or_insert<T>(table: &RwLock<Table<T>>, name: &str, make: impl FnOnce() -> T) -> Arc<T> {
+fn get_or_insert<T: Named>(
+    table: &RwLock<Table<T>>,
+    name: &str,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    let key = escaped(name);
     {
         let t = table.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(&i) = t.index.get(name) {
-            return t.list[i].clone();
+        if let Some(e) = t.index.get(key.as_ref()) {
+            return e.0.clone();
         }
     }
     let mut t = table.write().unwrap_or_else(|e| e.into_inner());
-    if let Some(&i) = t.index.get(name) {
-        return t.list[i].clone();
+    if let Some(e) = t.index.get(key.as_ref()) {
+        return e.0.clone();
     }
     let entry = Arc::new(make());
-    let at = t.list.len();
-    t.index.insert(name.into(), at);
+    t.index.insert(Entry(entry.clone()));
     t.list.push(entry.clone());
     entry
 }
 
-fn retain<T>(table: &RwLock<Table<T>>, keep: impl Fn(&str) -> bool) {
+fn retain<T: Named>(table: &RwLock<Table<T>>, keep: impl Fn(&str) -> bool) {
     let mut t = table.write().unwrap_or_else(|e| e.into_inner());
-    let old = std::mem::take(&mut *t);
-    let mut names: Vec<(Arc<str>, usize)> = old.index.into_iter().collect();
-    names.sort_by_key(|(_, i)| *i);
-    for (name, i) in names {
-        if keep(&name) {
-            let at = t.list.len();
-            t.index.insert(name, at);
-            t.list.push(old.list[i].clone());
-        }
-    }
+    t.list.retain(|e| keep(&unescape(e.escaped_name())));
+    let index = t.list.iter().map(|e| Entry(e.clone())).collect();
+    t.index = index;
 }
 
 fn snapshot<T>(table: &RwLock<Table<T>>) -> Vec<Arc<T>> {
@@ -412,7 +673,10 @@ pub struct Metrics {
     version_label: String,
     probes: RwLock<Table<ProbeSeries>>,
     channels: RwLock<Table<ChannelSeries>>,
-    lateness: Histogram,
+    lateness: Histogram<{ LATENESS_BUCKETS.len() }>,
+    /// The `le` values of `PROBE_DURATION_BUCKETS` and `LATENESS_BUCKETS`.
+    duration_le: Le,
+    lateness_le: Le,
     /// 0 or 1; `NO_STATE` before the first load is reported.
     config_ok: AtomicU8,
     config_at: AtomicF64,
@@ -490,7 +754,9 @@ impl Metrics {
             version_label: format!("version=\"{}\"", escape(env!("CARGO_PKG_VERSION"))),
             probes: RwLock::default(),
             channels: RwLock::default(),
-            lateness: Histogram::new(LATENESS_BUCKETS),
+            lateness: Histogram::new(),
+            duration_le: Le::new(PROBE_DURATION_BUCKETS),
+            lateness_le: Le::new(LATENESS_BUCKETS),
             config_ok: AtomicU8::new(NO_STATE),
             config_at: AtomicF64::new(0.0),
             last_len: AtomicUsize::new(0),
@@ -577,10 +843,12 @@ impl Metrics {
     pub(crate) fn probe_run(&self, probe: &str, kind: &str, health_set: &str, o: &Outcome) {
         let s = self.probe(probe, kind, health_set);
         let duration = o.duration.as_secs_f64();
-        s.runs[status_index(o.status)][category_index(o.category)].fetch_add(1, Ordering::Relaxed);
-        s.duration.observe(duration);
+        s.add_run(status_index(o.status), category_index(o.category));
+        s.duration.observe(PROBE_DURATION_BUCKETS, duration);
         let obs = |k: &str| o.observations.get(k).copied().filter(|v| v.is_finite());
-        let [probe_attr, kind_attr, _] = &s.attrs;
+        // The attributes name the probe as registered, like the labels.
+        let probe_attr = ProbeSeries::attr("probe", s.escaped_name());
+        let kind_attr = ProbeSeries::attr("kind", s.escaped_kind());
         let probe_kind = [probe_attr.clone(), kind_attr.clone()];
         self.otel.duration.record(duration, &probe_kind);
         for (phase, took) in &o.phases {
@@ -604,25 +872,26 @@ impl Metrics {
         if let Some(left) = obs(OBS_SECONDS_LEFT) {
             self.otel
                 .seconds_left
-                .record(left, std::slice::from_ref(probe_attr));
+                .record(left, std::slice::from_ref(&probe_attr));
         }
-        *s.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(LastRun {
-            status: o.status,
-            duration,
-            not_after: obs(OBS_NOT_AFTER),
-            seconds_left: obs(OBS_SECONDS_LEFT),
-            status_code: obs(OBS_STATUS_CODE),
-        });
+        let mut latest = s.latest();
+        latest.status = status_index(o.status) as u8;
+        latest.duration = duration;
+        latest.not_after = obs(OBS_NOT_AFTER).unwrap_or(f64::NAN);
+        latest.seconds_left = obs(OBS_SECONDS_LEFT).unwrap_or(f64::NAN);
+        latest.status_code = obs(OBS_STATUS_CODE).unwrap_or(f64::NAN);
     }
 
     pub(crate) fn probe_skipped(&self, probe: &str, kind: &str, health_set: &str) {
         self.probe(probe, kind, health_set)
+            .rare()
             .skipped
             .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn scheduler_lateness(&self, lateness: Duration) {
-        self.lateness.observe(lateness.as_secs_f64());
+        self.lateness
+            .observe(LATENESS_BUCKETS, lateness.as_secs_f64());
     }
 
     pub(crate) fn monitor_state(
@@ -633,8 +902,9 @@ impl Metrics {
         state: MonitorState,
     ) {
         let s = self.probe(probe, kind, health_set);
-        s.state.store(state_index(state), Ordering::Relaxed);
-        let [p, _, h] = &s.attrs;
+        s.latest().state = state_index(state);
+        let p = ProbeSeries::attr("probe", s.escaped_name());
+        let h = ProbeSeries::attr("health_set", s.escaped_health_set());
         for other in STATES {
             self.otel.state.record(
                 u64::from(other == state),
@@ -668,109 +938,135 @@ impl Metrics {
 
     /// The Prometheus text exposition (format 0.0.4) of every series.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(self.last_len.load(Ordering::Relaxed) + 4096);
-        self.render_into(&mut out);
+        let mut out = String::new();
+        let whole = Sink {
+            out: String::with_capacity(self.last_len.load(Ordering::Relaxed) + 4096),
+            chunk: usize::MAX,
+            emit: |piece: String| {
+                out = piece;
+                Ok::<(), std::convert::Infallible>(())
+            },
+        };
+        let Ok(()) = self.render_to(whole);
         self.last_len.store(out.len(), Ordering::Relaxed);
         out
     }
 
-    /// `render`, appending to `out`.
-    pub(crate) fn render_into(&self, out: &mut String) {
+    /// `render` in pieces: `emit` takes each piece once it passed `chunk`
+    /// bytes (a piece ends at a line's end, and holds at least one sample or
+    /// histogram whole), and the rest at the end. An error from `emit` stops
+    /// the rendering and is returned. Concatenated, the pieces are `render`'s
+    /// text, so a reader of many probes holds a piece at a time, not the whole.
+    pub fn render_chunks<E>(
+        &self,
+        chunk: usize,
+        emit: impl FnMut(String) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.render_to(Sink {
+            out: String::with_capacity(piece_capacity(chunk)),
+            chunk,
+            emit,
+        })
+    }
+
+    fn render_to<E, F: FnMut(String) -> Result<(), E>>(&self, mut w: Sink<F>) -> Result<(), E> {
         let probes = snapshot(&self.probes);
-        let last: Vec<Option<LastRun>> = probes.iter().map(|p| p.last()).collect();
+        // One reading of each probe's latest run for all the families, so that
+        // they agree with each other even when a run lands meanwhile.
+        let latest: Vec<Latest> = probes.iter().map(|p| *p.latest()).collect();
         let ran = || {
             probes
                 .iter()
-                .zip(&last)
-                .filter_map(|(p, l)| Some((p, (*l)?)))
+                .zip(&latest)
+                .filter_map(|(p, l)| Some((p, l, l.status()?)))
         };
 
         header(
-            out,
+            &mut w.out,
             PROBE_SUCCESS,
             "gauge",
             "Whether the latest run succeeded (ok or warning: 1; critical or unknown: 0).",
         );
-        for (p, l) in ran() {
-            let v = u64::from(matches!(l.status, Status::Ok | Status::Warning));
-            sample_u64(out, PROBE_SUCCESS, &p.labels, v);
+        for (p, _, status) in ran() {
+            let v = u64::from(matches!(status, Status::Ok | Status::Warning));
+            sample_u64(&mut w.out, PROBE_SUCCESS, &[&p.labels], v);
+            w.flush_full()?;
         }
         header(
-            out,
+            &mut w.out,
             PROBE_DURATION_SECONDS,
             "gauge",
             "How long the latest run took, in seconds.",
         );
-        for (p, l) in ran() {
-            sample_f64(out, PROBE_DURATION_SECONDS, &p.labels, l.duration);
+        for (p, l, _) in ran() {
+            sample_f64(&mut w.out, PROBE_DURATION_SECONDS, &[&p.labels], l.duration);
+            w.flush_full()?;
         }
         header(
-            out,
+            &mut w.out,
             PROBE_SSL_EARLIEST_CERT_EXPIRY,
             "gauge",
             "The earliest certificate not-after in the latest run, as a Unix timestamp.",
         );
-        for (p, l) in ran() {
-            if let Some(v) = l.not_after {
-                sample_f64(out, PROBE_SSL_EARLIEST_CERT_EXPIRY, &p.labels, v);
+        for (p, l, _) in ran() {
+            if let Some(v) = present(l.not_after) {
+                sample_f64(&mut w.out, PROBE_SSL_EARLIEST_CERT_EXPIRY, &[&p.labels], v);
+                w.flush_full()?;
             }
         }
         header(
-            out,
+            &mut w.out,
             PROBE_HTTP_STATUS_CODE,
             "gauge",
             "The HTTP status code of the latest run.",
         );
-        for (p, l) in ran() {
-            if let Some(v) = l.status_code {
-                sample_f64(out, PROBE_HTTP_STATUS_CODE, &p.labels, v);
+        for (p, l, _) in ran() {
+            if let Some(v) = present(l.status_code) {
+                sample_f64(&mut w.out, PROBE_HTTP_STATUS_CODE, &[&p.labels], v);
+                w.flush_full()?;
             }
         }
 
         header(
-            out,
+            &mut w.out,
             SONDE_BUILD_INFO,
             "gauge",
             "The running sonde's version; always 1.",
         );
-        sample_u64(out, SONDE_BUILD_INFO, &self.version_label, 1);
+        sample_u64(&mut w.out, SONDE_BUILD_INFO, &[&self.version_label], 1);
         header(
-            out,
+            &mut w.out,
             SONDE_PROBE_STATUS,
             "gauge",
             "The latest run's status as a Nagios code: 0 ok, 1 warning, 2 critical, 3 unknown.",
         );
-        for (p, l) in ran() {
-            sample_u64(
-                out,
-                SONDE_PROBE_STATUS,
-                &p.labels,
-                l.status.exit_code() as u64,
-            );
+        for (p, _, status) in ran() {
+            let code = status.exit_code() as u64;
+            sample_u64(&mut w.out, SONDE_PROBE_STATUS, &[&p.labels], code);
+            w.flush_full()?;
         }
         header(
-            out,
+            &mut w.out,
             SONDE_PROBE_RUNS_TOTAL,
             "counter",
             "Probe runs by status and category (empty when ok).",
         );
         for p in &probes {
-            for (si, row) in p.runs.iter().enumerate() {
-                for (ci, n) in row.iter().enumerate() {
-                    let n = n.load(Ordering::Relaxed);
+            let out = &mut w.out;
+            for (si, row) in p.run_counts().iter().enumerate() {
+                for (ci, &n) in row.iter().enumerate() {
                     if n == 0 {
                         continue;
                     }
-                    let category = if ci == 0 {
-                        ""
-                    } else {
-                        CATEGORIES[ci - 1].as_str()
+                    let category = match ci.checked_sub(1) {
+                        None => "",
+                        Some(c) => CATEGORIES.get(c).map_or("", |c| c.as_str()),
                     };
                     out.push_str(SONDE_PROBE_RUNS_TOTAL);
                     out.push('{');
-                    out.push_str(&p.probe_kind);
+                    out.push_str(p.probe_kind());
                     out.push_str(",status=\"");
-                    out.push_str(STATUSES[si].as_str());
+                    out.push_str(STATUSES.get(si).map_or("", |s| s.as_str()));
                     out.push_str("\",category=\"");
                     out.push_str(category);
                     out.push_str("\"} ");
@@ -778,84 +1074,113 @@ impl Metrics {
                     out.push('\n');
                 }
             }
+            w.flush_full()?;
         }
         header(
-            out,
+            &mut w.out,
             SONDE_PROBE_RUNS_SKIPPED_TOTAL,
             "counter",
             "Fires skipped because the probe's previous run was still going.",
         );
         for p in &probes {
-            let n = p.skipped.load(Ordering::Relaxed);
+            let n = p.skipped();
             if n > 0 {
-                sample_u64(out, SONDE_PROBE_RUNS_SKIPPED_TOTAL, &p.probe_kind, n);
+                let labels = [p.probe_kind()];
+                sample_u64(&mut w.out, SONDE_PROBE_RUNS_SKIPPED_TOTAL, &labels, n);
+                w.flush_full()?;
             }
         }
         header(
-            out,
+            &mut w.out,
             SONDE_PROBE_DURATION_SECONDS,
             "histogram",
             "Probe run durations, in seconds.",
         );
         for p in &probes {
-            if p.duration.count.load(Ordering::Relaxed) > 0 {
-                p.duration
-                    .render(out, SONDE_PROBE_DURATION_SECONDS, &p.probe_kind);
+            if p.duration.count() > 0 {
+                p.duration.render(
+                    &mut w.out,
+                    SONDE_PROBE_DURATION_SECONDS,
+                    &[p.probe_kind()],
+                    &self.duration_le,
+                );
+                w.flush_full()?;
             }
         }
         header(
-            out,
+            &mut w.out,
             SONDE_PROBE_PHASE_DURATION_SECONDS,
             "histogram",
             "Probe phase durations (from the phase's start to the next phase or the end of the run), in seconds.",
         );
         for p in &probes {
-            for (labels, h) in p.phases() {
-                h.render(out, SONDE_PROBE_PHASE_DURATION_SECONDS, &labels);
+            let Some(rare) = p.rare.get() else {
+                continue;
+            };
+            {
+                // Held while this probe's phases are written, never while a
+                // piece is handed over.
+                let phases = rare.phases.lock().unwrap_or_else(|e| e.into_inner());
+                for ph in phases.iter() {
+                    ph.duration.render(
+                        &mut w.out,
+                        SONDE_PROBE_PHASE_DURATION_SECONDS,
+                        &[p.probe_kind(), ",phase=\"", ph.phase.as_str(), "\""],
+                        &self.duration_le,
+                    );
+                }
             }
+            w.flush_full()?;
         }
         header(
-            out,
+            &mut w.out,
             SONDE_CERTIFICATE_SECONDS_LEFT,
             "gauge",
             "Seconds until the certificate checked by the latest run expires.",
         );
-        for (p, l) in ran() {
-            if let Some(v) = l.seconds_left {
-                sample_f64(out, SONDE_CERTIFICATE_SECONDS_LEFT, &p.probe_only, v);
+        for (p, l, _) in ran() {
+            if let Some(v) = present(l.seconds_left) {
+                let labels = [p.probe_only()];
+                sample_f64(&mut w.out, SONDE_CERTIFICATE_SECONDS_LEFT, &labels, v);
+                w.flush_full()?;
             }
         }
         header(
-            out,
+            &mut w.out,
             SONDE_MONITOR_STATE,
             "gauge",
             "The monitor's state: 1 for the current state, 0 for the others.",
         );
-        for p in &probes {
-            let current = p.state.load(Ordering::Relaxed);
+        for (p, l) in probes.iter().zip(&latest) {
+            let current = l.state;
             if current == NO_STATE {
                 continue;
             }
+            let out = &mut w.out;
+            let [probe, set] = p.probe_set();
             for (i, s) in STATES.iter().enumerate() {
                 out.push_str(SONDE_MONITOR_STATE);
                 out.push('{');
-                out.push_str(&p.probe_set);
+                out.push_str(probe);
+                out.push_str(set);
                 out.push_str(",state=\"");
                 out.push_str(s.as_str());
                 out.push_str("\"} ");
-                out.push(if i as u8 == current { '1' } else { '0' });
+                out.push(if i == usize::from(current) { '1' } else { '0' });
                 out.push('\n');
             }
+            w.flush_full()?;
         }
 
         let channels = snapshot(&self.channels);
         header(
-            out,
+            &mut w.out,
             SONDE_ALERT_DELIVERIES_TOTAL,
             "counter",
             "Alert delivery attempts by channel and result.",
         );
         for c in &channels {
+            let out = &mut w.out;
             for r in RESULTS {
                 out.push_str(SONDE_ALERT_DELIVERIES_TOTAL);
                 out.push('{');
@@ -866,9 +1191,10 @@ impl Metrics {
                 push_u64(out, c.deliveries[r.index()].load(Ordering::Relaxed));
                 out.push('\n');
             }
+            w.flush_full()?;
         }
         header(
-            out,
+            &mut w.out,
             SONDE_OUTBOX_DEPTH,
             "gauge",
             "Alerts waiting in the outbox, by channel.",
@@ -876,18 +1202,25 @@ impl Metrics {
         for c in &channels {
             if c.depth_known.load(Ordering::Relaxed) {
                 let d = c.depth.load(Ordering::Relaxed).max(0) as u64;
-                sample_u64(out, SONDE_OUTBOX_DEPTH, &c.label, d);
+                sample_u64(&mut w.out, SONDE_OUTBOX_DEPTH, &[&c.label], d);
+                w.flush_full()?;
             }
         }
 
+        // What follows is a few lines whatever the number of probes.
+        let out = &mut w.out;
         header(
             out,
             SONDE_SCHEDULER_LATENESS_SECONDS,
             "histogram",
             "How late runs started against their schedule, in seconds.",
         );
-        self.lateness
-            .render(out, SONDE_SCHEDULER_LATENESS_SECONDS, "");
+        self.lateness.render(
+            out,
+            SONDE_SCHEDULER_LATENESS_SECONDS,
+            &[],
+            &self.lateness_le,
+        );
 
         let ok = self.config_ok.load(Ordering::Relaxed);
         if ok != NO_STATE {
@@ -897,7 +1230,7 @@ impl Metrics {
                 "gauge",
                 "Whether the last configuration load succeeded.",
             );
-            sample_u64(out, SONDE_CONFIG_RELOAD_SUCCESS, "", u64::from(ok));
+            sample_u64(out, SONDE_CONFIG_RELOAD_SUCCESS, &[], u64::from(ok));
             header(
                 out,
                 SONDE_CONFIG_RELOAD_TIMESTAMP_SECONDS,
@@ -907,7 +1240,7 @@ impl Metrics {
             sample_f64(
                 out,
                 SONDE_CONFIG_RELOAD_TIMESTAMP_SECONDS,
-                "",
+                &[],
                 self.config_at.get(),
             );
         }
@@ -928,7 +1261,7 @@ impl Metrics {
                 sample_u64(
                     out,
                     SONDE_TASK_RESTARTS_TOTAL,
-                    &format!("task=\"{}\"", escape(task)),
+                    &["task=\"", &escaped(task), "\""],
                     n,
                 );
             }
@@ -941,7 +1274,7 @@ impl Metrics {
                 "gauge",
                 "Whether the last write to the store succeeded.",
             );
-            sample_u64(out, SONDE_STORE_UP, "", u64::from(up));
+            sample_u64(out, SONDE_STORE_UP, &[], u64::from(up));
             header(
                 out,
                 SONDE_STORE_PENDING,
@@ -949,7 +1282,7 @@ impl Metrics {
                 "Writes kept in memory until the store can be written again.",
             );
             let pending = self.store_pending.load(Ordering::Relaxed);
-            sample_u64(out, SONDE_STORE_PENDING, "", pending);
+            sample_u64(out, SONDE_STORE_PENDING, &[], pending);
             header(
                 out,
                 SONDE_STORE_DROPPED_TOTAL,
@@ -957,8 +1290,52 @@ impl Metrics {
                 "Results dropped from memory because the store stayed unwritable (alerts are never dropped).",
             );
             let dropped = self.store_dropped.load(Ordering::Relaxed);
-            sample_u64(out, SONDE_STORE_DROPPED_TOTAL, "", dropped);
+            sample_u64(out, SONDE_STORE_DROPPED_TOTAL, &[], dropped);
         }
+        w.finish()
+    }
+}
+
+/// Room above a piece's size for the lines that pass it: a probe's
+/// histograms, written whole before the piece is handed over.
+const CHUNK_SLACK: usize = 16 * 1024;
+
+/// What a piece's buffer is allocated with: its size and the slack, up to a
+/// MiB (a larger piece grows as it is written).
+fn piece_capacity(chunk: usize) -> usize {
+    chunk.min(1 << 20) + CHUNK_SLACK
+}
+
+/// Where `render_to` writes: a buffer handed to `emit` whenever it passes
+/// `chunk` bytes.
+struct Sink<F> {
+    out: String,
+    chunk: usize,
+    emit: F,
+}
+
+impl<F> Sink<F> {
+    /// Hands the buffer over if it passed `chunk` bytes (and is not empty).
+    fn flush_full<E>(&mut self) -> Result<(), E>
+    where
+        F: FnMut(String) -> Result<(), E>,
+    {
+        if self.out.len() < self.chunk.max(1) {
+            return Ok(());
+        }
+        let next = String::with_capacity(piece_capacity(self.chunk));
+        (self.emit)(std::mem::replace(&mut self.out, next))
+    }
+
+    /// Hands the rest over.
+    fn finish<E>(mut self) -> Result<(), E>
+    where
+        F: FnMut(String) -> Result<(), E>,
+    {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        (self.emit)(std::mem::take(&mut self.out))
     }
 }
 
@@ -981,23 +1358,26 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     out.push('\n');
 }
 
-fn sample_start(out: &mut String, name: &str, labels: &str) {
+/// `labels` are pieces of `a="x",b="y"` (already escaped), none for no labels.
+fn sample_start(out: &mut String, name: &str, labels: &[&str]) {
     out.push_str(name);
-    if !labels.is_empty() {
+    if labels.iter().any(|l| !l.is_empty()) {
         out.push('{');
-        out.push_str(labels);
+        for l in labels {
+            out.push_str(l);
+        }
         out.push('}');
     }
     out.push(' ');
 }
 
-fn sample_u64(out: &mut String, name: &str, labels: &str, v: u64) {
+fn sample_u64(out: &mut String, name: &str, labels: &[&str], v: u64) {
     sample_start(out, name, labels);
     push_u64(out, v);
     out.push('\n');
 }
 
-fn sample_f64(out: &mut String, name: &str, labels: &str, v: f64) {
+fn sample_f64(out: &mut String, name: &str, labels: &[&str], v: f64) {
     sample_start(out, name, labels);
     push_f64(out, v);
     out.push('\n');
@@ -1034,7 +1414,15 @@ fn push_f64(out: &mut String, v: f64) {
 
 /// Escapes a label value: backslash, double quote and newline.
 pub(crate) fn escape(value: &str) -> String {
-    let mut s = String::with_capacity(value.len());
+    escaped(value).into_owned()
+}
+
+/// `escape`, borrowing a value that needs none (most names).
+fn escaped(value: &str) -> Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(value);
+    }
+    let mut s = String::with_capacity(value.len() + 2);
     for ch in value.chars() {
         match ch {
             '\\' => s.push_str("\\\\"),
@@ -1043,7 +1431,28 @@ pub(crate) fn escape(value: &str) -> String {
             c => s.push(c),
         }
     }
-    s
+    Cow::Owned(s)
+}
+
+/// The value `escape` was given, from what it returned.
+fn unescape(escaped: &str) -> Cow<'_, str> {
+    if !escaped.contains('\\') {
+        return Cow::Borrowed(escaped);
+    }
+    let mut s = String::with_capacity(escaped.len());
+    let mut chars = escaped.chars();
+    while let Some(ch) = chars.next() {
+        if ch != '\\' {
+            s.push(ch);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => s.push('\n'),
+            Some(c) => s.push(c),
+            None => s.push('\\'),
+        }
+    }
+    Cow::Owned(s)
 }
 
 #[cfg(test)]
@@ -1324,5 +1733,165 @@ mod tests {
         m.probe_run("c", "http", "default", &Outcome::ok("fine"));
         m.probe_run("d", "http", "default", &Outcome::ok("fine"));
         assert!(m.render().contains("probe=\"d\""));
+    }
+
+    /// A registry with many probes and every kind of series, names that need
+    /// escaping among them.
+    fn busy(probes: usize) -> Metrics {
+        let m = Metrics::new();
+        for i in 0..probes {
+            let name = if i % 5 == 0 {
+                format!("we\"ird\\{i}\n")
+            } else {
+                format!("probe-{i}")
+            };
+            let set = format!("set-{}", i % 4);
+            m.register_probe(&name, "token", &set);
+            if i % 9 == 8 {
+                continue;
+            }
+            let mut o = outcome(
+                STATUSES[i % STATUSES.len()],
+                Some(CATEGORIES[i % CATEGORIES.len()]),
+                0.001 * i as f64,
+            )
+            .with(OBS_STATUS_CODE, 200.0)
+            .with(OBS_SECONDS_LEFT, 1.5 * i as f64);
+            o.phases = vec![(Phase::TokenRequest, Duration::from_millis(i as u64))];
+            m.probe_run(&name, "token", &set, &o);
+            m.probe_run(&name, "token", &set, &outcome(Status::Ok, None, 0.2));
+            if i % 3 == 0 {
+                m.probe_skipped(&name, "token", &set);
+                m.monitor_state(&name, "token", &set, MonitorState::Healthy);
+            }
+        }
+        m.register_channel("ops");
+        m.outbox_depth("ops", 1);
+        m.config_loaded(true, 1.0);
+        m.task_restarted("consumer");
+        m.store_state(true, 0, 0);
+        m
+    }
+
+    #[test]
+    fn pieces_put_together_are_the_whole_rendering() {
+        let m = busy(500);
+        let whole = m.render();
+        for chunk in [0, 1, 100, 4096, 64 * 1024, usize::MAX] {
+            let mut pieces = Vec::new();
+            let done: Result<(), ()> = m.render_chunks(chunk, |p| {
+                pieces.push(p);
+                Ok(())
+            });
+            assert_eq!(done, Ok(()));
+            assert_eq!(pieces.concat(), whole, "pieces of {chunk} bytes");
+            // Each piece but the last passed the size, and ends a line.
+            let (last, full) = pieces.split_last().unwrap();
+            assert!(full.iter().all(|p| p.len() >= chunk && p.ends_with('\n')));
+            assert!(!last.is_empty() && last.ends_with('\n'));
+            if chunk == 4096 {
+                assert!(pieces.len() > whole.len() / (2 * chunk), "{}", pieces.len());
+                // A piece holds what passed the size, a probe's series at most.
+                assert!(full.iter().all(|p| p.len() < chunk + CHUNK_SLACK));
+            }
+        }
+    }
+
+    #[test]
+    fn a_refused_piece_stops_the_rendering() {
+        let m = busy(300);
+        let mut calls = 0;
+        let done = m.render_chunks(1024, |_| {
+            calls += 1;
+            if calls == 2 {
+                Err("gone")
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(done, Err("gone"));
+        assert_eq!(calls, 2, "no piece after the refused one");
+    }
+
+    #[test]
+    fn runs_of_more_pairs_than_slots_keep_their_order() {
+        let m = Metrics::new();
+        // Every pair once, then once more, in reverse order: the first pairs
+        // seen take the slots, the others go to the matrix. (An ok run has
+        // no category.)
+        let mut pairs = vec![(Status::Ok, None)];
+        for s in &STATUSES[1..] {
+            pairs.push((*s, None));
+            for c in CATEGORIES {
+                pairs.push((*s, Some(c)));
+            }
+        }
+        for _ in 0..2 {
+            for (s, c) in pairs.iter().rev() {
+                m.probe_run("p", "http", "d", &outcome(*s, *c, 0.1));
+            }
+        }
+        let want: Vec<String> = pairs
+            .iter()
+            .map(|(s, c)| {
+                format!(
+                    "sonde_probe_runs_total{{probe=\"p\",kind=\"http\",status=\"{}\",category=\"{}\"}} 2",
+                    s.as_str(),
+                    c.map_or("", |c| c.as_str())
+                )
+            })
+            .collect();
+        assert_eq!(lines(&m.render(), "sonde_probe_runs_total{"), want);
+    }
+
+    #[test]
+    fn runs_recorded_from_many_threads_all_count() {
+        let m = Metrics::new();
+        let pairs = [
+            (Status::Ok, None),
+            (Status::Critical, Some(Category::Timeout)),
+            (Status::Critical, Some(Category::Network)),
+            (Status::Warning, Some(Category::Certificate)),
+            (Status::Unknown, Some(Category::Internal)),
+        ];
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let m = &m;
+                scope.spawn(move || {
+                    for i in 0..1000 {
+                        let (s, c) = pairs[(t + i) % pairs.len()];
+                        m.probe_run("p", "http", "d", &outcome(s, c, 0.1));
+                    }
+                });
+            }
+        });
+        let runs = lines(&m.render(), "sonde_probe_runs_total{");
+        assert_eq!(runs.len(), pairs.len(), "each pair once: {runs:?}");
+        let total: u64 = runs
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(total, 8000);
+        assert!(runs.iter().all(|l| l.ends_with(" 1600")), "{runs:?}");
+    }
+
+    #[test]
+    fn escaped_names_read_back_as_given() {
+        for name in ["plain", "a\\b\"c\nd", "\\", "\\n", "\"\"", "ü\\\n"] {
+            assert_eq!(unescape(&escape(name)), name);
+            let s = ProbeSeries::new(name, "k\"ind", "set\\");
+            assert_eq!(s.escaped_name(), escape(name));
+            assert_eq!(unescape(s.escaped_kind()), "k\"ind");
+            assert_eq!(unescape(s.escaped_health_set()), "set\\");
+        }
+        // Removal and lookup go by the name as given, not as escaped.
+        let m = Metrics::new();
+        m.register_probe("a\"b", "http", "d");
+        m.register_probe("a\\\"b", "http", "d");
+        m.retain_probes(|n| n == "a\"b");
+        m.probe_run("a\"b", "http", "d", &Outcome::ok("fine"));
+        let text = m.render();
+        assert_eq!(lines(&text, "probe_success{").len(), 1, "{text}");
+        assert!(!text.contains(r#"probe="a\\\"b""#), "{text}");
     }
 }
