@@ -1148,4 +1148,222 @@ mod tests {
             .count();
         assert!((9..=11).contains(&after_step), "{after_step}");
     }
+
+    /// The instants `offset + k * every` (milliseconds since the epoch) strictly
+    /// between `after` and `before`.
+    fn grid(every: i64, offset: i64, after: DateTime<Utc>, before: DateTime<Utc>) -> Vec<i64> {
+        let after = after.timestamp_millis();
+        let mut at = after - (after - offset).rem_euclid(every) + every;
+        let mut out = Vec::new();
+        while at < before.timestamp_millis() {
+            out.push(at);
+            at += every;
+        }
+        out
+    }
+
+    /// `(every, offset)` in milliseconds of an `every` schedule.
+    fn every_ms(s: &Schedule) -> (i64, i64) {
+        let Schedule::Every { every, offset } = s else {
+            unreachable!("an every schedule")
+        };
+        (every.as_millis() as i64, offset.as_millis() as i64)
+    }
+
+    /// Each probe's dues (milliseconds) before `before`, in order.
+    fn dues_by_probe(recs: &[RunRecord], before: DateTime<Utc>) -> HashMap<&str, Vec<i64>> {
+        let mut by: HashMap<&str, Vec<i64>> = HashMap::new();
+        for r in recs.iter().filter(|r| r.due < before) {
+            by.entry(&*r.probe)
+                .or_default()
+                .push(r.due.timestamp_millis());
+        }
+        for dues in by.values_mut() {
+            dues.sort();
+        }
+        by
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_probes_each_fire_exactly_at_their_instants() {
+        // One timer loop for all: every probe runs at each of its instants, on
+        // time, once; 2,000 of them share each cron instant.
+        const N: usize = 10_000;
+        let start = t("2026-03-01T10:00:00Z");
+        let span = Duration::from_secs(150);
+        let end = start + chrono::Duration::seconds(150);
+        let schedule_of = |i: usize, name: &str| match i % 5 {
+            4 => Schedule::cron("*/30 * * * * *").unwrap(),
+            k => Schedule::every(Duration::from_secs([10, 20, 30, 60][k]), name),
+        };
+        let names: Vec<String> = (0..N).map(|i| format!("p{i:05}")).collect();
+        let probes = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                scheduled(
+                    n,
+                    schedule_of(i, n),
+                    Duration::ZERO,
+                    Duration::from_secs(5),
+                    false,
+                )
+            })
+            .collect();
+        let (recs, stats) = run_for(
+            "2026-03-01T10:00:00Z",
+            probes,
+            span,
+            N,
+            Duration::from_secs(1),
+        )
+        .await;
+        for r in &recs {
+            assert_eq!(r.outcome.started_at, r.due, "{}", r.probe);
+            assert_eq!(r.lateness, Duration::ZERO, "{}", r.probe);
+            // The stop at `end` races only a fire due at `end` itself.
+            assert!(r.due <= end, "{}", r.probe);
+        }
+        let got = dues_by_probe(&recs, end);
+        let mut runs = 0;
+        for (i, name) in names.iter().enumerate() {
+            let (every, offset) = match schedule_of(i, name) {
+                Schedule::Cron { .. } => (30_000, 0),
+                every => every_ms(&every),
+            };
+            let want = grid(every, offset, start, end);
+            assert!(want.len() >= 2, "{name}");
+            assert_eq!(got.get(name.as_str()), Some(&want), "{name}");
+            runs += want.len();
+        }
+        assert_eq!(got.len(), N);
+        assert!(stats.fired.load(Ordering::Relaxed) >= runs as u64);
+        assert_eq!(stats.skipped_overlap.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_of_thousands_keeps_each_probe_where_it_belongs() {
+        // 2,000 probes; the reload lists them in another order (so every slot
+        // moves): 1,000 unchanged, 500 changed, 500 removed, 500 new.
+        let start = t("2026-03-01T10:00:00Z");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(start));
+        let next = Arc::new(NextRuns::default());
+        let sched =
+            Scheduler::new(clock, 10_000, Duration::from_secs(1)).with_next_runs(next.clone());
+        let (tx, mut rx) = mpsc::channel(1_000);
+        let (updates, updates_rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let name = |i: usize| format!("p{i:04}");
+        let every = |i: usize, secs| {
+            scheduled(
+                &name(i),
+                Schedule::every(Duration::from_secs(secs), &name(i)),
+                Duration::ZERO,
+                Duration::from_secs(5),
+                false,
+            )
+        };
+        let first_secs = |i: usize| if i.is_multiple_of(2) { 10 } else { 20 };
+        let first = (0..2_000).map(|i| every(i, first_secs(i))).collect();
+        let stop = shutdown.clone();
+        let handle =
+            tokio::spawn(async move { sched.run_replaceable(first, updates_rx, tx, stop).await });
+        let collector = tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some(r) = rx.recv().await {
+                out.push(r);
+            }
+            out
+        });
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        let swap = t("2026-03-01T10:00:35Z");
+        let end = t("2026-03-01T10:02:00Z");
+        // Unchanged ones are given another schedule: it must not be used.
+        let mut probes: Vec<Scheduled> = (0..1_000)
+            .map(|i| every(i, 7))
+            .chain((1_000..1_500).map(|i| every(i, 30)))
+            .chain((2_000..2_500).map(|i| every(i, 10)))
+            .collect();
+        probes.reverse();
+        updates
+            .send(Replace {
+                probes,
+                unchanged: (0..1_000).map(name).collect(),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(next.get(&name(1_700)), None, "removed");
+        assert!(next.get(&name(2_100)).is_some_and(|at| at > swap));
+        tokio::time::sleep(Duration::from_secs(84)).await;
+        shutdown.cancel();
+        handle.await.unwrap();
+        let recs = collector.await.unwrap();
+        let got = dues_by_probe(&recs, end);
+        // A probe's dues before, at and after the swap instant (an old instant
+        // due at the swap itself races the reload: it may or may not fire).
+        let split = |i: usize| {
+            let dues = got.get(name(i).as_str()).cloned().unwrap_or_default();
+            let at = swap.timestamp_millis();
+            let below: Vec<i64> = dues.iter().copied().filter(|d| *d < at).collect();
+            let above: Vec<i64> = dues.iter().copied().filter(|d| *d > at).collect();
+            (below, dues.iter().filter(|d| **d == at).count(), above)
+        };
+        let of =
+            |i: usize, secs: u64| every_ms(&Schedule::every(Duration::from_secs(secs), &name(i)));
+        for i in 0..1_000 {
+            let (e, o) = of(i, first_secs(i));
+            let want = grid(e, o, start, end);
+            assert_eq!(got.get(name(i).as_str()), Some(&want), "unchanged {i}");
+        }
+        for i in 1_000..1_500 {
+            let (below, at, above) = split(i);
+            let (e, o) = of(i, first_secs(i));
+            assert_eq!(below, grid(e, o, start, swap), "changed {i}");
+            assert!(at <= 1, "changed {i}");
+            let (e, o) = of(i, 30);
+            assert_eq!(above, grid(e, o, swap, end), "changed {i}");
+        }
+        for i in 1_500..2_000 {
+            let (below, at, above) = split(i);
+            let (e, o) = of(i, first_secs(i));
+            assert_eq!(below, grid(e, o, start, swap), "removed {i}");
+            assert!(at <= 1, "removed {i}");
+            assert_eq!(above, Vec::<i64>::new(), "removed {i}");
+        }
+        for i in 2_000..2_500 {
+            let (e, o) = of(i, 10);
+            let want = grid(e, o, swap, end);
+            assert_eq!(got.get(name(i).as_str()), Some(&want), "new {i}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_keep_firing_when_reloads_stop_coming() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let sched = Scheduler::new(clock, 2, Duration::from_secs(1));
+        let (tx, mut rx) = mpsc::channel(100);
+        let (updates, updates_rx) = mpsc::channel(1);
+        drop(updates);
+        let shutdown = CancellationToken::new();
+        let s = Schedule::every(Duration::from_secs(10), "tick");
+        let probes = vec![scheduled(
+            "tick",
+            s,
+            Duration::ZERO,
+            Duration::from_secs(5),
+            false,
+        )];
+        let stop = shutdown.clone();
+        let handle =
+            tokio::spawn(async move { sched.run_replaceable(probes, updates_rx, tx, stop).await });
+        tokio::time::sleep(Duration::from_secs(55)).await;
+        shutdown.cancel();
+        handle.await.unwrap();
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert!((5..=6).contains(&n), "{n}");
+    }
 }
