@@ -5,7 +5,8 @@
 //! (run start versus the due instant) p50/p99/max, CPU used as a share of one core,
 //! and peak RSS. The same run measures the floor: 10,000 bare tokio tasks sleeping
 //! to the same kind of instants (no scheduler), so the ratio shows what sonde adds.
-//! Phase 2 (idle): 10,000 probes that do not fire during the window; CPU share.
+//! Phase 2 (idle): 10,000 probes that do not fire during the window (it starts
+//! once each has had its first run, within a minute of the start); CPU share.
 //!
 //! Run: `cargo bench --bench scheduler` (release build).
 
@@ -148,20 +149,38 @@ async fn floor(secs: u64) -> Vec<Duration> {
 async fn idle(secs: u64) -> f64 {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let sched = Scheduler::new(clock, 64, Duration::from_secs(5));
-    let (tx, _rx) = mpsc::channel::<sonde::outcome::RunRecord>(16);
+    let (tx, mut rx) = mpsc::channel::<sonde::outcome::RunRecord>(16);
     let shutdown = CancellationToken::new();
-    // Fires once a year: never during the window.
+    // Fires once a year: after its first run (within a minute of the start,
+    // `Schedule::start`), never during the window.
     let list = probes(|_| Schedule::cron("0 0 0 1 1 *").unwrap());
     let stop = shutdown.clone();
     let handle = tokio::spawn(async move { sched.run(list, tx, stop).await });
-    // Let the start-up (spawning 10,000 loops) settle before measuring.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The first runs must be drained (a full channel would hold every run, and
+    // the shutdown, on its send); the window starts once all have come in.
+    let (first_done, all_first) = tokio::sync::oneshot::channel();
+    let drain = tokio::spawn(async move {
+        let mut first_done = Some(first_done);
+        let mut n = 0;
+        while rx.recv().await.is_some() {
+            n += 1;
+            if n == PROBES {
+                if let Some(done) = first_done.take() {
+                    let _ = done.send(());
+                }
+            }
+        }
+        n
+    });
+    let _ = all_first.await;
     let cpu0 = cpu_seconds();
     let wall0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let cpu = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64();
     shutdown.cancel();
     handle.await.unwrap();
+    let runs = drain.await.unwrap();
+    assert_eq!(runs, PROBES, "one run each, none in the window");
     cpu
 }
 

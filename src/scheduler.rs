@@ -4,19 +4,27 @@
 //! overlap itself (a fire that finds the previous run still going is skipped
 //! and counted), and on shutdown stops firing, lets in-flight runs finish within
 //! the drain deadline, then aborts the rest. `run_replaceable` also takes new
-//! probe sets while it runs (a config reload): unchanged probes keep their loop.
+//! probe sets while it runs (a config reload): unchanged probes keep their timing.
+//!
+//! One timer loop per scheduler holds every probe: a slot each (target, schedule,
+//! busy flag) and a min-heap of (next instant, slot). It sleeps until the earliest
+//! instant, fires the probes that are due and spawns a task only for an actual
+//! run, so an idle probe costs its slot and one heap entry, not a task. Firing k
+//! due probes costs O(k log n); a reload of n probes rebuilds slots and heap in
+//! O(n log n) at most; nothing scans all probes on a wake-up.
 //!
 //! Results leave through a channel, one `RunRecord` per run: what happens to them
 //! (logs, store, monitors, alerts) is not the scheduler's business.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -42,10 +50,23 @@ impl NextRuns {
     }
 
     fn set(&self, probe: &Arc<str>, at: DateTime<Utc>) {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(probe.clone(), at);
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(probe) {
+            Some(slot) => *slot = at,
+            None => {
+                map.insert(probe.clone(), at);
+            }
+        }
+    }
+
+    fn remove(&self, probes: &[Arc<str>]) {
+        if probes.is_empty() {
+            return;
+        }
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for probe in probes {
+            map.remove(probe);
+        }
     }
 }
 
@@ -56,7 +77,7 @@ pub struct Scheduled {
 }
 
 /// A new probe set for a running scheduler. A probe named in `unchanged` that
-/// already runs keeps its loop: its timing, its in-flight run, its skip count.
+/// already runs keeps its timing, its in-flight run and its skip count.
 /// Any other probe of `probes` is scheduled from now, its first run within
 /// `FIRST_RUN_WINDOW` as at start (a changed one still never overlaps its
 /// previous version's run); a running probe absent from `probes` stops being
@@ -64,14 +85,6 @@ pub struct Scheduled {
 pub(crate) struct Replace {
     pub probes: Vec<Scheduled>,
     pub unchanged: HashSet<String>,
-}
-
-/// What outlives one version of a probe's loop.
-struct Running {
-    /// Stops this loop only.
-    stop: CancellationToken,
-    busy: Arc<AtomicBool>,
-    skipped: Arc<AtomicU64>,
 }
 
 /// Counters, readable while the scheduler runs.
@@ -156,68 +169,53 @@ impl Scheduler {
         results: mpsc::Sender<RunRecord>,
         shutdown: CancellationToken,
     ) {
-        let permits = Arc::new(Semaphore::new(self.max_concurrent));
         let runs = TaskTracker::new();
         let abort = CancellationToken::new();
-        let mut loops = JoinSet::new();
-        let mut running: HashMap<Arc<str>, Running> = HashMap::new();
-        let first = Replace {
-            probes,
-            unchanged: HashSet::new(),
-        };
-        let mut start = |update: Replace, loops: &mut JoinSet<()>| {
-            let mut next = HashMap::new();
-            for p in update.probes {
-                let name = p.target.name.clone();
-                let r = match running.remove(&name) {
-                    Some(old) if update.unchanged.contains(&*name) => {
-                        next.insert(name, old);
-                        continue;
-                    }
-                    // Changed: the old loop stops firing; its in-flight run, if
-                    // any, still holds the shared `busy` flag.
-                    Some(old) => {
-                        old.stop.cancel();
-                        Running {
-                            stop: shutdown.child_token(),
-                            busy: old.busy,
-                            skipped: old.skipped,
-                        }
-                    }
-                    None => Running {
-                        stop: shutdown.child_token(),
-                        busy: Arc::new(AtomicBool::new(false)),
-                        skipped: Arc::new(AtomicU64::new(0)),
-                    },
-                };
-                loops.spawn(probe_loop(
-                    self.ctx(p, &r, &permits, &runs, &results, &abort, &shutdown),
-                ));
-                next.insert(name, r);
+        let env = Arc::new(RunEnv {
+            clock: self.clock.clone(),
+            permits: Arc::new(Semaphore::new(self.max_concurrent)),
+            results,
+            stats: self.stats.clone(),
+            shutdown: shutdown.clone(),
+            abort: abort.clone(),
+        });
+        let mut timer = Timer::default();
+        timer.replace(
+            Replace {
+                probes,
+                unchanged: HashSet::new(),
+            },
+            self.clock.now(),
+            &self.next_runs,
+        );
+        let mut updates_open = true;
+        while !shutdown.is_cancelled() {
+            let now = self.clock.now();
+            let fired = timer.fire_due(now, FIRE_BATCH, &env, &runs, self);
+            if fired == FIRE_BATCH {
+                // More may be due: let the runs just spawned and the rest of the
+                // runtime go first, then carry on.
+                tokio::task::yield_now().await;
+                continue;
             }
-            // Removed probes stop firing; a run in flight may finish.
-            for (_, old) in running.drain() {
-                old.stop.cancel();
-            }
-            running = next;
-        };
-        start(first, &mut loops);
-        loop {
+            let wait = timer
+                .next_due()
+                .and_then(|due| (due - now).to_std().ok())
+                .map_or(MAX_SLEEP, |wait| wait.min(MAX_SLEEP));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                update = updates.recv() => match update {
-                    Some(update) => start(update, &mut loops),
-                    None => {
-                        shutdown.cancelled().await;
-                        break;
-                    }
+                update = updates.recv(), if updates_open => match update {
+                    Some(update) => timer.replace(update, self.clock.now(), &self.next_runs),
+                    // No more reloads: keep firing the probes in hand.
+                    None => updates_open = false,
                 },
-                Some(_) = loops.join_next(), if !loops.is_empty() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
-        drop(results);
-        shutdown.cancelled().await;
-        while loops.join_next().await.is_some() {}
+        // The runs in flight hold the rest of `env`, and with it `results`: the
+        // channel closes when the last of them ends.
+        drop(env);
+        drop(timer);
 
         let began = tokio::time::Instant::now();
         let in_flight = self.stats.in_flight.load(Ordering::SeqCst);
@@ -242,173 +240,235 @@ impl Scheduler {
     }
 }
 
-struct LoopCtx {
-    probe: Arc<Scheduled>,
-    /// Stops firing this probe (shutdown, or a reload that removed or changed it).
-    stop: CancellationToken,
-    clock: Arc<dyn Clock>,
-    permits: Arc<Semaphore>,
-    runs: TaskTracker,
-    results: mpsc::Sender<RunRecord>,
-    stats: Arc<Stats>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    abort: CancellationToken,
-    running: Arc<AtomicBool>,
-    skipped: Arc<AtomicU64>,
-    next_runs: Arc<NextRuns>,
-}
-
-impl Scheduler {
-    #[allow(clippy::too_many_arguments)]
-    fn ctx(
-        &self,
-        p: Scheduled,
-        r: &Running,
-        permits: &Arc<Semaphore>,
-        runs: &TaskTracker,
-        results: &mpsc::Sender<RunRecord>,
-        abort: &CancellationToken,
-        shutdown: &CancellationToken,
-    ) -> LoopCtx {
-        LoopCtx {
-            probe: Arc::new(p),
-            stop: r.stop.clone(),
-            clock: self.clock.clone(),
-            permits: permits.clone(),
-            runs: runs.clone(),
-            results: results.clone(),
-            stats: self.stats.clone(),
-            metrics: self.metrics.clone(),
-            shutdown: shutdown.clone(),
-            abort: abort.clone(),
-            running: r.busy.clone(),
-            skipped: r.skipped.clone(),
-            next_runs: self.next_runs.clone(),
-        }
-    }
-}
-
 /// The longest single sleep: the wall clock is re-read at least this often, so
 /// that a step (NTP, suspend) is noticed without waiting out a long timer.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-/// Sleeps until the wall clock reaches `due`; false if shutdown came first.
-async fn sleep_until(clock: &dyn Clock, due: DateTime<Utc>, shutdown: &CancellationToken) -> bool {
-    loop {
-        let now = clock.now();
-        let Ok(wait) = (due - now).to_std() else {
-            return true; // due is now or in the past
-        };
-        if wait.is_zero() {
-            return true;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
-        }
-    }
-}
+/// The most fires in one pass of the timer loop before it yields, so that
+/// thousands of probes due at the same instant do not hold a worker thread.
+const FIRE_BATCH: usize = 1024;
 
-async fn probe_loop(ctx: LoopCtx) {
-    // A loop starts with the agent or anew at a reload: its first run comes within
-    // `FIRST_RUN_WINDOW` whatever the schedule, so that no health set waits for
-    // an hourly or daily schedule to come round before it has a result.
-    let name = &ctx.probe.target.name;
-    let Some((mut due, schedule)) = ctx.probe.schedule.start(ctx.clock.now(), name) else {
-        return; // out of the calendar's range: nothing to fire
-    };
-    loop {
-        ctx.next_runs.set(name, due);
-        if !sleep_until(ctx.clock.as_ref(), due, &ctx.stop).await {
-            return;
-        }
-        ctx.stats.fired.fetch_add(1, Ordering::Relaxed);
-        if ctx.running.swap(true, Ordering::SeqCst) {
-            ctx.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
-            let total = ctx.skipped.fetch_add(1, Ordering::Relaxed) + 1;
-            ProbeRunSkipped {
-                probe: name,
-                kind: ctx.probe.target.kind,
-                health_set: &ctx.probe.target.health_set,
-                total_skipped: total,
-            }
-            .emit(&ctx.metrics);
-        } else {
-            ctx.stats.in_flight.fetch_add(1, Ordering::SeqCst);
-            ctx.runs.spawn(fire(
-                ctx.probe.clone(),
-                due,
-                ctx.clock.clone(),
-                ctx.permits.clone(),
-                ctx.results.clone(),
-                ctx.stats.clone(),
-                ctx.shutdown.clone(),
-                ctx.abort.clone(),
-                ctx.running.clone(),
-            ));
-        }
-        // Instants already past (the wall clock stepped forward, the host was
-        // suspended) are not replayed: firing through them would busy-loop
-        // without yielding, one skipped fire each.
-        let next = schedule
-            .next_after(due)
-            .filter(|next| *next >= ctx.clock.now())
-            .or_else(|| schedule.next_after(ctx.clock.now()));
-        let Some(next) = next else {
-            return; // the schedule has no more fire times
-        };
-        due = next;
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn fire(
-    probe: Arc<Scheduled>,
-    due: DateTime<Utc>,
+/// What every run of one `run_from` shares.
+struct RunEnv {
     clock: Arc<dyn Clock>,
     permits: Arc<Semaphore>,
     results: mpsc::Sender<RunRecord>,
     stats: Arc<Stats>,
+    /// A run still waiting for a slot when this is cancelled never starts.
     shutdown: CancellationToken,
+    /// Cancelled when the drain deadline passes: runs still going end `unknown`.
     abort: CancellationToken,
-    running: Arc<AtomicBool>,
+}
+
+/// One probe in the timer loop.
+struct Slot {
+    target: Target,
+    /// What it follows after its first run (see `Schedule::start`).
+    schedule: Schedule,
+    /// Set while a run of the probe is in flight, this version's or, after a
+    /// reload that changed it, the previous version's.
+    busy: Arc<AtomicBool>,
+    /// Fires skipped because the previous run was still going.
+    skipped: u64,
+}
+
+/// Every probe of a scheduler, and when each fires next.
+#[derive(Default)]
+struct Timer {
+    slots: Vec<Slot>,
+    /// One entry per slot that has a next instant: (that instant, slot index).
+    /// Ties fire in slot order.
+    due: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
+}
+
+impl Timer {
+    fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.due.peek().map(|Reverse((due, _))| *due)
+    }
+
+    /// Takes a new probe set at `now` (see `Replace`): linear in the old and
+    /// new sets, plus one `Schedule::start` per new or changed probe.
+    fn replace(&mut self, update: Replace, now: DateTime<Utc>, next_runs: &NextRuns) {
+        let Replace { probes, unchanged } = update;
+        let mut due_of = vec![None; self.slots.len()];
+        for Reverse((due, index)) in std::mem::take(&mut self.due).into_vec() {
+            if let Some(d) = due_of.get_mut(index) {
+                *d = Some(due);
+            }
+        }
+        let mut old: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut index_of: HashMap<Arc<str>, usize> = old
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((s.as_ref()?.target.name.clone(), i)))
+            .collect();
+        let mut slots = Vec::with_capacity(probes.len());
+        let mut entries = Vec::with_capacity(probes.len());
+        for p in probes {
+            let index = slots.len();
+            let previous = index_of
+                .remove(&p.target.name)
+                .and_then(|i| Some((old.get_mut(i)?.take()?, due_of.get(i).copied().flatten())));
+            let (busy, skipped) = match previous {
+                Some((slot, due)) if unchanged.contains(&*p.target.name) => {
+                    if let Some(due) = due {
+                        entries.push(Reverse((due, index)));
+                    }
+                    slots.push(slot);
+                    continue;
+                }
+                // Changed: scheduled anew, but an in-flight run of the old
+                // version still holds the shared `busy` flag.
+                Some((slot, _)) => (slot.busy, slot.skipped),
+                None => (Arc::new(AtomicBool::new(false)), 0),
+            };
+            let Scheduled { target, schedule } = p;
+            let schedule = match schedule.start(now, &target.name) {
+                Some((due, then)) => {
+                    next_runs.set(&target.name, due);
+                    entries.push(Reverse((due, index)));
+                    then
+                }
+                // Out of the calendar's range: nothing to fire.
+                None => schedule,
+            };
+            slots.push(Slot {
+                target,
+                schedule,
+                busy,
+                skipped,
+            });
+        }
+        // Removed probes stop firing; a run in flight may finish.
+        let removed: Vec<Arc<str>> = index_of.into_keys().collect();
+        next_runs.remove(&removed);
+        self.slots = slots;
+        self.due = BinaryHeap::from(entries);
+    }
+
+    /// Fires up to `limit` probes due at `now` and schedules their next
+    /// instants; returns how many fired.
+    fn fire_due(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+        env: &Arc<RunEnv>,
+        runs: &TaskTracker,
+        sched: &Scheduler,
+    ) -> usize {
+        let mut fired = 0;
+        while fired < limit {
+            let Some(mut top) = self.due.peek_mut() else {
+                break;
+            };
+            let Reverse((due, index)) = *top;
+            if due > now {
+                break;
+            }
+            fired += 1;
+            let Some(slot) = self.slots.get_mut(index) else {
+                PeekMut::pop(top);
+                continue;
+            };
+            fire_slot(slot, due, env, runs, sched);
+            // Instants already past (the wall clock stepped forward, the host was
+            // suspended) are not replayed: firing through them would run the
+            // loop through one skipped fire each.
+            let next = slot
+                .schedule
+                .next_after(due)
+                .filter(|next| *next >= now)
+                .or_else(|| slot.schedule.next_after(now));
+            match next {
+                Some(next) => {
+                    sched.next_runs.set(&slot.target.name, next);
+                    *top = Reverse((next, index));
+                }
+                // The schedule has no more fire times.
+                None => {
+                    PeekMut::pop(top);
+                }
+            }
+        }
+        fired
+    }
+}
+
+/// One fire of `slot`, due at `due`: a run, or a skip if the previous one is
+/// still going.
+fn fire_slot(
+    slot: &mut Slot,
+    due: DateTime<Utc>,
+    env: &Arc<RunEnv>,
+    runs: &TaskTracker,
+    sched: &Scheduler,
 ) {
+    env.stats.fired.fetch_add(1, Ordering::Relaxed);
+    if slot.busy.swap(true, Ordering::SeqCst) {
+        env.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
+        slot.skipped += 1;
+        ProbeRunSkipped {
+            probe: &slot.target.name,
+            kind: slot.target.kind,
+            health_set: &slot.target.health_set,
+            total_skipped: slot.skipped,
+        }
+        .emit(&sched.metrics);
+        return;
+    }
+    env.stats.in_flight.fetch_add(1, Ordering::SeqCst);
+    let t = &slot.target;
+    // The run owns what it needs of the target (shared parts, no copies), so
+    // that a reload may drop the slot while the run goes on.
+    let target = Target {
+        name: t.name.clone(),
+        kind: t.kind,
+        health_set: t.health_set.clone(),
+        timeout: t.timeout,
+        retries: t.retries,
+        probe: t.probe.clone(),
+    };
+    runs.spawn(fire(env.clone(), target, due, slot.busy.clone()));
+}
+
+async fn fire(env: Arc<RunEnv>, target: Target, due: DateTime<Utc>, running: Arc<AtomicBool>) {
     let _done = DoneGuard {
         running: &running,
-        stats: &stats,
+        stats: &env.stats,
     };
     // A run still waiting for a slot when shutdown comes never starts.
     let permit = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        p = permits.acquire_owned() => match p {
+        _ = env.shutdown.cancelled() => return,
+        p = env.permits.clone().acquire_owned() => match p {
             Ok(p) => p,
             Err(_) => return,
         },
     };
-    let lateness = (clock.now() - due).to_std().unwrap_or(Duration::ZERO);
-    let target = &probe.target;
+    let lateness = (env.clock.now() - due).to_std().unwrap_or(Duration::ZERO);
     let outcome = tokio::select! {
-        o = run_once(target, &clock) => o,
-        _ = abort.cancelled() => {
-            stats.aborted_at_shutdown.fetch_add(1, Ordering::Relaxed);
+        o = run_once(&target, &env.clock) => o,
+        _ = env.abort.cancelled() => {
+            env.stats.aborted_at_shutdown.fetch_add(1, Ordering::Relaxed);
             let mut o = Outcome::unknown(Category::Internal, "aborted: the agent shut down before the run finished");
             o.started_at = due;
             o
         }
     };
     drop(permit);
-    stats.completed.fetch_add(1, Ordering::Relaxed);
+    env.stats.completed.fetch_add(1, Ordering::Relaxed);
     let record = RunRecord {
-        probe: target.name.clone(),
+        probe: target.name,
         kind: target.kind,
-        health_set: target.health_set.clone(),
+        health_set: target.health_set,
         due,
         lateness,
         outcome,
     };
     // The receiver may be gone at shutdown; the run is over either way.
-    let _ = results.send(record).await;
+    let _ = env.results.send(record).await;
 }
 
 /// Marks the probe idle and the run finished however `fire` ends.
@@ -1087,5 +1147,223 @@ mod tests {
             .filter(|r| r.due >= t("2026-03-02T00:00:00Z"))
             .count();
         assert!((9..=11).contains(&after_step), "{after_step}");
+    }
+
+    /// The instants `offset + k * every` (milliseconds since the epoch) strictly
+    /// between `after` and `before`.
+    fn grid(every: i64, offset: i64, after: DateTime<Utc>, before: DateTime<Utc>) -> Vec<i64> {
+        let after = after.timestamp_millis();
+        let mut at = after - (after - offset).rem_euclid(every) + every;
+        let mut out = Vec::new();
+        while at < before.timestamp_millis() {
+            out.push(at);
+            at += every;
+        }
+        out
+    }
+
+    /// `(every, offset)` in milliseconds of an `every` schedule.
+    fn every_ms(s: &Schedule) -> (i64, i64) {
+        let Schedule::Every { every, offset } = s else {
+            unreachable!("an every schedule")
+        };
+        (every.as_millis() as i64, offset.as_millis() as i64)
+    }
+
+    /// Each probe's dues (milliseconds) before `before`, in order.
+    fn dues_by_probe(recs: &[RunRecord], before: DateTime<Utc>) -> HashMap<&str, Vec<i64>> {
+        let mut by: HashMap<&str, Vec<i64>> = HashMap::new();
+        for r in recs.iter().filter(|r| r.due < before) {
+            by.entry(&*r.probe)
+                .or_default()
+                .push(r.due.timestamp_millis());
+        }
+        for dues in by.values_mut() {
+            dues.sort();
+        }
+        by
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_probes_each_fire_exactly_at_their_instants() {
+        // One timer loop for all: every probe runs at each of its instants, on
+        // time, once; 2,000 of them share each cron instant.
+        const N: usize = 10_000;
+        let start = t("2026-03-01T10:00:00Z");
+        let span = Duration::from_secs(150);
+        let end = start + chrono::Duration::seconds(150);
+        let schedule_of = |i: usize, name: &str| match i % 5 {
+            4 => Schedule::cron("*/30 * * * * *").unwrap(),
+            k => Schedule::every(Duration::from_secs([10, 20, 30, 60][k]), name),
+        };
+        let names: Vec<String> = (0..N).map(|i| format!("p{i:05}")).collect();
+        let probes = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                scheduled(
+                    n,
+                    schedule_of(i, n),
+                    Duration::ZERO,
+                    Duration::from_secs(5),
+                    false,
+                )
+            })
+            .collect();
+        let (recs, stats) = run_for(
+            "2026-03-01T10:00:00Z",
+            probes,
+            span,
+            N,
+            Duration::from_secs(1),
+        )
+        .await;
+        for r in &recs {
+            assert_eq!(r.outcome.started_at, r.due, "{}", r.probe);
+            assert_eq!(r.lateness, Duration::ZERO, "{}", r.probe);
+            // The stop at `end` races only a fire due at `end` itself.
+            assert!(r.due <= end, "{}", r.probe);
+        }
+        let got = dues_by_probe(&recs, end);
+        let mut runs = 0;
+        for (i, name) in names.iter().enumerate() {
+            let (every, offset) = match schedule_of(i, name) {
+                Schedule::Cron { .. } => (30_000, 0),
+                every => every_ms(&every),
+            };
+            let want = grid(every, offset, start, end);
+            assert!(want.len() >= 2, "{name}");
+            assert_eq!(got.get(name.as_str()), Some(&want), "{name}");
+            runs += want.len();
+        }
+        assert_eq!(got.len(), N);
+        assert!(stats.fired.load(Ordering::Relaxed) >= runs as u64);
+        assert_eq!(stats.skipped_overlap.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_of_thousands_keeps_each_probe_where_it_belongs() {
+        // 2,000 probes; the reload lists them in another order (so every slot
+        // moves): 1,000 unchanged, 500 changed, 500 removed, 500 new.
+        let start = t("2026-03-01T10:00:00Z");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(start));
+        let next = Arc::new(NextRuns::default());
+        let sched =
+            Scheduler::new(clock, 10_000, Duration::from_secs(1)).with_next_runs(next.clone());
+        let (tx, mut rx) = mpsc::channel(1_000);
+        let (updates, updates_rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let name = |i: usize| format!("p{i:04}");
+        let every = |i: usize, secs| {
+            scheduled(
+                &name(i),
+                Schedule::every(Duration::from_secs(secs), &name(i)),
+                Duration::ZERO,
+                Duration::from_secs(5),
+                false,
+            )
+        };
+        let first_secs = |i: usize| if i.is_multiple_of(2) { 10 } else { 20 };
+        let first = (0..2_000).map(|i| every(i, first_secs(i))).collect();
+        let stop = shutdown.clone();
+        let handle =
+            tokio::spawn(async move { sched.run_replaceable(first, updates_rx, tx, stop).await });
+        let collector = tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some(r) = rx.recv().await {
+                out.push(r);
+            }
+            out
+        });
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        let swap = t("2026-03-01T10:00:35Z");
+        let end = t("2026-03-01T10:02:00Z");
+        // Unchanged ones are given another schedule: it must not be used.
+        let mut probes: Vec<Scheduled> = (0..1_000)
+            .map(|i| every(i, 7))
+            .chain((1_000..1_500).map(|i| every(i, 30)))
+            .chain((2_000..2_500).map(|i| every(i, 10)))
+            .collect();
+        probes.reverse();
+        updates
+            .send(Replace {
+                probes,
+                unchanged: (0..1_000).map(name).collect(),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(next.get(&name(1_700)), None, "removed");
+        assert!(next.get(&name(2_100)).is_some_and(|at| at > swap));
+        tokio::time::sleep(Duration::from_secs(84)).await;
+        shutdown.cancel();
+        handle.await.unwrap();
+        let recs = collector.await.unwrap();
+        let got = dues_by_probe(&recs, end);
+        // A probe's dues before, at and after the swap instant (an old instant
+        // due at the swap itself races the reload: it may or may not fire).
+        let split = |i: usize| {
+            let dues = got.get(name(i).as_str()).cloned().unwrap_or_default();
+            let at = swap.timestamp_millis();
+            let below: Vec<i64> = dues.iter().copied().filter(|d| *d < at).collect();
+            let above: Vec<i64> = dues.iter().copied().filter(|d| *d > at).collect();
+            (below, dues.iter().filter(|d| **d == at).count(), above)
+        };
+        let of =
+            |i: usize, secs: u64| every_ms(&Schedule::every(Duration::from_secs(secs), &name(i)));
+        for i in 0..1_000 {
+            let (e, o) = of(i, first_secs(i));
+            let want = grid(e, o, start, end);
+            assert_eq!(got.get(name(i).as_str()), Some(&want), "unchanged {i}");
+        }
+        for i in 1_000..1_500 {
+            let (below, at, above) = split(i);
+            let (e, o) = of(i, first_secs(i));
+            assert_eq!(below, grid(e, o, start, swap), "changed {i}");
+            assert!(at <= 1, "changed {i}");
+            let (e, o) = of(i, 30);
+            assert_eq!(above, grid(e, o, swap, end), "changed {i}");
+        }
+        for i in 1_500..2_000 {
+            let (below, at, above) = split(i);
+            let (e, o) = of(i, first_secs(i));
+            assert_eq!(below, grid(e, o, start, swap), "removed {i}");
+            assert!(at <= 1, "removed {i}");
+            assert_eq!(above, Vec::<i64>::new(), "removed {i}");
+        }
+        for i in 2_000..2_500 {
+            let (e, o) = of(i, 10);
+            let want = grid(e, o, swap, end);
+            assert_eq!(got.get(name(i).as_str()), Some(&want), "new {i}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_keep_firing_when_reloads_stop_coming() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let sched = Scheduler::new(clock, 2, Duration::from_secs(1));
+        let (tx, mut rx) = mpsc::channel(100);
+        let (updates, updates_rx) = mpsc::channel(1);
+        drop(updates);
+        let shutdown = CancellationToken::new();
+        let s = Schedule::every(Duration::from_secs(10), "tick");
+        let probes = vec![scheduled(
+            "tick",
+            s,
+            Duration::ZERO,
+            Duration::from_secs(5),
+            false,
+        )];
+        let stop = shutdown.clone();
+        let handle =
+            tokio::spawn(async move { sched.run_replaceable(probes, updates_rx, tx, stop).await });
+        tokio::time::sleep(Duration::from_secs(55)).await;
+        shutdown.cancel();
+        handle.await.unwrap();
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert!((5..=6).contains(&n), "{n}");
     }
 }
