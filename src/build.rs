@@ -90,7 +90,7 @@ fn build_target_with<'a>(
     p: &ProbeConfig,
     find: &dyn Fn(&str) -> Option<&'a ProbeConfig>,
 ) -> Result<Target, ConfigError> {
-    let lookup = |name: &str| find(name).map(|o| (&o.spec, o.base_dir.as_path()));
+    let lookup = |name: &str| find(name).map(|o| (&o.spec, &*o.base_dir));
     let ctx = BuildContext {
         base_dir: &p.base_dir,
         lookup: &lookup,

@@ -219,7 +219,7 @@ mod tests {
 
     fn at() -> Located {
         Located {
-            file: PathBuf::from("sonde.toml"),
+            file: Path::new("sonde.toml").into(),
             line: 1,
             column: 12,
             key: "include[0]".into(),

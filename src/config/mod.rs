@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -295,7 +296,7 @@ pub struct ProbeConfig {
     /// Where the probe's table and its keys sit.
     pub site: Site,
     /// Relative paths in `spec` resolve against this directory.
-    pub base_dir: PathBuf,
+    pub base_dir: Arc<Path>,
 }
 
 /// A configured channel (`[[channel]]`).
@@ -321,15 +322,17 @@ impl ChannelConfig {
 /// the position of the table and of each of its keys, so that a problem found
 /// after loading (when building) points at the key it concerns, in the file
 /// that defines the table.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
-    pub file: PathBuf,
+    /// Shared by the tables of one file.
+    pub file: Arc<Path>,
     /// The table's key path within its file, e.g. `probe[3]`.
     pub path: String,
     pub line: usize,
     pub column: usize,
-    /// Each key of the table with the line and column of its value.
-    keys: Vec<(Box<str>, u32, u32)>,
+    /// Each key of the table with the line and column of its value; the names
+    /// are shared by the tables of one file.
+    keys: Box<[(Arc<str>, u32, u32)]>,
 }
 
 impl Site {
@@ -341,10 +344,14 @@ impl Site {
                 .map(|(k, v)| {
                     let (line, column) = src.position(v.span().start);
                     let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-                    (k.get_ref().as_ref().into(), narrow(line), narrow(column))
+                    (
+                        src.intern(k.get_ref().as_ref()),
+                        narrow(line),
+                        narrow(column),
+                    )
                 })
                 .collect(),
-            _ => Vec::new(),
+            _ => Box::default(),
         };
         Site {
             file: src.path.clone(),
@@ -365,7 +372,7 @@ impl Site {
             .map(|&(_, line, column)| (line as usize, column as usize));
         let (line, column) = at.unwrap_or((self.line, self.column));
         ConfigError {
-            file: self.file.clone(),
+            file: self.file.to_path_buf(),
             line,
             column,
             key: if key.is_empty() {
@@ -449,7 +456,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// A file's text after substitution, for turning byte offsets into positions.
 struct Source {
-    path: PathBuf,
+    path: Arc<Path>,
+    /// The key names of its tables, each stored once (`Site` keeps them).
+    names: std::cell::RefCell<HashSet<Arc<str>>>,
     /// The text parsed: the file after `${VAR}` substitution.
     text: String,
     /// The file as written, when substitution changed it, with the splices
@@ -462,11 +471,23 @@ impl Source {
     fn new(path: PathBuf, text: String) -> Self {
         let lines = LineIndex::new(&text);
         Source {
-            path,
+            path: path.into(),
+            names: Default::default(),
             text,
             written: None,
             lines,
         }
+    }
+
+    /// `name`, shared with the other tables of this file that use it.
+    fn intern(&self, name: &str) -> Arc<str> {
+        let mut names = self.names.borrow_mut();
+        if let Some(shared) = names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = name.into();
+        names.insert(shared.clone());
+        shared
     }
 
     /// `text` substituted from `written` (`splices` say where they differ).
@@ -481,7 +502,8 @@ impl Source {
         }
         let lines = LineIndex::new(&written);
         Source {
-            path,
+            path: path.into(),
+            names: Default::default(),
             text,
             written: Some((written, splices)),
             lines,
@@ -548,7 +570,7 @@ impl Report<'_> {
     fn warn(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
         let (line, column) = self.src.position(span.start);
         self.warnings.push(ConfigError {
-            file: self.src.path.clone(),
+            file: self.src.path.to_path_buf(),
             line,
             column,
             key: key.into(),
@@ -559,7 +581,7 @@ impl Report<'_> {
     fn at(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
         let (line, column) = self.src.position(span.start);
         self.errors.push(ConfigError {
-            file: self.src.path.clone(),
+            file: self.src.path.to_path_buf(),
             line,
             column,
             key: key.into(),
@@ -681,7 +703,7 @@ struct Pending {
 
 #[derive(Clone)]
 struct Located {
-    file: PathBuf,
+    file: Arc<Path>,
     line: usize,
     column: usize,
     key: String,
@@ -700,7 +722,7 @@ impl Located {
 
     fn error(&self, message: impl Into<String>) -> ConfigError {
         ConfigError {
-            file: self.file.clone(),
+            file: self.file.to_path_buf(),
             line: self.line,
             column: self.column,
             key: self.key.clone(),
@@ -855,7 +877,7 @@ impl Loader<'_> {
         errors: &mut Vec<ConfigError>,
     ) {
         let path = &src.path;
-        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base_dir: Arc<Path> = path.parent().unwrap_or(Path::new("")).into();
         let mut report = Report {
             src,
             errors,
@@ -1102,7 +1124,7 @@ fn parse_probe(
     report: &mut Report<'_>,
     prefix: &str,
     table: Spanned<DeValue<'_>>,
-    base_dir: &Path,
+    base_dir: &Arc<Path>,
 ) -> Option<Pending> {
     let (common_v, rest) = split_table(table.clone(), COMMON_KEYS);
     let (policy_v, kind_v) = split_table(rest, Policy::KEYS);
@@ -1302,7 +1324,7 @@ fn parse_probe(
             policy,
             spec,
             site,
-            base_dir: base_dir.to_path_buf(),
+            base_dir: base_dir.clone(),
         },
     })
 }
@@ -1536,7 +1558,7 @@ fn parse_maintenance(
             probes,
             health_sets: keys.health_sets,
             window,
-            file: report.src.path.clone(),
+            file: report.src.path.to_path_buf(),
             line,
         },
     })
