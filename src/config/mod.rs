@@ -962,7 +962,9 @@ impl Loader<'_> {
                     }
                 }
                 "probe" => {
-                    for (i, item) in array_of_tables(&mut report, "probe", value) {
+                    let items = array_of_tables(&mut report, "probe", value);
+                    parts.probes.reserve_exact(items.len());
+                    for (i, item) in items {
                         if let Some(p) =
                             parse_probe(&mut report, &format!("probe[{i}]"), item, &base_dir)
                         {
