@@ -1868,6 +1868,25 @@ flap_high = 45.5
 "#;
 
     #[test]
+    fn config_files_up_to_sixteen_mib_are_read_and_larger_ones_refused() {
+        // 10,000 probes take about a megabyte: a file past the 1 MiB cap of
+        // other files still loads.
+        let padding = format!("# {}\n", "x".repeat(1023)).repeat(1536);
+        let config = load_text(&format!("{padding}{PROBES}")).unwrap();
+        assert_eq!(config.probes.len(), 2);
+        let huge = format!("# {}\n", "x".repeat(1023)).repeat(16 * 1024 + 1);
+        let errors = load_text(&huge).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].message,
+            format!(
+                "cannot read config file: larger than {} bytes",
+                16 * 1024 * 1024
+            )
+        );
+    }
+
+    #[test]
     fn a_long_dependency_chain_loads_and_a_long_cycle_is_named() {
         // 20,000 probes each depending on the next, loaded on a thread with a
         // 512 KiB stack: the cycle check walks the chain without recursion
