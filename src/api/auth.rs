@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ring::digest::{digest, SHA256};
 use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::config::ApiConfig;
 use crate::secret::SecretSource;
 
@@ -24,7 +25,7 @@ pub(crate) enum TokenSource {
     Fixed(String),
     /// `token_file`, looked at on each request so that a rotated token takes
     /// effect without a restart.
-    File(std::sync::Arc<TokenFile>),
+    File(Arc<TokenFile>),
 }
 
 /// A token file and what was last read from it. Each check stats the file and
@@ -35,6 +36,8 @@ pub(crate) enum TokenSource {
 /// `SETTLED` seconds.
 pub(crate) struct TokenFile {
     path: PathBuf,
+    /// Tells how long ago the file last changed.
+    clock: Arc<dyn Clock>,
     last: Mutex<Option<(FileStamp, String)>>,
 }
 
@@ -81,7 +84,7 @@ impl TokenFile {
             .map_err(|e| e.to_string())?;
         // Stamped as it was before the read: a change during the read is read
         // again on the next check.
-        let now = crate::clock::Clock::now(&crate::clock::SystemClock).timestamp();
+        let now = self.clock.now().timestamp();
         if let Some(stamp) = stamp.filter(|s| now - s.changed.0 > SETTLED) {
             *last = Some((stamp, token.clone()));
         }
@@ -116,10 +119,12 @@ impl TokenSource {
     /// `token_env` wins over `token_file` when both are set; `env` reads the
     /// environment (tests pass their own). `base` resolves a relative file. Both
     /// follow `crate::secret`'s rule: trailing line breaks dropped, empty refused.
+    /// `clock` dates the file's changes.
     pub(crate) fn from_config(
         api: &ApiConfig,
         base: &std::path::Path,
         env: &dyn Fn(&str) -> Option<String>,
+        clock: Arc<dyn Clock>,
     ) -> TokenSource {
         if let Some(var) = &api.token_env {
             if let Some(v) = env(var).map(crate::secret::clean).filter(|v| !v.is_empty()) {
@@ -127,8 +132,9 @@ impl TokenSource {
             }
         }
         match &api.token_file {
-            Some(f) => TokenSource::File(std::sync::Arc::new(TokenFile {
+            Some(f) => TokenSource::File(Arc::new(TokenFile {
                 path: base.join(f),
+                clock,
                 last: Mutex::new(None),
             })),
             None => TokenSource::None,
@@ -217,6 +223,8 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use chrono::DateTime;
 
     #[test]
     fn the_limiter_allows_one_run_per_interval_per_probe() {
@@ -263,10 +271,17 @@ mod tests {
             token_file: Some("token.txt".into()),
             ..ApiConfig::default()
         };
-        let from_env = TokenSource::from_config(&api, dir.path(), &|_| Some("t1\n".into()));
+        // A clock before the files were written: none of them has settled.
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(
+            DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+                .unwrap()
+                .to_utc(),
+        ));
+        let from_env =
+            TokenSource::from_config(&api, dir.path(), &|_| Some("t1\n".into()), clock.clone());
         assert_eq!(from_env.check(Some("Bearer t1")), Verdict::Allowed);
         // An unset variable falls back to the file.
-        let from_file = TokenSource::from_config(&api, dir.path(), &|_| None);
+        let from_file = TokenSource::from_config(&api, dir.path(), &|_| None, clock.clone());
         assert!(matches!(
             from_file.check(Some("Bearer t2")),
             Verdict::Unavailable(_)
@@ -281,26 +296,32 @@ mod tests {
         std::fs::write(dir.path().join("token.txt"), "t4").unwrap();
         assert_eq!(from_file.check(Some("Bearer t4")), Verdict::Allowed);
         assert_eq!(from_file.check(Some("Bearer t3")), Verdict::Denied);
-        // Whatever the file's times say, a change of its length is read.
+        // A file changed in the last seconds is read on every check; one quiet
+        // for longer is read once and kept until its stamp changes.
         let settled = dir.path().join("settled.txt");
         std::fs::write(&settled, "old-token").unwrap();
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-        std::fs::File::options()
-            .write(true)
-            .open(&settled)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        let changed = {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(&settled).unwrap();
+            DateTime::from_timestamp(m.ctime(), 0).unwrap()
+        };
+        let clock = Arc::new(ManualClock::new(changed));
         let file = TokenFile {
             path: settled.clone(),
+            clock: clock.clone(),
             last: Mutex::new(None),
         };
+        let kept = |file: &TokenFile| file.last.lock().unwrap().is_some();
         assert_eq!(file.token().unwrap(), "old-token");
+        assert!(!kept(&file), "a fresh file is not trusted");
+        clock.set(changed + chrono::Duration::seconds(SETTLED + 1));
+        assert_eq!(file.token().unwrap(), "old-token");
+        assert!(kept(&file), "a settled file is kept");
         std::fs::write(&settled, "new-token-2").unwrap();
         assert_eq!(file.token().unwrap(), "new-token-2");
         let none = ApiConfig::default();
         assert!(matches!(
-            TokenSource::from_config(&none, dir.path(), &|_| Some("x".into())),
+            TokenSource::from_config(&none, dir.path(), &|_| Some("x".into()), clock),
             TokenSource::None
         ));
     }

@@ -91,7 +91,12 @@ impl ApiState {
         shared: Shared,
         reload: Option<ReloadHandle>,
     ) -> ApiState {
-        let token = TokenSource::from_config(api, config_dir, &|name| std::env::var(name).ok());
+        let token = TokenSource::from_config(
+            api,
+            config_dir,
+            &|name| std::env::var(name).ok(),
+            shared.clock.clone(),
+        );
         if matches!(token, TokenSource::None) {
             match &api.token_env {
                 Some(var) => tracing::warn!(
