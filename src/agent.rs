@@ -209,7 +209,7 @@ pub async fn run_supervised(
     .map_err(|e| e.at(&store_path))?
     .with_pending(pending.clone());
     // What the API shows of the monitors, republished after each result.
-    let views = Arc::new(SharedViews::new(engine.views()));
+    let views = Arc::new(SharedViews::new(engine.published()));
     let health = Arc::new(Health::new(clock.now(), stale_after(&config, clock.now())));
     health.watch_store(pending.clone());
     let supervisor = Supervisor::new(policy, metrics.clone(), health.clone(), shutdown.clone());
@@ -411,7 +411,7 @@ pub async fn run_supervised(
                         let (config, repost) = latest(&sinks.engine_config);
                         match Engine::new(config, store, repost, wake, sinks.metrics.clone()) {
                             Ok(e) => {
-                                sinks.views.replace(e.views());
+                                sinks.views.replace(e.published());
                                 e.with_pending(pending)
                             }
                             Err(e) => {
@@ -546,7 +546,7 @@ async fn consume(
                 if let Err(e) = engine.reconfigure(config, repost) {
                     tracing::error!(error = %e, "cannot restore the monitors of new probes");
                 }
-                views.replace(engine.views());
+                views.replace(engine.published());
             }
             _ = tick.tick() => {
                 if let Err(e) = engine.tick(clock.now()) {

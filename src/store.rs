@@ -308,6 +308,10 @@ impl Store {
         )?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // 1 MiB of page cache (SQLite's default is 2): writes touch a few
+        // pages per result and the rest is the kernel's page cache; at
+        // 10,000 probes the difference is a twentieth of the agent.
+        conn.pragma_update(None, "cache_size", -1024)?;
         conn.pragma_query_value(None, "user_version", |r| r.get(0))
     }
 

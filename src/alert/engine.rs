@@ -41,7 +41,8 @@ pub(crate) struct MonitorView {
 pub struct Engine {
     config: Arc<Config>,
     store: Arc<Store>,
-    monitors: HashMap<String, Monitor>,
+    /// Each probe's monitor, by its position in `config.probes`.
+    monitors: Vec<Monitor>,
     /// Channels whose receivers expire alerts (Alertmanager): re-post interval.
     repost: HashMap<String, std::time::Duration>,
     /// Last re-post per probe and channel (by probe first: a probe's entries
@@ -69,38 +70,41 @@ fn event_of(kind: NoticeKind) -> AlertEvent {
 }
 
 /// Reads the stored monitors of `probes` (those of `config` with these
-/// names) into `monitors` and reports their states.
+/// names) into `monitors` (by position in `config.probes`) and reports their
+/// states.
 fn restore(
     store: &Store,
     config: &Config,
     probes: &HashSet<&str>,
-    monitors: &mut HashMap<String, Monitor>,
+    monitors: &mut [Monitor],
     metrics: &Metrics,
 ) -> Result<(), StoreError> {
     for (probe, json) in store.monitors()? {
         if !probes.contains(probe.as_str()) {
             continue;
         }
+        let Some(slot) = config.probe_position(&probe).and_then(|i| monitors.get_mut(i)) else {
+            continue;
+        };
         match serde_json::from_str::<Monitor>(&json) {
-            Ok(m) => {
-                monitors.insert(probe, m);
-            }
+            Ok(m) => *slot = m,
             Err(e) => {
                 tracing::warn!(%probe, error = %e, "stored monitor state unreadable; starting it afresh")
             }
         }
     }
-    for info in config
+    for (info, m) in config
         .probes
         .iter()
-        .filter(|p| probes.contains(p.name.as_str()))
+        .zip(monitors.iter())
+        .filter(|(p, _)| probes.contains(p.name.as_str()))
     {
         let name = &info.name;
         // A disabled probe never runs: its stored state would stay stale.
-        let to = match monitors.get(name) {
-            _ if !info.enabled => MonitorState::Disabled,
-            Some(m) => m.state,
-            None => MonitorState::Unknown,
+        let to = if info.enabled {
+            m.state
+        } else {
+            MonitorState::Disabled
         };
         MonitorStateChanged {
             probe: name,
@@ -126,7 +130,7 @@ impl Engine {
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
-        let mut monitors = HashMap::new();
+        let mut monitors = vec![Monitor::default(); config.probes.len()];
         let all = config.probes.iter().map(|p| p.name.as_str()).collect();
         restore(&store, &config, &all, &mut monitors, &metrics)?;
         Ok(Engine {
@@ -174,7 +178,21 @@ impl Engine {
         config: Arc<Config>,
         repost: HashMap<String, std::time::Duration>,
     ) -> Result<(), StoreError> {
-        self.monitors.retain(|name, _| config.probe(name).is_some());
+        // The monitors follow the new config's order: kept ones move to their
+        // new position, new probes start from their stored state (or afresh).
+        let mut old = std::mem::take(&mut self.monitors);
+        let monitors = config
+            .probes
+            .iter()
+            .map(|p| {
+                self.config
+                    .probe_position(&p.name)
+                    .and_then(|i| old.get_mut(i))
+                    .map(std::mem::take)
+                    .unwrap_or_default()
+            })
+            .collect();
+        drop(old);
         self.reposted.retain(|p, channels| {
             let Some(probe) = config.probe(p) else {
                 return false;
@@ -182,22 +200,23 @@ impl Engine {
             channels.retain(|c, _| probe.alert.contains(c));
             !channels.is_empty()
         });
-        let fresh: HashSet<&str> = config
+        let old_config = std::mem::replace(&mut self.config, config);
+        self.monitors = monitors;
+        self.repost = repost;
+        let fresh: HashSet<&str> = self
+            .config
             .probes
             .iter()
             .map(|p| p.name.as_str())
-            .filter(|name| self.config.probe(name).is_none())
+            .filter(|name| old_config.probe(name).is_none())
             .collect();
         restore(
             &self.store,
-            &config,
+            &self.config,
             &fresh,
             &mut self.monitors,
             &self.metrics,
-        )?;
-        self.config = config;
-        self.repost = repost;
-        Ok(())
+        )
     }
 
     fn in_maintenance(&mut self, probe: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -251,8 +270,7 @@ impl Engine {
                     .unwrap_or(empty)
             },
             |name| {
-                self.monitors
-                    .get(name)
+                self.monitor(name)
                     .is_some_and(|m| m.state == MonitorState::Unhealthy)
             },
         )
@@ -319,16 +337,17 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Vec<Alert>, StoreError> {
         let config = self.config.clone();
-        let Some(info) = config.probe(probe) else {
+        let Some(at) = config.probe_position(probe) else {
             return Ok(Vec::new());
         };
+        let info = &config.probes[at];
         let in_maintenance = self.in_maintenance(probe, now)?;
         let ctx = EvalContext {
             enabled: info.enabled,
             in_maintenance,
             blocked_by: self.root_cause(probe),
         };
-        let prev = self.monitors.get(probe).cloned().unwrap_or_default();
+        let prev = self.monitors[at].clone();
         let (m, notices) = monitor::evaluate(&prev, outcome.status, now, &info.policy, &ctx);
         let category = outcome.category.map(|c| c.as_str().to_string());
         let alerts: Vec<Alert> = notices
@@ -373,7 +392,7 @@ impl Engine {
             restored: false,
         }
         .emit(&self.metrics);
-        self.monitors.insert(probe.to_string(), m);
+        self.monitors[at] = m;
         if added > 0 {
             self.wake.notify_one();
         }
@@ -396,18 +415,15 @@ impl Engine {
         // Only a monitor with a problem has reminders or re-posts: the tick
         // costs nothing per healthy probe, and reads the store only for a
         // probe with something to send.
-        let names: Vec<String> = self
-            .monitors
-            .iter()
+        let due: Vec<usize> = (self.monitors.iter().enumerate())
             .filter(|(_, m)| m.problem.is_some())
-            .map(|(name, _)| name.clone())
+            .map(|(i, _)| i)
             .collect();
-        for probe in names {
-            let config = self.config.clone();
-            let Some(info) = config.probe(&probe) else {
-                continue;
-            };
-            let m = &self.monitors[&probe];
+        let config = self.config.clone();
+        for at in due {
+            let info = &config.probes[at];
+            let probe = info.name.clone();
+            let m = &self.monitors[at];
             let reminder = monitor::due_reminder(m, now, &info.policy);
             if reminder.is_none()
                 && !info
@@ -449,11 +465,11 @@ impl Engine {
                     alerts: self.rows(&probe, std::slice::from_ref(&alert)),
                     now: now.timestamp(),
                 })?;
-                self.monitors.insert(probe.clone(), next);
+                self.monitors[at] = next;
                 raised.push(alert);
             }
             // Re-posts keep an alert alive where receivers expire it.
-            let m = &self.monitors[&probe];
+            let m = &self.monitors[at];
             let Some(problem) = m.problem.as_ref().filter(|p| p.notified.is_some()) else {
                 continue;
             };
@@ -520,32 +536,43 @@ impl Engine {
         self.config.probe(probe)
     }
 
+    #[cfg(test)]
     /// Every configured probe's monitor, in config order.
     pub(crate) fn views(&self) -> Vec<MonitorView> {
-        self.config
-            .probes
-            .iter()
-            .filter_map(|p| self.view(&p.name))
+        (0..self.config.probes.len())
+            .map(|i| self.view_at(i))
             .collect()
     }
 
     /// One probe's monitor view; `None` for a probe not in the config. A map
     /// lookup: it runs after every result.
     pub(crate) fn view(&self, probe: &str) -> Option<MonitorView> {
-        let p = self.config.probe(probe)?;
-        let m = self.monitors.get(probe);
-        Some(MonitorView {
+        self.config.probe_position(probe).map(|i| self.view_at(i))
+    }
+
+    /// The view of the probe at position `i` of the config.
+    fn view_at(&self, i: usize) -> MonitorView {
+        let p = &self.config.probes[i];
+        let m = &self.monitors[i];
+        MonitorView {
             probe: p.name.clone(),
             health_set: p.health_set.clone(),
-            state: if !p.enabled {
-                MonitorState::Disabled
+            state: if p.enabled {
+                m.state
             } else {
-                m.map(|m| m.state).unwrap_or(MonitorState::Unknown)
+                MonitorState::Disabled
             },
-            since: m.and_then(|m| m.state_since),
-            flapping: m.is_some_and(|m| m.flapping),
-            suppressed_by: m.and_then(|m| m.suppressed_by.clone()),
-        })
+            since: m.state_since,
+            flapping: m.flapping,
+            suppressed_by: m.suppressed_by.clone(),
+        }
+    }
+
+    /// The monitor of the probe `name`, if it is configured.
+    fn monitor(&self, name: &str) -> Option<&Monitor> {
+        self.config
+            .probe_position(name)
+            .and_then(|i| self.monitors.get(i))
     }
 
     #[cfg(test)]
@@ -573,57 +600,115 @@ pub(crate) fn health_sets_of(views: &[MonitorView]) -> Vec<(String, MonitorState
         .collect()
 }
 
+/// What a view holds beyond its probe's config.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ViewState {
+    state: MonitorState,
+    since: Option<DateTime<Utc>>,
+    flapping: bool,
+    suppressed_by: Option<String>,
+}
+
+impl From<MonitorView> for ViewState {
+    fn from(v: MonitorView) -> ViewState {
+        ViewState {
+            state: v.state,
+            since: v.since,
+            flapping: v.flapping,
+            suppressed_by: v.suppressed_by,
+        }
+    }
+}
+
+/// Views to publish: the config they are of and each of its probes' state, in
+/// config order. Names and health sets stay in the config: a view costs its
+/// state only.
+pub(crate) struct Published {
+    config: Arc<Config>,
+    states: Vec<ViewState>,
+}
+
+impl Published {
+    #[cfg(test)]
+    /// Every probe of `config` without a result yet (a disabled one disabled).
+    pub(crate) fn unknown(config: Arc<Config>) -> Published {
+        let states = (config.probes.iter())
+            .map(|p| ViewState {
+                state: if p.enabled {
+                    MonitorState::Unknown
+                } else {
+                    MonitorState::Disabled
+                },
+                ..ViewState::default()
+            })
+            .collect();
+        Published { config, states }
+    }
+
+    fn view(&self, i: usize) -> MonitorView {
+        let (p, s) = (&self.config.probes[i], &self.states[i]);
+        MonitorView {
+            probe: p.name.clone(),
+            health_set: p.health_set.clone(),
+            state: s.state,
+            since: s.since,
+            flapping: s.flapping,
+            suppressed_by: s.suppressed_by.clone(),
+        }
+    }
+}
+
+impl Engine {
+    /// Every probe's view, to publish.
+    pub(crate) fn published(&self) -> Published {
+        Published {
+            config: self.config.clone(),
+            states: (0..self.monitors.len())
+                .map(|i| self.view_at(i).into())
+                .collect(),
+        }
+    }
+}
+
 /// The monitors' views as last published by the engine's task, for readers
 /// outside it (the API and the status page). The engine lives in the task that
 /// consumes results; after each result that task replaces the one view that
 /// changed, so a publish costs one probe, not the whole config.
 pub(crate) struct SharedViews {
-    /// The views (config order), and probe name -> position in them.
-    inner: RwLock<(Vec<MonitorView>, HashMap<String, usize>)>,
-}
-
-fn indexed(views: Vec<MonitorView>) -> (Vec<MonitorView>, HashMap<String, usize>) {
-    let index = views
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v.probe.clone(), i))
-        .collect();
-    (views, index)
+    inner: RwLock<Published>,
 }
 
 impl SharedViews {
-    pub(crate) fn new(views: Vec<MonitorView>) -> SharedViews {
+    pub(crate) fn new(views: Published) -> SharedViews {
         SharedViews {
-            inner: RwLock::new(indexed(views)),
+            inner: RwLock::new(views),
         }
     }
 
-    /// Replaces the view of `view.probe`; a probe not published is ignored.
+    /// Replaces the view of `view.probe`; a probe not in the published config
+    /// is ignored.
     pub(crate) fn publish(&self, view: MonitorView) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(&i) = inner.1.get(&view.probe) {
-            inner.0[i] = view;
+        if let Some(i) = inner.config.probe_position(&view.probe) {
+            inner.states[i] = view.into();
         }
     }
 
     /// Replaces every view (a reload changed the probe set).
-    pub(crate) fn replace(&self, views: Vec<MonitorView>) {
-        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = indexed(views);
+    pub(crate) fn replace(&self, views: Published) {
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = views;
     }
 
     /// Every view, in config order.
     pub(crate) fn all(&self) -> Vec<MonitorView> {
-        self.inner
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .clone()
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        (0..inner.states.len()).map(|i| inner.view(i)).collect()
     }
 
     pub(crate) fn get(&self, probe: &str) -> Option<MonitorView> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let i = *inner.1.get(probe)?;
-        Some(inner.0[i].clone())
+        let i = inner.config.probe_position(probe)?;
+        Some(inner.view(i))
     }
 }
 
@@ -783,21 +868,27 @@ duration = "1h"
             ]
         );
         // What the API reads: published one probe at a time.
-        let shared = SharedViews::new(vec![
-            MonitorView {
-                state: MonitorState::Unknown,
-                since: None,
-                suppressed_by: None,
-                ..views[0].clone()
-            },
-            views[1].clone(),
-        ]);
+        let shared = SharedViews::new(Published::unknown(e.config.clone()));
+        assert_eq!(views[0].probe, "token");
         assert_eq!(shared.get("token").unwrap().state, MonitorState::Unknown);
         shared.publish(e.view("token").unwrap());
-        shared.publish(e.view("nonesuch").unwrap_or_else(|| views[2].clone()));
-        assert_eq!(shared.all(), views[..2].to_vec());
-        assert_eq!(health_sets_of(&shared.all())[0].1, MonitorState::Unhealthy);
-        assert!(shared.get("cert").is_none());
+        assert_eq!(shared.get("token"), Some(views[0].clone()));
+        assert_eq!(
+            shared.get("push").unwrap().state,
+            MonitorState::Unknown,
+            "not published yet"
+        );
+        // A probe outside the published config is ignored.
+        shared.publish(MonitorView {
+            probe: "nonesuch".into(),
+            ..views[1].clone()
+        });
+        assert!(shared.get("nonesuch").is_none());
+        for v in &views {
+            shared.publish(v.clone());
+        }
+        assert_eq!(shared.all(), views);
+        assert_eq!(health_sets_of(&shared.all()), sets);
     }
 
     #[test]
@@ -931,6 +1022,8 @@ duration = "1h"
         assert_ne!(new, CONFIG);
         std::fs::write(&path, new).unwrap();
         let config = Loader { env: &|_| None }.load(&path).unwrap();
+        let shared = SharedViews::new(e.published());
+        assert!(shared.get("push").is_some());
         e.reconfigure(Arc::new(config), HashMap::new()).unwrap();
         let names: Vec<String> = e.views().into_iter().map(|v| v.probe).collect();
         assert_eq!(names, ["token", "extra", "cert"]);
@@ -946,8 +1039,7 @@ duration = "1h"
         let now = t + chrono::Duration::seconds(10);
         e.on_outcome("token", &good(now), now).unwrap();
         assert_eq!(e.view("token").unwrap().state, MonitorState::Healthy);
-        let shared = SharedViews::new(Vec::new());
-        shared.replace(e.views());
+        shared.replace(e.published());
         assert_eq!(shared.get("extra").unwrap().state, MonitorState::Unknown);
         assert!(shared.get("push").is_none());
     }

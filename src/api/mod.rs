@@ -521,21 +521,11 @@ mod tests {
         let config = Loader { env: &|_| None }.load(&path).unwrap();
         let listen = config.api.as_ref().unwrap().listen;
         let store = Arc::new(Store::open(&dir.path().join("s.db")).unwrap());
-        let views = config
-            .probes
-            .iter()
-            .map(|p| crate::alert::engine::MonitorView {
-                probe: p.name.clone(),
-                health_set: p.health_set.clone(),
-                state: crate::monitor::MonitorState::Unknown,
-                since: None,
-                flapping: false,
-                suppressed_by: None,
-            })
-            .collect();
+        let config = Arc::new(config);
+        let views = crate::alert::engine::Published::unknown(config.clone());
         let state = Arc::new(ApiState {
             metrics,
-            config: std::sync::RwLock::new(Arc::new(config)),
+            config: std::sync::RwLock::new(config),
             store,
             views: Arc::new(SharedViews::new(views)),
             clock: Arc::new(crate::clock::SystemClock),

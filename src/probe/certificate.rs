@@ -50,28 +50,28 @@ fn default_min_key_bits() -> u32 {
 pub struct CertificateConfig {
     /// A certificate file: PEM (one or many), DER, or PKCS#12 (`.pfx`/`.p12`).
     #[serde(default)]
-    pub path: Option<String>,
+    pub path: Option<Box<str>>,
     /// `host:port` of a TLS endpoint.
     #[serde(default)]
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Box<str>>,
     /// SNI and the name the chain must be valid for; default: the endpoint's host.
     #[serde(default)]
-    pub server_name: Option<String>,
+    pub server_name: Option<Box<str>>,
     /// `"smtp"`: speak SMTP up to STARTTLS before the handshake.
     #[serde(default)]
-    pub starttls: Option<String>,
+    pub starttls: Option<Box<str>>,
     /// Whether the endpoint's chain must verify.
     #[serde(default = "default_verify")]
     pub verify: bool,
     /// Extra trust anchors (PEM) for endpoint verification, added to the system roots.
     #[serde(default)]
-    pub ca_file: Option<String>,
+    pub ca_file: Option<Box<str>>,
     /// Environment variable holding the PKCS#12 password.
     #[serde(default)]
-    pub password_env: Option<String>,
+    pub password_env: Option<Box<str>>,
     /// File whose trimmed content is the PKCS#12 password.
     #[serde(default)]
-    pub password_file: Option<String>,
+    pub password_file: Option<Box<str>>,
     #[serde(default = "default_critical_before", with = "crate::human::duration")]
     pub critical_before: Duration,
     #[serde(default = "default_warn_before", with = "crate::human::duration")]
@@ -80,7 +80,7 @@ pub struct CertificateConfig {
     pub min_key_bits: u32,
     /// SHA-1 thumbprint as Exchange prints it; case, spaces and colons are ignored.
     #[serde(default)]
-    pub expected_thumbprint: Option<String>,
+    pub expected_thumbprint: Option<Box<str>>,
     /// `"exchange-auth"`: the file is Exchange's Auth certificate, judged with the
     /// rotation rules of Microsoft's `MonitorExchangeAuthCertificate.ps1` instead of
     /// `warn_before`/`critical_before`.
@@ -88,13 +88,13 @@ pub struct CertificateConfig {
     pub role: Option<Role>,
     /// exchange-auth: the next Auth certificate (`NextCertificateThumbprint`).
     #[serde(default)]
-    pub next_path: Option<String>,
+    pub next_path: Option<Box<str>>,
     #[serde(default)]
-    pub next_password_env: Option<String>,
+    pub next_password_env: Option<Box<str>>,
     #[serde(default)]
-    pub next_password_file: Option<String>,
+    pub next_password_file: Option<Box<str>>,
     #[serde(default)]
-    pub next_expected_thumbprint: Option<String>,
+    pub next_expected_thumbprint: Option<Box<str>>,
 }
 
 /// What a certificate is for, when that changes how it is judged.
@@ -148,7 +148,7 @@ impl ProbeKind for CertificateConfig {
                     "only meaningful with `endpoint`",
                 ));
             }
-            if ServerName::try_from(name.as_str()).is_err() {
+            if ServerName::try_from(&**name).is_err() {
                 problems.push(SpecProblem::new(
                     "server_name",
                     format!("`{name}` is not a valid DNS name or IP address"),
@@ -156,7 +156,7 @@ impl ProbeKind for CertificateConfig {
             }
         }
         if let Some(starttls) = &self.starttls {
-            if starttls != "smtp" {
+            if &**starttls != "smtp" {
                 problems.push(SpecProblem::new(
                     "starttls",
                     format!("unsupported `{starttls}` (the only supported value is \"smtp\")"),
@@ -778,7 +778,7 @@ pub struct CertificateProbe {
     source: Source,
     checks: Checks,
     /// exchange-auth: the next Auth certificate's file and its PKCS#12 password.
-    next: Option<(PathBuf, Option<SecretSource>)>,
+    next: Option<Box<(PathBuf, Option<SecretSource>)>>,
 }
 
 fn resolve(base_dir: &Path, p: &str) -> PathBuf {
@@ -810,14 +810,14 @@ impl CertificateProbe {
                 .and_then(normalize_thumbprint),
         };
         let next = cfg.next_path.as_ref().map(|p| {
-            (
+            Box::new((
                 resolve(base_dir, p),
                 SecretSource::from_keys(
                     cfg.next_password_env.as_ref(),
                     cfg.next_password_file.as_ref(),
                     base_dir,
                 ),
-            )
+            ))
         });
         let source = match (&cfg.path, &cfg.endpoint) {
             (Some(path), None) => Source::File {
@@ -831,7 +831,7 @@ impl CertificateProbe {
             (None, Some(endpoint)) => {
                 let (host, port) =
                     parse_endpoint(endpoint).map_err(|m| BuildError::new("endpoint", m))?;
-                let name = cfg.server_name.clone().unwrap_or_else(|| host.clone());
+                let name = cfg.server_name.as_deref().map_or_else(|| host.clone(), str::to_string);
                 let server_name = ServerName::try_from(name)
                     .map_err(|e| BuildError::new("server_name", e.to_string()))?;
                 // Probes share the handshake config and the anchors of each
@@ -873,16 +873,42 @@ impl CertificateProbe {
 /// System roots plus `ca_file`. An unreadable `ca_file` is a build error; system
 /// certificates that fail to load are skipped. With no anchors at all, every run
 /// reports that the chain cannot be verified (the inner `Err`).
+///
+/// Probes with the same anchors (the same `Arc`, which the process's client
+/// cache shares per distinct `ca_file`) share one verifier.
 fn build_verifier(roots: Arc<rustls::RootCertStore>) -> Result<Trust, String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, Weak};
+    type Shared = HashMap<usize, (Weak<rustls::RootCertStore>, Weak<WebPkiServerVerifier>)>;
+    static SHARED: OnceLock<Mutex<(Shared, usize)>> = OnceLock::new();
     if roots.is_empty() {
         return Ok(Err(
             "no trust anchors (no system roots and no ca_file)".to_string()
         ));
     }
-    WebPkiServerVerifier::builder_with_provider(roots, crate::net::tls::provider())
+    let mut guard = (SHARED.get_or_init(Default::default).lock()).unwrap_or_else(|e| e.into_inner());
+    let (shared, sweep_at) = &mut *guard;
+    let key = Arc::as_ptr(&roots) as usize;
+    let found = shared.get(&key).and_then(|(r, v)| {
+        // The address may have been reused by other anchors.
+        r.upgrade()
+            .filter(|r| Arc::ptr_eq(r, &roots))
+            .and_then(|_| v.upgrade())
+    });
+    if let Some(v) = found {
+        return Ok(Ok(Some(v)));
+    }
+    let v = WebPkiServerVerifier::builder_with_provider(roots.clone(), crate::net::tls::provider())
         .build()
-        .map(|v| Ok(Some(v)))
-        .map_err(|e| format!("TLS verifier: {e}"))
+        .map_err(|e| format!("TLS verifier: {e}"))?;
+    // Entries no probe holds any more go once the map has doubled: linear in
+    // the builds overall.
+    if shared.len() >= *sweep_at {
+        shared.retain(|_, (r, v)| r.strong_count() > 0 && v.strong_count() > 0);
+        *sweep_at = (shared.len() * 2).max(16);
+    }
+    shared.insert(key, (Arc::downgrade(&roots), Arc::downgrade(&v)));
+    Ok(Ok(Some(v)))
 }
 
 impl Probe for CertificateProbe {
@@ -892,7 +918,7 @@ impl Probe for CertificateProbe {
                 Source::File { path, password } => from_file(path, password, ctx.timeout).await,
                 Source::Endpoint(ep) => from_endpoint(ep, ctx).await,
             };
-            let evidence = match (evidence, &self.next) {
+            let evidence = match (evidence, self.next.as_deref()) {
                 (Ok(mut ev), Some((path, password))) => {
                     match from_file(path, password, ctx.timeout).await {
                         Ok(next) => {
