@@ -2,7 +2,8 @@
 //! the release `sonde run` as a child process, measured from outside.
 //!
 //! A loopback nginx (Debian's; generated config in a temp dir) answers any path
-//! with 200 over http, and over https with an openssl-made ECDSA certificate.
+//! with 200 over http, and over https with an openssl-made ECDSA server
+//! certificate signed by an openssl-made CA.
 //! Phases (pick some with `SONDE_SCALE_ONLY=build,load,http,certificate,peers`):
 //!
 //! 0. `build`: in this process, through the library: the resident memory that
@@ -12,7 +13,8 @@
 //!    a run is stopped after `SONDE_SCALE_LOAD_LIMIT`, default 60, seconds).
 //! 2. `http`: 10,000 `http` probes `every = "10s"` (1,000 runs/s) against nginx.
 //! 3. `certificate`: 10,000 `certificate` probes of nginx's https endpoint
-//!    (`ca_file` trusting its certificate) `every = "30s"` (333 handshakes/s).
+//!    (`ca_file` trusting its CA) `every = "30s"` (333 handshakes/s); the
+//!    phase fails if a probe run failed.
 //! 4. `peers`: 1,000 `http` probes `every = "1s"`, and in the same run
 //!    blackbox_exporter (Debian's) with a Prometheus (Debian's) scraping
 //!    `/probe?module=http_2xx` for the same 1,000 nginx URLs every 1 s.
@@ -216,34 +218,33 @@ struct Nginx {
 }
 
 fn nginx(d: &Path) -> Nginx {
-    let out = Command::new("openssl")
-        .current_dir(d)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "400",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // A CA and a server certificate it signs (a self-signed one is a CA used
+    // as end entity, which verification rejects: every run would fail).
+    std::fs::write(
+        d.join("leaf.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    for args in [
+        format!("req -x509 {ec} -keyout ca.key -out ca.pem -days 400 -subj /CN=sonde-scale-CA"),
+        format!("req {ec} -keyout key.pem -out leaf.csr -subj /CN=localhost"),
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 400 \
+         -extfile leaf.ext -out cert.pem"
+            .to_string(),
+    ] {
+        let out = Command::new("openssl")
+            .current_dir(d)
+            .args(args.split_whitespace())
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let (http, https) = (free_port(), free_port());
     std::fs::write(
         d.join("nginx.conf"),
@@ -466,12 +467,21 @@ fn certificate(d: &Path, nginx: &Nginx) {
     write_config(d, "cert.toml", api, 10_000, |i| {
         format!(
             "[[probe]]\nname = \"c{i:05}\"\nkind = \"certificate\"\nevery = \"30s\"\n\
-             endpoint = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\nca_file = \"cert.pem\"\n\n",
+             endpoint = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\nca_file = \"ca.pem\"\n\n",
             nginx.https
         )
     });
     let sonde = start_sonde(d, "cert.toml", api);
     measure("certificate x10000 every 30s", &sonde, api, &[]);
+    // The figures are of healthy probes: a failing run logs an error.
+    let log = std::fs::read_to_string(d.join("cert.toml.log")).unwrap_or_default();
+    assert!(
+        !log.contains("probe failed"),
+        "certificate probes failed: {}",
+        log.lines()
+            .find(|l| l.contains("probe failed"))
+            .unwrap_or("")
+    );
 }
 
 fn peers(d: &Path, nginx: &Nginx) {

@@ -83,7 +83,10 @@ fn restore(
         if !probes.contains(probe.as_str()) {
             continue;
         }
-        let Some(slot) = config.probe_position(&probe).and_then(|i| monitors.get_mut(i)) else {
+        let Some(slot) = config
+            .probe_position(&probe)
+            .and_then(|i| monitors.get_mut(i))
+        else {
             continue;
         };
         match serde_json::from_str::<Monitor>(&json) {

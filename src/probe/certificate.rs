@@ -831,7 +831,10 @@ impl CertificateProbe {
             (None, Some(endpoint)) => {
                 let (host, port) =
                     parse_endpoint(endpoint).map_err(|m| BuildError::new("endpoint", m))?;
-                let name = cfg.server_name.as_deref().map_or_else(|| host.clone(), str::to_string);
+                let name = cfg
+                    .server_name
+                    .as_deref()
+                    .map_or_else(|| host.clone(), str::to_string);
                 let server_name = ServerName::try_from(name)
                     .map_err(|e| BuildError::new("server_name", e.to_string()))?;
                 // Probes share the handshake config and the anchors of each
@@ -886,7 +889,8 @@ fn build_verifier(roots: Arc<rustls::RootCertStore>) -> Result<Trust, String> {
             "no trust anchors (no system roots and no ca_file)".to_string()
         ));
     }
-    let mut guard = (SHARED.get_or_init(Default::default).lock()).unwrap_or_else(|e| e.into_inner());
+    let mut guard =
+        (SHARED.get_or_init(Default::default).lock()).unwrap_or_else(|e| e.into_inner());
     let (shared, sweep_at) = &mut *guard;
     let key = Arc::as_ptr(&roots) as usize;
     let found = shared.get(&key).and_then(|(r, v)| {
