@@ -527,7 +527,7 @@ async fn consume(
         tokio::select! {
             record = rx.recv() => {
                 let Some(record) = record else { return };
-                if engine.view(&record.probe).is_none() {
+                if !engine.knows(&record.probe) {
                     // A run of a probe a reload removed: its series are gone.
                     continue;
                 }
@@ -536,9 +536,7 @@ async fn consume(
                 if let Err(e) = engine.on_outcome(&record.probe, &record.outcome, clock.now()) {
                     tracing::error!(probe = %record.probe, error = %e, "cannot record the result");
                 }
-                if let Some(view) = engine.view(&record.probe) {
-                    views.publish(view);
-                }
+                engine.publish_to(&record.probe, &views);
                 on_record(&record);
             }
             Some((config, repost)) = updates.recv() => {

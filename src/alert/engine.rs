@@ -547,20 +547,32 @@ impl Engine {
             .collect()
     }
 
-    /// One probe's monitor view; `None` for a probe not in the config. A map
-    /// lookup: it runs after every result.
+    #[cfg(test)]
+    /// One probe's monitor view; `None` for a probe not in the config.
     pub(crate) fn view(&self, probe: &str) -> Option<MonitorView> {
         self.config.probe_position(probe).map(|i| self.view_at(i))
     }
 
+    #[cfg(test)]
     /// The view of the probe at position `i` of the config.
     fn view_at(&self, i: usize) -> MonitorView {
         let p = &self.config.probes[i];
-        let m = &self.monitors[i];
+        let s = self.state_at(i);
         MonitorView {
             probe: p.name.clone(),
             health_set: p.health_set.clone(),
-            state: if p.enabled {
+            state: s.state,
+            since: s.since,
+            flapping: s.flapping,
+            suppressed_by: s.suppressed_by,
+        }
+    }
+
+    /// What the view of the probe at position `i` holds beyond its config.
+    fn state_at(&self, i: usize) -> ViewState {
+        let m = &self.monitors[i];
+        ViewState {
+            state: if self.config.probes[i].enabled {
                 m.state
             } else {
                 MonitorState::Disabled
@@ -568,6 +580,18 @@ impl Engine {
             since: m.state_since,
             flapping: m.flapping,
             suppressed_by: m.suppressed_by.clone(),
+        }
+    }
+
+    /// Whether `probe` is in the engine's config.
+    pub(crate) fn knows(&self, probe: &str) -> bool {
+        self.config.probe_position(probe).is_some()
+    }
+
+    /// Publishes the view of `probe` (one of the config's) to `views`.
+    pub(crate) fn publish_to(&self, probe: &str, views: &SharedViews) {
+        if let Some(i) = self.config.probe_position(probe) {
+            views.publish_state(probe, self.state_at(i));
         }
     }
 
@@ -667,7 +691,7 @@ impl Engine {
         Published {
             config: self.config.clone(),
             states: (0..self.monitors.len())
-                .map(|i| self.view_at(i).into())
+                .map(|i| self.state_at(i))
                 .collect(),
         }
     }
@@ -688,12 +712,18 @@ impl SharedViews {
         }
     }
 
+    #[cfg(test)]
     /// Replaces the view of `view.probe`; a probe not in the published config
     /// is ignored.
     pub(crate) fn publish(&self, view: MonitorView) {
+        let probe = view.probe.clone();
+        self.publish_state(&probe, view.into());
+    }
+
+    fn publish_state(&self, probe: &str, state: ViewState) {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = inner.config.probe_position(&view.probe) {
-            inner.states[i] = view.into();
+        if let Some(i) = inner.config.probe_position(probe) {
+            inner.states[i] = state;
         }
     }
 
