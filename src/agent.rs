@@ -278,6 +278,8 @@ pub async fn run_supervised(
             dispatcher_stop.clone(),
         );
         let unhealthy_after = config.agent.channel_unhealthy_after;
+        // Each channel's loop is restarted on its own under the same policy.
+        let restart = policy;
         move || {
             let dispatcher = Dispatcher {
                 store: store.clone(),
@@ -291,7 +293,7 @@ pub async fn run_supervised(
             async move {
                 let mut updates = updates.lock_owned().await;
                 dispatcher
-                    .run_with_pending(Some(pending), &mut updates, stop)
+                    .run_with_pending(Some(pending), &mut updates, stop, restart)
                     .await
             }
         }

@@ -690,9 +690,7 @@ impl Engine {
     pub(crate) fn published(&self) -> Published {
         Published {
             config: self.config.clone(),
-            states: (0..self.monitors.len())
-                .map(|i| self.state_at(i))
-                .collect(),
+            states: (0..self.monitors.len()).map(|i| self.state_at(i)).collect(),
         }
     }
 }

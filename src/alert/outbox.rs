@@ -17,7 +17,7 @@ use crate::alert::pending::PendingWrites;
 use crate::channel::{Alert, AlertEvent, Channel, Severity};
 use crate::clock::Clock;
 use crate::store::{OutboxEntry, PendingWrite, Store};
-use crate::telemetry::events::{AlertDeliveryAttempted, OutboxDepth};
+use crate::telemetry::events::{AlertDeliveryAttempted, OutboxDepth, TaskRestarted};
 use crate::telemetry::metrics::{DeliveryResult, Metrics};
 
 /// First retry after this, doubling per attempt up to `MAX_BACKOFF`.
@@ -77,94 +77,212 @@ impl Dispatcher {
         mut updates: tokio::sync::mpsc::Receiver<ReplaceChannels>,
         shutdown: CancellationToken,
     ) {
-        self.run_with_pending(None, &mut updates, shutdown).await
+        (self.run_with_pending(None, &mut updates, shutdown, Default::default())).await
     }
 
     /// `run_replaceable`, also sending the alerts `pending` holds before the
     /// store takes them (the agent's writes go through it), and queuing the
     /// channel-health alerts there.
+    ///
+    /// Each channel's loop is supervised on its own under `restart`: one that
+    /// panics or ends unasked is restarted after a backoff, logged and counted
+    /// (`sonde_task_restarts_total{task="channel:NAME"}`) while the other
+    /// channels go on; one that keeps failing (more than `max_restarts` within
+    /// `window`) takes the dispatcher down, whose own supervisor restarts every
+    /// channel or stops the agent. A restarted loop starts from its outbox.
     pub(crate) async fn run_with_pending(
         self,
         pending: Option<Arc<PendingWrites>>,
         updates: &mut tokio::sync::mpsc::Receiver<ReplaceChannels>,
         shutdown: CancellationToken,
+        restart: crate::supervise::Policy,
     ) {
-        let names = Arc::new(std::sync::RwLock::new(Vec::<String>::new()));
+        let loops = Loops {
+            names: Arc::default(),
+            store: self.store.clone(),
+            pending,
+            clock: self.clock.clone(),
+            wake: self.wake.clone(),
+            unhealthy_after: self.unhealthy_after,
+            metrics: self.metrics.clone(),
+            shutdown: shutdown.clone(),
+        };
         let mut tasks = tokio::task::JoinSet::new();
-        let mut running: std::collections::HashMap<String, CancellationToken> =
+        let mut running: std::collections::HashMap<String, Running> =
             std::collections::HashMap::new();
         // One loop per channel name at a time: a changed channel's new loop waits
         // for the old one's in-flight attempt, so no entry is sent twice at once.
         let mut turns: std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>> =
             std::collections::HashMap::new();
-        let mut start = |update: ReplaceChannels, tasks: &mut tokio::task::JoinSet<()>| {
-            *names.write().unwrap_or_else(|e| e.into_inner()) = update
-                .channels
-                .iter()
-                .map(|c| c.name().to_string())
-                .collect();
-            let mut next = std::collections::HashMap::new();
-            for channel in update.channels {
-                let name = channel.name().to_string();
-                if let Some(stop) = running.remove(&name) {
-                    if update.unchanged.contains(&name) {
-                        next.insert(name, stop);
-                        continue;
+        let mut start =
+            |update: ReplaceChannels,
+             tasks: &mut tokio::task::JoinSet<()>,
+             running: &mut std::collections::HashMap<String, Running>| {
+                *loops.names.write().unwrap_or_else(|e| e.into_inner()) = update
+                    .channels
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect();
+                let mut next = std::collections::HashMap::new();
+                for channel in update.channels {
+                    let name = channel.name().to_string();
+                    if let Some(old) = running.remove(&name) {
+                        if update.unchanged.contains(&name) {
+                            next.insert(name, old);
+                            continue;
+                        }
+                        old.stop.cancel();
                     }
-                    stop.cancel();
+                    let stop = shutdown.child_token();
+                    let turn = turns.entry(name.clone()).or_default().clone();
+                    loops.metrics.register_task(&format!("channel:{name}"));
+                    let task = loops.spawn(
+                        tasks,
+                        channel.clone(),
+                        turn.clone(),
+                        stop.clone(),
+                        Duration::ZERO,
+                    );
+                    next.insert(
+                        name,
+                        Running {
+                            stop,
+                            channel,
+                            turn,
+                            task,
+                            restarts: Vec::new(),
+                        },
+                    );
                 }
-                let stop = shutdown.child_token();
-                let turn = turns.entry(name.clone()).or_default().clone();
-                tasks.spawn(channel_loop(
-                    channel,
-                    turn,
-                    names.clone(),
-                    self.store.clone(),
-                    pending.clone(),
-                    self.clock.clone(),
-                    self.wake.clone(),
-                    self.unhealthy_after,
-                    self.metrics.clone(),
-                    stop.clone(),
-                    shutdown.clone(),
-                ));
-                next.insert(name, stop);
-            }
-            for (_, stop) in running.drain() {
-                stop.cancel();
-            }
-            running = next;
-        };
+                for (_, old) in running.drain() {
+                    old.stop.cancel();
+                }
+                *running = next;
+            };
         start(
             ReplaceChannels {
                 channels: self.channels.clone(),
                 unchanged: Default::default(),
             },
             &mut tasks,
+            &mut running,
         );
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 update = updates.recv() => match update {
-                    Some(update) => start(update, &mut tasks),
+                    Some(update) => start(update, &mut tasks, &mut running),
                     None => {
                         shutdown.cancelled().await;
                         break;
                     }
                 },
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    // A channel loop that panicked takes the dispatcher down
-                    // with it: the agent's supervisor restarts them all, each
-                    // from its outbox.
-                    if let Err(e) = done {
-                        if e.is_panic() {
-                            std::panic::resume_unwind(e.into_panic());
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let (id, reason) = match done {
+                        Ok((id, ())) => (id, "ended".to_string()),
+                        Err(e) if e.is_panic() => {
+                            let id = e.id();
+                            (id, crate::supervise::panic_text(e.into_panic()))
                         }
+                        Err(e) => (e.id(), "cancelled".to_string()),
+                    };
+                    // A replaced or removed channel's loop ended as asked.
+                    let Some((name, r)) = running.iter_mut().find(|(_, r)| r.task == id) else {
+                        continue;
+                    };
+                    if r.stop.is_cancelled() || shutdown.is_cancelled() {
+                        continue;
                     }
+                    let now = tokio::time::Instant::now();
+                    r.restarts.retain(|t| now.duration_since(*t) < restart.window);
+                    r.restarts.push(now);
+                    let n = u32::try_from(r.restarts.len()).unwrap_or(u32::MAX);
+                    if n > restart.max_restarts {
+                        panic!(
+                            "channel {name} kept failing ({} restarts within {}s; last: {reason})",
+                            n - 1,
+                            restart.window.as_secs()
+                        );
+                    }
+                    let backoff = restart.backoff(n);
+                    TaskRestarted {
+                        task: &format!("channel:{name}"),
+                        reason: &reason,
+                        backoff,
+                        recent: n,
+                    }
+                    .emit(&self.metrics);
+                    r.task = loops.spawn(
+                        &mut tasks,
+                        r.channel.clone(),
+                        r.turn.clone(),
+                        r.stop.clone(),
+                        backoff,
+                    );
                 }
             }
         }
         while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A channel's current loop.
+struct Running {
+    stop: CancellationToken,
+    channel: Arc<Channel>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    task: tokio::task::Id,
+    /// Its restarts within the restart policy's window.
+    restarts: Vec<tokio::time::Instant>,
+}
+
+/// What every channel loop of a dispatcher shares.
+struct Loops {
+    /// The names of the current channel set (where health alerts go).
+    names: Arc<std::sync::RwLock<Vec<String>>>,
+    store: Arc<Store>,
+    pending: Option<Arc<PendingWrites>>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+    unhealthy_after: Duration,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+impl Loops {
+    /// Starts `channel`'s loop after `delay` (a restart's backoff).
+    fn spawn(
+        &self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        channel: Arc<Channel>,
+        turn: Arc<tokio::sync::Mutex<()>>,
+        stop: CancellationToken,
+        delay: Duration,
+    ) -> tokio::task::Id {
+        let run = channel_loop(
+            channel,
+            turn,
+            self.names.clone(),
+            self.store.clone(),
+            self.pending.clone(),
+            self.clock.clone(),
+            self.wake.clone(),
+            self.unhealthy_after,
+            self.metrics.clone(),
+            stop.clone(),
+            self.shutdown.clone(),
+        );
+        tasks
+            .spawn(async move {
+                if !delay.is_zero() {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                run.await
+            })
+            .id()
     }
 }
 
@@ -261,6 +379,8 @@ async fn channel_loop(
         last_error: String::new(),
     };
     while !stop.is_cancelled() {
+        #[cfg(test)]
+        tests::injected_panic(&name);
         // Alerts the store has not taken yet go first: alerting does not wait
         // on the disk.
         if let Some(pending) = &pending {
@@ -541,6 +661,194 @@ fn enqueue_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Channels whose loop panics at its next turns, and how many times.
+    static PANICS: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
+
+    /// The test hook every channel loop calls at each turn.
+    pub(super) fn injected_panic(channel: &str) {
+        let mut panics = PANICS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, n)) = panics.iter_mut().find(|(c, n)| c == channel && *n > 0) {
+            *n -= 1;
+            drop(panics);
+            panic!("injected into channel {channel}");
+        }
+    }
+
+    fn inject(channel: &str, times: u32) {
+        let mut panics = PANICS.lock().unwrap_or_else(|e| e.into_inner());
+        panics.retain(|(c, _)| c != channel);
+        panics.push((channel.to_string(), times));
+    }
+
+    /// A webhook receiver on 127.0.0.1 that answers 200 and keeps each
+    /// request's path.
+    async fn receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let kept = got.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // The head, then as much body as it announces.
+                    loop {
+                        let Ok(n) = conn.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        let Some(end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length = (text[..end].lines())
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0usize);
+                        if buf.len() >= end + 4 + length {
+                            let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                            kept.lock().unwrap().push(path);
+                            break;
+                        }
+                    }
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        (addr, got)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_channel_loop_is_restarted_alone_and_gives_up_when_it_keeps_failing() {
+        let (addr, got) = receiver().await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sonde.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[channel]]\nname = \"steady\"\nkind = \"webhook\"\nurl = \"http://{addr}/steady\"\n\n\
+                 [[channel]]\nname = \"panicky\"\nkind = \"webhook\"\nurl = \"http://{addr}/panicky\"\n"
+            ),
+        )
+        .unwrap();
+        let config = crate::config::Loader { env: &|_| None }
+            .load(&path)
+            .unwrap();
+        let channels = (config.channels.iter())
+            .map(|c| Arc::new(c.build().unwrap()))
+            .collect();
+        let store = Arc::new(Store::in_memory().unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let wake = Arc::new(Notify::new());
+        // Due at once: the dispatcher sends what is due by the system clock.
+        let now = crate::clock::SystemClock.now();
+        let enqueue = |key: &str| {
+            let alert = Alert {
+                key: key.into(),
+                event: AlertEvent::Firing,
+                severity: Severity::Critical,
+                probe: "web".into(),
+                kind: "http".into(),
+                health_set: "default".into(),
+                state: "unhealthy".into(),
+                category: Some("network".into()),
+                summary: "HTTP 500".into(),
+                root_cause: None,
+                started_at: now,
+                ends_at: None,
+                created_at: now,
+                observations: Default::default(),
+            };
+            let json = serde_json::to_string(&alert).unwrap();
+            let rows =
+                ["steady", "panicky"].map(|c| (c.to_string(), key.to_string(), json.clone()));
+            store.enqueue(&rows, now.timestamp()).unwrap();
+        };
+        let policy = crate::supervise::Policy {
+            first_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            max_restarts: 3,
+            window: Duration::from_secs(600),
+        };
+        // The panicky channel's loop panics at its first two turns.
+        inject("panicky", 2);
+        enqueue("k1");
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            channels,
+            clock: Arc::new(crate::clock::SystemClock),
+            wake: wake.clone(),
+            unhealthy_after: Duration::from_secs(60),
+            metrics: metrics.clone(),
+        };
+        let (_updates, mut updates_rx) = tokio::sync::mpsc::channel(1);
+        let stop = CancellationToken::new();
+        let mut running = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                dispatcher
+                    .run_with_pending(None, &mut updates_rx, stop, policy)
+                    .await
+            }
+        });
+        let delivered = |path: &str| got.lock().unwrap().iter().any(|p| p == path);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !(delivered("/steady") && delivered("/panicky")) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "got {:?}",
+                got.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Restarted twice on its own, from its outbox: nothing lost.
+        assert_eq!(metrics.task_restarts("channel:panicky"), 2);
+        assert_eq!(metrics.task_restarts("channel:steady"), 0);
+        assert!(!running.is_finished());
+        let text = metrics.render();
+        assert!(text.contains("sonde_task_restarts_total{task=\"channel:panicky\"} 2\n"));
+        assert!(text.contains("sonde_task_restarts_total{task=\"channel:steady\"} 0\n"));
+
+        // Failing for good: one more restart, then past `max_restarts` within
+        // the window the dispatcher itself goes down, for its supervisor.
+        inject("panicky", 100);
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                wake.notify_waiters();
+                tokio::select! {
+                    ended = &mut running => break ended,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        })
+        .await
+        .expect("the dispatcher gave up on the channel");
+        let e = ended.unwrap_err();
+        assert!(e.is_panic());
+        let text = crate::supervise::panic_text(e.into_panic());
+        assert!(
+            text.contains("channel panicky kept failing (3 restarts within 600s; last: panicked: injected into channel panicky)"),
+            "{text}"
+        );
+        assert_eq!(metrics.task_restarts("channel:panicky"), 3);
+        inject("panicky", 0);
+        stop.cancel();
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_a_cap() {

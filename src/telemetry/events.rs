@@ -237,7 +237,7 @@ impl ConfigLoaded<'_> {
 /// A supervised task of the agent panicked or ended while the agent runs; it
 /// is restarted after `backoff`.
 pub(crate) struct TaskRestarted<'a> {
-    pub task: &'static str,
+    pub task: &'a str,
     /// The panic message, or "ended".
     pub reason: &'a str,
     pub backoff: Duration,

@@ -683,7 +683,7 @@ pub struct Metrics {
     /// The size of the last rendering, to allocate once.
     last_len: AtomicUsize,
     /// Restarts of the agent's supervised tasks, by task (a handful of names).
-    restarts: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    restarts: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Whether the last store write succeeded (1), failed (0), or none was
     /// reported yet (`NO_STATE`).
     store_up: AtomicU8,
@@ -785,20 +785,20 @@ impl Metrics {
     }
 
     /// Makes a supervised task known before its first restart (counter at 0).
-    pub(crate) fn register_task(&self, task: &'static str) {
+    pub(crate) fn register_task(&self, task: &str) {
         self.restarts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(task)
+            .entry(task.to_string())
             .or_insert(0);
     }
 
-    pub(crate) fn task_restarted(&self, task: &'static str) {
+    pub(crate) fn task_restarted(&self, task: &str) {
         *self
             .restarts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(task)
+            .entry(task.to_string())
             .or_insert(0) += 1;
     }
 
@@ -1261,7 +1261,7 @@ impl Metrics {
                 sample_u64(
                     out,
                     SONDE_TASK_RESTARTS_TOTAL,
-                    &["task=\"", &escaped(task), "\""],
+                    &["task=\"", &escaped(&task), "\""],
                     n,
                 );
             }
