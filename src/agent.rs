@@ -437,6 +437,10 @@ pub async fn run_supervised(
         let updates = Arc::new(tokio::sync::Mutex::new(probe_updates_rx));
         let mut first = Some(scheduled);
         let current = current_config.clone();
+        // A restarted scheduler skips the probes whose runs the failed one
+        // left in flight (a probe never overlaps itself) and shares their
+        // permits.
+        let carry = Arc::new(crate::scheduler::Carry::default());
         let (clock, metrics, next_runs, shutdown) = (
             clock.clone(),
             metrics.clone(),
@@ -451,7 +455,8 @@ pub async fn run_supervised(
                 config.agent.drain_timeout,
             )
             .with_metrics(metrics.clone())
-            .with_next_runs(next_runs.clone());
+            .with_next_runs(next_runs.clone())
+            .with_carry(carry.clone());
             let (updates, tx, shutdown) = (updates.clone(), tx.clone(), shutdown.clone());
             let (current, clock) = (current.clone(), clock.clone());
             async move {

@@ -104,6 +104,52 @@ pub struct Scheduler {
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     next_runs: Arc<NextRuns>,
+    carry: Arc<Carry>,
+}
+
+/// What a run of the scheduler that stopped without its drain (its task
+/// panicked or was dropped) leaves to the run that replaces it: the busy flags
+/// of the probes whose runs are still in flight, so that the new run skips
+/// them instead of overlapping, and the concurrency permits those runs hold.
+/// Empty while a run goes on.
+#[derive(Default)]
+pub(crate) struct Carry(std::sync::Mutex<Left>);
+
+#[derive(Default)]
+struct Left {
+    busy: HashMap<Arc<str>, Arc<AtomicBool>>,
+    permits: Option<Arc<Semaphore>>,
+}
+
+impl Carry {
+    fn take(&self) -> Left {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A run's timer, which leaves its in-flight probes to `carry` when the run
+/// ends without reaching its drain.
+struct Running<'a> {
+    timer: Timer,
+    permits: Arc<Semaphore>,
+    carry: &'a Carry,
+    drained: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.drained {
+            return;
+        }
+        let busy = (self.timer.slots.iter())
+            .filter(|s| s.busy.load(Ordering::SeqCst))
+            .map(|s| (s.target.name.clone(), s.busy.clone()))
+            .collect();
+        *self.carry.0.lock().unwrap_or_else(|e| e.into_inner()) = Left {
+            busy,
+            permits: Some(self.permits.clone()),
+        };
+    }
 }
 
 impl Scheduler {
@@ -115,7 +161,15 @@ impl Scheduler {
             stats: Arc::new(Stats::default()),
             metrics: Arc::new(Metrics::new()),
             next_runs: Arc::default(),
+            carry: Arc::default(),
         }
+    }
+
+    /// Shares `carry` with the schedulers that replace this one after a
+    /// failure (the agent's supervisor makes a new one per restart).
+    pub(crate) fn with_carry(mut self, carry: Arc<Carry>) -> Self {
+        self.carry = carry;
+        self
     }
 
     /// Publishes each probe's next fire instant in `next_runs`.
@@ -171,15 +225,29 @@ impl Scheduler {
     ) {
         let runs = TaskTracker::new();
         let abort = CancellationToken::new();
+        // A run that replaces a failed one shares its permits and knows its
+        // probes still in flight.
+        let left = self.carry.take();
+        let permits =
+            (left.permits).unwrap_or_else(|| Arc::new(Semaphore::new(self.max_concurrent)));
         let env = Arc::new(RunEnv {
             clock: self.clock.clone(),
-            permits: Arc::new(Semaphore::new(self.max_concurrent)),
+            permits: permits.clone(),
             results,
             stats: self.stats.clone(),
             shutdown: shutdown.clone(),
             abort: abort.clone(),
         });
-        let mut timer = Timer::default();
+        let mut running = Running {
+            timer: Timer {
+                busy_left: left.busy,
+                ..Timer::default()
+            },
+            permits,
+            carry: &self.carry,
+            drained: false,
+        };
+        let timer = &mut running.timer;
         timer.replace(
             Replace {
                 probes,
@@ -188,6 +256,7 @@ impl Scheduler {
             self.clock.now(),
             &self.next_runs,
         );
+        timer.busy_left = HashMap::new();
         let mut updates_open = true;
         while !shutdown.is_cancelled() {
             let now = self.clock.now();
@@ -215,7 +284,8 @@ impl Scheduler {
         // The runs in flight hold the rest of `env`, and with it `results`: the
         // channel closes when the last of them ends.
         drop(env);
-        drop(timer);
+        running.drained = true;
+        drop(running);
 
         let began = tokio::time::Instant::now();
         let in_flight = self.stats.in_flight.load(Ordering::SeqCst);
@@ -279,6 +349,9 @@ struct Timer {
     /// One entry per slot that has a next instant: (that instant, slot index).
     /// Ties fire in slot order.
     due: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
+    /// At the first `replace` of a run that replaces a failed one: the busy
+    /// flags of that one's runs still in flight (see `Carry`).
+    busy_left: HashMap<Arc<str>, Arc<AtomicBool>>,
 }
 
 impl Timer {
@@ -323,7 +396,11 @@ impl Timer {
                 // Changed: scheduled anew, but an in-flight run of the old
                 // version still holds the shared `busy` flag.
                 Some((slot, _)) => (slot.busy, slot.skipped),
-                None => (Arc::new(AtomicBool::new(false)), 0),
+                None => (
+                    (self.busy_left.remove(&p.target.name))
+                        .unwrap_or_else(|| Arc::new(AtomicBool::new(false))),
+                    0,
+                ),
             };
             let Scheduled { target, schedule } = p;
             let schedule = match schedule.start(now, &target.name) {
@@ -950,6 +1027,69 @@ mod tests {
             assert!(w[0].1 <= w[1].0, "runs overlapped: {w:?}");
         }
         assert!(stats.skipped_overlap.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scheduler_restarted_after_a_failure_never_overlaps_the_runs_left_in_flight() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(t("2026-03-01T00:00:00Z")));
+        let carry = Arc::new(Carry::default());
+        let (tx, mut rx) = mpsc::channel(10_000);
+        let shutdown = CancellationToken::new();
+        // Runs 25 s, every 10 s.
+        let slow = || {
+            scheduled(
+                "slow",
+                Schedule::every(Duration::from_secs(10), "slow"),
+                Duration::from_secs(25),
+                Duration::from_secs(60),
+                false,
+            )
+        };
+        let first =
+            Scheduler::new(clock.clone(), 1, Duration::from_secs(60)).with_carry(carry.clone());
+        let first_stats = first.stats();
+        let failed = tokio::spawn({
+            let (tx, stop) = (tx.clone(), shutdown.clone());
+            async move { first.run(vec![slow()], tx, stop).await }
+        });
+        for _ in 0..60 {
+            if first_stats.in_flight.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(first_stats.in_flight.load(Ordering::SeqCst), 1);
+        // The scheduler's task dies (as in a panic) with the run in flight;
+        // its supervisor starts a new one.
+        failed.abort();
+        assert!(failed.await.unwrap_err().is_cancelled());
+        let second =
+            Scheduler::new(clock.clone(), 1, Duration::from_secs(60)).with_carry(carry.clone());
+        let stats = second.stats();
+        let handle = tokio::spawn({
+            let stop = shutdown.clone();
+            async move { second.run(vec![slow()], tx, stop).await }
+        });
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        shutdown.cancel();
+        handle.await.unwrap();
+        let mut spans = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            spans.push((
+                r.outcome.started_at,
+                r.outcome.started_at + r.outcome.duration,
+            ));
+        }
+        spans.sort();
+        assert!(spans.len() >= 3, "{spans:?}");
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "runs overlapped: {w:?}");
+        }
+        assert!(stats.skipped_overlap.load(Ordering::Relaxed) >= 1);
+        assert!(
+            (carry.0.lock().unwrap().busy).is_empty(),
+            "taken by the second run"
+        );
     }
 
     #[tokio::test(start_paused = true)]
