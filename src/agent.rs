@@ -211,7 +211,10 @@ pub async fn run_supervised(
     // What the API shows of the monitors, republished after each result.
     let views = Arc::new(SharedViews::new(engine.published()));
     let health = Arc::new(Health::new(clock.now(), stale_after(&config, clock.now())));
-    health.watch_store(pending.clone());
+    health.watch_store({
+        let pending = pending.clone();
+        Arc::new(move || pending.failing())
+    });
     let supervisor = Supervisor::new(policy, metrics.clone(), health.clone(), shutdown.clone());
     let next_runs = Arc::new(NextRuns::default());
     tracing::info!(

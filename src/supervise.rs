@@ -18,7 +18,6 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::pending::PendingWrites;
 use crate::config::Config;
 use crate::schedule::Schedule;
 use crate::telemetry::events::{TaskGaveUp, TaskRestarted};
@@ -207,14 +206,17 @@ fn interval(schedule: &Schedule, now: DateTime<Utc>) -> Option<Duration> {
 }
 
 /// What `/healthz` answers from.
+/// Why the store cannot be written, if it cannot.
+pub(crate) type StoreFailing = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 pub(crate) struct Health {
     /// Tasks down, with why.
     down: Mutex<BTreeMap<&'static str, String>>,
     /// When the last result was recorded (or the agent started).
     last_result: Mutex<DateTime<Utc>>,
     stale_after: Mutex<Option<Duration>>,
-    /// The store's write state, when the agent has a store writer.
-    store: Mutex<Option<Arc<PendingWrites>>>,
+    /// The store's write failure, if any, when the agent has a store writer.
+    store: Mutex<Option<StoreFailing>>,
 }
 
 impl Health {
@@ -229,8 +231,10 @@ impl Health {
         }
     }
 
-    pub(crate) fn watch_store(&self, pending: Arc<PendingWrites>) {
-        *self.store.lock().unwrap_or_else(|e| e.into_inner()) = Some(pending);
+    /// Reports the store failing whenever `failing` says why (the store
+    /// writer's state).
+    pub(crate) fn watch_store(&self, failing: StoreFailing) {
+        *self.store.lock().unwrap_or_else(|e| e.into_inner()) = Some(failing);
     }
 
     pub(crate) fn task_down(&self, task: &'static str, reason: &str) {
@@ -269,7 +273,7 @@ impl Health {
             .map(|(task, reason)| format!("task {task} is down ({reason})"))
             .collect();
         let store = self.store.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(error) = store.and_then(|s| s.failing()) {
+        if let Some(error) = store.and_then(|failing| failing()) {
             out.push(format!("the store cannot be written: {error}"));
         }
         let last = *self.last_result.lock().unwrap_or_else(|e| e.into_inner());
