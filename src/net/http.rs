@@ -189,6 +189,12 @@ impl Clients {
     /// request, no proxies from the environment, sonde's user agent, no
     /// redirects, no `Referer`, and the peer's certificate in the response's
     /// `TlsInfo`.
+    ///
+    /// Requests say `Connection: close` (over HTTP/1.1; HTTP/2 has no such
+    /// header and drops it), as blackbox_exporter's do: the connection is not
+    /// reused, so the server closes it after its answer and keeps the
+    /// TIME_WAIT, instead of the agent, whose outgoing ports would otherwise
+    /// fill with closed connections at hundreds of runs a second.
     pub(crate) fn probe_client(
         &self,
         verify: bool,
@@ -203,6 +209,10 @@ impl Clients {
             .tls_backend_preconfigured(rustls::ClientConfig::clone(&tls))
             .tls_info(true)
             .pool_max_idle_per_host(0)
+            .default_headers(reqwest::header::HeaderMap::from_iter([(
+                reqwest::header::CONNECTION,
+                reqwest::header::HeaderValue::from_static("close"),
+            )]))
             .no_proxy()
             .user_agent(USER_AGENT)
             .redirect(redirect::Policy::none())

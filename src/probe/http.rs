@@ -1237,6 +1237,8 @@ mod tests {
         assert_eq!(seen[0].method, "GET");
         assert_eq!(seen[0].path, "/health");
         assert_eq!(seen[0].header("user-agent"), Some(USER_AGENT));
+        // The server closes after its answer: its side keeps the TIME_WAIT.
+        assert_eq!(seen[0].header("connection"), Some("close"));
     }
 
     #[tokio::test]
