@@ -2080,6 +2080,25 @@ mod tests {
         format!("endpoint = \"127.0.0.1:{port}\"\n{extra}")
     }
 
+    #[test]
+    fn probes_with_the_same_anchors_share_one_verifier() {
+        let (one, two) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+        chain(one.path(), 60);
+        chain(two.path(), 60);
+        let verifier = |dir: &Path| {
+            let toml = endpoint_toml(443, "ca_file = \"Sonde Test CA.pem\"\n");
+            let probe = CertificateProbe::new(&config(&toml), dir).unwrap();
+            match probe.source {
+                Source::Endpoint(ep) => ep.verifier.unwrap().unwrap(),
+                Source::File { .. } => panic!("an endpoint probe"),
+            }
+        };
+        let (a, b) = (verifier(one.path()), verifier(one.path()));
+        assert!(Arc::ptr_eq(&a, &b), "the same ca_file: one verifier");
+        let other = verifier(two.path());
+        assert!(!Arc::ptr_eq(&a, &other), "another CA: its own verifier");
+    }
+
     #[tokio::test]
     async fn endpoint_chain_must_verify_unless_ca_file_or_verify_false() {
         let dir = TempDir::new().unwrap();
