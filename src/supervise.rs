@@ -115,7 +115,7 @@ impl Supervisor {
             loop {
                 let reason = match tokio::spawn(make()).await {
                     Ok(()) => "ended".to_string(),
-                    Err(e) if e.is_panic() => panic_text(e.into_panic()),
+                    Err(e) if e.is_panic() => crate::human::text::panic_text(e.into_panic()),
                     Err(_) => "cancelled".to_string(),
                 };
                 if this.shutdown.is_cancelled() {
@@ -164,17 +164,6 @@ impl Supervisor {
             }
         })
     }
-}
-
-pub(crate) fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    let text = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic".to_string()
-    };
-    format!("panicked: {}", text.chars().take(200).collect::<String>())
 }
 
 /// Below this, `Health` never calls results stale: the first runs come within

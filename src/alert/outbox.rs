@@ -182,7 +182,7 @@ impl Dispatcher {
                         Ok((id, ())) => (id, "ended".to_string()),
                         Err(e) if e.is_panic() => {
                             let id = e.id();
-                            (id, crate::supervise::panic_text(e.into_panic()))
+                            (id, crate::human::text::panic_text(e.into_panic()))
                         }
                         Err(e) => (e.id(), "cancelled".to_string()),
                     };
@@ -840,7 +840,7 @@ mod tests {
         .expect("the dispatcher gave up on the channel");
         let e = ended.unwrap_err();
         assert!(e.is_panic());
-        let text = crate::supervise::panic_text(e.into_panic());
+        let text = crate::human::text::panic_text(e.into_panic());
         assert!(
             text.contains("channel panicky kept failing (3 restarts within 600s; last: panicked: injected into channel panicky)"),
             "{text}"

@@ -66,6 +66,19 @@ fn needs_escape(c: char) -> bool {
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// What a caught panic said (its `&str` or `String` payload, clipped to 200
+/// characters), as "panicked: …".
+pub(crate) fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_string()
+    };
+    format!("panicked: {}", text.chars().take(200).collect::<String>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1245,11 +1245,16 @@ impl Metrics {
             );
         }
 
-        let restarts = self
+        let mut restarts = self
             .restarts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        // OTLP export runs in the SDK's threads; its restarts are its caught
+        // panics (see `otel::Guarded`).
+        if let Some(n) = super::otel::export_restarts() {
+            *restarts.entry("telemetry_export".to_string()).or_insert(0) += n;
+        }
         if !restarts.is_empty() {
             header(
                 out,

@@ -22,7 +22,17 @@
 //! runtime of its own, entered while the channels are built and shut down
 //! after the providers have flushed.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use futures::FutureExt as _;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::Temporality;
+use opentelemetry_sdk::trace::SpanData;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
@@ -152,6 +162,118 @@ impl Endpoints {
     }
 }
 
+/// Exports whose panic `Guarded` caught, over the process: the
+/// `telemetry_export` task's restarts.
+static EXPORT_PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// The `telemetry_export` task's restarts, once there was one.
+pub(crate) fn export_restarts() -> Option<u64> {
+    Some(EXPORT_PANICS.load(Ordering::Relaxed)).filter(|&n| n > 0)
+}
+
+/// An exporter run by the SDK's own export thread, supervised the only way
+/// that thread allows: a panic in an export is caught, logged and counted
+/// (`sonde_task_restarts_total{task="telemetry_export"}`) and that batch
+/// fails, instead of the thread dying and export stopping unseen; the next
+/// interval's export goes on.
+#[derive(Debug)]
+pub(crate) struct Guarded<E> {
+    exporter: E,
+    /// Where caught panics are counted.
+    panics: &'static AtomicU64,
+}
+
+impl<E> Guarded<E> {
+    fn new(exporter: E) -> Guarded<E> {
+        Guarded {
+            exporter,
+            panics: &EXPORT_PANICS,
+        }
+    }
+}
+
+/// The outcome of an export that may have panicked, counted in `panics`.
+fn caught(
+    signal: &'static str,
+    panics: &AtomicU64,
+    result: Result<OTelSdkResult, Box<dyn std::any::Any + Send>>,
+) -> OTelSdkResult {
+    result.unwrap_or_else(|payload| {
+        let reason = crate::human::text::panic_text(payload);
+        let n = panics.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(
+            task = "telemetry_export",
+            signal,
+            reason = %reason,
+            restarts = n,
+            "an OTLP export panicked; the batch is lost and export goes on"
+        );
+        Err(OTelSdkError::InternalFailure(format!(
+            "{signal} export {reason}"
+        )))
+    })
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for Guarded<E> {
+    fn export(&self, metrics: &ResourceMetrics) -> impl Future<Output = OTelSdkResult> + Send {
+        let panics = self.panics;
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| self.exporter.export(metrics)));
+        async move {
+            match started {
+                Ok(export) => caught(
+                    "metrics",
+                    panics,
+                    AssertUnwindSafe(export).catch_unwind().await,
+                ),
+                Err(payload) => caught("metrics", panics, Err(payload)),
+            }
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.exporter.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.exporter.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.exporter.temporality()
+    }
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Guarded<E>
+{
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        let panics = self.panics;
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| self.exporter.export(batch)));
+        async move {
+            match started {
+                Ok(export) => caught(
+                    "traces",
+                    panics,
+                    AssertUnwindSafe(export).catch_unwind().await,
+                ),
+                Err(payload) => caught("traces", panics, Err(payload)),
+            }
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.exporter.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.exporter.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.exporter.set_resource(resource)
+    }
+}
+
 /// The built providers; `shutdown` flushes them (blocking: call it off the
 /// async runtime's workers).
 pub struct Otel {
@@ -240,7 +362,7 @@ pub(crate) fn init_with(
         })?;
         otel.tracer_provider = Some(
             SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
+                .with_batch_exporter(Guarded::new(exporter))
                 .with_resource(resource.clone())
                 .build(),
         );
@@ -251,7 +373,7 @@ pub(crate) fn init_with(
             source,
         })?;
         let provider = SdkMeterProvider::builder()
-            .with_periodic_exporter(exporter)
+            .with_periodic_exporter(Guarded::new(exporter))
             .with_resource(resource)
             .build();
         opentelemetry::global::set_meter_provider(provider.clone());
@@ -337,6 +459,86 @@ fn resource(service_name_from_env: bool) -> Resource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An exporter that panics when `export` is called (`at_once`) or
+    /// inside the export it returns.
+    #[derive(Debug)]
+    struct Panicky {
+        at_once: bool,
+    }
+
+    impl PushMetricExporter for Panicky {
+        fn export(&self, _: &ResourceMetrics) -> impl Future<Output = OTelSdkResult> + Send {
+            assert!(!self.at_once, "exporter broke at once");
+            async { panic!("exporter broke while sending") }
+        }
+
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+
+        fn temporality(&self) -> Temporality {
+            Temporality::Cumulative
+        }
+    }
+
+    impl opentelemetry_sdk::trace::SpanExporter for Panicky {
+        async fn export(&self, _: Vec<SpanData>) -> OTelSdkResult {
+            panic!("span exporter broke")
+        }
+    }
+
+    /// An exporter that works.
+    #[derive(Debug)]
+    struct Fine;
+
+    impl opentelemetry_sdk::trace::SpanExporter for Fine {
+        async fn export(&self, _: Vec<SpanData>) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panicking_export_is_caught_counted_and_the_next_goes_on() {
+        static PANICS: AtomicU64 = AtomicU64::new(0);
+        let guarded = |exporter| Guarded {
+            exporter,
+            panics: &PANICS,
+        };
+        let rm = ResourceMetrics::default();
+        for (at_once, said) in [(true, "exporter broke at once"), (false, "while sending")] {
+            let e = futures::executor::block_on(PushMetricExporter::export(
+                &guarded(Panicky { at_once }),
+                &rm,
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("metrics export panicked: ") && e.contains(said),
+                "{e}"
+            );
+        }
+        use opentelemetry_sdk::trace::SpanExporter;
+        let spans = guarded(Panicky { at_once: false });
+        let e = futures::executor::block_on(SpanExporter::export(&spans, Vec::new())).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("traces export panicked: span exporter broke"));
+        assert_eq!(PANICS.load(Ordering::Relaxed), 3);
+        // The same thread exports again, and a working export passes through.
+        let e = futures::executor::block_on(SpanExporter::export(&spans, Vec::new())).unwrap_err();
+        assert!(e.to_string().contains("span exporter broke"));
+        let fine = Guarded {
+            exporter: Fine,
+            panics: &PANICS,
+        };
+        assert!(futures::executor::block_on(SpanExporter::export(&fine, Vec::new())).is_ok());
+        assert_eq!(PANICS.load(Ordering::Relaxed), 4);
+    }
 
     fn cfg(endpoint: Option<&str>) -> TelemetryConfig {
         TelemetryConfig {
