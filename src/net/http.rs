@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use reqwest::{redirect, Url};
+use rustls::client::WebPkiServerVerifier;
 
 use crate::spec::SpecProblem;
 
@@ -141,6 +142,9 @@ struct ClientsInner {
     tls: HashMap<TlsKey, Weak<rustls::ClientConfig>>,
     probe: HashMap<TlsKey, reqwest::Client>,
     roots: HashMap<TlsKey, Weak<rustls::RootCertStore>>,
+    /// Verifiers by the anchors they hold (each anchors' `Arc` address; the
+    /// weak anchors tell a reused address apart).
+    verifiers: HashMap<usize, (Weak<rustls::RootCertStore>, Weak<WebPkiServerVerifier>)>,
     capture: Weak<rustls::ClientConfig>,
 }
 
@@ -244,6 +248,34 @@ impl Clients {
         inner.roots.retain(|_, weak| weak.strong_count() > 0);
         inner.roots.insert(key, Arc::downgrade(&roots));
         Ok(roots)
+    }
+
+    /// The verifier of `roots` (from [`Clients::roots`]), shared by the probes
+    /// that verify a chain against the same anchors.
+    pub(crate) fn verifier(
+        &self,
+        roots: &Arc<rustls::RootCertStore>,
+    ) -> Result<Arc<WebPkiServerVerifier>, String> {
+        let key = Arc::as_ptr(roots) as usize;
+        let found = self.lock().verifiers.get(&key).and_then(|(r, v)| {
+            (r.upgrade()).filter(|r| Arc::ptr_eq(r, roots))?;
+            v.upgrade()
+        });
+        if let Some(verifier) = found {
+            return Ok(verifier);
+        }
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(roots.clone(), crate::net::tls::provider())
+                .build()
+                .map_err(|e| format!("TLS verifier: {e}"))?;
+        let mut inner = self.lock();
+        inner
+            .verifiers
+            .retain(|_, (r, v)| r.strong_count() > 0 && v.strong_count() > 0);
+        inner
+            .verifiers
+            .insert(key, (Arc::downgrade(roots), Arc::downgrade(&verifier)));
+        Ok(verifier)
     }
 
     /// The TLS config of handshakes made to read a server's chain: any chain is

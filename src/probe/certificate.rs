@@ -847,7 +847,7 @@ impl CertificateProbe {
                     let roots = clients
                         .roots(ca_file.as_deref())
                         .map_err(|m| BuildError::new("ca_file", m))?;
-                    build_verifier(roots).map_err(|m| BuildError::new("ca_file", m))?
+                    build_verifier(clients, roots).map_err(|m| BuildError::new("ca_file", m))?
                 } else {
                     Ok(None)
                 };
@@ -875,44 +875,18 @@ impl CertificateProbe {
 
 /// System roots plus `ca_file`. An unreadable `ca_file` is a build error; system
 /// certificates that fail to load are skipped. With no anchors at all, every run
-/// reports that the chain cannot be verified (the inner `Err`).
-///
-/// Probes with the same anchors (the same `Arc`, which the process's client
-/// cache shares per distinct `ca_file`) share one verifier.
-fn build_verifier(roots: Arc<rustls::RootCertStore>) -> Result<Trust, String> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock, Weak};
-    type Shared = HashMap<usize, (Weak<rustls::RootCertStore>, Weak<WebPkiServerVerifier>)>;
-    static SHARED: OnceLock<Mutex<(Shared, usize)>> = OnceLock::new();
+/// reports that the chain cannot be verified (the inner `Err`). Probes with the
+/// same anchors share one verifier (`clients` keeps it).
+fn build_verifier(
+    clients: &crate::net::http::Clients,
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<Trust, String> {
     if roots.is_empty() {
         return Ok(Err(
             "no trust anchors (no system roots and no ca_file)".to_string()
         ));
     }
-    let mut guard =
-        (SHARED.get_or_init(Default::default).lock()).unwrap_or_else(|e| e.into_inner());
-    let (shared, sweep_at) = &mut *guard;
-    let key = Arc::as_ptr(&roots) as usize;
-    let found = shared.get(&key).and_then(|(r, v)| {
-        // The address may have been reused by other anchors.
-        r.upgrade()
-            .filter(|r| Arc::ptr_eq(r, &roots))
-            .and_then(|_| v.upgrade())
-    });
-    if let Some(v) = found {
-        return Ok(Ok(Some(v)));
-    }
-    let v = WebPkiServerVerifier::builder_with_provider(roots.clone(), crate::net::tls::provider())
-        .build()
-        .map_err(|e| format!("TLS verifier: {e}"))?;
-    // Entries no probe holds any more go once the map has doubled: linear in
-    // the builds overall.
-    if shared.len() >= *sweep_at {
-        shared.retain(|_, (r, v)| r.strong_count() > 0 && v.strong_count() > 0);
-        *sweep_at = (shared.len() * 2).max(16);
-    }
-    shared.insert(key, (Arc::downgrade(&roots), Arc::downgrade(&v)));
-    Ok(Ok(Some(v)))
+    clients.verifier(&roots).map(|v| Ok(Some(v)))
 }
 
 impl Probe for CertificateProbe {
