@@ -556,16 +556,7 @@ impl Engine {
     #[cfg(test)]
     /// The view of the probe at position `i` of the config.
     fn view_at(&self, i: usize) -> MonitorView {
-        let p = &self.config.probes[i];
-        let s = self.state_at(i);
-        MonitorView {
-            probe: p.name.clone(),
-            health_set: p.health_set.clone(),
-            state: s.state,
-            since: s.since,
-            flapping: s.flapping,
-            suppressed_by: s.suppressed_by,
-        }
+        view_of(&self.config.probes[i], self.state_at(i))
     }
 
     /// What the view of the probe at position `i` holds beyond its config.
@@ -647,6 +638,18 @@ impl From<MonitorView> for ViewState {
     }
 }
 
+/// The view of probe `p` in state `s`.
+fn view_of(p: &crate::config::ProbeConfig, s: ViewState) -> MonitorView {
+    MonitorView {
+        probe: p.name.clone(),
+        health_set: p.health_set.clone(),
+        state: s.state,
+        since: s.since,
+        flapping: s.flapping,
+        suppressed_by: s.suppressed_by,
+    }
+}
+
 /// Views to publish: the config they are of and each of its probes' state, in
 /// config order. Names and health sets stay in the config: a view costs its
 /// state only.
@@ -673,15 +676,7 @@ impl Published {
     }
 
     fn view(&self, i: usize) -> MonitorView {
-        let (p, s) = (&self.config.probes[i], &self.states[i]);
-        MonitorView {
-            probe: p.name.clone(),
-            health_set: p.health_set.clone(),
-            state: s.state,
-            since: s.since,
-            flapping: s.flapping,
-            suppressed_by: s.suppressed_by.clone(),
-        }
+        view_of(&self.config.probes[i], self.states[i].clone())
     }
 }
 

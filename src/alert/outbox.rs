@@ -237,6 +237,7 @@ struct Running {
 }
 
 /// What every channel loop of a dispatcher shares.
+#[derive(Clone)]
 struct Loops {
     /// The names of the current channel set (where health alerts go).
     names: Arc<std::sync::RwLock<Vec<String>>>,
@@ -259,19 +260,7 @@ impl Loops {
         stop: CancellationToken,
         delay: Duration,
     ) -> tokio::task::Id {
-        let run = channel_loop(
-            channel,
-            turn,
-            self.names.clone(),
-            self.store.clone(),
-            self.pending.clone(),
-            self.clock.clone(),
-            self.wake.clone(),
-            self.unhealthy_after,
-            self.metrics.clone(),
-            stop.clone(),
-            self.shutdown.clone(),
-        );
+        let run = channel_loop(channel, turn, self.clone(), stop.clone());
         tasks
             .spawn(async move {
                 if !delay.is_zero() {
@@ -343,20 +332,22 @@ struct Health {
     last_error: String,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn channel_loop(
     channel: Arc<Channel>,
     turn: Arc<tokio::sync::Mutex<()>>,
-    names: Arc<std::sync::RwLock<Vec<String>>>,
-    store: Arc<Store>,
-    pending: Option<Arc<PendingWrites>>,
-    clock: Arc<dyn Clock>,
-    wake: Arc<Notify>,
-    unhealthy_after: Duration,
-    metrics: Arc<Metrics>,
+    shared: Loops,
     stop: CancellationToken,
-    shutdown: CancellationToken,
 ) {
+    let Loops {
+        names,
+        store,
+        pending,
+        clock,
+        wake,
+        unhealthy_after,
+        metrics,
+        shutdown,
+    } = shared;
     let _turn = tokio::select! {
         t = turn.lock_owned() => t,
         _ = stop.cancelled() => return,

@@ -190,6 +190,27 @@ impl<E> Guarded<E> {
             panics: &EXPORT_PANICS,
         }
     }
+
+    /// The export that `start` begins, with a panic caught whether it comes
+    /// from `start` or while the export runs.
+    fn guard<F>(
+        &self,
+        signal: &'static str,
+        start: impl FnOnce() -> F,
+    ) -> impl Future<Output = OTelSdkResult> + Send
+    where
+        F: Future<Output = OTelSdkResult> + Send,
+    {
+        let panics = self.panics;
+        let started = std::panic::catch_unwind(AssertUnwindSafe(start));
+        async move {
+            let result = match started {
+                Ok(export) => AssertUnwindSafe(export).catch_unwind().await,
+                Err(payload) => Err(payload),
+            };
+            caught(signal, panics, result)
+        }
+    }
 }
 
 /// The outcome of an export that may have panicked, counted in `panics`.
@@ -216,18 +237,7 @@ fn caught(
 
 impl<E: PushMetricExporter> PushMetricExporter for Guarded<E> {
     fn export(&self, metrics: &ResourceMetrics) -> impl Future<Output = OTelSdkResult> + Send {
-        let panics = self.panics;
-        let started = std::panic::catch_unwind(AssertUnwindSafe(|| self.exporter.export(metrics)));
-        async move {
-            match started {
-                Ok(export) => caught(
-                    "metrics",
-                    panics,
-                    AssertUnwindSafe(export).catch_unwind().await,
-                ),
-                Err(payload) => caught("metrics", panics, Err(payload)),
-            }
-        }
+        self.guard("metrics", || self.exporter.export(metrics))
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -247,18 +257,7 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
     for Guarded<E>
 {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        let panics = self.panics;
-        let started = std::panic::catch_unwind(AssertUnwindSafe(|| self.exporter.export(batch)));
-        async move {
-            match started {
-                Ok(export) => caught(
-                    "traces",
-                    panics,
-                    AssertUnwindSafe(export).catch_unwind().await,
-                ),
-                Err(payload) => caught("traces", panics, Err(payload)),
-            }
-        }
+        self.guard("traces", || self.exporter.export(batch))
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
