@@ -281,8 +281,6 @@ pub async fn run_supervised(
             dispatcher_stop.clone(),
         );
         let unhealthy_after = config.agent.channel_unhealthy_after;
-        // Each channel's loop is restarted on its own under the same policy.
-        let restart = policy;
         move || {
             let dispatcher = Dispatcher {
                 store: store.clone(),
@@ -295,8 +293,9 @@ pub async fn run_supervised(
             let (updates, pending, stop) = (updates.clone(), pending.clone(), stop.clone());
             async move {
                 let mut updates = updates.lock_owned().await;
+                // Each channel's loop is restarted on its own under `policy`.
                 dispatcher
-                    .run_with_pending(Some(pending), &mut updates, stop, restart)
+                    .run_with_pending(Some(pending), &mut updates, stop, policy)
                     .await
             }
         }
