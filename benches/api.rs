@@ -1,23 +1,36 @@
-//! On-demand HTTP probes through the API, against the everyday alternative.
+//! On-demand HTTP probes through the API, against the everyday alternative and
+//! against the physical limit of the machine.
 //!
-//! A loopback nginx (Debian's) serves `GET /` with 200. `wrk` (Debian's) drives,
-//! each for `SONDE_BENCH_SECS` (default 10) seconds, 2 threads, 32 connections:
+//! A loopback nginx (Debian's, one worker) serves `GET /` with 200. `wrk`
+//! (Debian's) drives, each for `SONDE_BENCH_SECS` (default 10) seconds, 2
+//! threads, 32 connections:
 //! 1. nginx directly: the ceiling (what the target alone can answer);
-//! 2. `prometheus-blackbox-exporter` `/probe?module=http_2xx&target=...` (Debian's
+//! 2. a second nginx (two workers, as sonde has two worker threads) as a reverse
+//!    proxy of the first, opening a fresh connection to it for every request
+//!    (`proxy_pass`, HTTP/1.0, no upstream keep-alive): the same network work as
+//!    an on-demand probe, done by a C event loop with nothing else to do: the
+//!    limit of this machine for "answer a request with a fresh connection";
+//! 3. `prometheus-blackbox-exporter` `/probe?module=http_2xx&target=...` (Debian's
 //!    0.23): one http_2xx check of nginx per request;
-//! 3. sonde `POST /api/v1/probes/web/run` (bearer token, rate limit off): one
+//! 4. sonde `POST /api/v1/probes/web/run` (bearer token, rate limit off): one
 //!    `http` probe run of nginx per request, answered with the result JSON.
 //!
-//! Each probe request opens a fresh connection to nginx in both tools. Reported:
-//! requests/s and p99 latency from `wrk --latency`, median of 3 rounds, and the
-//! ratio sonde/blackbox.
+//! Each probe request opens a fresh connection to nginx in all three. Reported:
+//! requests/s and p99 latency from `wrk --latency` and the CPU time (user +
+//! system, `/proc`) the serving process (nginx: master and workers) spent per
+//! request, median of 3 rounds (the rows take turns in each round), and the
+//! ratios sonde/blackbox and sonde/limit.
 //!
 //! Run: `cargo bench --bench api` (needs nginx, wrk, prometheus-blackbox-exporter).
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "common/proc.rs"]
+mod proc;
+use proc::{tree_cpu_seconds, Reaped};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -25,14 +38,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-struct Reaped(Child);
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn spawn(cmd: &mut Command) -> Reaped {
@@ -66,23 +71,37 @@ fn wait_ready(url: &str) {
     }
 }
 
-/// Requests/s, p99 ms and the non-2xx count of one wrk run.
-type WrkRun = (f64, f64, u64);
+/// One wrk run against one row's server.
+struct WrkRun {
+    rps: f64,
+    p99_ms: f64,
+    non2xx: u64,
+    /// CPU time the serving process (tree) spent per request, microseconds.
+    cpu_us: f64,
+}
 
-fn wrk(url: &str, secs: u64, script: Option<&Path>) -> WrkRun {
+fn wrk(url: &str, secs: u64, script: Option<&Path>, server: u32) -> WrkRun {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t2", "-c32", &format!("-d{secs}s"), "--latency"]);
     if let Some(s) = script {
         cmd.arg("-s").arg(s);
     }
+    let cpu0 = tree_cpu_seconds(server);
     let out = cmd.arg(url).output().expect("wrk");
+    let cpu = tree_cpu_seconds(server) - cpu0;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let rps = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
-    let p99 = text
+    // "  63339 requests in 10.00s, 1.25MB read"
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"));
+    let p99_ms = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("99%"))
         .map(|v| ms(v.trim()))
@@ -92,7 +111,39 @@ fn wrk(url: &str, secs: u64, script: Option<&Path>) -> WrkRun {
         .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    (rps, p99, non2xx)
+    WrkRun {
+        rps,
+        p99_ms,
+        non2xx,
+        cpu_us: cpu / requests * 1e6,
+    }
+}
+
+/// An nginx config in `dir`: `workers` worker processes, one server on
+/// `port` whose `location /` is `location`.
+fn nginx_conf(dir: &Path, workers: u32, port: u16, location: &str) -> std::path::PathBuf {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes {workers};\npid {pid};\nerror_log {err} warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ {location} }}\n  }}\n}}\n",
+            pid = dir.join("nginx.pid").display(),
+            err = dir.join("nginx.err").display(),
+            tmp = dir.display(),
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+fn start_nginx(dir: &Path, conf: &Path) -> Reaped {
+    spawn(
+        Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(conf)
+            .arg("-p")
+            .arg(dir),
+    )
 }
 
 fn ms(v: &str) -> f64 {
@@ -120,27 +171,25 @@ fn main() {
         .unwrap_or(10);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // nginx
+    // nginx, the target
     let nginx_port = free_port();
-    std::fs::write(
-        d.join("nginx.conf"),
-        format!(
-            "daemon off;\nworker_processes 1;\npid {pid};\nerror_log {err} warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {tmp};\n  proxy_temp_path {tmp};\n  fastcgi_temp_path {tmp};\n  uwsgi_temp_path {tmp};\n  scgi_temp_path {tmp};\n  server {{\n    listen 127.0.0.1:{nginx_port};\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
-            pid = d.join("nginx.pid").display(),
-            err = d.join("nginx.err").display(),
-            tmp = d.display(),
-        ),
-    )
-    .unwrap();
-    let _nginx = spawn(
-        Command::new("/usr/sbin/nginx")
-            .arg("-c")
-            .arg(d.join("nginx.conf"))
-            .arg("-p")
-            .arg(d),
-    );
+    let conf = nginx_conf(d, 1, nginx_port, "return 200 \"ok\\n\";");
+    let nginx = start_nginx(d, &conf);
     let target = format!("http://127.0.0.1:{nginx_port}/");
     wait_ready(&target);
+    // nginx, the reverse proxy: a fresh upstream connection per request
+    let proxy_dir = d.join("proxy");
+    std::fs::create_dir(&proxy_dir).unwrap();
+    let proxy_port = free_port();
+    let conf = nginx_conf(
+        &proxy_dir,
+        2,
+        proxy_port,
+        &format!("proxy_pass http://127.0.0.1:{nginx_port};"),
+    );
+    let proxy = start_nginx(&proxy_dir, &conf);
+    let proxy_url = format!("http://127.0.0.1:{proxy_port}/");
+    wait_ready(&proxy_url);
     // blackbox_exporter
     let bb_port = free_port();
     std::fs::write(
@@ -148,7 +197,7 @@ fn main() {
         "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n",
     )
     .unwrap();
-    let _bb = spawn(
+    let bb = spawn(
         Command::new("/usr/bin/prometheus-blackbox-exporter")
             .arg(format!(
                 "--config.file={}",
@@ -168,7 +217,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let _sonde = spawn(
+    let sonde = spawn(
         Command::new(env!("CARGO_BIN_EXE_sonde"))
             .current_dir(d)
             .args(["run", "--config", "sonde.toml"])
@@ -189,29 +238,53 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut rows: Vec<(&str, Vec<WrkRun>)> = vec![
-        ("nginx directly (ceiling)", vec![]),
-        ("blackbox_exporter /probe", vec![]),
-        ("sonde POST .../run", vec![]),
+    let none: Option<&Path> = None;
+    let rows = [
+        ("nginx directly (ceiling)", &target, none, nginx.0.id()),
+        (
+            "nginx proxy, fresh conn (limit)",
+            &proxy_url,
+            none,
+            proxy.0.id(),
+        ),
+        ("blackbox_exporter /probe", &bb_url, none, bb.0.id()),
+        (
+            "sonde POST .../run",
+            &sonde_url,
+            Some(script.as_path()),
+            sonde.0.id(),
+        ),
     ];
+    let mut runs: Vec<Vec<WrkRun>> = rows.iter().map(|_| Vec::new()).collect();
     for _ in 0..3 {
-        rows[0].1.push(wrk(&target, secs, None));
-        rows[1].1.push(wrk(&bb_url, secs, None));
-        rows[2].1.push(wrk(&sonde_url, secs, Some(&script)));
+        for (i, (_, url, script, pid)) in rows.iter().enumerate() {
+            runs[i].push(wrk(url, secs, *script, *pid));
+        }
     }
     println!("on-demand http probes of a loopback nginx, wrk -t2 -c32 -d{secs}s, median of 3");
     let mut med = Vec::new();
-    for (name, runs) in &rows {
-        let rps = median(runs.iter().map(|r| r.0).collect());
-        let p99 = median(runs.iter().map(|r| r.1).collect());
-        let errors: u64 = runs.iter().map(|r| r.2).sum();
-        println!("  {name:<28} {rps:>9.0} req/s   p99 {p99:>7.2} ms   non-2xx {errors}");
-        med.push((rps, p99));
+    for ((name, ..), runs) in rows.iter().zip(&runs) {
+        let rps = median(runs.iter().map(|r| r.rps).collect());
+        let p99 = median(runs.iter().map(|r| r.p99_ms).collect());
+        let cpu = median(runs.iter().map(|r| r.cpu_us).collect());
+        let errors: u64 = runs.iter().map(|r| r.non2xx).sum();
+        println!(
+            "  {name:<32} {rps:>9.0} req/s   p99 {p99:>7.2} ms   CPU {cpu:>6.1} us/req   non-2xx {errors}"
+        );
+        med.push((rps, p99, cpu));
     }
+    let [_, limit, bb, sonde] = [med[0], med[1], med[2], med[3]];
     println!(
-        "  ratio sonde/blackbox: {:.2}x the probes per second (target >= 2), p99 {:.2} vs {:.2} ms",
-        med[2].0 / med[1].0,
-        med[2].1,
-        med[1].1
+        "  sonde/blackbox: {:.2}x the probes per second (issue 9's target >= 5x), p99 {:.2} vs {:.2} ms (target <= 5 ms), {:.2}x less CPU per probe",
+        sonde.0 / bb.0,
+        sonde.1,
+        bb.1,
+        bb.2 / sonde.2
+    );
+    println!(
+        "  sonde/limit: {:.2} of the proxy's requests per second, {:.2}x its CPU per request; the limit is {:.2}x blackbox",
+        sonde.0 / limit.0,
+        sonde.2 / limit.2,
+        limit.0 / bb.0
     );
 }

@@ -35,8 +35,12 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "common/proc.rs"]
+mod proc;
+use proc::{cpu_seconds, Reaped};
 
 const SONDE: &str = env!("CARGO_BIN_EXE_sonde");
 
@@ -55,32 +59,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A child killed (SIGTERM, then SIGKILL) when dropped.
-struct Reaped(Child);
-
-impl Reaped {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(cmd: &mut Command, log: &Path) -> Reaped {
     let err = std::fs::File::create(log).unwrap();
     Reaped(
@@ -89,17 +67,6 @@ fn spawn(cmd: &mut Command, log: &Path) -> Reaped {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
     )
-}
-
-/// CPU seconds (user + system) of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(close) = stat.rfind(')') else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0 // USER_HZ is 100 on Linux
 }
 
 /// Peak resident set (VmHWM) of a process, MiB.
