@@ -22,6 +22,7 @@ use axum::Router;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use sonde::clock::Clock;
 use sonde::outcome::RunRecord;
 use sonde::supervise::Policy;
 
@@ -217,6 +218,50 @@ enum Fault {
     Immutable,
     /// `BEGIN EXCLUSIVE` from another connection.
     Locked,
+    /// The store's directory is a small tmpfs, filled up by another file: a
+    /// real "no space left on device" (SQLite's "database or disk is full").
+    Full,
+}
+
+/// The tmpfs mounted over a directory (`mount` needs root, as `chattr` does),
+/// unmounted however the test ends.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn tmpfs(dir: &Path, size: &str) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("mount (util-linux) is needed for this test");
+        assert!(
+            ok.success(),
+            "mount -t tmpfs on {}: this test runs as root",
+            dir.display()
+        );
+        Mounted(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros to `path` until the file system refuses: what a full disk is.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = [0u8; 64 * 1024];
+    let err = loop {
+        if let Err(e) = f.write_all(&block).and_then(|()| f.sync_data()) {
+            break e;
+        }
+    };
+    assert_eq!(err.raw_os_error(), Some(28), "ENOSPC expected: {err}");
 }
 
 fn chattr(flag: &str, paths: &[PathBuf]) {
@@ -238,6 +283,29 @@ impl Drop for Mutable {
     }
 }
 
+/// The runs of every probe so far, from `/metrics` text.
+fn runs_total(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("sonde_probe_runs_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The results stored after the row `id` that started no later than
+/// `until` (unix seconds, as stored).
+fn results_between(db: &Path, id: i64, until: i64) -> u64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let n: i64 = c
+        .query_row(
+            "SELECT count(*) FROM results WHERE id > ?1 AND started_at <= ?2",
+            [id, until],
+            |r| r.get(0),
+        )
+        .unwrap();
+    u64::try_from(n).unwrap()
+}
+
 fn outbox(db: &Path) -> Vec<(String, Option<i64>)> {
     let read = || -> rusqlite::Result<Vec<(String, Option<i64>)>> {
         let c = rusqlite::Connection::open(db)?;
@@ -257,6 +325,8 @@ async fn store_fault(fault: Fault) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let db = state.join("sonde.db");
+    // Unmounted after the agent stops (declared before it: dropped after).
+    let _tmpfs = matches!(fault, Fault::Full).then(|| Mounted::tmpfs(&state, "2m"));
     let agent = Agent::start(
         dir.path(),
         &format!(
@@ -292,6 +362,18 @@ alert = ["hook"]
     })
     .await;
 
+    let last_stored = eventually("a stored result", Duration::from_secs(10), || async {
+        rusqlite::Connection::open(&db)
+            .ok()?
+            .query_row("SELECT max(id) FROM results", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .ok()?
+    })
+    .await;
+    // Every run counted from here on must be in the store at the end. (A run
+    // is counted before it is stored: the row read first, then the count.)
+    let runs_before = runs_total(&agent.metrics().await);
     let mut _guard = None;
     let mut lock = None;
     match fault {
@@ -308,6 +390,7 @@ alert = ["hook"]
             c.execute_batch("BEGIN EXCLUSIVE").unwrap();
             lock = Some(c);
         }
+        Fault::Full => fill(&state.join("filler")),
     }
     let (code, body) = eventually("/healthz 503", Duration::from_secs(15), || async {
         agent.healthz().await.filter(|(s, _)| *s == 503)
@@ -319,6 +402,9 @@ alert = ["hook"]
         reasons.contains("the store cannot be written") && reasons.contains("sonde"),
         "{body}"
     );
+    if matches!(fault, Fault::Full) {
+        assert!(reasons.contains("full"), "{body}");
+    }
     let text = agent.metrics().await;
     assert!(text.contains("sonde_store_up 0\n"), "{text}");
 
@@ -329,6 +415,13 @@ alert = ["hook"]
         keys.iter().any(|k| k.ends_with(":firing")).then_some(())
     })
     .await;
+    // A few more runs while the store fails, their results kept in memory.
+    eventually(
+        "runs during the outage",
+        Duration::from_secs(15),
+        || async { (runs_total(&agent.metrics().await) >= runs_before + 4).then_some(()) },
+    )
+    .await;
     let (code, _) = agent.healthz().await.unwrap();
     assert_eq!(code, 503, "the store came back by itself");
 
@@ -337,9 +430,26 @@ alert = ["hook"]
     if let Some(c) = lock.take() {
         c.execute_batch("COMMIT").unwrap();
     }
+    if matches!(fault, Fault::Full) {
+        std::fs::remove_file(state.join("filler")).unwrap();
+    }
     eventually("/healthz 200", Duration::from_secs(40), || async {
         agent.healthz().await.filter(|(s, _)| *s == 200)
     })
+    .await;
+    let runs = runs_total(&agent.metrics().await) - runs_before;
+    let now = sonde::clock::SystemClock.now().timestamp();
+    assert!(
+        runs >= 3,
+        "the probe ran {runs} times while the store failed"
+    );
+    // Every run's result is written, those kept in memory included: the runs
+    // counted so far all started by now (a lost one would leave a result short).
+    eventually(
+        "every result of the outage in the store",
+        Duration::from_secs(10),
+        || async { (results_between(&db, last_stored, now) >= runs).then_some(()) },
+    )
     .await;
     eventually(
         "the alert delivered in the outbox",
@@ -372,6 +482,11 @@ async fn an_unwritable_store_directory_fails_healthz_and_alerts_still_go_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_held_by_another_connection_does_not_stall_alerting() {
     store_fault(Fault::Locked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_healthz_keeps_results_and_writes_them_once_space_is_back() {
+    store_fault(Fault::Full).await;
 }
 
 #[test]
