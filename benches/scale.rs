@@ -4,7 +4,7 @@
 //! A loopback nginx (Debian's; generated config in a temp dir) answers any path
 //! with 200 over http, and over https with an openssl-made ECDSA server
 //! certificate signed by an openssl-made CA.
-//! Phases (pick some with `SONDE_SCALE_ONLY=build,load,http,certificate,peers`):
+//! Phases (pick some with `SONDE_SCALE_ONLY=build,load,http,certificate,peers,views`):
 //!
 //! 0. `build`: in this process, through the library: the resident memory that
 //!    10,000 built `http` probes and 10,000 built `certificate` probes (an
@@ -18,6 +18,11 @@
 //! 4. `peers`: 1,000 `http` probes `every = "1s"`, and in the same run
 //!    blackbox_exporter (Debian's) with a Prometheus (Debian's) scraping
 //!    `/probe?module=http_2xx` for the same 1,000 nginx URLs every 1 s.
+//! 5. `views`: 10,000 and then 100,000 `http` probes `every = "1h"` in 100
+//!    health sets; once every probe has its first result (within 60 s of the
+//!    start), the wall time of `GET /metrics`, `GET /api/v1/probes`, `GET /`
+//!    (the status page) and `POST /-/reload` (the same config), median of 3,
+//!    and the ratio of the two sizes: 10 is linear, 100 quadratic.
 //!
 //! For each agent phase: a warm-up (`SONDE_SCALE_WARMUP`, default 15 s, at
 //! least 32 s for certificates; every probe has run by then), then a window of `SONDE_SCALE_SECS` (default 20) s.
@@ -107,6 +112,26 @@ fn get(port: u16, path: &str) -> String {
         Some((_, body)) => body.to_string(),
         None => String::new(),
     }
+}
+
+/// `POST path` with a bearer token: the status code.
+fn post(port: u16, path: &str, token: &str) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 fn wait_for(what: &str, port: u16, path: &str) {
@@ -513,6 +538,91 @@ fn peers(d: &Path, nginx: &Nginx) {
     println!("peers: Prometheus sees probe_success == 1 for: {up}");
 }
 
+/// Wall time (median of 3, ms) and size of what `f` answers.
+fn timed(f: impl Fn() -> usize) -> (f64, usize) {
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..3 {
+        let start = Instant::now();
+        size = f();
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (times[1], size)
+}
+
+fn views(d: &Path, nginx: &Nginx) {
+    const TOKEN: &str = "scale-token-0123456789";
+    std::fs::write(d.join("api.token"), format!("{TOKEN}\n")).unwrap();
+    let names = ["/metrics", "/api/v1/probes", "/ (status page)", "reload"];
+    let mut figures: Vec<[f64; 4]> = Vec::new();
+    for n in [10_000usize, 100_000] {
+        let api = free_port();
+        let file = format!("views{n}.toml");
+        write_config(d, &file, api, n, |i| {
+            format!(
+                "[[probe]]\nname = \"v{i:06}\"\nkind = \"http\"\nevery = \"1h\"\n\
+                 health_set = \"set{}\"\nurl = \"http://127.0.0.1:{}/v{i}\"\n\n",
+                i % 100,
+                nginx.http
+            )
+        });
+        let path = d.join(&file);
+        let text = std::fs::read_to_string(&path).unwrap().replacen(
+            "[api]\n",
+            "[api]\ntoken_file = \"api.token\"\n",
+            1,
+        );
+        std::fs::write(&path, text).unwrap();
+        let started = Instant::now();
+        let sonde = start_sonde(d, &file, api);
+        // Every probe has its first result within 60 s of the start.
+        let runs = loop {
+            std::thread::sleep(Duration::from_secs(5));
+            let runs = scrape(api).runs;
+            if runs >= n as f64 || started.elapsed() > Duration::from_secs(90) {
+                break runs;
+            }
+        };
+        assert!(
+            runs >= n as f64,
+            "{runs} of {n} probes ran in the first 90 s"
+        );
+        let first = started.elapsed().as_secs_f64();
+        let metrics = timed(|| get(api, "/metrics").len());
+        let probes = timed(|| get(api, "/api/v1/probes").len());
+        let page = timed(|| get(api, "/").len());
+        let reload = timed(|| {
+            let code = post(api, "/-/reload", TOKEN);
+            assert_eq!(code, 200, "reload of {file}");
+            0
+        });
+        println!(
+            "views: {n} http probes, all run within {first:.0} s of the start; \
+             /metrics {:.0} ms ({:.1} MiB), /api/v1/probes {:.0} ms ({:.1} MiB), \
+             status page {:.0} ms ({:.0} KiB), reload {:.0} ms; peak RSS {:.1} MiB",
+            metrics.0,
+            metrics.1 as f64 / 1048576.0,
+            probes.0,
+            probes.1 as f64 / 1048576.0,
+            page.0,
+            page.1 as f64 / 1024.0,
+            reload.0,
+            peak_rss_mib(sonde.pid()),
+        );
+        figures.push([metrics.0, probes.0, page.0, reload.0]);
+    }
+    let ratios: Vec<String> = names
+        .iter()
+        .zip(figures[1].iter().zip(&figures[0]))
+        .map(|(name, (big, small))| format!("{name} {:.1}x", big / small))
+        .collect();
+    println!(
+        "views: 100,000 / 10,000 probes (10x is linear): {}",
+        ratios.join(", ")
+    );
+}
+
 fn main() {
     let only = std::env::var("SONDE_SCALE_ONLY").unwrap_or_default();
     let wanted = |phase: &str| only.is_empty() || only.split(',').any(|p| p.trim() == phase);
@@ -540,5 +650,8 @@ fn main() {
     }
     if wanted("peers") {
         peers(d, &nginx);
+    }
+    if wanted("views") {
+        views(d, &nginx);
     }
 }
