@@ -20,9 +20,10 @@
 //!    `/probe?module=http_2xx` for the same 1,000 nginx URLs every 1 s.
 //! 5. `views`: 10,000 and then 100,000 `http` probes `every = "1h"` in 100
 //!    health sets; once every probe has its first result (within 60 s of the
-//!    start), the wall time of `GET /metrics`, `GET /api/v1/probes`, `GET /`
-//!    (the status page) and `POST /-/reload` (the same config), median of 3,
-//!    and the ratio of the two sizes: 10 is linear, 100 quadratic.
+//!    start), the wall time of `GET /metrics`, `GET /api/v1/probes`,
+//!    `GET /api/v1/health`, `GET /` (the status page) and `POST /-/reload`
+//!    (the same config), median of 3, the peak RSS after each, and the ratio
+//!    of the two sizes: 10 is linear, 100 quadratic.
 //!
 //! For each agent phase: a warm-up (`SONDE_SCALE_WARMUP`, default 15 s, at
 //! least 32 s for certificates; every probe has run by then), then a window of `SONDE_SCALE_SECS` (default 20) s.
@@ -554,8 +555,14 @@ fn timed(f: impl Fn() -> usize) -> (f64, usize) {
 fn views(d: &Path, nginx: &Nginx) {
     const TOKEN: &str = "scale-token-0123456789";
     std::fs::write(d.join("api.token"), format!("{TOKEN}\n")).unwrap();
-    let names = ["/metrics", "/api/v1/probes", "/ (status page)", "reload"];
-    let mut figures: Vec<[f64; 4]> = Vec::new();
+    let names = [
+        "/metrics",
+        "/api/v1/probes",
+        "/api/v1/health",
+        "/ (status page)",
+        "reload",
+    ];
+    let mut figures: Vec<Vec<f64>> = Vec::new();
     for n in [10_000usize, 100_000] {
         let api = free_port();
         let file = format!("views{n}.toml");
@@ -589,28 +596,28 @@ fn views(d: &Path, nginx: &Nginx) {
             "{runs} of {n} probes ran in the first 90 s"
         );
         let first = started.elapsed().as_secs_f64();
-        let metrics = timed(|| get(api, "/metrics").len());
-        let probes = timed(|| get(api, "/api/v1/probes").len());
-        let page = timed(|| get(api, "/").len());
-        let reload = timed(|| {
-            let code = post(api, "/-/reload", TOKEN);
-            assert_eq!(code, 200, "reload of {file}");
-            0
-        });
         println!(
-            "views: {n} http probes, all run within {first:.0} s of the start; \
-             /metrics {:.0} ms ({:.1} MiB), /api/v1/probes {:.0} ms ({:.1} MiB), \
-             status page {:.0} ms ({:.0} KiB), reload {:.0} ms; peak RSS {:.1} MiB",
-            metrics.0,
-            metrics.1 as f64 / 1048576.0,
-            probes.0,
-            probes.1 as f64 / 1048576.0,
-            page.0,
-            page.1 as f64 / 1024.0,
-            reload.0,
-            peak_rss_mib(sonde.pid()),
+            "views: {n} http probes, all run within {first:.0} s of the start; RSS {:.1} MiB",
+            rss_mib(sonde.pid())
         );
-        figures.push([metrics.0, probes.0, page.0, reload.0]);
+        let mut times = Vec::new();
+        for name in names {
+            let (ms, size) = timed(|| match name {
+                "reload" => {
+                    let code = post(api, "/-/reload", TOKEN);
+                    assert_eq!(code, 200, "reload of {file}");
+                    0
+                }
+                path => get(api, path.split(' ').next().unwrap_or(path)).len(),
+            });
+            println!(
+                "views:   {name:<16} {ms:>7.0} ms  {:>7.1} MiB  peak RSS since start {:.1} MiB",
+                size as f64 / 1048576.0,
+                peak_rss_mib(sonde.pid()),
+            );
+            times.push(ms);
+        }
+        figures.push(times);
     }
     let ratios: Vec<String> = names
         .iter()
