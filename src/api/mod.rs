@@ -754,6 +754,68 @@ timeout = "2s"
     }
 
     #[tokio::test]
+    async fn the_status_page_of_hundreds_of_probes_streams_every_history() {
+        // More probes in one set than one history read takes, and more text
+        // than one flush: the page comes in pieces, whole and in order.
+        const N: usize = 300;
+        let mut extra = String::new();
+        for i in 0..N {
+            extra.push_str(&format!(
+                "[[probe]]\nname = \"p{i:03}\"\nkind = \"http\"\nhealth_set = \"big\"\n\
+                 url = \"http://127.0.0.1:9/\"\nevery = \"1h\"\n"
+            ));
+        }
+        let metrics = Arc::new(Metrics::new());
+        let (addr, stop, _, state) = start_with(metrics, &extra, TokenSource::None).await;
+        // Three results for each probe but the last, which has none.
+        for i in 0..N - 1 {
+            for k in 0..3 {
+                let row = crate::store::ResultRow {
+                    probe: format!("p{i:03}"),
+                    started_at: 1_800_000_000 + k,
+                    duration_seconds: 0.25,
+                    status: "ok".into(),
+                    category: None,
+                    summary: format!("run {k} of p{i:03}"),
+                    observations_json: "{}".into(),
+                };
+                state.store.record(&row, "{}", &[], 0).unwrap();
+            }
+        }
+        let (status, headers, raw) = get(addr, "/").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(headers.contains("transfer-encoding: chunked"), "{headers}");
+        let page = dechunk(&raw);
+        assert!(
+            page.len() > super::page::FLUSH_BYTES,
+            "{} bytes",
+            page.len()
+        );
+        assert!(page.ends_with("</main></body></html>\n"));
+        let sections: Vec<&str> = page
+            .split("<div class=\"probe\" data-probe=\"")
+            .skip(1)
+            .collect();
+        assert_eq!(sections.len(), N);
+        for (i, section) in sections.iter().enumerate() {
+            let name = format!("p{i:03}");
+            assert!(
+                section.starts_with(&format!("{name}\"")),
+                "probe {i} out of order"
+            );
+            let runs = section.matches("title=\"ok at ").count();
+            if i < N - 1 {
+                assert_eq!(runs, 3, "{name}: {section}");
+                assert!(section.contains(&format!("run 0 of {name}")), "{section}");
+            } else {
+                assert_eq!(runs, 0, "{section}");
+                assert!(section.contains("no result yet"), "{section}");
+            }
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
     async fn metrics_of_thousands_of_probes_stream_whole() {
         let metrics = Arc::new(Metrics::new());
         for i in 0..3000 {
