@@ -196,6 +196,51 @@ impl BuiltProbes {
     }
 }
 
+/// Probes whose results one store read fetches while a streamed view is
+/// written.
+pub(crate) const PROBES_PER_READ: usize = 256;
+
+/// Bytes a streamed answer gathers before it sends them on.
+pub(crate) const FLUSH_BYTES: usize = 64 * 1024;
+
+/// The sending end of an answer written by a task of its own and sent as it
+/// is written (chunked), so that a large view is never held whole. The
+/// receiving end is the response body: when the client goes, the body is
+/// dropped and the next `send` says so.
+pub(crate) struct Streamed(tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>);
+
+impl Streamed {
+    /// The sender and the 200 answer of `content_type` it feeds.
+    pub(crate) fn new(content_type: &'static str) -> (Streamed, Response) {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let body = futures::stream::unfold(rx, |mut rx| async move {
+            let piece = rx.recv().await?;
+            Some((piece, rx))
+        });
+        let response = (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            axum::body::Body::from_stream(body),
+        )
+            .into_response();
+        (Streamed(tx), response)
+    }
+
+    /// Sends a piece on (callers gather about `FLUSH_BYTES` first); false
+    /// once the client is gone.
+    pub(crate) async fn send(&self, piece: Vec<u8>) -> bool {
+        self.0.send(Ok(piece)).await.is_ok()
+    }
+
+    /// Ends the answer with an error: the connection is cut, so that the
+    /// client sees a broken answer rather than a short one taken for whole.
+    pub(crate) async fn fail(self, why: String) {
+        let _ = self.0.send(Err(std::io::Error::other(why))).await;
+    }
+}
+
 /// An error answer: `{"error": code, "message": text}` with `status`.
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
@@ -432,7 +477,7 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
 
 /// `/metrics` is rendered in pieces of about this size (10,000 probes make
 /// some 16 MB of text)...
-const METRICS_PIECE: usize = 64 * 1024;
+const METRICS_PIECE: usize = FLUSH_BYTES;
 /// ...of which at most this many wait for the client.
 const METRICS_PIECES_AHEAD: usize = 2;
 
@@ -560,7 +605,13 @@ mod tests {
         s.read_to_string(&mut raw).await.unwrap();
         let (head, body) = raw.split_once("\r\n\r\n").unwrap();
         let (status, headers) = head.split_once("\r\n").unwrap();
-        (status.to_string(), headers.to_lowercase(), body.to_string())
+        let headers = headers.to_lowercase();
+        let body = if headers.contains("transfer-encoding: chunked") {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        (status.to_string(), headers, body)
     }
 
     fn json(body: &str) -> serde_json::Value {
@@ -754,7 +805,7 @@ timeout = "2s"
     }
 
     #[tokio::test]
-    async fn the_status_page_of_hundreds_of_probes_streams_every_history() {
+    async fn the_status_page_and_json_views_of_hundreds_of_probes_stream_whole() {
         // More probes in one set than one history read takes, and more text
         // than one flush: the page comes in pieces, whole and in order.
         const N: usize = 300;
@@ -782,15 +833,10 @@ timeout = "2s"
                 state.store.record(&row, "{}", &[], 0).unwrap();
             }
         }
-        let (status, headers, raw) = get(addr, "/").await;
+        let (status, headers, page) = get(addr, "/").await;
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert!(headers.contains("transfer-encoding: chunked"), "{headers}");
-        let page = dechunk(&raw);
-        assert!(
-            page.len() > super::page::FLUSH_BYTES,
-            "{} bytes",
-            page.len()
-        );
+        assert!(page.len() > super::FLUSH_BYTES, "{} bytes", page.len());
         assert!(page.ends_with("</main></body></html>\n"));
         let sections: Vec<&str> = page
             .split("<div class=\"probe\" data-probe=\"")
@@ -812,6 +858,40 @@ timeout = "2s"
                 assert!(section.contains("no result yet"), "{section}");
             }
         }
+        // The JSON views come in pieces too, each probe with its own last result.
+        let last = |i: usize| (i < N - 1).then(|| format!("run 2 of p{i:03}"));
+        let (_, headers, body) = get(addr, "/api/v1/probes").await;
+        assert!(headers.contains("transfer-encoding: chunked"), "{headers}");
+        assert!(body.len() > super::FLUSH_BYTES, "{} bytes", body.len());
+        let v = json(&body);
+        let probes = v["probes"].as_array().unwrap();
+        assert_eq!(probes.len(), N);
+        for (i, p) in probes.iter().enumerate() {
+            assert_eq!(p["name"], format!("p{i:03}"));
+            assert_eq!(
+                p["last_result"]["summary"].as_str().map(String::from),
+                last(i),
+                "{p}"
+            );
+        }
+        let (_, _, body) = get(addr, "/api/v1/health").await;
+        let v = json(&body);
+        let set = &v["health_sets"][0];
+        assert_eq!(
+            (&set["name"], &set["monitor_count"]),
+            (&serde_json::json!("big"), &serde_json::json!(N))
+        );
+        let probes = set["probes"].as_array().unwrap();
+        assert_eq!(probes.len(), N);
+        for (i, p) in probes.iter().enumerate() {
+            assert_eq!(p["name"], format!("p{i:03}"));
+            assert_eq!(
+                p["last_result"]["summary"].as_str().map(String::from),
+                last(i),
+                "{p}"
+            );
+        }
+        assert_eq!(v["state"], "unknown");
         stop.cancel();
     }
 
@@ -834,7 +914,7 @@ timeout = "2s"
         assert!(headers.contains("transfer-encoding: chunked"), "{headers}");
         let text = metrics.render();
         assert!(text.len() > 10 * METRICS_PIECE, "{} bytes", text.len());
-        assert_eq!(dechunk(&body), text);
+        assert_eq!(body, text);
         stop.cancel();
     }
 

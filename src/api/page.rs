@@ -15,11 +15,11 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::ApiState;
+use super::{ApiState, Streamed, PROBES_PER_READ};
 use crate::alert::engine::MonitorView;
 use crate::human::format_duration;
 use crate::monitor::{self, MonitorState};
@@ -748,13 +748,8 @@ fn probe_html(html: &mut String, p: &PageProbe<'_>, view: &MonitorView, now: Dat
     html.push_str("</div></div>");
 }
 
-/// Probes whose history one store read fetches while the page is written.
-const HISTORY_CHUNK: usize = 256;
-/// Page text gathered before it is sent on.
-pub(crate) const FLUSH_BYTES: usize = 64 * 1024;
-
 /// `GET /`: laid out from each probe's last result, then written set by set
-/// and sent as it is written, reading the history of `HISTORY_CHUNK` probes at
+/// and sent as it is written, reading the history of `PROBES_PER_READ` probes at
 /// a time, so that what the page holds at once is a chunk's rows and text,
 /// not every probe's history (20 rows each) and the whole page (16 MB at
 /// 10,000 probes).
@@ -779,10 +774,9 @@ pub(crate) async fn page(State(state): State<Arc<ApiState>>) -> Response {
     let next_runs: Vec<_> = config.probes.iter().map(|p| state.next_run(p)).collect();
     let store = state.store.clone();
     let now = state.clock.now();
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(2);
-    // The writer ends when the page is written or the client is gone (the
-    // body, and with it the receiver, dropped). A slow reader holds this
-    // task and two chunks of text, not a thread.
+    let (out, response) = Streamed::new("text/html; charset=utf-8");
+    // The writer ends when the page is written or the client is gone. A slow
+    // reader holds this task and two pieces of text, not a thread.
     tokio::spawn(async move {
         let empty = Vec::new();
         let probes: Vec<PageProbe<'_>> = config
@@ -801,11 +795,11 @@ pub(crate) async fn page(State(state): State<Arc<ApiState>>) -> Response {
             .collect();
         let deps = dependencies(&config);
         let layout = Layout::new(&probes, &deps);
-        let mut html = String::with_capacity(2 * FLUSH_BYTES);
+        let mut html = String::with_capacity(2 * super::FLUSH_BYTES);
         layout.head(probes.len(), now, &mut html);
         for n in 0..layout.sets.len() {
             layout.open_set(n, &mut html);
-            for chunk in layout.sets[n].1.chunks(HISTORY_CHUNK) {
+            for chunk in layout.sets[n].1.chunks(PROBES_PER_READ) {
                 let names: Vec<String> =
                     chunk.iter().map(|&i| probes[i].name.to_string()).collect();
                 let read = store.clone();
@@ -833,27 +827,18 @@ pub(crate) async fn page(State(state): State<Arc<ApiState>>) -> Response {
                     };
                     probe_html(&mut html, &shown, &layout.views[i], now);
                 }
-                if html.len() >= FLUSH_BYTES && tx.send(std::mem::take(&mut html)).await.is_err() {
+                if html.len() >= super::FLUSH_BYTES
+                    && !out.send(std::mem::take(&mut html).into_bytes()).await
+                {
                     return;
                 }
             }
             html.push_str(SET_END);
         }
         layout.tail(probes.len(), &mut html);
-        let _ = tx.send(html).await;
+        out.send(html.into_bytes()).await;
     });
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        let text = rx.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(text), rx))
-    });
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response()
+    response
 }
 
 #[cfg(test)]

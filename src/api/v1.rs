@@ -7,6 +7,7 @@
 //! runner and is answered, not recorded: it changes no monitor.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -19,12 +20,12 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::auth::Verdict;
-use super::{error, ApiState};
+use super::{error, ApiState, Streamed, FLUSH_BYTES, PROBES_PER_READ};
 use crate::alert::engine::{health_sets_of, MonitorView};
-use crate::config::ProbeConfig;
+use crate::config::{Config, ProbeConfig};
 use crate::monitor;
 use crate::output::{self, Labels};
-use crate::store::ResultRow;
+use crate::store::{ResultRow, Store};
 
 /// Results per probe when `?limit=` is absent, and the most it may ask for.
 pub(crate) const DEFAULT_LIMIT: usize = 20;
@@ -152,14 +153,6 @@ struct MemberItem<'a> {
     suppressed_by: Option<&'a str>,
 }
 
-#[derive(Serialize)]
-struct SetItem<'a> {
-    monitor_count: usize,
-    name: &'a str,
-    probes: Vec<MemberItem<'a>>,
-    state: &'static str,
-}
-
 /// Each probe's published monitor view, by name.
 fn by_name(views: &[MonitorView]) -> HashMap<&str, &MonitorView> {
     views.iter().map(|v| (v.probe.as_str(), v)).collect()
@@ -172,25 +165,84 @@ pub(crate) async fn recent(
     names: Vec<String>,
     limit: usize,
 ) -> Result<HashMap<String, Vec<ResultRow>>, Response> {
-    let store = state.store.clone();
-    // One query for all of them (`Store::recent_results_of`), not one per probe.
-    let read = tokio::task::spawn_blocking(move || store.recent_results_of(&names, limit)).await;
-    match read {
-        Ok(Ok(map)) => Ok(map),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot read results for the api");
-            Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store",
-                "cannot read results from the store",
-            ))
-        }
-        Err(_) => Err(error(
+    read_recent(&state.store, names, limit).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read results for the api");
+        error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "reading results failed",
-        )),
+            "store",
+            "cannot read results from the store",
+        )
+    })
+}
+
+/// `recent` for a writer task: the error as text.
+pub(crate) async fn read_recent(
+    store: &Arc<Store>,
+    names: Vec<String>,
+    limit: usize,
+) -> Result<HashMap<String, Vec<ResultRow>>, String> {
+    let store = store.clone();
+    // One query for all of them (`Store::recent_results_of`), not one per probe.
+    match tokio::task::spawn_blocking(move || store.recent_results_of(&names, limit)).await {
+        Ok(Ok(map)) => Ok(map),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("reading results failed".into()),
     }
+}
+
+/// The last result of each probe of `config` at the positions of `order`, read
+/// `PROBES_PER_READ` probes at a time as a writer walks `order`.
+struct LastResults {
+    store: Arc<Store>,
+    config: Arc<Config>,
+    order: Vec<usize>,
+    /// The start in `order` of the chunk whose rows are held.
+    chunk: usize,
+    rows: HashMap<String, Vec<ResultRow>>,
+}
+
+impl LastResults {
+    /// With the first chunk read, here, so that a store that cannot be read
+    /// is an error answer rather than a cut one.
+    async fn start(
+        state: &Arc<ApiState>,
+        config: Arc<Config>,
+        order: Vec<usize>,
+    ) -> Result<LastResults, Response> {
+        let first = &order[..order.len().min(PROBES_PER_READ)];
+        let names = first
+            .iter()
+            .map(|&i| config.probes[i].name.clone())
+            .collect();
+        let rows = recent(state, names, 1).await?;
+        Ok(LastResults {
+            store: state.store.clone(),
+            config,
+            order,
+            chunk: 0,
+            rows,
+        })
+    }
+
+    /// The last result of the probe at `order[k]` (`k` from 0 up).
+    async fn at(&mut self, k: usize) -> Result<Option<&ResultRow>, String> {
+        let chunk = k / PROBES_PER_READ * PROBES_PER_READ;
+        if chunk != self.chunk {
+            let end = self.order.len().min(chunk + PROBES_PER_READ);
+            let names = (self.order[chunk..end].iter())
+                .map(|&i| self.config.probes[i].name.clone())
+                .collect();
+            self.rows = read_recent(&self.store, names, 1).await?;
+            self.chunk = chunk;
+        }
+        let name = &self.config.probes[self.order[k]].name;
+        Ok(self.rows.get(name).and_then(|r| r.first()))
+    }
+}
+
+/// `value` as JSON at the end of `buf` (what the API writes always serializes).
+fn json_into(buf: &mut Vec<u8>, value: &impl Serialize) {
+    let _ = serde_json::to_writer(buf, value);
 }
 
 fn no_such_probe(name: &str) -> Response {
@@ -201,90 +253,113 @@ fn no_such_probe(name: &str) -> Response {
     )
 }
 
-/// `GET /api/v1/health`
+/// `GET /api/v1/health`: written as it is read (see `Streamed`).
 pub(crate) async fn health(State(state): State<Arc<ApiState>>) -> Response {
     let config = state.config();
-    let names = config.probes.iter().map(|p| p.name.clone()).collect();
-    let last = match recent(&state, names, 1).await {
+    let views = state.views.all();
+    let sets = health_sets_of(&views);
+    let overall = monitor::health_set_state(sets.iter().map(|(_, s)| *s));
+    // The probes of each set in one pass (a filter per set would be
+    // quadratic when every probe has a set of its own), in config order.
+    let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, p) in config.probes.iter().enumerate() {
+        members.entry(p.health_set.as_str()).or_default().push(i);
+    }
+    let sets: Vec<(String, &'static str, usize)> = sets
+        .iter()
+        .map(|(set, s)| {
+            let n = members.get(set.as_str()).map_or(0, Vec::len);
+            (set.clone(), s.as_str(), n)
+        })
+        .collect();
+    let order: Vec<usize> = (sets.iter())
+        .flat_map(|(set, _, _)| members.remove(set.as_str()).unwrap_or_default())
+        .collect();
+    let mut last = match LastResults::start(&state, config.clone(), order).await {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let views = state.views.all();
-    let view_of = by_name(&views);
-    let sets = health_sets_of(&views);
     let now = state.clock.now();
-    // The probes of each set in one pass (a filter per set would be
-    // quadratic when every probe has a set of its own).
-    let mut members: HashMap<&str, Vec<MemberItem<'_>>> = HashMap::new();
-    for p in &config.probes {
-        let m = shown(view_of.get(p.name.as_str()).copied());
-        members
-            .entry(p.health_set.as_str())
-            .or_default()
-            .push(MemberItem {
-                flapping: m.flapping,
-                kind: p.kind(),
-                last_result: last
-                    .get(&p.name)
-                    .and_then(|r| r.first())
-                    .map(ResultItem::of),
-                name: &p.name,
-                since: m.since,
-                state: m.state,
-                suppressed_by: m.suppressed_by,
-            });
-    }
-    let health_sets: Vec<SetItem<'_>> = sets
-        .iter()
-        .map(|(set, set_state)| {
-            let probes = members.remove(set.as_str()).unwrap_or_default();
-            SetItem {
-                monitor_count: probes.len(),
-                name: set,
-                probes,
-                state: set_state.as_str(),
+    let (out, response) = Streamed::new("application/json");
+    tokio::spawn(async move {
+        let view_of = by_name(&views);
+        let mut buf = Vec::with_capacity(2 * FLUSH_BYTES);
+        buf.extend_from_slice(b"{\"generated_at\":");
+        json_into(&mut buf, &time(now));
+        buf.extend_from_slice(b",\"health_sets\":[");
+        let mut k = 0;
+        for (n, (set, set_state, count)) in sets.iter().enumerate() {
+            if n > 0 {
+                buf.push(b',');
             }
-        })
-        .collect();
-    let overall = monitor::health_set_state(sets.iter().map(|(_, s)| *s));
-    #[derive(Serialize)]
-    struct Report<'a> {
-        generated_at: String,
-        health_sets: Vec<SetItem<'a>>,
-        state: &'static str,
-    }
-    Json(Report {
-        generated_at: time(now),
-        health_sets,
-        state: overall.as_str(),
-    })
-    .into_response()
+            let _ = write!(buf, "{{\"monitor_count\":{count},\"name\":");
+            json_into(&mut buf, set);
+            buf.extend_from_slice(b",\"probes\":[");
+            for m in 0..*count {
+                if m > 0 {
+                    buf.push(b',');
+                }
+                let p = &config.probes[last.order[k]];
+                let row = match last.at(k).await {
+                    Ok(row) => row,
+                    Err(e) => return out.fail(e).await,
+                };
+                let shown = shown(view_of.get(p.name.as_str()).copied());
+                let item = MemberItem {
+                    flapping: shown.flapping,
+                    kind: p.kind(),
+                    last_result: row.map(ResultItem::of),
+                    name: &p.name,
+                    since: shown.since,
+                    state: shown.state,
+                    suppressed_by: shown.suppressed_by,
+                };
+                json_into(&mut buf, &item);
+                k += 1;
+                if buf.len() >= FLUSH_BYTES && !out.send(std::mem::take(&mut buf)).await {
+                    return;
+                }
+            }
+            let _ = write!(buf, "],\"state\":\"{set_state}\"}}");
+        }
+        let _ = write!(buf, "],\"state\":\"{}\"}}", overall.as_str());
+        out.send(buf).await;
+    });
+    response
 }
 
-/// `GET /api/v1/probes`
+/// `GET /api/v1/probes`: written as it is read (see `Streamed`).
 pub(crate) async fn probes(State(state): State<Arc<ApiState>>) -> Response {
     let config = state.config();
-    let names = config.probes.iter().map(|p| p.name.clone()).collect();
-    let last = match recent(&state, names, 1).await {
+    let views = state.views.all();
+    let order = (0..config.probes.len()).collect();
+    let mut last = match LastResults::start(&state, config.clone(), order).await {
         Ok(l) => l,
         Err(r) => return r,
     };
-    let views = state.views.all();
-    let view_of = by_name(&views);
-    let probes: Vec<ProbeItem<'_>> = config
-        .probes
-        .iter()
-        .map(|p| {
+    let (out, response) = Streamed::new("application/json");
+    tokio::spawn(async move {
+        let view_of = by_name(&views);
+        let mut buf = Vec::with_capacity(2 * FLUSH_BYTES);
+        buf.extend_from_slice(b"{\"probes\":[");
+        for (k, p) in config.probes.iter().enumerate() {
+            if k > 0 {
+                buf.push(b',');
+            }
+            let row = match last.at(k).await {
+                Ok(row) => row,
+                Err(e) => return out.fail(e).await,
+            };
             let view = view_of.get(p.name.as_str()).copied();
-            let row = last.get(&p.name).and_then(|r| r.first());
-            ProbeItem::of(p, view, row, state.next_run(p))
-        })
-        .collect();
-    #[derive(Serialize)]
-    struct Probes<'a> {
-        probes: Vec<ProbeItem<'a>>,
-    }
-    Json(Probes { probes }).into_response()
+            json_into(&mut buf, &ProbeItem::of(p, view, row, state.next_run(p)));
+            if buf.len() >= FLUSH_BYTES && !out.send(std::mem::take(&mut buf)).await {
+                return;
+            }
+        }
+        buf.extend_from_slice(b"]}");
+        out.send(buf).await;
+    });
+    response
 }
 
 /// `GET /api/v1/probes/{name}?limit=N`
