@@ -602,19 +602,14 @@ impl Engine {
 
 /// Each health set of `views`, sorted by name, and its state (its worst monitor's).
 pub(crate) fn health_sets_of(views: &[MonitorView]) -> Vec<(String, MonitorState)> {
-    let mut sets: Vec<&str> = views.iter().map(|v| v.health_set.as_str()).collect();
-    sets.sort();
-    sets.dedup();
+    // Each set's states in one pass, sets in name order: a filter of every
+    // view per set would be quadratic when sets are as many as probes.
+    let mut sets: std::collections::BTreeMap<&str, Vec<MonitorState>> = Default::default();
+    for v in views {
+        sets.entry(v.health_set.as_str()).or_default().push(v.state);
+    }
     sets.into_iter()
-        .map(|set| {
-            let state = monitor::health_set_state(
-                views
-                    .iter()
-                    .filter(|v| v.health_set == set)
-                    .map(|v| v.state),
-            );
-            (set.to_string(), state)
-        })
+        .map(|(set, states)| (set.to_string(), monitor::health_set_state(states)))
         .collect()
 }
 

@@ -1756,6 +1756,9 @@ fn cross_check_maintenance(
     errors: &mut Vec<ConfigError>,
 ) -> Vec<MaintenanceConfig> {
     let mut seen: HashMap<&str, &Located> = HashMap::new();
+    // Names and sets looked up once each: a window may list thousands.
+    let probe_names: HashSet<&str> = probes.iter().map(|p| p.name.as_str()).collect();
+    let set_names: HashSet<&str> = probes.iter().map(|p| p.health_set.as_str()).collect();
     for m in &pending {
         if let Some(first) = seen.get(m.config.name.as_str()) {
             errors.push(m.name_at.error(format!(
@@ -1768,14 +1771,14 @@ fn cross_check_maintenance(
         }
         if let ProbeSelection::Named(names) = &m.config.probes {
             for (i, name) in names.iter().enumerate() {
-                if !probes.iter().any(|p| &p.name == name) {
+                if !probe_names.contains(name.as_str()) {
                     let at = m.probes_at.get(i).unwrap_or(&m.name_at);
                     errors.push(at.error(format!("no probe named `{name}`")));
                 }
             }
         }
         for (i, set) in m.config.health_sets.iter().enumerate() {
-            if !probes.iter().any(|p| &p.health_set == set) {
+            if !set_names.contains(set.as_str()) {
                 let at = m.sets_at.get(i).unwrap_or(&m.name_at);
                 errors.push(at.error(format!("no probe is in health set `{set}`")));
             }
