@@ -858,22 +858,22 @@ timeout = "2s"
                 assert!(section.contains("no result yet"), "{section}");
             }
         }
-        // The JSON views come in pieces too, each probe with its own last result.
-        let last = |i: usize| (i < N - 1).then(|| format!("run 2 of p{i:03}"));
+        // The JSON views come in pieces too, each probe with its own last
+        // result, in config order.
+        let each_probe = |probes: &serde_json::Value| {
+            let probes = probes.as_array().unwrap();
+            assert_eq!(probes.len(), N);
+            for (i, p) in probes.iter().enumerate() {
+                assert_eq!(p["name"], format!("p{i:03}"));
+                let last = (i < N - 1).then(|| format!("run 2 of p{i:03}"));
+                let shown = p["last_result"]["summary"].as_str().map(String::from);
+                assert_eq!(shown, last, "{p}");
+            }
+        };
         let (_, headers, body) = get(addr, "/api/v1/probes").await;
         assert!(headers.contains("transfer-encoding: chunked"), "{headers}");
         assert!(body.len() > super::FLUSH_BYTES, "{} bytes", body.len());
-        let v = json(&body);
-        let probes = v["probes"].as_array().unwrap();
-        assert_eq!(probes.len(), N);
-        for (i, p) in probes.iter().enumerate() {
-            assert_eq!(p["name"], format!("p{i:03}"));
-            assert_eq!(
-                p["last_result"]["summary"].as_str().map(String::from),
-                last(i),
-                "{p}"
-            );
-        }
+        each_probe(&json(&body)["probes"]);
         let (_, _, body) = get(addr, "/api/v1/health").await;
         let v = json(&body);
         let set = &v["health_sets"][0];
@@ -881,16 +881,7 @@ timeout = "2s"
             (&set["name"], &set["monitor_count"]),
             (&serde_json::json!("big"), &serde_json::json!(N))
         );
-        let probes = set["probes"].as_array().unwrap();
-        assert_eq!(probes.len(), N);
-        for (i, p) in probes.iter().enumerate() {
-            assert_eq!(p["name"], format!("p{i:03}"));
-            assert_eq!(
-                p["last_result"]["summary"].as_str().map(String::from),
-                last(i),
-                "{p}"
-            );
-        }
+        each_probe(&set["probes"]);
         assert_eq!(v["state"], "unknown");
         stop.cancel();
     }
