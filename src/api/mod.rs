@@ -77,6 +77,8 @@ pub(crate) struct ApiState {
     /// The scheduler's next instant of each probe; without it, the next one
     /// of its schedule.
     pub next_runs: Option<Arc<NextRuns>>,
+    /// `/metrics` renders that may run at once (see `prometheus`).
+    pub renders: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
@@ -118,6 +120,7 @@ impl ApiState {
             reload,
             health: Some(shared.health),
             next_runs: Some(shared.next_runs),
+            renders: Arc::new(tokio::sync::Semaphore::new(MAX_RENDERS)),
         }
     }
 
@@ -480,16 +483,46 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
 const METRICS_PIECE: usize = FLUSH_BYTES;
 /// ...of which at most this many wait for the client.
 const METRICS_PIECES_AHEAD: usize = 2;
+/// Renders of `/metrics` at once. Each runs on a thread of the blocking pool
+/// that waits while its client does not read: without a bound, clients that
+/// ask and never read would take every thread of the pool, the store
+/// writer's included.
+const MAX_RENDERS: usize = 4;
+/// How long a scrape waits for a render slot before it is answered 503.
+const RENDER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long one render may take, its client's reading included; then it
+/// stops and the answer is cut off.
+const RENDER_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn prometheus(State(state): State<Arc<ApiState>>) -> Response {
     // Rendering many probes is CPU work: keep it off the request threads.
     // The renderer hands pieces over as the client takes them, so that a
     // scrape holds a few pieces, not the whole text; when the client goes
     // away the receiver drops, the next send fails and rendering stops.
+    let permit =
+        match tokio::time::timeout(RENDER_WAIT, state.renders.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    format!("{MAX_RENDERS} renders of /metrics are in progress; retry later"),
+                )
+            }
+        };
     let metrics = state.metrics.clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(METRICS_PIECES_AHEAD);
+    let runtime = tokio::runtime::Handle::current();
     let render = tokio::task::spawn_blocking(move || {
-        metrics.render_chunks(METRICS_PIECE, |piece| tx.blocking_send(piece))
+        let _permit = permit;
+        let deadline = tokio::time::Instant::now() + RENDER_TIME;
+        metrics.render_chunks(METRICS_PIECE, |piece| {
+            // A client that stops reading holds this thread until the deadline.
+            match runtime.block_on(tokio::time::timeout_at(deadline, tx.send(piece))) {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(()),
+            }
+        })
     });
     let headers = [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)];
     let Some(first) = rx.recv().await else {
@@ -580,6 +613,7 @@ mod tests {
             reload: None,
             health: None,
             next_runs: None,
+            renders: Arc::new(tokio::sync::Semaphore::new(MAX_RENDERS)),
         });
         let server = Server::bind_with(listen, limits).await.unwrap();
         let addr = server.local_addr().unwrap();
@@ -884,6 +918,64 @@ timeout = "2s"
         each_probe(&set["probes"]);
         assert_eq!(v["state"], "unknown");
         stop.cancel();
+    }
+
+    #[test]
+    fn scrapers_that_never_read_hold_a_few_threads_not_the_pool() {
+        // A blocking pool just larger than the bound: without the bound,
+        // renders waiting on clients that never read would take all of it.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(MAX_RENDERS + 2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            let metrics = Arc::new(Metrics::new());
+            for i in 0..10_000 {
+                let name = format!("probe-{i}");
+                metrics.register_probe(&name, "http", "site");
+                let o = crate::outcome::Outcome::ok("fine").with("status_code", 200.0);
+                metrics.probe_run(&name, "http", "site", &o);
+            }
+            let (addr, stop, _) = start(metrics).await;
+            // Twice as many scrapers as renders may run, each asking and never
+            // reading, behind a receive window of 4 KiB.
+            let mut stalled = Vec::new();
+            for _ in 0..2 * MAX_RENDERS {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.set_recv_buffer_size(4096).unwrap();
+                let mut s = socket.connect(addr).await.unwrap();
+                s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+                    .await
+                    .unwrap();
+                stalled.push(s);
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            // The pool still runs other blocking work (the store writer's).
+            let other = tokio::task::spawn_blocking(|| 7);
+            let done = tokio::time::timeout(std::time::Duration::from_secs(5), other).await;
+            assert_eq!(done.expect("a blocking thread is free").unwrap(), 7);
+            // A scrape beyond the bound waits for a slot, then is told why not.
+            let (status, _, body) = get(addr, "/metrics").await;
+            assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+            assert_eq!(json(&body)["error"], "busy");
+            // Once they are gone, scrapes are answered again.
+            drop(stalled);
+            let start = tokio::time::Instant::now();
+            loop {
+                let (status, _, _) = get(addr, "/metrics").await;
+                if status == "HTTP/1.1 200 OK" {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(30),
+                    "{status}"
+                );
+            }
+            stop.cancel();
+        });
     }
 
     #[tokio::test]
