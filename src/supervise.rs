@@ -194,10 +194,10 @@ fn interval(schedule: &Schedule, now: DateTime<Utc>) -> Option<Duration> {
     }
 }
 
-/// What `/healthz` answers from.
 /// Why the store cannot be written, if it cannot.
 pub(crate) type StoreFailing = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
+/// What `/healthz` answers from.
 pub(crate) struct Health {
     /// Tasks down, with why.
     down: Mutex<BTreeMap<&'static str, String>>,

@@ -231,8 +231,16 @@ impl Streamed {
         (Streamed(tx), response)
     }
 
-    /// Sends a piece on (callers gather about `FLUSH_BYTES` first); false
-    /// once the client is gone.
+    /// Sends what `buf` gathered on once it holds `FLUSH_BYTES`; false once
+    /// the client is gone.
+    pub(crate) async fn flush<B>(&self, buf: &mut B) -> bool
+    where
+        B: AsRef<[u8]> + Default + Into<Vec<u8>>,
+    {
+        buf.as_ref().len() < FLUSH_BYTES || self.send(std::mem::take(buf).into()).await
+    }
+
+    /// Sends the rest; false once the client is gone.
     pub(crate) async fn send(&self, piece: Vec<u8>) -> bool {
         self.0.send(Ok(piece)).await.is_ok()
     }
@@ -920,6 +928,18 @@ timeout = "2s"
         stop.cancel();
     }
 
+    /// Metrics of `n` probes that have each run once.
+    fn metrics_of(n: usize) -> Arc<Metrics> {
+        let metrics = Arc::new(Metrics::new());
+        for i in 0..n {
+            let name = format!("probe-{i}");
+            metrics.register_probe(&name, "http", "site");
+            let o = crate::outcome::Outcome::ok("fine").with("status_code", 200.0);
+            metrics.probe_run(&name, "http", "site", &o);
+        }
+        metrics
+    }
+
     #[test]
     fn scrapers_that_never_read_hold_a_few_threads_not_the_pool() {
         // A blocking pool just larger than the bound: without the bound,
@@ -932,14 +952,7 @@ timeout = "2s"
             .unwrap();
         runtime.block_on(async {
             use tokio::io::AsyncWriteExt;
-            let metrics = Arc::new(Metrics::new());
-            for i in 0..10_000 {
-                let name = format!("probe-{i}");
-                metrics.register_probe(&name, "http", "site");
-                let o = crate::outcome::Outcome::ok("fine").with("status_code", 200.0);
-                metrics.probe_run(&name, "http", "site", &o);
-            }
-            let (addr, stop, _) = start(metrics).await;
+            let (addr, stop, _) = start(metrics_of(10_000)).await;
             // Twice as many scrapers as renders may run, each asking and never
             // reading, behind a receive window of 4 KiB.
             let mut stalled = Vec::new();
@@ -980,13 +993,7 @@ timeout = "2s"
 
     #[tokio::test]
     async fn metrics_of_thousands_of_probes_stream_whole() {
-        let metrics = Arc::new(Metrics::new());
-        for i in 0..3000 {
-            let name = format!("probe-{i}");
-            metrics.register_probe(&name, "http", "site");
-            let o = crate::outcome::Outcome::ok("fine").with("status_code", 200.0);
-            metrics.probe_run(&name, "http", "site", &o);
-        }
+        let metrics = metrics_of(3000);
         let (addr, stop, _) = start(metrics.clone()).await;
         let (status, headers, body) = get(addr, "/metrics").await;
         assert_eq!(status, "HTTP/1.1 200 OK");

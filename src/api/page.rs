@@ -802,19 +802,12 @@ pub(crate) async fn page(State(state): State<Arc<ApiState>>) -> Response {
             for chunk in layout.sets[n].1.chunks(PROBES_PER_READ) {
                 let names: Vec<String> =
                     chunk.iter().map(|&i| probes[i].name.to_string()).collect();
-                let read = store.clone();
-                let history =
-                    tokio::task::spawn_blocking(move || read.recent_results_of(&names, HISTORY))
-                        .await;
-                let history = match history {
-                    Ok(Ok(h)) => h,
-                    // The page still shows each probe's last result.
-                    Ok(Err(e)) => {
+                let history = (super::v1::read_recent(&store, names, HISTORY).await)
+                    .unwrap_or_else(|e| {
+                        // The page still shows each probe's last result.
                         tracing::warn!(error = %e, "cannot read results for the status page");
                         HashMap::new()
-                    }
-                    Err(_) => HashMap::new(),
-                };
+                    });
                 for &i in chunk {
                     let p = &probes[i];
                     let shown = PageProbe {
@@ -827,9 +820,7 @@ pub(crate) async fn page(State(state): State<Arc<ApiState>>) -> Response {
                     };
                     probe_html(&mut html, &shown, &layout.views[i], now);
                 }
-                if html.len() >= super::FLUSH_BYTES
-                    && !out.send(std::mem::take(&mut html).into_bytes()).await
-                {
+                if !out.flush(&mut html).await {
                     return;
                 }
             }

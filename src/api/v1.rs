@@ -316,7 +316,7 @@ pub(crate) async fn health(State(state): State<Arc<ApiState>>) -> Response {
                 };
                 json_into(&mut buf, &item);
                 k += 1;
-                if buf.len() >= FLUSH_BYTES && !out.send(std::mem::take(&mut buf)).await {
+                if !out.flush(&mut buf).await {
                     return;
                 }
             }
@@ -352,7 +352,7 @@ pub(crate) async fn probes(State(state): State<Arc<ApiState>>) -> Response {
             };
             let view = view_of.get(p.name.as_str()).copied();
             json_into(&mut buf, &ProbeItem::of(p, view, row, state.next_run(p)));
-            if buf.len() >= FLUSH_BYTES && !out.send(std::mem::take(&mut buf)).await {
+            if !out.flush(&mut buf).await {
                 return;
             }
         }
